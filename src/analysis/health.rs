@@ -1,0 +1,421 @@
+//! Program health: the playbook's signals computed over the whole history (proven hypothesis
+//! rate, idea-to-decision time, attribution stability, moment coverage, KPI mirage, latency
+//! leaks, black-box rules) and the maturity stage they suggest, with the reasons.
+
+use super::{AnalysisSettings, ExperimentAnalysis, Outcome};
+use crate::history::{Decision, Experiment, Moment};
+use chrono::{Datelike, Months, NaiveDate};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RateCell {
+    pub proven: usize,
+    pub valid: usize,
+    pub rate: Option<f64>,
+}
+
+impl RateCell {
+    fn add(&mut self, proven: bool) {
+        self.valid += 1;
+        if proven {
+            self.proven += 1;
+        }
+        self.rate = Some(self.proven as f64 / self.valid as f64);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyLeak {
+    pub id: String,
+    pub rendering: String,
+    pub latency_ms_p75_delta: f64,
+    pub budget_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramHealth {
+    pub experiments: usize,
+    pub running: usize,
+    pub concluded: usize,
+    /// Concluded (or stopped) with a trustworthy, computable result.
+    pub valid_concluded: usize,
+    pub proven: usize,
+    pub disproven: usize,
+    pub inconclusive: usize,
+    pub invalid: usize,
+    /// proven / valid concluded.
+    pub proven_rate: Option<f64>,
+    /// `below_healthy` (shipping noise), `healthy` (30–50%), `above_healthy` (suspect measurement).
+    pub proven_rate_band: Option<String>,
+    pub proven_rate_by_moment: BTreeMap<String, RateCell>,
+    pub proven_rate_by_quarter: BTreeMap<String, RateCell>,
+    pub median_idea_to_decision_days: Option<f64>,
+    pub idea_to_decision_days_by_quarter: BTreeMap<String, f64>,
+    /// Least-squares slope of the quarterly medians, in days per quarter (negative = faster).
+    pub idea_to_decision_trend_days_per_quarter: Option<f64>,
+    pub attributed_revenue_by_quarter: BTreeMap<String, f64>,
+    /// Coefficient of variation of the quarterly attributed revenue (lower = more stable).
+    pub attribution_cv: Option<f64>,
+    /// Experiments started in the 12 months before the analysis day, per named moment.
+    pub moment_coverage_12m: BTreeMap<String, usize>,
+    /// Named moments with fewer than 3 experiments in those 12 months.
+    pub neglected_moments: Vec<Moment>,
+    /// Share of experiments whose primary KPI is not commercial.
+    pub kpi_mirage_share: Option<f64>,
+    pub kpi_mirage_experiments: Vec<String>,
+    pub latency_leaks: Vec<LatencyLeak>,
+    /// Shipped without a proven result.
+    pub black_box_rules: Vec<String>,
+    pub srm_flagged: Vec<String>,
+    pub maturity_stage: u8,
+    pub maturity_reasons: Vec<String>,
+    /// Whether the history is rich enough for agentic proposals.
+    pub ready_for_proposals: bool,
+    pub readiness_reason: String,
+    /// Why a null figure above is null.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, String>,
+}
+
+pub fn quarter_of(date: NaiveDate) -> String {
+    format!("{}-Q{}", date.year(), (date.month0() / 3) + 1)
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    })
+}
+
+fn slope(points: &[f64]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = points.iter().sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, y) in points.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        num += dx * (y - mean_y);
+        den += dx * dx;
+    }
+    (den > 0.0).then(|| num / den)
+}
+
+pub fn program_health(
+    experiments: &[Experiment],
+    analyses: &[ExperimentAnalysis],
+    settings: &AnalysisSettings,
+) -> ProgramHealth {
+    let mut reasons = BTreeMap::new();
+    let mut overall = RateCell::default();
+    let mut by_moment: BTreeMap<String, RateCell> = BTreeMap::new();
+    let mut by_quarter: BTreeMap<String, RateCell> = BTreeMap::new();
+    let (mut running, mut concluded) = (0, 0);
+    let (mut proven, mut disproven, mut inconclusive, mut invalid) = (0, 0, 0, 0);
+    let mut decision_days: Vec<f64> = Vec::new();
+    let mut decision_days_by_quarter: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut attributed: BTreeMap<String, f64> = BTreeMap::new();
+    let mut coverage: BTreeMap<String, usize> = Moment::NAMED
+        .iter()
+        .map(|m| (m.as_str().to_string(), 0))
+        .collect();
+    let window_start = settings
+        .today
+        .checked_sub_months(Months::new(12))
+        .unwrap_or(settings.today);
+    let mut mirage = Vec::new();
+    let mut leaks = Vec::new();
+    let mut black_box = Vec::new();
+    let mut srm_flagged = Vec::new();
+
+    for (experiment, analysis) in experiments.iter().zip(analyses) {
+        if experiment.is_running() {
+            running += 1;
+        } else {
+            concluded += 1;
+        }
+        let quarter = experiment.reference_date().map(quarter_of);
+        match analysis.outcome {
+            Outcome::Proven | Outcome::Disproven | Outcome::Inconclusive => {
+                let is_proven = analysis.outcome == Outcome::Proven;
+                overall.add(is_proven);
+                by_moment
+                    .entry(experiment.moment.as_str().to_string())
+                    .or_default()
+                    .add(is_proven);
+                if let Some(q) = &quarter {
+                    by_quarter.entry(q.clone()).or_default().add(is_proven);
+                }
+                match analysis.outcome {
+                    Outcome::Proven => proven += 1,
+                    Outcome::Disproven => disproven += 1,
+                    _ => inconclusive += 1,
+                }
+            }
+            Outcome::Invalid => invalid += 1,
+            Outcome::Running | Outcome::NotComputable => {}
+        }
+        if analysis.srm_flagged {
+            srm_flagged.push(experiment.id.clone());
+        }
+        if let (Some(idea), Some(decided)) = (experiment.idea_at, experiment.decided_at) {
+            let days = (decided - idea).num_days() as f64;
+            if days >= 0.0 {
+                decision_days.push(days);
+                decision_days_by_quarter
+                    .entry(quarter_of(decided))
+                    .or_default()
+                    .push(days);
+            }
+        }
+        if let (Some(revenue), Some(q)) = (experiment.attributed_revenue, &quarter) {
+            *attributed.entry(q.clone()).or_default() += revenue;
+        }
+        let started = experiment
+            .started_at
+            .or(experiment.idea_at)
+            .or(experiment.reference_date());
+        if let Some(started) = started {
+            if started > window_start && started <= settings.today {
+                if let Some(count) = coverage.get_mut(experiment.moment.as_str()) {
+                    *count += 1;
+                }
+            }
+        }
+        if !experiment.has_commercial_kpi() {
+            mirage.push(experiment.id.clone());
+        }
+        if let (Some(delta), Some(rendering)) =
+            (experiment.latency_ms_p75_delta, experiment.rendering.as_deref())
+        {
+            if let Some(budget) = settings.latency_budget_ms.get(rendering) {
+                if delta > *budget {
+                    leaks.push(LatencyLeak {
+                        id: experiment.id.clone(),
+                        rendering: rendering.to_string(),
+                        latency_ms_p75_delta: delta,
+                        budget_ms: *budget,
+                    });
+                }
+            }
+        }
+        if experiment.decision == Some(Decision::Ship) && analysis.outcome != Outcome::Proven {
+            black_box.push(experiment.id.clone());
+        }
+    }
+
+    let proven_rate = overall.rate;
+    if proven_rate.is_none() {
+        reasons.insert(
+            "proven_rate".into(),
+            "no concluded experiment with a valid result".into(),
+        );
+    }
+    let proven_rate_band = proven_rate.map(|r| {
+        if r < 0.30 {
+            "below_healthy".to_string()
+        } else if r <= 0.50 {
+            "healthy".to_string()
+        } else {
+            "above_healthy".to_string()
+        }
+    });
+    let median_days = median(&mut decision_days);
+    if median_days.is_none() {
+        reasons.insert(
+            "median_idea_to_decision_days".into(),
+            "no experiment has both idea_at and decided_at".into(),
+        );
+    }
+    let by_quarter_days: BTreeMap<String, f64> = decision_days_by_quarter
+        .into_iter()
+        .filter_map(|(q, mut days)| median(&mut days).map(|m| (q, m)))
+        .collect();
+    let trend = slope(&by_quarter_days.values().copied().collect::<Vec<_>>());
+    let attribution_cv = {
+        let values: Vec<f64> = attributed.values().copied().collect();
+        if values.len() < 2 {
+            reasons.insert(
+                "attribution_cv".into(),
+                "attributed revenue in fewer than two quarters".into(),
+            );
+            None
+        } else {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                / (values.len() - 1) as f64;
+            (mean > 0.0).then(|| var.sqrt() / mean)
+        }
+    };
+    let neglected: Vec<Moment> = Moment::NAMED
+        .into_iter()
+        .filter(|m| coverage.get(m.as_str()).copied().unwrap_or(0) < 3)
+        .collect();
+    let kpi_mirage_share =
+        (!experiments.is_empty()).then(|| mirage.len() as f64 / experiments.len() as f64);
+
+    let (stage, stage_reasons) = maturity(
+        overall.valid,
+        proven_rate,
+        median_days,
+        attribution_cv,
+        kpi_mirage_share.unwrap_or(0.0),
+        black_box.len(),
+        experiments.len(),
+        &neglected,
+    );
+    let ready = overall.valid >= settings.min_decided_experiments;
+    let readiness_reason = if ready {
+        format!(
+            "{} concluded experiments with valid results (at least {} needed)",
+            overall.valid, settings.min_decided_experiments
+        )
+    } else {
+        format!(
+            "only {} concluded experiments with valid results; hypod needs at least {} before it proposes anything: decide more experiments first",
+            overall.valid, settings.min_decided_experiments
+        )
+    };
+
+    ProgramHealth {
+        experiments: experiments.len(),
+        running,
+        concluded,
+        valid_concluded: overall.valid,
+        proven,
+        disproven,
+        inconclusive,
+        invalid,
+        proven_rate,
+        proven_rate_band,
+        proven_rate_by_moment: by_moment,
+        proven_rate_by_quarter: by_quarter,
+        median_idea_to_decision_days: median_days,
+        idea_to_decision_days_by_quarter: by_quarter_days,
+        idea_to_decision_trend_days_per_quarter: trend,
+        attributed_revenue_by_quarter: attributed,
+        attribution_cv,
+        moment_coverage_12m: coverage,
+        neglected_moments: neglected,
+        kpi_mirage_share,
+        kpi_mirage_experiments: mirage,
+        latency_leaks: leaks,
+        black_box_rules: black_box,
+        srm_flagged,
+        maturity_stage: stage,
+        maturity_reasons: stage_reasons,
+        ready_for_proposals: ready,
+        readiness_reason,
+        reasons,
+    }
+}
+
+/// Estimates the playbook's maturity stage (1 Random … 4 Adaptive) from the health signals.
+#[allow(clippy::too_many_arguments)]
+fn maturity(
+    valid: usize,
+    proven_rate: Option<f64>,
+    median_days: Option<f64>,
+    attribution_cv: Option<f64>,
+    mirage_share: f64,
+    black_box: usize,
+    total: usize,
+    neglected: &[Moment],
+) -> (u8, Vec<String>) {
+    let mut reasons = Vec::new();
+    if valid < 5 {
+        reasons.push(format!(
+            "Stage 1 (Random): only {valid} experiments with a valid decided result, no measurable programme yet"
+        ));
+        return (1, reasons);
+    }
+    let mut stage = 3u8;
+    let black_box_share = black_box as f64 / total.max(1) as f64;
+    if mirage_share > 0.25 {
+        stage = stage.min(2);
+        reasons.push(format!(
+            "{:.0}% of experiments optimise a non-commercial KPI (KPI mirage)",
+            mirage_share * 100.0
+        ));
+    }
+    if black_box_share > 0.25 {
+        stage = stage.min(2);
+        reasons.push(format!(
+            "{:.0}% of experiments shipped without a proven result (black-box rules)",
+            black_box_share * 100.0
+        ));
+    }
+    match median_days {
+        Some(days) if days > 120.0 => {
+            stage = stage.min(2);
+            reasons.push(format!(
+                "idea to decision takes {days:.0} days (median): months, as at Stage 1–2"
+            ));
+        }
+        Some(days) => reasons.push(format!("idea to decision takes {days:.0} days (median)")),
+        None => {
+            stage = stage.min(2);
+            reasons.push("idea-to-decision time is not recorded".into());
+        }
+    }
+    match proven_rate {
+        Some(rate) if rate < 0.10 => {
+            stage = stage.min(2);
+            reasons.push(format!(
+                "proven hypothesis rate {:.0}% is below 10%: the programme ships noise",
+                rate * 100.0
+            ));
+        }
+        Some(rate) => reasons.push(format!("proven hypothesis rate {:.0}%", rate * 100.0)),
+        None => {}
+    }
+    if stage == 3 {
+        reasons.insert(
+            0,
+            "Stage 3 (Strategic): hypotheses are formalised and decided on commercial KPIs".into(),
+        );
+        let fast = median_days.is_some_and(|d| d <= 14.0);
+        let healthy_rate = proven_rate.is_some_and(|r| (0.30..=0.50).contains(&r));
+        let stable = attribution_cv.is_some_and(|cv| cv <= 0.30);
+        if fast && healthy_rate && stable && neglected.is_empty() && valid >= 50 {
+            stage = 4;
+            reasons.insert(
+                0,
+                "Stage 4 (Adaptive): fast decisions, a healthy proven rate, stable attribution and every moment covered".into(),
+            );
+        } else {
+            if !neglected.is_empty() {
+                let names: Vec<&str> = neglected.iter().map(|m| m.as_str()).collect();
+                reasons.push(format!(
+                    "not Stage 4: neglected moments in the last 12 months: {}",
+                    names.join(", ")
+                ));
+            }
+            if !fast {
+                reasons.push("not Stage 4: decisions take longer than two weeks".into());
+            }
+            if !stable {
+                reasons.push(
+                    "not Stage 4: attributed revenue is unstable or not recorded by quarter".into(),
+                );
+            }
+        }
+    } else {
+        reasons.insert(
+            0,
+            "Stage 2 (Reactive): some measurement, but the signals below hold the programme back"
+                .into(),
+        );
+    }
+    (stage, reasons)
+}

@@ -1,0 +1,411 @@
+//! Analysis: per-experiment statistics (`stats`) and the program's health signals (`health`).
+//! Pure: takes experiments and settings, returns values; no I/O. The serialized form of
+//! [`Analysis`] is the stable `hypod analyze --json` output.
+
+pub mod health;
+pub mod stats;
+
+use crate::history::{Experiment, ExperimentStatus};
+use chrono::NaiveDate;
+use serde::Serialize;
+use stats::{Moments, TestResult};
+use std::collections::BTreeMap;
+
+pub use health::ProgramHealth;
+
+/// Knobs of the analysis, from the configuration and the catalog.
+#[derive(Debug, Clone)]
+pub struct AnalysisSettings {
+    pub alpha: f64,
+    pub power: f64,
+    pub srm_threshold: f64,
+    /// Latency budget per rendering mode, in ms at p75.
+    pub latency_budget_ms: BTreeMap<String, f64>,
+    /// Valid concluded experiments a program needs before hypod proposes anything.
+    pub min_decided_experiments: usize,
+    /// The day the analysis is made (moment coverage looks back 12 months from it).
+    pub today: NaiveDate,
+}
+
+impl AnalysisSettings {
+    pub fn new(today: NaiveDate) -> AnalysisSettings {
+        AnalysisSettings {
+            alpha: 0.05,
+            power: 0.8,
+            srm_threshold: 0.001,
+            latency_budget_ms: [("edge", 10.0), ("server", 50.0), ("client", 30.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            min_decided_experiments: 20,
+            today,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Proven,
+    Disproven,
+    Inconclusive,
+    /// Sample ratio mismatch: the result is not trusted.
+    Invalid,
+    Running,
+    /// The data cannot support a test (no visitors, zero variance…).
+    NotComputable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Proven => "proven",
+            Outcome::Disproven => "disproven",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::Invalid => "invalid",
+            Outcome::Running => "running",
+            Outcome::NotComputable => "not_computable",
+        }
+    }
+}
+
+/// One metric, one treatment against control. Numbers that cannot be computed are `null` and
+/// `reason` says why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MetricResult {
+    pub kpi: String,
+    pub treatment: String,
+    pub control_mean: Option<f64>,
+    pub treatment_mean: Option<f64>,
+    pub relative_lift: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub p_value: Option<f64>,
+    pub absolute_diff: Option<f64>,
+    pub absolute_ci_low: Option<f64>,
+    pub absolute_ci_high: Option<f64>,
+    pub absolute_p_value: Option<f64>,
+    pub degrees_of_freedom: Option<f64>,
+    pub power: Option<f64>,
+    /// Visitors per arm needed to detect the observed lift with the configured power.
+    pub required_visitors_per_arm: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl MetricResult {
+    fn not_computable(kpi: &str, treatment: &str, reason: String) -> MetricResult {
+        MetricResult {
+            kpi: kpi.to_string(),
+            treatment: treatment.to_string(),
+            reason: Some(reason),
+            ..MetricResult::default()
+        }
+    }
+
+    pub fn is_significant(&self, alpha: f64) -> bool {
+        self.p_value.is_some_and(|p| p < alpha)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentAnalysis {
+    pub id: String,
+    pub status: ExperimentStatus,
+    pub moment: crate::history::Moment,
+    pub outcome: Outcome,
+    pub srm_p_value: Option<f64>,
+    pub srm_flagged: bool,
+    /// The primary KPI for the treatment the outcome is decided on.
+    pub primary: MetricResult,
+    /// Revenue per visitor, where revenue is given.
+    pub revenue_per_visitor: Option<MetricResult>,
+    /// Average order value (revenue/orders) as a ratio metric, where revenue and orders are given.
+    pub average_order_value: Option<MetricResult>,
+    /// Every treatment on the primary KPI (more than one for A/B/n tests).
+    pub treatments: Vec<MetricResult>,
+    pub commercial_kpi: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What `hypod analyze` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub program: ProgramHealth,
+    pub experiments: Vec<ExperimentAnalysis>,
+}
+
+impl Analysis {
+    pub fn experiment(&self, id: &str) -> Option<&ExperimentAnalysis> {
+        self.experiments.iter().find(|e| e.id == id)
+    }
+}
+
+/// Analyses every experiment and the program as a whole.
+pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analysis {
+    let per_experiment: Vec<ExperimentAnalysis> = experiments
+        .iter()
+        .map(|e| analyze_experiment(e, settings))
+        .collect();
+    let program = health::program_health(experiments, &per_experiment, settings);
+    Analysis {
+        program,
+        experiments: per_experiment,
+    }
+}
+
+fn metric_from(
+    kpi: &str,
+    treatment: &str,
+    control: Result<Moments, String>,
+    candidate: Result<Moments, String>,
+    settings: &AnalysisSettings,
+    proportion: bool,
+) -> MetricResult {
+    let (control, candidate) = match (control, candidate) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return MetricResult::not_computable(kpi, treatment, reason)
+        }
+    };
+    let mut result = MetricResult {
+        kpi: kpi.to_string(),
+        treatment: treatment.to_string(),
+        control_mean: Some(control.mean),
+        treatment_mean: Some(candidate.mean),
+        ..MetricResult::default()
+    };
+    match stats::compare(&control, &candidate, settings.alpha) {
+        Ok(test) => fill_test(&mut result, &test, &control, settings, proportion),
+        Err(reason) => result.reason = Some(reason),
+    }
+    result
+}
+
+fn fill_test(
+    result: &mut MetricResult,
+    test: &TestResult,
+    control: &Moments,
+    settings: &AnalysisSettings,
+    proportion: bool,
+) {
+    result.relative_lift = Some(test.relative_lift);
+    result.ci_low = Some(test.ci_low);
+    result.ci_high = Some(test.ci_high);
+    result.p_value = Some(test.p_value);
+    result.absolute_diff = Some(test.absolute_diff);
+    result.absolute_ci_low = Some(test.absolute_ci_low);
+    result.absolute_ci_high = Some(test.absolute_ci_high);
+    result.absolute_p_value = Some(test.absolute_p_value);
+    result.degrees_of_freedom = Some(test.degrees_of_freedom);
+    result.power = stats::achieved_power(test.relative_lift, test.relative_se, settings.alpha).ok();
+    let required = if proportion {
+        stats::sample_size_proportion(
+            control.mean,
+            test.relative_lift,
+            settings.alpha,
+            settings.power,
+        )
+    } else {
+        stats::sample_size_mean(
+            control.variance.sqrt(),
+            test.absolute_diff,
+            settings.alpha,
+            settings.power,
+        )
+    };
+    match required {
+        Ok(n) => result.required_visitors_per_arm = Some(n),
+        Err(reason) => result.reason = Some(format!("required sample size: {reason}")),
+    }
+}
+
+fn is_proportion_kpi(kpi: &str) -> bool {
+    !matches!(kpi, "revenue_per_visitor" | "average_order_value")
+}
+
+fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> ExperimentAnalysis {
+    let control = experiment.control();
+    let observed: Vec<u64> = experiment.variants.iter().map(|v| v.visitors).collect();
+    let weights: Vec<f64> = (0..experiment.variants.len())
+        .map(|i| experiment.weight(i))
+        .collect();
+    let srm = stats::srm(&observed, &weights);
+    let srm_p_value = srm.as_ref().ok().map(|(_, p)| *p);
+    let srm_flagged = srm_p_value.is_some_and(|p| p < settings.srm_threshold);
+
+    let kpi = experiment.primary_kpi.as_str();
+    let rpv = |v: &crate::history::Variant| match (v.revenue, v.revenue_sq) {
+        (Some(sum), Some(sq)) => Moments::sample_mean(sum, sq, v.visitors),
+        _ => Err("revenue and revenue_sq are not given".into()),
+    };
+    let aov = |v: &crate::history::Variant| match (v.revenue, v.revenue_sq, v.orders) {
+        // At most one order per visitor: Σ(revenue·orders) = revenue, Σorders² = orders.
+        (Some(sum), Some(sq), Some(orders)) => Moments::ratio(
+            (sum, sq),
+            (orders as f64, orders as f64),
+            sum,
+            v.visitors,
+        ),
+        _ => Err("revenue, revenue_sq and orders are not given".into()),
+    };
+    let primary_moments = |v: &crate::history::Variant| match kpi {
+        "revenue_per_visitor" => rpv(v),
+        "average_order_value" => aov(v),
+        _ => Moments::proportion(v.conversions, v.visitors),
+    };
+    let treatments: Vec<MetricResult> = experiment
+        .treatments()
+        .map(|(_, t)| {
+            metric_from(
+                kpi,
+                &t.name,
+                primary_moments(control),
+                primary_moments(t),
+                settings,
+                is_proportion_kpi(kpi),
+            )
+        })
+        .collect();
+    // The outcome is decided on the treatment with the strongest evidence (lowest p-value).
+    let best_index = treatments
+        .iter()
+        .enumerate()
+        .min_by(|(_, a), (_, b)| {
+            let pa = a.p_value.unwrap_or(f64::INFINITY);
+            let pb = b.p_value.unwrap_or(f64::INFINITY);
+            pa.total_cmp(&pb)
+        })
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let primary = treatments.get(best_index).cloned().unwrap_or_default();
+    let best_treatment = experiment
+        .treatments()
+        .nth(best_index)
+        .map(|(_, v)| v)
+        .unwrap_or(control);
+
+    let has_revenue = experiment
+        .variants
+        .iter()
+        .all(|v| v.revenue.is_some() && v.revenue_sq.is_some());
+    let revenue_per_visitor = has_revenue.then(|| {
+        metric_from(
+            "revenue_per_visitor",
+            &best_treatment.name,
+            rpv(control),
+            rpv(best_treatment),
+            settings,
+            false,
+        )
+    });
+    let has_orders = has_revenue && experiment.variants.iter().all(|v| v.orders.is_some());
+    let average_order_value = has_orders.then(|| {
+        metric_from(
+            "average_order_value",
+            &best_treatment.name,
+            aov(control),
+            aov(best_treatment),
+            settings,
+            false,
+        )
+    });
+
+    let (outcome, reason) = if experiment.is_running() {
+        (Outcome::Running, None)
+    } else if srm_flagged {
+        (
+            Outcome::Invalid,
+            Some(format!(
+                "sample ratio mismatch (p = {:.6} < {}): the traffic split is broken, the result is not trusted",
+                srm_p_value.unwrap_or(0.0),
+                settings.srm_threshold
+            )),
+        )
+    } else {
+        match (primary.p_value, primary.relative_lift) {
+            (Some(p), Some(lift)) if p < settings.alpha && lift > 0.0 => (Outcome::Proven, None),
+            (Some(p), Some(lift)) if p < settings.alpha && lift < 0.0 => {
+                (Outcome::Disproven, None)
+            }
+            (Some(_), Some(_)) => (Outcome::Inconclusive, None),
+            _ => (
+                Outcome::NotComputable,
+                Some(
+                    primary
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "no treatment could be tested".into()),
+                ),
+            ),
+        }
+    };
+
+    ExperimentAnalysis {
+        id: experiment.id.clone(),
+        status: experiment.status,
+        moment: experiment.moment,
+        outcome,
+        srm_p_value,
+        srm_flagged,
+        primary,
+        revenue_per_visitor,
+        average_order_value,
+        treatments,
+        commercial_kpi: experiment.has_commercial_kpi(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::import::{parse_text, Format};
+
+    fn experiment(json: &str) -> Experiment {
+        let report = parse_text("t", Format::Ndjson, json);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        report.experiments.into_iter().next().unwrap()
+    }
+
+    fn settings() -> AnalysisSettings {
+        AnalysisSettings::new(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap())
+    }
+
+    #[test]
+    fn reference_experiment_is_inconclusive_with_gbstats_numbers() {
+        let e = experiment(
+            r#"{"id":"r","name":"r","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":10000,"conversions":500},{"name":"t","control":false,"visitors":10000,"conversions":560}]}"#,
+        );
+        let a = analyze_experiment(&e, &settings());
+        assert_eq!(a.outcome, Outcome::Inconclusive);
+        let p = a.primary.p_value.unwrap();
+        assert!((p - 0.0735868).abs() < 1e-6, "{p}");
+        assert!(!a.srm_flagged);
+    }
+
+    #[test]
+    fn srm_makes_the_result_invalid() {
+        let e = experiment(
+            r#"{"id":"s","name":"s","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":10000,"conversions":500},{"name":"t","control":false,"visitors":10500,"conversions":900}]}"#,
+        );
+        let a = analyze_experiment(&e, &settings());
+        assert_eq!(a.outcome, Outcome::Invalid);
+        assert!(a.reason.unwrap().contains("sample ratio mismatch"));
+    }
+
+    #[test]
+    fn zero_visitors_is_not_computable_and_serializes_without_nan() {
+        let e = experiment(
+            r#"{"id":"z","name":"z","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":0,"conversions":0,"revenue":0,"revenue_sq":0,"orders":0},{"name":"t","control":false,"visitors":0,"conversions":0,"revenue":0,"revenue_sq":0,"orders":0}]}"#,
+        );
+        let analysis = analyze(std::slice::from_ref(&e), &settings());
+        let a = &analysis.experiments[0];
+        assert_eq!(a.outcome, Outcome::NotComputable);
+        assert!(a.primary.p_value.is_none());
+        assert!(a.primary.reason.is_some());
+        let json = serde_json::to_string(&analysis).unwrap();
+        assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
+    }
+}

@@ -1,0 +1,324 @@
+//! Frequentist tests as in GrowthBook's `gbstats`: Welch's t on the relative lift with the
+//! delta method (the primary test), the absolute difference beside it, ratio metrics, sample
+//! ratio mismatch, power and sample size. Pure functions on numbers; nothing here panics or
+//! returns NaN: a statistic that cannot be computed is an `Err(reason)`.
+
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+
+/// Mean and variance of one metric in one variant, per visitor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moments {
+    pub n: f64,
+    pub mean: f64,
+    pub variance: f64,
+}
+
+impl Moments {
+    /// A conversion proportion: `m = x/n`, variance `m(1-m)`.
+    pub fn proportion(conversions: u64, visitors: u64) -> Result<Moments, String> {
+        if visitors == 0 {
+            return Err("no visitors".into());
+        }
+        let n = visitors as f64;
+        let mean = conversions as f64 / n;
+        Ok(Moments {
+            n,
+            mean,
+            variance: mean * (1.0 - mean),
+        })
+    }
+
+    /// A per-visitor sum: `m = S/n`, variance `(SS - S²/n)/(n-1)`.
+    pub fn sample_mean(sum: f64, sum_squares: f64, visitors: u64) -> Result<Moments, String> {
+        if visitors < 2 {
+            return Err("fewer than two visitors".into());
+        }
+        let n = visitors as f64;
+        let variance = ((sum_squares - sum * sum / n) / (n - 1.0)).max(0.0);
+        Ok(Moments {
+            n,
+            mean: sum / n,
+            variance,
+        })
+    }
+
+    /// A ratio metric `Σnum / Σden` per visitor, by the delta method, from the sums, sums of
+    /// squares and the sum of cross products over visitors.
+    pub fn ratio(
+        num: (f64, f64),
+        den: (f64, f64),
+        cross: f64,
+        visitors: u64,
+    ) -> Result<Moments, String> {
+        if visitors < 2 {
+            return Err("fewer than two visitors".into());
+        }
+        let n = visitors as f64;
+        let (num_sum, num_sq) = num;
+        let (den_sum, den_sq) = den;
+        if den_sum <= 0.0 {
+            return Err("no orders".into());
+        }
+        let mean_num = num_sum / n;
+        let mean_den = den_sum / n;
+        let var_num = ((num_sq - num_sum * num_sum / n) / (n - 1.0)).max(0.0);
+        let var_den = ((den_sq - den_sum * den_sum / n) / (n - 1.0)).max(0.0);
+        let covariance = (cross - num_sum * den_sum / n) / (n - 1.0);
+        let mean = mean_num / mean_den;
+        let variance = (var_num / mean_den.powi(2) - 2.0 * covariance * mean_num / mean_den.powi(3)
+            + mean_num.powi(2) * var_den / mean_den.powi(4))
+        .max(0.0);
+        // As in gbstats, the ratio's variance is per visitor (the unit of randomisation).
+        Ok(Moments {
+            n,
+            mean,
+            variance,
+        })
+    }
+}
+
+/// The result of one treatment-vs-control test on one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestResult {
+    pub relative_lift: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub p_value: f64,
+    pub absolute_diff: f64,
+    pub absolute_ci_low: f64,
+    pub absolute_ci_high: f64,
+    pub absolute_p_value: f64,
+    pub degrees_of_freedom: f64,
+    /// Standard error of the relative lift.
+    pub relative_se: f64,
+}
+
+/// Welch–Satterthwaite degrees of freedom from the raw variances.
+pub fn welch_df(control: &Moments, treatment: &Moments) -> f64 {
+    let a = control.variance / control.n;
+    let b = treatment.variance / treatment.n;
+    (a + b).powi(2) / (a.powi(2) / (control.n - 1.0) + b.powi(2) / (treatment.n - 1.0))
+}
+
+fn t_test(estimate: f64, se: f64, df: f64, alpha: f64) -> Result<(f64, f64, f64), String> {
+    let t = StudentsT::new(0.0, 1.0, df).map_err(|e| format!("t distribution: {e}"))?;
+    let p = 2.0 * (1.0 - t.cdf((estimate / se).abs()));
+    let critical = t.inverse_cdf(1.0 - alpha / 2.0);
+    Ok((estimate - critical * se, estimate + critical * se, p.clamp(0.0, 1.0)))
+}
+
+/// Two-sided Welch t-tests of treatment against control, relative (delta method) and absolute.
+pub fn compare(control: &Moments, treatment: &Moments, alpha: f64) -> Result<TestResult, String> {
+    if control.n < 2.0 || treatment.n < 2.0 {
+        return Err("fewer than two visitors in a variant".into());
+    }
+    if control.mean == 0.0 {
+        return Err("the control mean is zero: a relative lift is undefined".into());
+    }
+    if control.variance <= 0.0 && treatment.variance <= 0.0 {
+        return Err("zero variance in both variants".into());
+    }
+    let (mc, mt) = (control.mean, treatment.mean);
+    let relative_lift = (mt - mc) / mc.abs();
+    let relative_var = treatment.variance / (mc.powi(2) * treatment.n)
+        + control.variance * mt.powi(2) / (mc.powi(4) * control.n);
+    let relative_se = relative_var.sqrt();
+    let absolute_diff = mt - mc;
+    let absolute_se = (treatment.variance / treatment.n + control.variance / control.n).sqrt();
+    let df = welch_df(control, treatment);
+    if !(df.is_finite() && df > 0.0 && relative_se > 0.0 && absolute_se > 0.0) {
+        return Err("degenerate variances".into());
+    }
+    let (ci_low, ci_high, p_value) = t_test(relative_lift, relative_se, df, alpha)?;
+    let (absolute_ci_low, absolute_ci_high, absolute_p_value) =
+        t_test(absolute_diff, absolute_se, df, alpha)?;
+    let result = TestResult {
+        relative_lift,
+        ci_low,
+        ci_high,
+        p_value,
+        absolute_diff,
+        absolute_ci_low,
+        absolute_ci_high,
+        absolute_p_value,
+        degrees_of_freedom: df,
+        relative_se,
+    };
+    let all = [
+        result.relative_lift,
+        result.ci_low,
+        result.ci_high,
+        result.p_value,
+        result.absolute_ci_low,
+        result.absolute_ci_high,
+        result.absolute_p_value,
+    ];
+    if all.iter().all(|x| x.is_finite()) {
+        Ok(result)
+    } else {
+        Err("the test is not computable on these numbers".into())
+    }
+}
+
+/// Sample ratio mismatch: chi-square goodness of fit of the observed visitors against the
+/// intended weights. Returns (χ², p).
+pub fn srm(observed: &[u64], weights: &[f64]) -> Result<(f64, f64), String> {
+    if observed.len() < 2 || observed.len() != weights.len() {
+        return Err("needs one weight per variant".into());
+    }
+    let total: f64 = observed.iter().map(|&o| o as f64).sum();
+    let weight_sum: f64 = weights.iter().sum();
+    if total <= 0.0 || weight_sum <= 0.0 {
+        return Err("no visitors".into());
+    }
+    let chi2: f64 = observed
+        .iter()
+        .zip(weights)
+        .map(|(&o, &w)| {
+            let expected = total * w / weight_sum;
+            (o as f64 - expected).powi(2) / expected
+        })
+        .sum();
+    let dist = ChiSquared::new((observed.len() - 1) as f64).map_err(|e| e.to_string())?;
+    Ok((chi2, (1.0 - dist.cdf(chi2)).clamp(0.0, 1.0)))
+}
+
+fn z(quantile: f64) -> f64 {
+    // Normal::new(0, 1) cannot fail.
+    Normal::new(0.0, 1.0)
+        .map(|n| n.inverse_cdf(quantile))
+        .unwrap_or(f64::NAN)
+}
+
+/// Power of a two-sided z-test to detect `effect` with standard error `se`.
+pub fn achieved_power(effect: f64, se: f64, alpha: f64) -> Result<f64, String> {
+    if !(se > 0.0) || !effect.is_finite() {
+        return Err("no standard error".into());
+    }
+    let standard = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
+    let critical = z(1.0 - alpha / 2.0);
+    let shift = effect.abs() / se;
+    Ok((1.0 - standard.cdf(critical - shift) + standard.cdf(-critical - shift)).clamp(0.0, 1.0))
+}
+
+/// Visitors per arm to detect a relative change `relative_mde` of a proportion `baseline`
+/// (two-sided `alpha`, `power`).
+pub fn sample_size_proportion(
+    baseline: f64,
+    relative_mde: f64,
+    alpha: f64,
+    power: f64,
+) -> Result<u64, String> {
+    let p1 = baseline;
+    let p2 = baseline * (1.0 + relative_mde);
+    if !(p1 > 0.0 && p1 < 1.0 && p2 > 0.0 && p2 < 1.0) || relative_mde == 0.0 {
+        return Err(format!(
+            "baseline {p1} with a relative change of {relative_mde} is not a pair of proportions"
+        ));
+    }
+    let p_bar = (p1 + p2) / 2.0;
+    let za = z(1.0 - alpha / 2.0);
+    let zb = z(power);
+    let n = (za * (2.0 * p_bar * (1.0 - p_bar)).sqrt()
+        + zb * (p1 * (1.0 - p1) + p2 * (1.0 - p2)).sqrt())
+    .powi(2)
+        / (p2 - p1).powi(2);
+    to_count(n)
+}
+
+/// Visitors per arm to detect an absolute change `delta` of a mean with standard deviation
+/// `sigma`: `2(z₁₋α/₂+z₁₋β)²σ²/δ²`.
+pub fn sample_size_mean(sigma: f64, delta: f64, alpha: f64, power: f64) -> Result<u64, String> {
+    if !(sigma > 0.0) || delta == 0.0 || !delta.is_finite() {
+        return Err("needs a positive standard deviation and a non-zero effect".into());
+    }
+    let n = 2.0 * (z(1.0 - alpha / 2.0) + z(power)).powi(2) * sigma.powi(2) / delta.powi(2);
+    to_count(n)
+}
+
+fn to_count(n: f64) -> Result<u64, String> {
+    if n.is_finite() && n > 0.0 && n < 1e15 {
+        Ok(n.ceil() as u64)
+    } else {
+        Err("the required sample size is not finite".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reference values from DESIGN.md §4, computed with scipy, statsmodels and gbstats.
+    use super::*;
+
+    fn close(actual: f64, expected: f64, rel: f64) {
+        let tol = rel * expected.abs().max(1e-12);
+        assert!(
+            (actual - expected).abs() <= tol,
+            "{actual} is not within {rel} (relative) of {expected}"
+        );
+    }
+
+    #[test]
+    fn proportions_match_gbstats() {
+        let c = Moments::proportion(500, 10_000).unwrap();
+        let t = Moments::proportion(560, 10_000).unwrap();
+        let r = compare(&c, &t, 0.05).unwrap();
+        close(r.relative_lift, 0.12, 1e-9);
+        close(r.ci_low, -0.011456, 1e-4);
+        close(r.ci_high, 0.251456, 1e-5);
+        close(r.p_value, 0.0735868, 1e-5);
+        close(r.degrees_of_freedom, 19941.0, 1e-5);
+        close(r.absolute_ci_low, -0.000209597, 1e-5);
+        close(r.absolute_ci_high, 0.0122096, 1e-5);
+        close(r.absolute_p_value, 0.0582497, 1e-5);
+    }
+
+    #[test]
+    fn revenue_per_visitor_matches_gbstats() {
+        let c = Moments::sample_mean(25_000.0, 4_062_100.0, 10_000).unwrap();
+        let t = Moments::sample_mean(28_500.0, 4_490_784.0, 10_000).unwrap();
+        let r = compare(&c, &t, 0.05).unwrap();
+        close(r.relative_lift, 0.14, 1e-9);
+        close(r.ci_low, -0.10303, 1e-4);
+        close(r.ci_high, 0.38303, 1e-5);
+        close(r.p_value, 0.258858, 1e-5);
+        close(r.absolute_ci_low, -0.218424, 1e-5);
+        close(r.absolute_ci_high, 0.918424, 1e-5);
+    }
+
+    #[test]
+    fn srm_matches_scipy() {
+        let (chi2, p) = srm(&[10_000, 10_500], &[1.0, 1.0]).unwrap();
+        close(chi2, 12.1951, 1e-5);
+        close(p, 0.000479146, 1e-5);
+        assert!(p < 0.001);
+        let (_, p) = srm(&[10_000, 10_400], &[1.0, 1.0]).unwrap();
+        close(p, 0.0051014, 1e-5);
+        assert!(p >= 0.001);
+        let (_, p) = srm(&[20_000, 10_400], &[2.0, 1.0]).unwrap();
+        close(p, 0.00117687, 1e-5);
+    }
+
+    #[test]
+    fn sample_size_matches_statsmodels() {
+        assert_eq!(sample_size_proportion(0.05, 0.10, 0.05, 0.8).unwrap(), 31_234);
+    }
+
+    #[test]
+    fn degenerate_inputs_are_errors_not_nan() {
+        assert!(Moments::proportion(0, 0).is_err());
+        let zero = Moments::proportion(0, 1000).unwrap();
+        assert!(compare(&zero, &zero, 0.05).is_err());
+        let all = Moments::proportion(1000, 1000).unwrap();
+        assert!(compare(&all, &all, 0.05).is_err());
+        assert!(sample_size_proportion(0.0, 0.1, 0.05, 0.8).is_err());
+        assert!(sample_size_mean(0.0, 1.0, 0.05, 0.8).is_err());
+        assert!(srm(&[0, 0], &[1.0, 1.0]).is_err());
+        assert!(achieved_power(0.1, 0.0, 0.05).is_err());
+    }
+
+    #[test]
+    fn power_is_half_at_the_critical_effect() {
+        let power = achieved_power(1.959963985, 1.0, 0.05).unwrap();
+        close(power, 0.5 + 0.0000000, 1e-3);
+    }
+}

@@ -1,0 +1,11 @@
+//! The program's experiment history: the validated model and the importers that build it from
+//! NDJSON, JSON arrays and CSV.
+
+pub mod import;
+pub mod model;
+
+pub use import::{ImportOptions, ImportReport, Problem, Source};
+pub use model::{
+    is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
+    COMMERCIAL_KPIS,
+};

@@ -1,0 +1,1 @@
+//! The builtin proposer (placeholder until implemented).

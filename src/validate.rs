@@ -1,0 +1,463 @@
+//! Drafts → candidates. Every draft is untrusted (a model wrote it, or a file did): this module
+//! checks its references and ranges, and computes what hypod adds to it: baseline, required
+//! sample size, expected duration from the segment's consented traffic, expected value,
+//! priority, and the nearest duplicate among running experiments, open and rejected proposals.
+
+use crate::analysis::{stats, Analysis, Outcome};
+use crate::governance::catalog::Catalog;
+use crate::governance::{Effect, RuleSource, Verdict};
+use crate::history::{Experiment, TestKey};
+use crate::proposer::ProposalDraft;
+use crate::queue::{DuplicateRef, Enrichment, Proposal};
+use std::collections::{HashMap, HashSet};
+
+pub const MAX_TITLE_CHARS: usize = 120;
+pub const MAX_TEXT_CHARS: usize = 2_000;
+pub const MAX_SHORT_CHARS: usize = 64;
+pub const MAX_EVIDENCE: usize = 10;
+pub const MAX_LIST: usize = 10;
+/// Drafts at least this similar to something that exists are near-duplicates.
+pub const DUPLICATE_THRESHOLD: f64 = 0.85;
+/// The largest relative lift a draft may claim; anything above is not a credible expectation.
+pub const MAX_EXPECTED_LIFT: f64 = 0.5;
+pub const MAX_EXPECTED_LATENCY_MS: f64 = 5_000.0;
+
+/// One thing wrong with a draft, named by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for DraftProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// What a draft may refer to.
+pub struct References<'a> {
+    pub experiments: HashMap<&'a str, &'a Experiment>,
+    pub catalog: &'a Catalog,
+}
+
+impl<'a> References<'a> {
+    pub fn new(experiments: &'a [Experiment], catalog: &'a Catalog) -> References<'a> {
+        References {
+            experiments: experiments.iter().map(|e| (e.id.as_str(), e)).collect(),
+            catalog,
+        }
+    }
+}
+
+fn check_text(
+    problems: &mut Vec<DraftProblem>,
+    field: &str,
+    text: &str,
+    min_chars: usize,
+    max_chars: usize,
+) {
+    let chars = text.chars().count();
+    if text.trim().chars().count() < min_chars {
+        problems.push(DraftProblem {
+            field: field.into(),
+            message: if min_chars <= 1 {
+                "must not be empty".into()
+            } else {
+                format!("must be at least {min_chars} characters")
+            },
+        });
+    } else if chars > max_chars {
+        problems.push(DraftProblem {
+            field: field.into(),
+            message: format!("is {chars} characters long; the limit is {max_chars}"),
+        });
+    }
+}
+
+fn check_identifier(problems: &mut Vec<DraftProblem>, field: &str, text: &str) {
+    check_text(problems, field, text, 1, MAX_SHORT_CHARS);
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        problems.push(DraftProblem {
+            field: field.into(),
+            message: format!("{text:?} must be a lower-case identifier (a-z, 0-9, _ and -)"),
+        });
+    }
+}
+
+/// Checks a draft's references and ranges. An empty list means the draft is well-formed
+/// (governance still decides whether it is allowed).
+pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftProblem> {
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| {
+        problems.push(DraftProblem {
+            field: field.into(),
+            message,
+        })
+    };
+    if draft.evidence.is_empty() {
+        problem(
+            "evidence",
+            "must cite at least one experiment from the history".into(),
+        );
+    }
+    if draft.evidence.len() > MAX_EVIDENCE {
+        problem(
+            "evidence",
+            format!(
+                "cites {} experiments; the limit is {MAX_EVIDENCE}",
+                draft.evidence.len()
+            ),
+        );
+    }
+    for (i, evidence) in draft.evidence.iter().enumerate() {
+        if !refs.experiments.contains_key(evidence.experiment_id.as_str()) {
+            problem(
+                &format!("evidence[{i}].experiment_id"),
+                format!(
+                    "experiment {:?} does not exist in the history",
+                    truncate(&evidence.experiment_id, 80)
+                ),
+            );
+        }
+    }
+    if refs.catalog.segment(&draft.segment).is_none() {
+        let known: Vec<&str> = refs
+            .catalog
+            .segments
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        problem(
+            "segment",
+            format!(
+                "segment {:?} is not in the catalog (known: {})",
+                truncate(&draft.segment, 80),
+                known.join(", ")
+            ),
+        );
+    }
+    if draft.signals.len() > MAX_LIST {
+        problem(
+            "signals",
+            format!("has {} entries; the limit is {MAX_LIST}", draft.signals.len()),
+        );
+    }
+    for (i, signal) in draft.signals.iter().enumerate() {
+        if refs.catalog.signal(signal).is_none() {
+            problem(
+                &format!("signals[{i}]"),
+                format!("signal {:?} is not in the catalog", truncate(signal, 80)),
+            );
+        }
+    }
+    if draft.consent_purposes.len() > MAX_LIST {
+        problem(
+            "consent_purposes",
+            format!(
+                "has {} entries; the limit is {MAX_LIST}",
+                draft.consent_purposes.len()
+            ),
+        );
+    }
+    for (i, purpose) in draft.consent_purposes.iter().enumerate() {
+        if refs.catalog.purpose(purpose).is_none() {
+            problem(
+                &format!("consent_purposes[{i}]"),
+                format!(
+                    "purpose {:?} is not in the catalog",
+                    truncate(purpose, 80)
+                ),
+            );
+        }
+    }
+    if draft.guardrail_kpis.len() > MAX_LIST {
+        problem(
+            "guardrail_kpis",
+            format!(
+                "has {} entries; the limit is {MAX_LIST}",
+                draft.guardrail_kpis.len()
+            ),
+        );
+    }
+    let lift = draft.expected_relative_lift;
+    if !(lift.is_finite() && lift > 0.0 && lift <= MAX_EXPECTED_LIFT) {
+        problem(
+            "expected_relative_lift",
+            format!("{lift} is outside (0, {MAX_EXPECTED_LIFT}]: give a credible relative lift such as 0.03"),
+        );
+    }
+    let latency = draft.expected_latency_ms;
+    if !(latency.is_finite() && (0.0..=MAX_EXPECTED_LATENCY_MS).contains(&latency)) {
+        problem(
+            "expected_latency_ms",
+            format!("{latency} is outside [0, {MAX_EXPECTED_LATENCY_MS}]"),
+        );
+    }
+    drop(problem);
+    check_text(&mut problems, "title", &draft.title, 1, MAX_TITLE_CHARS);
+    check_text(&mut problems, "hypothesis", &draft.hypothesis, 20, MAX_TEXT_CHARS);
+    check_text(&mut problems, "change", &draft.change, 1, MAX_TEXT_CHARS);
+    check_text(&mut problems, "rationale", &draft.rationale, 0, MAX_TEXT_CHARS);
+    check_text(&mut problems, "rollback_plan", &draft.rollback_plan, 0, MAX_TEXT_CHARS);
+    for (i, evidence) in draft.evidence.iter().enumerate() {
+        check_text(
+            &mut problems,
+            &format!("evidence[{i}].finding"),
+            &evidence.finding,
+            0,
+            MAX_TEXT_CHARS,
+        );
+    }
+    check_identifier(&mut problems, "lever", &draft.lever);
+    check_identifier(&mut problems, "channel", &draft.channel);
+    check_identifier(&mut problems, "primary_kpi", &draft.primary_kpi);
+    for (i, kpi) in draft.guardrail_kpis.iter().enumerate() {
+        check_identifier(&mut problems, &format!("guardrail_kpis[{i}]"), kpi);
+    }
+    problems
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(max_chars).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Validation problems as deny verdicts, so an invalid draft is kept as `blocked` with reasons.
+pub fn problems_as_verdicts(problems: &[DraftProblem]) -> Vec<Verdict> {
+    problems
+        .iter()
+        .map(|p| Verdict {
+            rule_id: format!("validate.{}", p.field),
+            source: RuleSource::Validation,
+            effect: Effect::Deny,
+            passed: false,
+            message: p.to_string(),
+        })
+        .collect()
+}
+
+/// Words of a text, lower-cased, for similarity.
+fn words(text: &str) -> HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let shared = a.intersection(b).count() as f64;
+    shared / a.union(b).count() as f64
+}
+
+/// Similarity of two tests in 0..=1: 1 when they test the same lever for the same segment at
+/// the same moment; otherwise the word overlap (Jaccard) of their hypotheses, so that the same
+/// idea under another lever name is still caught.
+pub fn similarity(a_key: &TestKey, a_text: &str, b_key: &TestKey, b_text: &str) -> f64 {
+    if a_key == b_key {
+        return 1.0;
+    }
+    jaccard(&words(a_text), &words(b_text))
+}
+
+/// Everything [`enrich`] compares a draft with.
+pub struct Surroundings<'a> {
+    pub experiments: &'a [Experiment],
+    pub analysis: &'a Analysis,
+    pub catalog: &'a Catalog,
+    pub open_proposals: &'a [Proposal],
+    pub rejected_proposals: &'a [Proposal],
+    pub alpha: f64,
+    pub power: f64,
+}
+
+fn draft_key(draft: &ProposalDraft) -> TestKey {
+    TestKey::new(draft.moment, &draft.lever, &draft.segment)
+}
+
+/// The nearest existing test or proposal, if it is a near-duplicate.
+pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Option<DuplicateRef> {
+    let key = draft_key(draft);
+    let text = format!("{} {}", draft.title, draft.hypothesis);
+    let mut best: Option<DuplicateRef> = None;
+    let mut consider = |kind: &str, id: &str, similarity: f64| {
+        if similarity >= DUPLICATE_THRESHOLD
+            && best.as_ref().is_none_or(|b| similarity > b.similarity)
+        {
+            best = Some(DuplicateRef {
+                kind: kind.into(),
+                id: id.into(),
+                similarity: (similarity * 1000.0).round() / 1000.0,
+            });
+        }
+    };
+    for experiment in around.experiments.iter().filter(|e| e.is_running()) {
+        let other = format!(
+            "{} {}",
+            experiment.name,
+            experiment.hypothesis.as_deref().unwrap_or("")
+        );
+        consider(
+            "running_experiment",
+            &experiment.id,
+            similarity(&key, &text, &experiment.test_key(), &other),
+        );
+    }
+    for (kind, proposals) in [
+        ("open_proposal", around.open_proposals),
+        ("rejected_proposal", around.rejected_proposals),
+    ] {
+        for proposal in proposals {
+            let other = format!("{} {}", proposal.draft.title, proposal.draft.hypothesis);
+            consider(
+                kind,
+                &proposal.id,
+                similarity(&key, &text, &draft_key(&proposal.draft), &other),
+            );
+        }
+    }
+    best
+}
+
+/// Computes what hypod adds to a well-formed draft.
+pub fn enrich(
+    draft: &ProposalDraft,
+    strategy: Option<&str>,
+    around: &Surroundings<'_>,
+) -> Enrichment {
+    let mut notes = Vec::new();
+    let concluded = |e: &&Experiment| {
+        !e.is_running()
+            && around
+                .analysis
+                .experiment(&e.id)
+                .is_some_and(|a| a.outcome != Outcome::Invalid)
+    };
+    let same_place: Vec<&Experiment> = around
+        .experiments
+        .iter()
+        .filter(concluded)
+        .filter(|e| e.moment == draft.moment && e.segment.as_deref() == Some(&draft.segment))
+        .collect();
+    let same_moment: Vec<&Experiment> = around
+        .experiments
+        .iter()
+        .filter(concluded)
+        .filter(|e| e.moment == draft.moment)
+        .collect();
+    let (basis, baseline_source) = if !same_place.is_empty() {
+        (
+            same_place,
+            format!("controls of concluded {} tests for {}", draft.moment, draft.segment),
+        )
+    } else if !same_moment.is_empty() {
+        (
+            same_moment,
+            format!("controls of concluded {} tests", draft.moment),
+        )
+    } else {
+        (
+            around.experiments.iter().filter(concluded).collect(),
+            "controls of all concluded tests".to_string(),
+        )
+    };
+    let (visitors, conversions, revenue, orders) =
+        basis
+            .iter()
+            .fold((0u64, 0u64, 0.0f64, 0u64), |(v, c, r, o), e| {
+                let control = e.control();
+                (
+                    v + control.visitors,
+                    c + control.conversions,
+                    r + control.revenue.unwrap_or(0.0),
+                    o + control.orders.unwrap_or(0),
+                )
+            });
+    let baseline_rate = (visitors > 0 && conversions > 0).then(|| conversions as f64 / visitors as f64);
+    if baseline_rate.is_none() {
+        notes.push("no baseline: no concluded experiment with conversions to start from".into());
+    }
+    let value_per_conversion = if orders > 0 && revenue > 0.0 {
+        revenue / orders as f64
+    } else {
+        around.catalog.default_conversion_value
+    };
+    let lift = draft.expected_relative_lift;
+    let required_visitors_per_arm = baseline_rate.and_then(|b| {
+        stats::sample_size_proportion(b, lift, around.alpha, around.power)
+            .map_err(|reason| notes.push(format!("required sample size: {reason}")))
+            .ok()
+    });
+    let segment = around.catalog.segment(&draft.segment);
+    let segment_daily_visitors = segment.map(|s| s.daily_visitors);
+    let consented_share = segment.map(|s| around.catalog.consented_share(s, &draft.signals));
+    let consented_daily = match (segment_daily_visitors, consented_share) {
+        (Some(daily), Some(share)) => daily as f64 * share,
+        _ => 0.0,
+    };
+    let expected_duration_days = match required_visitors_per_arm {
+        Some(n) if consented_daily >= 1.0 => Some((2.0 * n as f64 / consented_daily).ceil()),
+        Some(_) => {
+            notes.push(
+                "no expected duration: the segment has no consented traffic for these signals"
+                    .into(),
+            );
+            None
+        }
+        None => None,
+    };
+    let evidence_strength = evidence_strength(draft, around.analysis);
+    let expected_value_per_day = consented_daily
+        * baseline_rate.unwrap_or(0.0)
+        * if lift.is_finite() { lift.max(0.0) } else { 0.0 }
+        * value_per_conversion
+        * evidence_strength;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    Enrichment {
+        baseline_rate,
+        baseline_source,
+        required_visitors_per_arm,
+        segment_daily_visitors,
+        consented_share,
+        expected_duration_days,
+        value_per_conversion: round2(value_per_conversion),
+        evidence_strength: round2(evidence_strength),
+        expected_value_per_day: round2(expected_value_per_day),
+        priority: round2(expected_value_per_day),
+        duplicate_of: nearest_duplicate(draft, around),
+        strategy: strategy.map(str::to_string),
+        notes,
+    }
+}
+
+/// How strongly the cited experiments support the draft, in 0..=1: a proven result counts
+/// fully, an inconclusive one half, a disproven one little, an invalid or running one barely.
+pub fn evidence_strength(draft: &ProposalDraft, analysis: &Analysis) -> f64 {
+    let scores: Vec<f64> = draft
+        .evidence
+        .iter()
+        .filter_map(|e| analysis.experiment(&e.experiment_id))
+        .map(|a| match a.outcome {
+            Outcome::Proven => 1.0,
+            Outcome::Inconclusive => 0.5,
+            Outcome::Disproven => 0.2,
+            Outcome::Invalid | Outcome::Running | Outcome::NotComputable => 0.1,
+        })
+        .collect();
+    if scores.is_empty() {
+        0.0
+    } else {
+        scores.iter().cloned().fold(0.0, f64::max)
+    }
+}
