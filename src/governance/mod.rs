@@ -59,7 +59,9 @@ impl Verdict {
 
 /// The combined outcome of a set of verdicts.
 pub fn denies(verdicts: &[Verdict]) -> bool {
-    verdicts.iter().any(|v| v.failed() && v.effect == Effect::Deny)
+    verdicts
+        .iter()
+        .any(|v| v.failed() && v.effect == Effect::Deny)
 }
 
 pub fn escalates(verdicts: &[Verdict]) -> bool {

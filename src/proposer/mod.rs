@@ -4,6 +4,7 @@
 //! validation, governance and queueing happen after it, the same for every proposer.
 
 pub mod builtin;
+pub mod openai;
 
 use crate::analysis::Analysis;
 use crate::governance::catalog::Catalog;
@@ -178,5 +179,6 @@ pub enum ProposerError {
 pub trait Proposer: Send + Sync {
     /// `builtin` or `openai`.
     fn kind(&self) -> &'static str;
-    async fn propose(&self, context: &ProposalContext<'_>) -> Result<ProposerOutput, ProposerError>;
+    async fn propose(&self, context: &ProposalContext<'_>)
+        -> Result<ProposerOutput, ProposerError>;
 }
