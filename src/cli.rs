@@ -245,10 +245,11 @@ pub async fn analyze(config: &Config, as_json: bool) -> CliResult {
 
 // ---------------------------------------------------------------- run
 
+/// The configured proposer and its fallback, if any.
+pub type ProposerPair = (Box<dyn Proposer>, Option<Box<dyn Proposer>>);
+
 /// The proposer the configuration asks for, and the fallback.
-pub fn proposers(
-    config: &Config,
-) -> Result<(Box<dyn Proposer>, Option<Box<dyn Proposer>>), CliError> {
+pub fn proposers(config: &Config) -> Result<ProposerPair, CliError> {
     let builtin = BuiltinProposer {
         alpha: config.analysis.alpha,
         power: config.analysis.power,
@@ -353,8 +354,8 @@ fn print_run(record: &RunRecord, proposals: &[Proposal]) {
 
 fn print_queue_table(proposals: &[Proposal]) {
     println!(
-        "{:<36}  {:<14} {:<14} {:>9} {:>6}  {}",
-        "id", "status", "moment", "value/day", "days", "title"
+        "{:<36}  {:<14} {:<14} {:>9} {:>6}  title",
+        "id", "status", "moment", "value/day", "days"
     );
     for p in proposals {
         println!(

@@ -200,7 +200,6 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             format!("{latency} is outside [0, {MAX_EXPECTED_LATENCY_MS}]"),
         );
     }
-    drop(problem);
     check_text(&mut problems, "title", &draft.title, 1, MAX_TITLE_CHARS);
     check_text(
         &mut problems,

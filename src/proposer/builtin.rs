@@ -388,11 +388,27 @@ impl<'a> Drafting<'a> {
                 continue;
             };
             let lever = source.lever.as_deref().unwrap_or("");
-            let segment = source
-                .segment
-                .as_deref()
-                .and_then(|s| self.context.catalog.segment(s))
-                .filter(|s| !self.taken.contains(&TestKey::new(*moment, lever, &s.name)));
+            // The busiest segment that never had this lever at this moment (a retest of the
+            // source itself is the retest strategy's job), else the source's own segment.
+            let catalog = self.context.catalog;
+            let mut fresh: Vec<&Segment> = catalog
+                .segments
+                .iter()
+                .filter(|s| {
+                    let key = TestKey::new(*moment, lever, &s.name);
+                    !self.tried.contains(&key)
+                        && !self.taken.contains(&key)
+                        && usable_signals(source, s, catalog).is_some()
+                })
+                .collect();
+            fresh.sort_by_key(|s| std::cmp::Reverse(s.daily_visitors));
+            let segment = fresh.first().copied().or_else(|| {
+                source
+                    .segment
+                    .as_deref()
+                    .and_then(|s| catalog.segment(s))
+                    .filter(|s| !self.taken.contains(&TestKey::new(*moment, lever, &s.name)))
+            });
             let Some(segment) = segment else { continue };
             let lift = analysis.primary.relative_lift.unwrap_or(0.0);
             let coverage = self
