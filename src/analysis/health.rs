@@ -59,7 +59,8 @@ pub struct ProgramHealth {
     pub attribution_cv: Option<f64>,
     /// Experiments started in the 12 months before the analysis day, per named moment.
     pub moment_coverage_12m: BTreeMap<String, usize>,
-    /// Named moments with fewer than 3 experiments in those 12 months.
+    /// Named moments with fewer than 3 experiments in those 12 months, or under a quarter of the
+    /// busiest moment's count.
     pub neglected_moments: Vec<Moment>,
     /// Share of experiments whose primary KPI is not commercial.
     pub kpi_mirage_share: Option<f64>,
@@ -88,7 +89,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -258,9 +259,14 @@ pub fn program_health(
             (mean > 0.0).then(|| var.sqrt() / mean)
         }
     };
+    // Neglected: fewer than 3 experiments, or under a quarter of the busiest moment's count.
+    let busiest = coverage.values().copied().max().unwrap_or(0) as f64;
     let neglected: Vec<Moment> = Moment::NAMED
         .into_iter()
-        .filter(|m| coverage.get(m.as_str()).copied().unwrap_or(0) < 3)
+        .filter(|m| {
+            let count = coverage.get(m.as_str()).copied().unwrap_or(0);
+            count < 3 || (count as f64) < 0.25 * busiest
+        })
         .collect();
     let kpi_mirage_share =
         (!experiments.is_empty()).then(|| mirage.len() as f64 / experiments.len() as f64);

@@ -193,7 +193,7 @@ fn z(quantile: f64) -> f64 {
 
 /// Power of a two-sided z-test to detect `effect` with standard error `se`.
 pub fn achieved_power(effect: f64, se: f64, alpha: f64) -> Result<f64, String> {
-    if !(se > 0.0) || !effect.is_finite() {
+    if se.is_nan() || se <= 0.0 || !effect.is_finite() {
         return Err("no standard error".into());
     }
     let standard = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
@@ -230,7 +230,7 @@ pub fn sample_size_proportion(
 /// Visitors per arm to detect an absolute change `delta` of a mean with standard deviation
 /// `sigma`: `2(z₁₋α/₂+z₁₋β)²σ²/δ²`.
 pub fn sample_size_mean(sigma: f64, delta: f64, alpha: f64, power: f64) -> Result<u64, String> {
-    if !(sigma > 0.0) || delta == 0.0 || !delta.is_finite() {
+    if sigma.is_nan() || sigma <= 0.0 || delta == 0.0 || !delta.is_finite() {
         return Err("needs a positive standard deviation and a non-zero effect".into());
     }
     let n = 2.0 * (z(1.0 - alpha / 2.0) + z(power)).powi(2) * sigma.powi(2) / delta.powi(2);

@@ -69,3 +69,76 @@ pub fn escalates(verdicts: &[Verdict]) -> bool {
         .iter()
         .any(|v| v.failed() && v.effect == Effect::Escalate)
 }
+
+use crate::analysis::ProgramHealth;
+use crate::config::Config;
+use crate::proposer::ProposalDraft;
+use crate::queue::Enrichment;
+use catalog::{Catalog, CatalogError};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GovernanceError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Open work in the queue, for the governance-gap limits.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueCounts {
+    pub open_total: usize,
+    pub open_by_moment: BTreeMap<String, usize>,
+    pub open_by_segment: BTreeMap<String, usize>,
+    pub queued_this_run: usize,
+    pub queued_this_run_by_moment: BTreeMap<String, usize>,
+}
+
+/// The loaded governance: catalog (and, with #3, the policy set), with its digest.
+pub struct Governance {
+    pub catalog: Catalog,
+    pub digest: String,
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+}
+
+impl Governance {
+    /// Loads the catalog from the configured policies folder, or the built-in defaults when
+    /// that folder does not exist.
+    pub fn load(config: &Config) -> Result<Governance, GovernanceError> {
+        let dir = config.policies_dir();
+        let catalog_path = dir.join("catalog.toml");
+        let (catalog, text) = if catalog_path.exists() {
+            let text =
+                std::fs::read_to_string(&catalog_path).map_err(|source| CatalogError::Read {
+                    path: catalog_path.display().to_string(),
+                    source,
+                })?;
+            (
+                Catalog::parse(&catalog_path.display().to_string(), &text)?,
+                text,
+            )
+        } else {
+            let text = crate::assets::CATALOG.to_string();
+            (Catalog::parse("<built-in catalog.toml>", &text)?, text)
+        };
+        Ok(Governance {
+            catalog,
+            digest: crate::digest(text.as_bytes()),
+            approvals_required: config.governance.approvals_required,
+            escalated_approvals_required: config.governance.escalated_approvals_required,
+        })
+    }
+
+    /// Every rule's verdict for one candidate.
+    pub fn govern(
+        &self,
+        _draft: &ProposalDraft,
+        _enrichment: &Enrichment,
+        _program: &ProgramHealth,
+        _queue: &QueueCounts,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<Verdict>, GovernanceError> {
+        Ok(Vec::new())
+    }
+}
