@@ -44,16 +44,16 @@ const MESSAGE_OVERHEAD_TOKENS: usize = 4;
 /// Tokens kept free for the per-moment headings of the evidence section.
 const EVIDENCE_HEADING_TOKENS: usize = 30;
 /// Bounds of free text quoted from the records.
-const NAME_CHARS: usize = 100;
-const HYPOTHESIS_CHARS: usize = 200;
-const NOTES_CHARS: usize = 200;
+const NAME_CHARS: usize = 80;
+const HYPOTHESIS_CHARS: usize = 160;
+const NOTES_CHARS: usize = 160;
 const REASON_CHARS: usize = 240;
 const DESCRIPTION_CHARS: usize = 160;
 /// Caps on the short lists, whatever the budget.
 const MAX_RUNNING: usize = 40;
 const MAX_OPEN: usize = 40;
 const MAX_REJECTIONS: usize = 20;
-const MAX_IDS_IN_HEALTH: usize = 8;
+const MAX_IDS_IN_HEALTH: usize = 5;
 
 /// Estimated tokens of a text (see the module comment).
 pub fn estimate_tokens(text: &str) -> usize {
@@ -316,6 +316,25 @@ pub fn input_digest(model: &str, system: &str, user: &str, response_format: &Val
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
+/// `value` without null, empty-string and empty-list fields (they cost tokens and say nothing).
+fn compact(value: Value) -> Value {
+    match value {
+        Value::Object(object) => Value::Object(
+            object
+                .into_iter()
+                .filter(|(_, v)| match v {
+                    Value::Null => false,
+                    Value::String(s) => !s.is_empty(),
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Object(o) => !o.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// JSON for the prompt: compact, with `<`, `>` and `&` escaped so that quoted text cannot close
 /// or open a `<data>` block.
 pub fn quote<T: Serialize + ?Sized>(value: &T) -> String {
@@ -465,7 +484,7 @@ fn evidence_line(experiment: &Experiment, analysis: Option<&ExperimentAnalysis>)
 }
 
 fn running_line(experiment: &Experiment) -> String {
-    quote(&json!({
+    quote(&compact(json!({
         "id": experiment.id,
         "name": bound_text(&experiment.name, NAME_CHARS),
         "moment": experiment.moment.as_str(),
@@ -473,7 +492,7 @@ fn running_line(experiment: &Experiment) -> String {
         "segment": experiment.segment,
         "signals": experiment.signals,
         "started": experiment.started_at.map(|d| d.to_string()),
-    }))
+    })))
 }
 
 fn ids(list: &[String]) -> String {
@@ -499,7 +518,7 @@ fn health_lines(health: &ProgramHealth) -> Vec<String> {
             health
                 .proven_rate_band
                 .as_deref()
-                .map(|b| format!(", band {}", quote(b)))
+                .map(|b| format!(": {}", bound_text(b, 40).replace('_', " ")))
                 .unwrap_or_default()
         ),
     ];
@@ -509,7 +528,7 @@ fn health_lines(health: &ProgramHealth) -> Vec<String> {
         .map(|(moment, cell)| {
             format!(
                 "{} {} ({}/{})",
-                quote(moment),
+                bound_text(moment, 40),
                 percent(cell.rate),
                 cell.proven,
                 cell.valid
@@ -536,7 +555,7 @@ fn health_lines(health: &ProgramHealth) -> Vec<String> {
     let coverage: Vec<String> = health
         .moment_coverage_12m
         .iter()
-        .map(|(moment, n)| format!("{} {n}", quote(moment)))
+        .map(|(moment, n)| format!("{} {n}", bound_text(moment, 40)))
         .collect();
     if !coverage.is_empty() {
         lines.push(format!(
@@ -759,10 +778,7 @@ pub fn render_with(
         today: today.to_string(),
         max_proposals: ctx.max_proposals,
         per_moment: ctx.per_moment,
-        health: health_lines(&ctx.analysis.program)
-            .into_iter()
-            .map(|l| quote(&l))
-            .collect(),
+        health: health_lines(&ctx.analysis.program),
         commercial_kpis: catalog.commercial_kpis.clone(),
         latency_budgets: catalog
             .latency_budget_ms
@@ -773,14 +789,14 @@ pub fn render_with(
             .segments
             .iter()
             .map(|s| {
-                quote(&json!({
+                quote(&compact(json!({
                     "name": s.name,
                     "identity": s.identity,
                     "region": s.region,
                     "daily_visitors": s.daily_visitors,
                     "consent": s.consent,
                     "description": bound_text(&s.description, DESCRIPTION_CHARS),
-                }))
+                })))
             })
             .collect(),
         signals: catalog
@@ -788,23 +804,26 @@ pub fn render_with(
             .iter()
             .filter(|s| !s.sensitive)
             .map(|s| {
-                quote(&json!({
+                let identity = (s.identity
+                    == crate::governance::catalog::IdentityRequirement::LoggedIn)
+                    .then_some("logged_in");
+                quote(&compact(json!({
                     "name": s.name,
                     "purposes": s.purposes,
-                    "identity": s.identity,
+                    "identity": identity,
                     "restricted_regions": s.restricted_regions,
                     "description": bound_text(&s.description, DESCRIPTION_CHARS),
-                }))
+                })))
             })
             .collect(),
         purposes: catalog
             .purposes
             .iter()
             .map(|p| {
-                quote(&json!({
+                quote(&compact(json!({
                     "name": p.name,
                     "description": bound_text(&p.description, DESCRIPTION_CHARS),
-                }))
+                })))
             })
             .collect(),
         policies: consent_rule_lines(ctx)
@@ -849,7 +868,7 @@ pub fn render_with(
     let mut remaining = budget - base_tokens - EVIDENCE_HEADING_TOKENS;
     let rejections_taken = take_within(&rejection_lines, remaining / 10);
     vars.rejections = rejection_lines[..rejections_taken].to_vec();
-    let running_taken = take_within(&running_lines, remaining * 15 / 100);
+    let running_taken = take_within(&running_lines, remaining / 4);
     vars.running = running_lines[..running_taken].to_vec();
     let open_taken = take_within(&open_lines, remaining / 10);
     vars.open_proposals = open_lines[..open_taken].to_vec();
