@@ -7,6 +7,7 @@ mod fake_openai;
 use fake_openai::{closed_port, draft_with, valid_draft, FakeOpenAi, Fixture, Scripted};
 use hypod::proposer::openai::{render_messages, LlmConfig, OpenAiProposer, StructuredOutput};
 use hypod::proposer::{Proposer, ProposerError, ProposerOutput};
+use hypod::validate::{check_draft, References};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -466,31 +467,32 @@ async fn unknown_experiments_segments_and_signals_are_re_asked_with_the_errors()
 }
 
 #[tokio::test]
-async fn drafts_still_invalid_after_the_repairs_are_rejected_with_reasons() {
+async fn drafts_still_invalid_after_the_repairs_go_on_to_be_blocked_by_validation() {
     let invalid = draft_with(
         1,
         json!({"evidence": [{"experiment_id": "exp-2099-9999", "finding": "made up"}]}),
     );
     let server = FakeOpenAi::start(vec![
-        Scripted::proposals(vec![valid_draft(0), invalid.clone()]),
+        Scripted::proposals(vec![invalid.clone(), valid_draft(0)]),
         Scripted::proposals(vec![invalid.clone()]),
     ])
     .await;
     let mut cfg = config(&server.base_url());
     cfg.max_repairs = 1;
     let output = run(&server, cfg).await.expect("partial result");
-    assert_eq!(output.drafts.len(), 1);
-    assert_eq!(output.rejected.len(), 1);
-    assert!(
-        reasons(&output).contains("exp-2099-9999\" does not exist"),
-        "{}",
-        reasons(&output)
-    );
-    assert_eq!(
-        output.rejected[0].raw["segment"], "all_visitors",
-        "what the model wrote is kept"
-    );
     assert_eq!(server.requests().len(), 2);
+    assert!(output.rejected.is_empty());
+    // Valid drafts first; the invalid one follows, for the run's validation to block.
+    assert_eq!(titles(&output)[0], valid_draft(0)["title"].as_str().unwrap());
+    assert_eq!(output.drafts.len(), 2);
+    let fixture = Fixture::sample();
+    let refs = References::new(&fixture.experiments, &fixture.catalog);
+    let problems = check_draft(&output.drafts[1].draft, &refs);
+    assert!(
+        problems.iter().any(|p| p.to_string().contains("exp-2099-9999")),
+        "{problems:?}"
+    );
+    assert!(check_draft(&output.drafts[0].draft, &refs).is_empty());
 }
 
 #[tokio::test]
@@ -582,17 +584,19 @@ async fn oversized_strings_are_rejected_and_kept_only_in_part() {
     let mut cfg = config(&server.base_url());
     cfg.max_repairs = 0;
     let output = run(&server, cfg).await.expect("partial");
-    assert_eq!(output.drafts.len(), 1);
-    assert_eq!(output.rejected.len(), 2);
-    let all = reasons(&output);
-    assert!(all.contains("bytes long; the limit is"), "{all}");
-    assert!(all.contains("rationale: is 5000 characters long"), "{all}");
-    for rejected in &output.rejected {
-        assert!(
-            rejected.raw.to_string().len() < 20_000,
-            "kept copy is bounded"
-        );
-    }
+    // The 180 kB draft is not a draft at all: kept only as a bounded copy with the reason.
+    assert_eq!(output.rejected.len(), 1);
+    assert!(reasons(&output).contains("bytes long; the limit is"), "{}", reasons(&output));
+    assert!(output.rejected[0].raw.to_string().len() < 20_000, "kept copy is bounded");
+    // The 5 000-character rationale parses; validation will block it for its length.
+    assert_eq!(output.drafts.len(), 2);
+    let fixture = Fixture::sample();
+    let refs = References::new(&fixture.experiments, &fixture.catalog);
+    let problems = check_draft(&output.drafts[1].draft, &refs);
+    assert!(
+        problems.iter().any(|p| p.to_string().contains("rationale: is 5000 characters long")),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test]
@@ -680,18 +684,19 @@ async fn usage_is_estimated_when_the_server_reports_none() {
 
 #[tokio::test]
 async fn out_of_range_numbers_are_caught_even_when_the_schema_has_no_bounds() {
-    let server = FakeOpenAi::start(vec![Scripted::completion(
-        &json!({"proposals": [draft_with(0, json!({"expected_relative_lift": 1e15, "expected_latency_ms": -3.0}))]}).to_string(),
-    )])
+    let wild = draft_with(0, json!({"expected_relative_lift": 1e15, "expected_latency_ms": -3.0}));
+    let server = FakeOpenAi::start(vec![
+        Scripted::completion(&json!({ "proposals": [wild] }).to_string()),
+        Scripted::proposals(vec![valid_draft(0)]),
+    ])
     .await;
-    let mut cfg = config(&server.base_url());
-    cfg.max_repairs = 0;
-    let output = run(&server, cfg).await.expect("read");
-    assert!(output.drafts.is_empty());
-    let all = reasons(&output);
+    let output = run(&server, config(&server.base_url())).await.expect("repaired");
+    assert_eq!(output.drafts.len(), 1);
+    assert_eq!(output.drafts[0].draft.expected_relative_lift, 0.03);
+    let repair = server.requests()[1].last_message();
     assert!(
-        all.contains("expected_relative_lift") && all.contains("expected_latency_ms"),
-        "{all}"
+        repair.contains("expected_relative_lift") && repair.contains("expected_latency_ms"),
+        "{repair}"
     );
 }
 

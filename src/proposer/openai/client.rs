@@ -3,9 +3,13 @@
 //! retry layer), reads the answer strictly, re-asks with the errors when the answer or a draft is
 //! unusable (at most `max_repairs` times per run), and reports usage, cost and digests.
 //!
-//! Outcomes: drafts that parse and pass `validate::check_draft` are returned; drafts still invalid
-//! when the repairs are used up are returned in `rejected` with their reasons (a bounded copy of
-//! what the model wrote); drafts over `max_proposals` or `per_moment` are rejected as such. An
+//! Outcomes, once the repairs are used up: drafts that parse and pass `validate::check_draft` are
+//! returned first; drafts that parse but still fail those checks are returned after them, so that
+//! the run's validation blocks them with a verdict per problem (status `blocked`, visible to
+//! reviewers and auditors); items that do not parse as a draft at all (wrong types, extra fields
+//! such as `"status": "approved"`, over 64 KiB) are returned in `rejected` with their reasons and
+//! a bounded copy of what the model wrote. Drafts over `max_proposals` or `per_moment` (valid ones
+//! have precedence) are rejected as such. An
 //! answer that is unusable as a whole (transport failure, error status, refusal, truncation or
 //! invalid JSON after the last repair) is an `Err`: the run records it, or falls back.
 
@@ -304,35 +308,59 @@ impl OpenAiProposer {
         rendered: &RenderedPrompt,
         stats: &TransportStats,
         ctx: &ProposalContext<'_>,
-        mut rejected_drafts: Vec<RejectedDraft>,
     ) -> ProposerOutput {
-        // Caps: max_proposals per run and per_moment per moment, in the model's order.
+        let mut rejected_drafts: Vec<RejectedDraft> = Vec::new();
+        // Drafts that parse but still fail the reference and range checks go on to the run,
+        // whose validation blocks them with a verdict per problem (kept visible as `blocked`);
+        // what does not even parse as a draft can only be kept in the run record.
+        let mut candidates: Vec<(ProposalDraft, Option<Vec<String>>)> = tally
+            .accepted
+            .into_iter()
+            .map(|draft| (draft, None))
+            .collect();
+        for (raw, reasons) in tally.invalid {
+            match serde_json::from_value::<ProposalDraft>(raw.clone()) {
+                Ok(draft) if raw.to_string().len() <= super::response::MAX_DRAFT_BYTES => {
+                    candidates.push((draft, Some(reasons)))
+                }
+                _ => rejected_drafts.push(rejected(&raw, reasons)),
+            }
+        }
+        // Caps: max_proposals per run and per_moment per moment, valid drafts first, each in
+        // the model's order.
         let mut drafts = Vec::new();
         let mut per_moment: HashMap<crate::history::Moment, usize> = HashMap::new();
-        for draft in tally.accepted {
+        for (draft, problems) in candidates {
             let in_moment = per_moment.entry(draft.moment).or_default();
-            if drafts.len() >= ctx.max_proposals {
-                rejected_drafts.push(rejected(
-                    &serde_json::to_value(&draft).unwrap_or(Value::Null),
-                    vec![format!(
-                        "over the limit of {} proposals per run (max_proposals)",
-                        ctx.max_proposals
-                    )],
-                ));
+            let over = if drafts.len() >= ctx.max_proposals {
+                Some(format!(
+                    "over the limit of {} proposals per run (max_proposals)",
+                    ctx.max_proposals
+                ))
             } else if *in_moment >= ctx.per_moment {
-                rejected_drafts.push(rejected(
-                    &serde_json::to_value(&draft).unwrap_or(Value::Null),
-                    vec![format!(
-                        "over the limit of {} proposals for the moment {} (per_moment)",
-                        ctx.per_moment, draft.moment
-                    )],
-                ));
+                Some(format!(
+                    "over the limit of {} proposals for the moment {} (per_moment)",
+                    ctx.per_moment, draft.moment
+                ))
             } else {
-                *in_moment += 1;
-                drafts.push(ProposedDraft {
-                    draft,
-                    strategy: None,
-                });
+                None
+            };
+            match over {
+                Some(reason) => {
+                    let mut reasons = problems.unwrap_or_default();
+                    reasons.push(reason);
+                    rejected_drafts.push(rejected(
+                        &serde_json::to_value(&draft).unwrap_or(Value::Null),
+                        reasons,
+                    ));
+                }
+                None => {
+                    *in_moment += 1;
+                    drafts.push(ProposedDraft {
+                        draft,
+                        strategy: None,
+                    });
+                }
             }
         }
         let mut usage = tally.usage;
@@ -415,7 +443,6 @@ impl Proposer for OpenAiProposer {
             (Role::User, rendered.user.clone()),
         ];
         let mut messages = base.clone();
-        let mut rejected_drafts: Vec<RejectedDraft> = Vec::new();
 
         loop {
             let response = self
@@ -515,13 +542,10 @@ impl Proposer for OpenAiProposer {
             }
             break;
         }
-        for (raw, reasons) in std::mem::take(&mut tally.invalid) {
-            rejected_drafts.push(rejected(&raw, reasons));
-        }
         let stats = stats_now();
         for retry in &stats.retries {
             tracing::info!("model call retried: {retry}");
         }
-        Ok(self.output(tally, &rendered, &stats, ctx, rejected_drafts))
+        Ok(self.output(tally, &rendered, &stats, ctx))
     }
 }
