@@ -63,7 +63,11 @@ fn main() {
                 n,
                 budget,
                 rendered.estimated_tokens,
-                if rendered.estimated_tokens <= budget { "yes" } else { "NO" },
+                if rendered.estimated_tokens <= budget {
+                    "yes"
+                } else {
+                    "NO"
+                },
                 format!(
                     "{}/{}",
                     rendered.selection.evidence_shown, rendered.selection.evidence_total

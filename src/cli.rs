@@ -8,7 +8,8 @@ use crate::governance::Governance;
 use crate::history::import::{self, Location, Source};
 use crate::history::Moment;
 use crate::proposer::builtin::BuiltinProposer;
-use crate::proposer::Proposer;
+use crate::proposer::openai::{policy_summaries_from_dir, Fallback, OpenAiProposer};
+use crate::proposer::{ProposalContext, Proposer};
 use crate::queue::{
     Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, RunRecord, RunStatus,
 };
@@ -256,10 +257,78 @@ pub fn proposers(config: &Config) -> Result<ProposerPair, CliError> {
     };
     match config.proposer.kind {
         ProposerKind::Builtin => Ok((Box::new(builtin), None)),
-        ProposerKind::Openai => Err(CliError::usage(
-            "key `proposer.kind`: the openai proposer is not available in this build yet; use \"builtin\"",
-        )),
+        ProposerKind::Openai => {
+            let fallback: Option<Box<dyn Proposer>> = match config.llm.fallback {
+                Fallback::Builtin => Some(Box::new(builtin)),
+                Fallback::None => None,
+            };
+            Ok((Box::new(openai_proposer(config)?), fallback))
+        }
     }
+}
+
+/// The `prompts/` folder next to the configuration, if there is one (else the built-in prompts).
+pub fn prompts_dir(config: &Config) -> Option<PathBuf> {
+    let dir = config.resolve(Path::new("prompts"));
+    dir.is_dir().then_some(dir)
+}
+
+/// The `openai` proposer as configured, with the policy set in plain words.
+pub fn openai_proposer(config: &Config) -> Result<OpenAiProposer, CliError> {
+    OpenAiProposer::new(config.llm.clone(), prompts_dir(config))
+        .map(|p| p.with_policies(policy_summaries_from_dir(&config.policies_dir())))
+        .map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// `hypod prompt render`: the exact messages the next run would send to the model.
+pub async fn prompt_render(config: &Config, as_json: bool) -> CliResult {
+    let governance = load_governance(config)?;
+    let store = open_store(config).await?;
+    let now = Utc::now();
+    let experiments = store.load_experiments().await?;
+    let open_proposals: Vec<Proposal> = store
+        .list_proposals(&ProposalFilter::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
+        .collect();
+    let since = now - chrono::Duration::days(config.analysis.rejection_lookback_days as i64);
+    let recent_rejections = store.recent_rejections(since).await?;
+    let settings = run::analysis_settings(config, &governance, now);
+    let analysis = analysis::analyze(&experiments, &settings);
+    let context = ProposalContext {
+        experiments: &experiments,
+        analysis: &analysis,
+        catalog: &governance.catalog,
+        open_proposals: &open_proposals,
+        recent_rejections: &recent_rejections,
+        max_proposals: config.proposer.max_proposals,
+        per_moment: config.proposer.per_moment,
+        now,
+    };
+    let rendered = openai_proposer(config)?
+        .render(&context)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    if as_json {
+        print_json(&rendered)?;
+    } else {
+        println!(
+            "=== system ({})\n{}\n",
+            rendered.system_template, rendered.system
+        );
+        println!("=== user ({})\n{}", rendered.user_template, rendered.user);
+        eprintln!(
+            "model {}; about {} of {} prompt tokens (estimated); evidence {} of {} experiments; template digest {}; input digest {}",
+            rendered.model,
+            rendered.estimated_tokens,
+            rendered.token_budget,
+            rendered.selection.evidence_shown,
+            rendered.selection.evidence_total,
+            rendered.template_digest,
+            rendered.input_digest
+        );
+    }
+    Ok(())
 }
 
 pub async fn run_command(config: &Config, as_json: bool, trigger: &str) -> CliResult {

@@ -164,7 +164,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub schedule: ScheduleConfig,
     pub proposer: ProposerConfig,
-    pub llm: toml::Table,
+    pub llm: crate::proposer::openai::LlmConfig,
     pub analysis: AnalysisConfig,
     pub governance: GovernanceConfig,
     pub server: ServerConfig,
@@ -271,6 +271,13 @@ impl Config {
                 "key `schedule.cron`: {:?} has {fields} fields; use a 5-field crontab or 6 fields with seconds",
                 self.schedule.cron
             ));
+        }
+        if let Err(problems) = self.llm.validate() {
+            let listed: Vec<String> = problems
+                .iter()
+                .map(|p| format!("key `{}`: {}", p.key, p.message))
+                .collect();
+            return Err(listed.join("; "));
         }
         if !self.notify.webhook_url.is_empty()
             && !self.notify.webhook_url.starts_with("https://")

@@ -72,6 +72,20 @@ enum Command {
     },
     /// Apply database migrations (also done on start).
     Migrate,
+    /// The prompts of the openai proposer.
+    Prompt {
+        #[command(subcommand)]
+        command: PromptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PromptCommand {
+    /// Print the exact messages the next run would send to the model.
+    Render {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +214,9 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
             command: AuditCommand::Verify,
         } => cli::audit_verify(&config).await,
         Command::Migrate => cli::migrate(&config).await,
+        Command::Prompt {
+            command: PromptCommand::Render { json },
+        } => cli::prompt_render(&config, json).await,
     }
 }
 

@@ -483,13 +483,18 @@ async fn drafts_still_invalid_after_the_repairs_go_on_to_be_blocked_by_validatio
     assert_eq!(server.requests().len(), 2);
     assert!(output.rejected.is_empty());
     // Valid drafts first; the invalid one follows, for the run's validation to block.
-    assert_eq!(titles(&output)[0], valid_draft(0)["title"].as_str().unwrap());
+    assert_eq!(
+        titles(&output)[0],
+        valid_draft(0)["title"].as_str().unwrap()
+    );
     assert_eq!(output.drafts.len(), 2);
     let fixture = Fixture::sample();
     let refs = References::new(&fixture.experiments, &fixture.catalog);
     let problems = check_draft(&output.drafts[1].draft, &refs);
     assert!(
-        problems.iter().any(|p| p.to_string().contains("exp-2099-9999")),
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("exp-2099-9999")),
         "{problems:?}"
     );
     assert!(check_draft(&output.drafts[0].draft, &refs).is_empty());
@@ -586,15 +591,24 @@ async fn oversized_strings_are_rejected_and_kept_only_in_part() {
     let output = run(&server, cfg).await.expect("partial");
     // The 180 kB draft is not a draft at all: kept only as a bounded copy with the reason.
     assert_eq!(output.rejected.len(), 1);
-    assert!(reasons(&output).contains("bytes long; the limit is"), "{}", reasons(&output));
-    assert!(output.rejected[0].raw.to_string().len() < 20_000, "kept copy is bounded");
+    assert!(
+        reasons(&output).contains("bytes long; the limit is"),
+        "{}",
+        reasons(&output)
+    );
+    assert!(
+        output.rejected[0].raw.to_string().len() < 20_000,
+        "kept copy is bounded"
+    );
     // The 5 000-character rationale parses; validation will block it for its length.
     assert_eq!(output.drafts.len(), 2);
     let fixture = Fixture::sample();
     let refs = References::new(&fixture.experiments, &fixture.catalog);
     let problems = check_draft(&output.drafts[1].draft, &refs);
     assert!(
-        problems.iter().any(|p| p.to_string().contains("rationale: is 5000 characters long")),
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("rationale: is 5000 characters long")),
         "{problems:?}"
     );
 }
@@ -684,13 +698,18 @@ async fn usage_is_estimated_when_the_server_reports_none() {
 
 #[tokio::test]
 async fn out_of_range_numbers_are_caught_even_when_the_schema_has_no_bounds() {
-    let wild = draft_with(0, json!({"expected_relative_lift": 1e15, "expected_latency_ms": -3.0}));
+    let wild = draft_with(
+        0,
+        json!({"expected_relative_lift": 1e15, "expected_latency_ms": -3.0}),
+    );
     let server = FakeOpenAi::start(vec![
         Scripted::completion(&json!({ "proposals": [wild] }).to_string()),
         Scripted::proposals(vec![valid_draft(0)]),
     ])
     .await;
-    let output = run(&server, config(&server.base_url())).await.expect("repaired");
+    let output = run(&server, config(&server.base_url()))
+        .await
+        .expect("repaired");
     assert_eq!(output.drafts.len(), 1);
     assert_eq!(output.drafts[0].draft.expected_relative_lift, 0.03);
     let repair = server.requests()[1].last_message();
