@@ -3,7 +3,9 @@
 //! budget, the estimated prompt tokens, how much evidence fit, and the time to analyse and to
 //! render. The prompt must stay within `prompt_token_budget` whatever the history's size.
 //!
-//! `cargo bench --bench prompt_tokens` (add `-- --quick` for 100 and 10 000 only).
+//! `cargo bench --bench prompt_tokens` (add `-- --quick` for 100 and 10 000 only). With
+//! `HYPOD_BENCH_TOKENIZE_URL=http://127.0.0.1:PORT` (a llama.cpp server, e.g. from
+//! tools/real-llm/serve.sh) it also counts the prompt with the model's own tokenizer.
 
 #[path = "../tests/synthetic/mod.rs"]
 mod synthetic;
@@ -15,8 +17,24 @@ use hypod::proposer::openai::{render_messages, LlmConfig};
 use hypod::proposer::ProposalContext;
 use std::time::Instant;
 
+/// Tokens of `text` by the tokenizer of the llama.cpp server at `url` (`POST /tokenize`).
+fn tokenize(runtime: &tokio::runtime::Runtime, url: &str, text: &str) -> Option<usize> {
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/tokenize", url.trim_end_matches('/')))
+            .json(&serde_json::json!({ "content": text }))
+            .send()
+            .await
+            .ok()?;
+        let body: serde_json::Value = response.json().await.ok()?;
+        body["tokens"].as_array().map(Vec::len)
+    })
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let tokenizer = std::env::var("HYPOD_BENCH_TOKENIZE_URL").ok();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let catalog = Catalog::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/catalog.toml"
@@ -28,8 +46,15 @@ fn main() {
         &[100, 10_000, 100_000]
     };
     println!(
-        "{:>11} {:>7} {:>12} {:>10} {:>11} {:>16} {:>14}",
-        "experiments", "budget", "est. tokens", "within", "evidence", "analyse (ms)", "render (ms)"
+        "{:>11} {:>7} {:>12} {:>13} {:>7} {:>11} {:>13} {:>12}",
+        "experiments",
+        "budget",
+        "est. tokens",
+        "model tokens",
+        "within",
+        "evidence",
+        "analyse (ms)",
+        "render (ms)"
     );
     for &n in sizes {
         let experiments = synthetic::history(n);
@@ -58,11 +83,18 @@ fn main() {
             let rendered = render_messages(&ctx, &config, None).expect("render");
             let render_ms = started.elapsed().as_secs_f64() * 1000.0;
             assert!(rendered.estimated_tokens <= budget);
+            let counted = tokenizer.as_deref().and_then(|url| {
+                Some(
+                    tokenize(&runtime, url, &rendered.system)?
+                        + tokenize(&runtime, url, &rendered.user)?,
+                )
+            });
             println!(
-                "{:>11} {:>7} {:>12} {:>10} {:>11} {:>16.1} {:>14.1}",
+                "{:>11} {:>7} {:>12} {:>13} {:>7} {:>11} {:>13.1} {:>12.1}",
                 n,
                 budget,
                 rendered.estimated_tokens,
+                counted.map_or("-".to_string(), |c| c.to_string()),
                 if rendered.estimated_tokens <= budget {
                     "yes"
                 } else {

@@ -221,7 +221,10 @@ fn assert_good_run(ws: &Workspace, code: Option<i32>, result: &Value) {
         .iter()
         .filter(|p| p["status"] == "pending_review")
         .collect();
-    assert!(!pending.is_empty(), "no proposal reached pending_review: {result:#}");
+    assert!(
+        !pending.is_empty(),
+        "no proposal reached pending_review: {result:#}"
+    );
     for proposal in &pending {
         for id in proposal["evidence"].as_array().unwrap() {
             assert!(ids.contains(id.as_str().unwrap()), "cites {id}");
@@ -232,7 +235,9 @@ fn assert_good_run(ws: &Workspace, code: Option<i32>, result: &Value) {
     for proposal in proposals.iter().filter(|p| p["status"] == "blocked") {
         let failed = proposal["failed_rules"].as_array().unwrap();
         assert!(!failed.is_empty());
-        assert!(failed.iter().all(|r| !r["message"].as_str().unwrap_or("").is_empty()));
+        assert!(failed
+            .iter()
+            .all(|r| !r["message"].as_str().unwrap_or("").is_empty()));
     }
     for rejected in run["rejected_drafts"].as_array().unwrap() {
         assert!(!rejected["reasons"].as_array().unwrap().is_empty());
