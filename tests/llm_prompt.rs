@@ -296,14 +296,22 @@ message = "Cart and checkout changes need a governance approval"
 }
 
 #[test]
-#[ignore]
-fn show_prompt() {
+fn json_mode_schema_in_the_prompt_lists_the_evidence_shown() {
     let fixture = Fixture::sample();
-    let rendered = render_messages(&fixture.ctx(), &config(4_000), None).unwrap();
-    std::fs::write(
-        "/tmp/hypod-prompt.json",
-        serde_json::to_string(&rendered).unwrap(),
-    )
-    .unwrap();
-    println!("{:?} {}", rendered.selection, rendered.estimated_tokens);
+    let mut cfg = config(8_000);
+    cfg.structured_output = StructuredOutput::JsonObject;
+    let rendered = render_messages(&fixture.ctx(), &cfg, None).unwrap();
+    assert!(rendered.estimated_tokens <= 8_000);
+    let ids = &rendered.schema["properties"]["proposals"]["items"]["properties"]["evidence"]
+        ["items"]["properties"]["experiment_id"]["enum"];
+    let ids: Vec<&str> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(ids, rendered.selection.evidence_ids);
+    assert!(rendered
+        .user
+        .contains(&hypod::proposer::openai::prompt::quote(&rendered.schema)));
 }

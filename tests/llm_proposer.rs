@@ -114,6 +114,39 @@ async fn a_valid_answer_gives_drafts_with_usage_cost_and_digests() {
         Some(rendered.input_digest.as_str())
     );
     assert_eq!(request.messages()[1].1, rendered.user);
+
+    // The run's schema lists what the model may name: the evidence shown, the catalog's names.
+    let draft = &format["json_schema"]["schema"]["properties"]["proposals"]["items"]["properties"];
+    let ids: Vec<&str> = draft["evidence"]["items"]["properties"]["experiment_id"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(ids, rendered.selection.evidence_ids);
+    assert!(!ids.is_empty());
+    let enum_of = |value: &Value| -> Vec<String> {
+        value["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        enum_of(&draft["segment"]).len(),
+        fixture.catalog.segments.len()
+    );
+    let signals = enum_of(&draft["signals"]["items"]);
+    assert!(signals.contains(&"browsing_history".to_string()));
+    assert!(
+        !signals.contains(&"inferred_health_condition".to_string()),
+        "sensitive"
+    );
+    assert_eq!(
+        enum_of(&draft["primary_kpi"]),
+        fixture.catalog.commercial_kpis
+    );
 }
 
 #[tokio::test]

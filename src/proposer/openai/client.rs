@@ -164,6 +164,7 @@ impl OpenAiProposer {
     fn request(
         &self,
         messages: &[(Role, String)],
+        schema: &Value,
         max_tokens: u32,
     ) -> Result<CreateChatCompletionRequest, ProposerError> {
         let build_error = |e: OpenAIError| ProposerError::Config(format!("request: {e}"));
@@ -190,7 +191,7 @@ impl OpenAiProposer {
         CreateChatCompletionRequestArgs::default()
             .model(self.config.model.clone())
             .messages(typed)
-            .response_format(response_format(&self.config))
+            .response_format(response_format(&self.config, schema))
             .max_completion_tokens(max_tokens)
             .build()
             .map_err(build_error)
@@ -201,10 +202,11 @@ impl OpenAiProposer {
         &self,
         client: &Client<Box<dyn Config>>,
         messages: &[(Role, String)],
+        schema: &Value,
         max_tokens: u32,
         tally: &mut Tally,
     ) -> Result<ChatResponse, ProposerError> {
-        let request = self.request(messages, max_tokens)?;
+        let request = self.request(messages, schema, max_tokens)?;
         let started = Instant::now();
         let result = client.chat().create_byot::<_, Value>(request).await;
         tally.usage.latency_ms += started.elapsed().as_millis() as u64;
@@ -446,7 +448,7 @@ impl Proposer for OpenAiProposer {
 
         loop {
             let response = self
-                .call(&client, &messages, max_tokens, &mut tally)
+                .call(&client, &messages, &rendered.schema, max_tokens, &mut tally)
                 .await?;
             let can_repair = tally.usage.repairs < self.config.max_repairs;
             let problem = match response.reply() {

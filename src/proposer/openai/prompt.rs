@@ -17,7 +17,7 @@
 //! estimate is within it on the server.
 
 use super::config::{LlmConfig, StructuredOutput};
-use super::schema::{proposal_schema, SCHEMA_NAME};
+use super::schema::{schema_for_run, SCHEMA_NAME};
 use crate::analysis::{ExperimentAnalysis, Outcome, ProgramHealth};
 use crate::history::{Decision, Experiment, Moment};
 use crate::proposer::{ProposalContext, ProposerError};
@@ -258,8 +258,11 @@ pub struct RenderedPrompt {
     pub estimated_tokens: usize,
     pub token_budget: usize,
     pub model: String,
-    /// The `response_format` the request carries.
+    /// The `response_format` the request carries (its schema lists the ids and names the model
+    /// may use, see `schema::schema_for_run`).
     pub response_format: Value,
+    /// The answer's schema for this run.
+    pub schema: Value,
     pub selection: Selection,
     pub system_template: String,
     pub user_template: String,
@@ -287,7 +290,7 @@ pub fn render_messages_with_policies(
 }
 
 /// The `response_format` of a request under the configured structured-output mode.
-pub fn response_format(config: &LlmConfig) -> ResponseFormat {
+pub fn response_format(config: &LlmConfig, schema: &Value) -> ResponseFormat {
     match config.structured_output {
         StructuredOutput::JsonSchema => ResponseFormat::JsonSchema {
             json_schema: ResponseFormatJsonSchema {
@@ -295,7 +298,7 @@ pub fn response_format(config: &LlmConfig) -> ResponseFormat {
                     "Experiment proposals for an ecommerce personalization program".into(),
                 ),
                 name: SCHEMA_NAME.into(),
-                schema: proposal_schema().clone(),
+                schema: schema.clone(),
                 strict: Some(true),
             },
         },
@@ -838,10 +841,7 @@ pub fn render_with(
         evidence: Vec::new(),
         evidence_shown: 0,
         evidence_total,
-        schema: match config.structured_output {
-            StructuredOutput::JsonObject => Some(proposal_schema().to_string()),
-            StructuredOutput::JsonSchema => None,
-        },
+        schema: None,
     };
 
     let render = |vars: &Vars| -> Result<(String, String, usize), ProposerError> {
@@ -857,6 +857,11 @@ pub fn render_with(
     };
 
     let budget = config.prompt_token_budget;
+    // In JSON mode the schema is part of the prompt, and it lists the evidence ids shown.
+    let in_prompt = config.structured_output == StructuredOutput::JsonObject;
+    if in_prompt {
+        vars.schema = Some(schema_for_run(&[], catalog).to_string());
+    }
     let (_, _, base_tokens) = render(&vars)?;
     if base_tokens + EVIDENCE_HEADING_TOKENS > budget {
         return Err(ProposerError::Prompt(format!(
@@ -896,7 +901,10 @@ pub fn render_with(
                 continue;
             };
             let line = evidence_line(experiment, analyses.get(experiment.id.as_str()).copied());
-            let cost = estimate_tokens(&line) + 1;
+            let mut cost = estimate_tokens(&line) + 1;
+            if in_prompt {
+                cost += estimate_tokens(&quote(&experiment.id)) + 1;
+            }
             if used + cost > remaining {
                 // The moment's next record no longer fits: the moment is done (the others
                 // may still have shorter records that fit).
@@ -926,6 +934,11 @@ pub fn render_with(
             })
             .collect();
         vars.evidence_shown = chosen.len();
+        let ids: Vec<&str> = chosen.iter().map(|(_, _, id)| *id).collect();
+        let schema = schema_for_run(&ids, catalog);
+        if in_prompt {
+            vars.schema = Some(quote(&schema));
+        }
         let (system, user, tokens) = render(&vars)?;
         if tokens <= budget || chosen.is_empty() {
             if tokens > budget {
@@ -933,7 +946,7 @@ pub fn render_with(
                     "prompt_token_budget = {budget} is too small for the prompt ({tokens} tokens without evidence)"
                 )));
             }
-            let format = response_format(config);
+            let format = response_format(config, &schema);
             let format_value = serde_json::to_value(&format).unwrap_or(Value::Null);
             let input_digest = input_digest(&config.model, &system, &user, &format_value);
             return Ok(RenderedPrompt {
@@ -945,6 +958,7 @@ pub fn render_with(
                 token_budget: budget,
                 model: config.model.clone(),
                 response_format: format_value,
+                schema,
                 selection: Selection {
                     evidence_shown: chosen.len(),
                     evidence_total,

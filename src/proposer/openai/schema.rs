@@ -80,6 +80,64 @@ pub fn proposal_schema() -> &'static Value {
     })
 }
 
+/// The schema of one run: [`proposal_schema`] with the names the model may use listed as
+/// `enum`s — the experiment ids shown as evidence, the catalog's segments, usable signals and
+/// consent purposes, the commercial KPIs. Servers that enforce the schema (OpenAI strict mode,
+/// llama.cpp's grammar) then cannot produce an unknown id or name; the answer is still checked
+/// against the whole history and catalog, for the servers that do not. A list left empty adds no
+/// `enum` (an empty `enum` would admit nothing).
+pub fn schema_for_run(
+    evidence_ids: &[&str],
+    catalog: &crate::governance::catalog::Catalog,
+) -> Value {
+    let mut schema = proposal_schema().clone();
+    let signals: Vec<&str> = catalog
+        .signals
+        .iter()
+        .filter(|s| !s.sensitive)
+        .map(|s| s.name.as_str())
+        .collect();
+    let segments: Vec<&str> = catalog.segments.iter().map(|s| s.name.as_str()).collect();
+    let purposes: Vec<&str> = catalog.purposes.iter().map(|p| p.name.as_str()).collect();
+    let kpis: Vec<&str> = catalog.commercial_kpis.iter().map(String::as_str).collect();
+    let draft = "/properties/proposals/items/properties";
+    for (pointer, names) in [
+        (
+            format!("{draft}/evidence/items/properties/experiment_id"),
+            evidence_ids,
+        ),
+        (format!("{draft}/segment"), segments.as_slice()),
+        (format!("{draft}/signals/items"), signals.as_slice()),
+        (
+            format!("{draft}/consent_purposes/items"),
+            purposes.as_slice(),
+        ),
+        (format!("{draft}/primary_kpi"), kpis.as_slice()),
+    ] {
+        if names.is_empty() {
+            continue;
+        }
+        if let Some(Value::Object(property)) = schema.pointer_mut(&pointer) {
+            let mut unique: Vec<&str> = Vec::with_capacity(names.len());
+            for name in names {
+                if !unique.contains(name) {
+                    unique.push(name);
+                }
+            }
+            property.insert(
+                "enum".into(),
+                Value::Array(
+                    unique
+                        .into_iter()
+                        .map(|n| Value::String(n.into()))
+                        .collect(),
+                ),
+            );
+        }
+    }
+    schema
+}
+
 /// Makes any schemars schema fit for strict structured output (see the module comment).
 pub fn strict_transform(mut schema: Value) -> Value {
     let defs = match schema.as_object_mut() {
