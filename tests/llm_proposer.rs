@@ -808,6 +808,28 @@ async fn a_server_rejecting_json_schema_says_to_switch_to_json_object() {
 }
 
 #[tokio::test]
+async fn llama_cpp_pythons_500_for_json_schema_also_says_to_switch() {
+    // What llama-cpp-python 0.3 really answers: a 500 carrying the validation error.
+    let answer = || {
+        Scripted::json(
+            500,
+            json!({"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}", "type": "internal_server_error", "param": null, "code": null}}),
+        )
+    };
+    let server = FakeOpenAi::start(vec![answer(), answer(), answer()]).await;
+    let err = run(&server, config(&server.base_url())).await.unwrap_err();
+    assert!(
+        matches!(&err, ProposerError::Server { status: 500, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("set structured_output = \"json_object\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_configuration_is_refused_naming_the_key() {
     let mut cfg = config("http://127.0.0.1:1/v1");
     cfg.max_attempts = 0;

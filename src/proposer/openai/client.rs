@@ -272,9 +272,11 @@ impl OpenAiProposer {
                     text.push_str(&format!(" (code {code})"));
                 }
                 text.push_str(&after);
-                if matches!(status, 400 | 422)
-                    && self.config.structured_output == super::config::StructuredOutput::JsonSchema
-                    && (text.contains("response_format") || text.contains("json_schema"))
+                // Servers that do not know json_schema say so in a 400, a 422 or, like
+                // llama-cpp-python, a 500 whose message is the request validation error.
+                if self.config.structured_output == super::config::StructuredOutput::JsonSchema
+                    && text.contains("response_format")
+                    && (text.contains("json_schema") || text.contains("json_object"))
                 {
                     text.push_str(
                         "; this server does not accept response_format \"json_schema\": set structured_output = \"json_object\" in [llm] (the schema then goes into the prompt and the answer is validated as strictly)",
