@@ -1,9 +1,25 @@
 //! Governance: every candidate proposal, from any proposer, is checked against the catalog's
 //! consent rules and the policy set before it reaches a person. This module owns the verdict
-//! model; `catalog` owns the catalog file.
+//! model and how verdicts decide a proposal's status; `catalog` owns the catalog file,
+//! `consent` the always-on consent rules, `policy` the CEL policies, `context` what rules see,
+//! `cases` the policy test cases, `replay` re-evaluating past proposals, and `sample` the
+//! sample inputs and embedded default files.
 
+pub mod cases;
 pub mod catalog;
+pub mod consent;
+pub mod context;
+pub mod policy;
+pub mod replay;
+pub mod sample;
 
+pub use context::{PolicyContext, QueueCounts, RunInputs};
+pub use policy::{Lint, PolicyError, PolicySet, Severity};
+
+use crate::proposer::ProposalDraft;
+use crate::queue::{Enrichment, ProposalStatus};
+use catalog::Catalog;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What a failed rule does to a proposal.
@@ -59,11 +75,102 @@ impl Verdict {
 
 /// The combined outcome of a set of verdicts.
 pub fn denies(verdicts: &[Verdict]) -> bool {
-    verdicts.iter().any(|v| v.failed() && v.effect == Effect::Deny)
+    verdicts
+        .iter()
+        .any(|v| v.failed() && v.effect == Effect::Deny)
 }
 
 pub fn escalates(verdicts: &[Verdict]) -> bool {
     verdicts
         .iter()
         .any(|v| v.failed() && v.effect == Effect::Escalate)
+}
+
+/// How many approvals a queued proposal needs (`[governance]` in hypod.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSettings {
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            approvals_required: 1,
+            escalated_approvals_required: 2,
+        }
+    }
+}
+
+/// What governance decides for one proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovernanceDecision {
+    /// `blocked` when a deny rule failed, otherwise `pending_review`.
+    pub status: ProposalStatus,
+    pub approvals_required: u32,
+    pub escalated: bool,
+}
+
+/// A deny makes the proposal `blocked`; an escalate raises the approvals it needs.
+pub fn decide(verdicts: &[Verdict], settings: &ApprovalSettings) -> GovernanceDecision {
+    let escalated = escalates(verdicts);
+    let approvals_required = if escalated {
+        settings
+            .escalated_approvals_required
+            .max(settings.approvals_required)
+    } else {
+        settings.approvals_required
+    };
+    GovernanceDecision {
+        status: if denies(verdicts) {
+            ProposalStatus::Blocked
+        } else {
+            ProposalStatus::PendingReview
+        },
+        approvals_required,
+        escalated,
+    }
+}
+
+/// Consent rules, then every policy rule, for one proposal.
+pub fn evaluate_all(
+    policies: &PolicySet,
+    catalog: &Catalog,
+    context: &PolicyContext,
+) -> Result<Vec<Verdict>, PolicyError> {
+    let mut verdicts = consent::consent_verdicts(&context.draft, catalog);
+    verdicts.extend(policies.evaluate(context)?);
+    Ok(verdicts)
+}
+
+/// One governed proposal of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Governed {
+    pub verdicts: Vec<Verdict>,
+    pub decision: GovernanceDecision,
+}
+
+/// Governs a run's candidates in order. Every candidate that is not blocked is counted in
+/// `queue` before the next one is evaluated, so the governance-gap rules see the proposals
+/// accepted earlier in the same run. Any rule error stops the whole batch: nothing should be
+/// queued from a run whose policies cannot be evaluated.
+pub fn govern_batch<'a>(
+    policies: &PolicySet,
+    run: &RunInputs,
+    candidates: impl IntoIterator<Item = (&'a ProposalDraft, &'a Enrichment)>,
+    queue: &mut QueueCounts,
+    settings: &ApprovalSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<Governed>, PolicyError> {
+    let mut governed = Vec::new();
+    for (draft, enrichment) in candidates {
+        let context = PolicyContext::for_run(run, draft, enrichment, queue, now);
+        let verdicts = evaluate_all(policies, &run.catalog, &context)?;
+        let decision = decide(&verdicts, settings);
+        if decision.status != ProposalStatus::Blocked {
+            queue.record_queued(draft);
+        }
+        governed.push(Governed { verdicts, decision });
+    }
+    Ok(governed)
 }
