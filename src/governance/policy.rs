@@ -278,6 +278,17 @@ pub fn display_value(value: &Value) -> String {
             let rounded = (f * 1000.0).round() / 1000.0;
             rounded.to_string()
         }
+        Value::List(items)
+            if items
+                .iter()
+                .all(|v| !matches!(v, Value::List(_) | Value::Map(_))) =>
+        {
+            items
+                .iter()
+                .map(display_value)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
         other => match other.json() {
             Ok(json) => json.to_string(),
             Err(_) => format!("{other:?}"),
@@ -574,10 +585,21 @@ impl PolicySet {
                 }
             }
             let mut errors: Vec<String> = Vec::new();
-            for context in &contexts {
+            let found_statically = lints
+                .iter()
+                .any(|l| l.severity == Severity::Error && l.rule.as_deref() == Some(&rule.id));
+            for context in contexts.iter().filter(|_| !found_statically) {
                 let cel_context = context.cel_context();
                 if let Err(err) = rule.evaluate(&cel_context) {
-                    let text = err.to_string();
+                    let text = match err {
+                        PolicyError::Evaluate { part, message, .. } => {
+                            format!("{part} failed to evaluate: {message}")
+                        }
+                        PolicyError::NotBoolean { part, got, .. } => {
+                            format!("{part} must be true or false, but gave {got}")
+                        }
+                        other => other.to_string(),
+                    };
                     if !errors.contains(&text) {
                         errors.push(text);
                     }
@@ -692,6 +714,31 @@ fn select_path(expr: &IdedExpr) -> Option<(Vec<&str>, bool)> {
     }
 }
 
+/// Edit distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn suggestion(field: &str, object: &serde_json::Map<String, Json>) -> String {
+    object
+        .keys()
+        .map(|k| (edit_distance(field, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| format!("did you mean `{k}`? "))
+        .unwrap_or_default()
+}
+
 fn describe_keys(object: &serde_json::Map<String, Json>) -> String {
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -716,14 +763,16 @@ fn check_path(path: &[&str], presence_test: bool, schema: &Json, found: &mut Vec
                 Some(next) => current = next,
                 None if last && presence_test => {
                     found.push(format!(
-                        "`has({so_far}.{field})` is always false: {so_far} has no field `{field}` (it has: {})",
+                        "`has({so_far}.{field})` is always false: {so_far} has no field `{field}`; {}it has: {}",
+                        suggestion(field, object),
                         describe_keys(object)
                     ));
                     return;
                 }
                 None => {
                     found.push(format!(
-                        "{so_far} has no field `{field}` (it has: {})",
+                        "{so_far} has no field `{field}`; {}it has: {}",
+                        suggestion(field, object),
                         describe_keys(object)
                     ));
                     return;
