@@ -190,14 +190,23 @@ pub fn json_to_cel(json: &Json) -> Value {
 }
 
 /// What stays the same for every proposal of a run: the catalog and the program, converted
-/// once.
-#[derive(Debug, Clone)]
+/// once into a CEL scope that every proposal's scope extends (building the CEL standard
+/// environment and converting the catalog per proposal would cost most of the evaluation).
+#[derive(Clone)]
 pub struct RunInputs {
-    pub catalog: Catalog,
-    pub catalog_json: Json,
-    pub program_json: Json,
-    catalog_cel: Value,
-    program_cel: Value,
+    pub catalog: Arc<Catalog>,
+    pub catalog_json: Arc<Json>,
+    pub program_json: Arc<Json>,
+    root: Arc<cel::Context<'static, 'static>>,
+}
+
+impl std::fmt::Debug for RunInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunInputs")
+            .field("catalog_json", &self.catalog_json)
+            .field("program_json", &self.program_json)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunInputs {
@@ -208,12 +217,14 @@ impl RunInputs {
     /// For callers that hold the program as JSON (policy test cases override fields of it).
     pub fn from_program_json(catalog: &Catalog, program_json: Json) -> RunInputs {
         let catalog_json = catalog_json(catalog);
+        let mut root = cel::Context::default();
+        root.add_variable_from_value("catalog", json_to_cel(&catalog_json));
+        root.add_variable_from_value("program", json_to_cel(&program_json));
         RunInputs {
-            catalog: catalog.clone(),
-            catalog_cel: json_to_cel(&catalog_json),
-            program_cel: json_to_cel(&program_json),
-            catalog_json,
-            program_json,
+            catalog: Arc::new(catalog.clone()),
+            catalog_json: Arc::new(catalog_json),
+            program_json: Arc::new(program_json),
+            root: Arc::new(root),
         }
     }
 }
@@ -226,9 +237,8 @@ pub struct PolicyContext {
     pub proposal_json: Json,
     pub queue_json: Json,
     pub now: DateTime<Utc>,
-    catalog_json: Json,
-    program_json: Json,
-    variables: [(&'static str, Value); 5],
+    run: RunInputs,
+    variables: [(&'static str, Value); 3],
 }
 
 impl PolicyContext {
@@ -273,8 +283,6 @@ impl PolicyContext {
     ) -> PolicyContext {
         let variables = [
             ("proposal", json_to_cel(&proposal_json)),
-            ("catalog", run.catalog_cel.clone()),
-            ("program", run.program_cel.clone()),
             ("queue", json_to_cel(&queue_json)),
             ("now", Value::Timestamp(now.fixed_offset())),
         ];
@@ -283,15 +291,14 @@ impl PolicyContext {
             proposal_json,
             queue_json,
             now,
-            catalog_json: run.catalog_json.clone(),
-            program_json: run.program_json.clone(),
+            run: run.clone(),
             variables,
         }
     }
 
-    /// A CEL context holding the five variables.
-    pub(crate) fn cel_context(&self) -> cel::Context<'_, '_> {
-        let mut context = cel::Context::default();
+    /// A CEL scope holding the five variables (catalog and program from the run's scope).
+    pub(crate) fn cel_context(&self) -> cel::Context<'_, 'static> {
+        let mut context = self.run.root.new_inner_scope();
         for (name, value) in &self.variables {
             context.add_variable_from_value(*name, value.clone());
         }
@@ -302,8 +309,8 @@ impl PolicyContext {
     pub fn to_json(&self) -> Json {
         json!({
             "proposal": self.proposal_json,
-            "catalog": self.catalog_json,
-            "program": self.program_json,
+            "catalog": *self.run.catalog_json,
+            "program": *self.run.program_json,
             "queue": self.queue_json,
             "now": self.now.to_rfc3339(),
         })
@@ -351,6 +358,13 @@ mod tests {
         assert_eq!(counts.queued_this_run, 2);
         assert_eq!(counts.queued_this_run_by_moment["product_detail"], 2);
         assert_eq!(counts.queued_last_24h, 2);
+    }
+
+    #[test]
+    fn run_inputs_and_contexts_can_cross_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<RunInputs>();
+        assert_send_sync::<PolicyContext>();
     }
 
     #[test]
