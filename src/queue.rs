@@ -46,10 +46,7 @@ impl ProposalStatus {
 
     /// Proposals that still occupy the queue: new drafts must not duplicate them.
     pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            ProposalStatus::PendingReview | ProposalStatus::Approved
-        )
+        matches!(self, ProposalStatus::PendingReview | ProposalStatus::Approved)
     }
 }
 
@@ -184,13 +181,7 @@ pub fn apply_review(
     }
     match review.action {
         ReviewAction::Reject => {
-            if review
-                .note
-                .as_deref()
-                .map(str::trim)
-                .unwrap_or("")
-                .is_empty()
-            {
+            if review.note.as_deref().map(str::trim).unwrap_or("").is_empty() {
                 return Err(ReviewError::ReasonRequired);
             }
             Ok(ProposalStatus::Rejected)

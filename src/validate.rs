@@ -114,10 +114,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         );
     }
     for (i, evidence) in draft.evidence.iter().enumerate() {
-        if !refs
-            .experiments
-            .contains_key(evidence.experiment_id.as_str())
-        {
+        if !refs.experiments.contains_key(evidence.experiment_id.as_str()) {
             problem(
                 &format!("evidence[{i}].experiment_id"),
                 format!(
@@ -146,10 +143,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
     if draft.signals.len() > MAX_LIST {
         problem(
             "signals",
-            format!(
-                "has {} entries; the limit is {MAX_LIST}",
-                draft.signals.len()
-            ),
+            format!("has {} entries; the limit is {MAX_LIST}", draft.signals.len()),
         );
     }
     for (i, signal) in draft.signals.iter().enumerate() {
@@ -173,7 +167,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         if refs.catalog.purpose(purpose).is_none() {
             problem(
                 &format!("consent_purposes[{i}]"),
-                format!("purpose {:?} is not in the catalog", truncate(purpose, 80)),
+                format!(
+                    "purpose {:?} is not in the catalog",
+                    truncate(purpose, 80)
+                ),
             );
         }
     }
@@ -202,28 +199,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
     }
     drop(problem);
     check_text(&mut problems, "title", &draft.title, 1, MAX_TITLE_CHARS);
-    check_text(
-        &mut problems,
-        "hypothesis",
-        &draft.hypothesis,
-        20,
-        MAX_TEXT_CHARS,
-    );
+    check_text(&mut problems, "hypothesis", &draft.hypothesis, 20, MAX_TEXT_CHARS);
     check_text(&mut problems, "change", &draft.change, 1, MAX_TEXT_CHARS);
-    check_text(
-        &mut problems,
-        "rationale",
-        &draft.rationale,
-        0,
-        MAX_TEXT_CHARS,
-    );
-    check_text(
-        &mut problems,
-        "rollback_plan",
-        &draft.rollback_plan,
-        0,
-        MAX_TEXT_CHARS,
-    );
+    check_text(&mut problems, "rationale", &draft.rationale, 0, MAX_TEXT_CHARS);
+    check_text(&mut problems, "rollback_plan", &draft.rollback_plan, 0, MAX_TEXT_CHARS);
     for (i, evidence) in draft.evidence.iter().enumerate() {
         check_text(
             &mut problems,
@@ -380,10 +359,7 @@ pub fn enrich(
     let (basis, baseline_source) = if !same_place.is_empty() {
         (
             same_place,
-            format!(
-                "controls of concluded {} tests for {}",
-                draft.moment, draft.segment
-            ),
+            format!("controls of concluded {} tests for {}", draft.moment, draft.segment),
         )
     } else if !same_moment.is_empty() {
         (
@@ -408,8 +384,7 @@ pub fn enrich(
                     o + control.orders.unwrap_or(0),
                 )
             });
-    let baseline_rate =
-        (visitors > 0 && conversions > 0).then(|| conversions as f64 / visitors as f64);
+    let baseline_rate = (visitors > 0 && conversions > 0).then(|| conversions as f64 / visitors as f64);
     if baseline_rate.is_none() {
         notes.push("no baseline: no concluded experiment with conversions to start from".into());
     }

@@ -195,10 +195,9 @@ pub fn program_health(
         if !experiment.has_commercial_kpi() {
             mirage.push(experiment.id.clone());
         }
-        if let (Some(delta), Some(rendering)) = (
-            experiment.latency_ms_p75_delta,
-            experiment.rendering.as_deref(),
-        ) {
+        if let (Some(delta), Some(rendering)) =
+            (experiment.latency_ms_p75_delta, experiment.rendering.as_deref())
+        {
             if let Some(budget) = settings.latency_budget_ms.get(rendering) {
                 if delta > *budget {
                     leaks.push(LatencyLeak {
@@ -253,8 +252,8 @@ pub fn program_health(
             None
         } else {
             let mean = values.iter().sum::<f64>() / values.len() as f64;
-            let var =
-                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                / (values.len() - 1) as f64;
             (mean > 0.0).then(|| var.sqrt() / mean)
         }
     };

@@ -65,12 +65,15 @@ impl Moments {
         let var_den = ((den_sq - den_sum * den_sum / n) / (n - 1.0)).max(0.0);
         let covariance = (cross - num_sum * den_sum / n) / (n - 1.0);
         let mean = mean_num / mean_den;
-        let variance = (var_num / mean_den.powi(2)
-            - 2.0 * covariance * mean_num / mean_den.powi(3)
+        let variance = (var_num / mean_den.powi(2) - 2.0 * covariance * mean_num / mean_den.powi(3)
             + mean_num.powi(2) * var_den / mean_den.powi(4))
         .max(0.0);
         // As in gbstats, the ratio's variance is per visitor (the unit of randomisation).
-        Ok(Moments { n, mean, variance })
+        Ok(Moments {
+            n,
+            mean,
+            variance,
+        })
     }
 }
 
@@ -101,11 +104,7 @@ fn t_test(estimate: f64, se: f64, df: f64, alpha: f64) -> Result<(f64, f64, f64)
     let t = StudentsT::new(0.0, 1.0, df).map_err(|e| format!("t distribution: {e}"))?;
     let p = 2.0 * (1.0 - t.cdf((estimate / se).abs()));
     let critical = t.inverse_cdf(1.0 - alpha / 2.0);
-    Ok((
-        estimate - critical * se,
-        estimate + critical * se,
-        p.clamp(0.0, 1.0),
-    ))
+    Ok((estimate - critical * se, estimate + critical * se, p.clamp(0.0, 1.0)))
 }
 
 /// Two-sided Welch t-tests of treatment against control, relative (delta method) and absolute.
@@ -301,10 +300,7 @@ mod tests {
 
     #[test]
     fn sample_size_matches_statsmodels() {
-        assert_eq!(
-            sample_size_proportion(0.05, 0.10, 0.05, 0.8).unwrap(),
-            31_234
-        );
+        assert_eq!(sample_size_proportion(0.05, 0.10, 0.05, 0.8).unwrap(), 31_234);
     }
 
     #[test]
