@@ -7,8 +7,19 @@
 //! [`store`]).
 
 pub mod analysis;
+pub mod assets;
+pub mod cli;
+pub mod config;
 pub mod governance;
 pub mod history;
 pub mod proposer;
 pub mod queue;
+pub mod run;
+pub mod store;
 pub mod validate;
+
+/// sha256 hex digest, used for provenance (inputs, prompts, policy sets).
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}

@@ -46,7 +46,10 @@ impl ProposalStatus {
 
     /// Proposals that still occupy the queue: new drafts must not duplicate them.
     pub fn is_open(self) -> bool {
-        matches!(self, ProposalStatus::PendingReview | ProposalStatus::Approved)
+        matches!(
+            self,
+            ProposalStatus::PendingReview | ProposalStatus::Approved
+        )
     }
 }
 
@@ -181,7 +184,13 @@ pub fn apply_review(
     }
     match review.action {
         ReviewAction::Reject => {
-            if review.note.as_deref().map(str::trim).unwrap_or("").is_empty() {
+            if review
+                .note
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("")
+                .is_empty()
+            {
                 return Err(ReviewError::ReasonRequired);
             }
             Ok(ProposalStatus::Rejected)

@@ -114,7 +114,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         );
     }
     for (i, evidence) in draft.evidence.iter().enumerate() {
-        if !refs.experiments.contains_key(evidence.experiment_id.as_str()) {
+        if !refs
+            .experiments
+            .contains_key(evidence.experiment_id.as_str())
+        {
             problem(
                 &format!("evidence[{i}].experiment_id"),
                 format!(
@@ -143,7 +146,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
     if draft.signals.len() > MAX_LIST {
         problem(
             "signals",
-            format!("has {} entries; the limit is {MAX_LIST}", draft.signals.len()),
+            format!(
+                "has {} entries; the limit is {MAX_LIST}",
+                draft.signals.len()
+            ),
         );
     }
     for (i, signal) in draft.signals.iter().enumerate() {
@@ -167,10 +173,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         if refs.catalog.purpose(purpose).is_none() {
             problem(
                 &format!("consent_purposes[{i}]"),
-                format!(
-                    "purpose {:?} is not in the catalog",
-                    truncate(purpose, 80)
-                ),
+                format!("purpose {:?} is not in the catalog", truncate(purpose, 80)),
             );
         }
     }
@@ -197,12 +200,29 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             format!("{latency} is outside [0, {MAX_EXPECTED_LATENCY_MS}]"),
         );
     }
-    drop(problem);
     check_text(&mut problems, "title", &draft.title, 1, MAX_TITLE_CHARS);
-    check_text(&mut problems, "hypothesis", &draft.hypothesis, 20, MAX_TEXT_CHARS);
+    check_text(
+        &mut problems,
+        "hypothesis",
+        &draft.hypothesis,
+        20,
+        MAX_TEXT_CHARS,
+    );
     check_text(&mut problems, "change", &draft.change, 1, MAX_TEXT_CHARS);
-    check_text(&mut problems, "rationale", &draft.rationale, 0, MAX_TEXT_CHARS);
-    check_text(&mut problems, "rollback_plan", &draft.rollback_plan, 0, MAX_TEXT_CHARS);
+    check_text(
+        &mut problems,
+        "rationale",
+        &draft.rationale,
+        0,
+        MAX_TEXT_CHARS,
+    );
+    check_text(
+        &mut problems,
+        "rollback_plan",
+        &draft.rollback_plan,
+        0,
+        MAX_TEXT_CHARS,
+    );
     for (i, evidence) in draft.evidence.iter().enumerate() {
         check_text(
             &mut problems,
@@ -261,14 +281,22 @@ fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
     shared / a.union(b).count() as f64
 }
 
-/// Similarity of two tests in 0..=1: 1 when they test the same lever for the same segment at
-/// the same moment; otherwise the word overlap (Jaccard) of their hypotheses, so that the same
-/// idea under another lever name is still caught.
+/// Similarity of two tests in 0..=1. A duplicate must be in the same place: 1 when both test
+/// the same lever for the same segment at the same moment; for the same segment and moment
+/// under another lever name, 0.55 plus 0.45 × the mean word overlap (Jaccard) of their lever
+/// names and of their texts, so the same idea renamed is still caught while templated text
+/// about another lever is not; anywhere else at most 0.5, never a duplicate.
 pub fn similarity(a_key: &TestKey, a_text: &str, b_key: &TestKey, b_text: &str) -> f64 {
     if a_key == b_key {
         return 1.0;
     }
-    jaccard(&words(a_text), &words(b_text))
+    let text_overlap = jaccard(&words(a_text), &words(b_text));
+    if a_key.moment == b_key.moment && a_key.segment == b_key.segment {
+        let lever_overlap = jaccard(&words(&a_key.lever), &words(&b_key.lever));
+        0.55 + 0.45 * (lever_overlap + text_overlap) / 2.0
+    } else {
+        0.5 * text_overlap
+    }
 }
 
 /// Everything [`enrich`] compares a draft with.
@@ -277,6 +305,8 @@ pub struct Surroundings<'a> {
     pub analysis: &'a Analysis,
     pub catalog: &'a Catalog,
     pub open_proposals: &'a [Proposal],
+    /// Proposals already made earlier in the same run.
+    pub this_run: &'a [Proposal],
     pub rejected_proposals: &'a [Proposal],
     pub alpha: f64,
     pub power: f64,
@@ -314,9 +344,11 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
             similarity(&key, &text, &experiment.test_key(), &other),
         );
     }
+    let open = around.open_proposals.iter().chain(around.this_run);
+    let rejected = around.rejected_proposals.iter();
     for (kind, proposals) in [
-        ("open_proposal", around.open_proposals),
-        ("rejected_proposal", around.rejected_proposals),
+        ("open_proposal", open.collect::<Vec<_>>()),
+        ("rejected_proposal", rejected.collect()),
     ] {
         for proposal in proposals {
             let other = format!("{} {}", proposal.draft.title, proposal.draft.hypothesis);
@@ -359,7 +391,10 @@ pub fn enrich(
     let (basis, baseline_source) = if !same_place.is_empty() {
         (
             same_place,
-            format!("controls of concluded {} tests for {}", draft.moment, draft.segment),
+            format!(
+                "controls of concluded {} tests for {}",
+                draft.moment, draft.segment
+            ),
         )
     } else if !same_moment.is_empty() {
         (
@@ -384,7 +419,8 @@ pub fn enrich(
                     o + control.orders.unwrap_or(0),
                 )
             });
-    let baseline_rate = (visitors > 0 && conversions > 0).then(|| conversions as f64 / visitors as f64);
+    let baseline_rate =
+        (visitors > 0 && conversions > 0).then(|| conversions as f64 / visitors as f64);
     if baseline_rate.is_none() {
         notes.push("no baseline: no concluded experiment with conversions to start from".into());
     }
@@ -459,5 +495,43 @@ pub fn evidence_strength(draft: &ProposalDraft, analysis: &Analysis) -> f64 {
         0.0
     } else {
         scores.iter().cloned().fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Moment;
+
+    fn key(moment: Moment, lever: &str, segment: &str) -> TestKey {
+        TestKey::new(moment, lever, segment)
+    }
+
+    #[test]
+    fn same_lever_segment_and_moment_is_a_duplicate() {
+        let a = key(Moment::Search, "Ranking_By_Affinity", "vip");
+        let b = key(Moment::Search, "ranking_by_affinity", " vip ");
+        assert_eq!(similarity(&a, "x", &b, "y"), 1.0);
+    }
+
+    #[test]
+    fn a_renamed_idea_in_the_same_place_is_a_duplicate() {
+        let a = key(Moment::Search, "affinity_ranking", "vip");
+        let b = key(Moment::Search, "ranking_by_affinity", "vip");
+        let text = "Rank search results by the visitor's category affinity for loyal customers";
+        assert!(similarity(&a, text, &b, text) >= DUPLICATE_THRESHOLD);
+        let other = "Show a free shipping threshold banner on empty search results";
+        assert!(similarity(&a, text, &b, other) < DUPLICATE_THRESHOLD);
+        let templated = "If we apply the lever for vip at the search moment, conversion will rise";
+        let c = key(Moment::Search, "payment_options", "vip");
+        assert!(similarity(&a, templated, &c, templated) < DUPLICATE_THRESHOLD);
+    }
+
+    #[test]
+    fn the_same_template_elsewhere_is_not_a_duplicate() {
+        let text = "If we apply delivery promise for new visitors at the product detail moment";
+        let a = key(Moment::ProductDetail, "delivery_promise", "new_visitors");
+        let b = key(Moment::ProductDetail, "delivery_promise", "eu_visitors");
+        assert!(similarity(&a, text, &b, text) < DUPLICATE_THRESHOLD);
     }
 }

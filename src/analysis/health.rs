@@ -59,7 +59,8 @@ pub struct ProgramHealth {
     pub attribution_cv: Option<f64>,
     /// Experiments started in the 12 months before the analysis day, per named moment.
     pub moment_coverage_12m: BTreeMap<String, usize>,
-    /// Named moments with fewer than 3 experiments in those 12 months.
+    /// Named moments with fewer than 3 experiments in those 12 months, or under a quarter of the
+    /// busiest moment's count.
     pub neglected_moments: Vec<Moment>,
     /// Share of experiments whose primary KPI is not commercial.
     pub kpi_mirage_share: Option<f64>,
@@ -88,7 +89,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -195,9 +196,10 @@ pub fn program_health(
         if !experiment.has_commercial_kpi() {
             mirage.push(experiment.id.clone());
         }
-        if let (Some(delta), Some(rendering)) =
-            (experiment.latency_ms_p75_delta, experiment.rendering.as_deref())
-        {
+        if let (Some(delta), Some(rendering)) = (
+            experiment.latency_ms_p75_delta,
+            experiment.rendering.as_deref(),
+        ) {
             if let Some(budget) = settings.latency_budget_ms.get(rendering) {
                 if delta > *budget {
                     leaks.push(LatencyLeak {
@@ -252,14 +254,19 @@ pub fn program_health(
             None
         } else {
             let mean = values.iter().sum::<f64>() / values.len() as f64;
-            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
-                / (values.len() - 1) as f64;
+            let var =
+                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
             (mean > 0.0).then(|| var.sqrt() / mean)
         }
     };
+    // Neglected: fewer than 3 experiments, or under a quarter of the busiest moment's count.
+    let busiest = coverage.values().copied().max().unwrap_or(0) as f64;
     let neglected: Vec<Moment> = Moment::NAMED
         .into_iter()
-        .filter(|m| coverage.get(m.as_str()).copied().unwrap_or(0) < 3)
+        .filter(|m| {
+            let count = coverage.get(m.as_str()).copied().unwrap_or(0);
+            count < 3 || (count as f64) < 0.25 * busiest
+        })
         .collect();
     let kpi_mirage_share =
         (!experiments.is_empty()).then(|| mirage.len() as f64 / experiments.len() as f64);

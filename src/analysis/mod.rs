@@ -242,12 +242,9 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
     };
     let aov = |v: &crate::history::Variant| match (v.revenue, v.revenue_sq, v.orders) {
         // At most one order per visitor: Σ(revenue·orders) = revenue, Σorders² = orders.
-        (Some(sum), Some(sq), Some(orders)) => Moments::ratio(
-            (sum, sq),
-            (orders as f64, orders as f64),
-            sum,
-            v.visitors,
-        ),
+        (Some(sum), Some(sq), Some(orders)) => {
+            Moments::ratio((sum, sq), (orders as f64, orders as f64), sum, v.visitors)
+        }
         _ => Err("revenue, revenue_sq and orders are not given".into()),
     };
     let primary_moments = |v: &crate::history::Variant| match kpi {
@@ -326,9 +323,7 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
     } else {
         match (primary.p_value, primary.relative_lift) {
             (Some(p), Some(lift)) if p < settings.alpha && lift > 0.0 => (Outcome::Proven, None),
-            (Some(p), Some(lift)) if p < settings.alpha && lift < 0.0 => {
-                (Outcome::Disproven, None)
-            }
+            (Some(p), Some(lift)) if p < settings.alpha && lift < 0.0 => (Outcome::Disproven, None),
             (Some(_), Some(_)) => (Outcome::Inconclusive, None),
             _ => (
                 Outcome::NotComputable,

@@ -65,15 +65,12 @@ impl Moments {
         let var_den = ((den_sq - den_sum * den_sum / n) / (n - 1.0)).max(0.0);
         let covariance = (cross - num_sum * den_sum / n) / (n - 1.0);
         let mean = mean_num / mean_den;
-        let variance = (var_num / mean_den.powi(2) - 2.0 * covariance * mean_num / mean_den.powi(3)
+        let variance = (var_num / mean_den.powi(2)
+            - 2.0 * covariance * mean_num / mean_den.powi(3)
             + mean_num.powi(2) * var_den / mean_den.powi(4))
         .max(0.0);
         // As in gbstats, the ratio's variance is per visitor (the unit of randomisation).
-        Ok(Moments {
-            n,
-            mean,
-            variance,
-        })
+        Ok(Moments { n, mean, variance })
     }
 }
 
@@ -104,7 +101,11 @@ fn t_test(estimate: f64, se: f64, df: f64, alpha: f64) -> Result<(f64, f64, f64)
     let t = StudentsT::new(0.0, 1.0, df).map_err(|e| format!("t distribution: {e}"))?;
     let p = 2.0 * (1.0 - t.cdf((estimate / se).abs()));
     let critical = t.inverse_cdf(1.0 - alpha / 2.0);
-    Ok((estimate - critical * se, estimate + critical * se, p.clamp(0.0, 1.0)))
+    Ok((
+        estimate - critical * se,
+        estimate + critical * se,
+        p.clamp(0.0, 1.0),
+    ))
 }
 
 /// Two-sided Welch t-tests of treatment against control, relative (delta method) and absolute.
@@ -192,7 +193,7 @@ fn z(quantile: f64) -> f64 {
 
 /// Power of a two-sided z-test to detect `effect` with standard error `se`.
 pub fn achieved_power(effect: f64, se: f64, alpha: f64) -> Result<f64, String> {
-    if !(se > 0.0) || !effect.is_finite() {
+    if se.is_nan() || se <= 0.0 || !effect.is_finite() {
         return Err("no standard error".into());
     }
     let standard = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
@@ -229,7 +230,7 @@ pub fn sample_size_proportion(
 /// Visitors per arm to detect an absolute change `delta` of a mean with standard deviation
 /// `sigma`: `2(z₁₋α/₂+z₁₋β)²σ²/δ²`.
 pub fn sample_size_mean(sigma: f64, delta: f64, alpha: f64, power: f64) -> Result<u64, String> {
-    if !(sigma > 0.0) || delta == 0.0 || !delta.is_finite() {
+    if sigma.is_nan() || sigma <= 0.0 || delta == 0.0 || !delta.is_finite() {
         return Err("needs a positive standard deviation and a non-zero effect".into());
     }
     let n = 2.0 * (z(1.0 - alpha / 2.0) + z(power)).powi(2) * sigma.powi(2) / delta.powi(2);
@@ -300,7 +301,10 @@ mod tests {
 
     #[test]
     fn sample_size_matches_statsmodels() {
-        assert_eq!(sample_size_proportion(0.05, 0.10, 0.05, 0.8).unwrap(), 31_234);
+        assert_eq!(
+            sample_size_proportion(0.05, 0.10, 0.05, 0.8).unwrap(),
+            31_234
+        );
     }
 
     #[test]

@@ -31,16 +31,16 @@ pub const VARIABLES: [&str; 5] = ["proposal", "catalog", "program", "queue", "no
 #[serde(default, deny_unknown_fields)]
 pub struct QueueCounts {
     /// Open proposals (pending review or approved) before this run.
-    pub open_total: u64,
-    pub open_by_moment: BTreeMap<String, u64>,
-    pub open_by_segment: BTreeMap<String, u64>,
+    pub open_total: usize,
+    pub open_by_moment: BTreeMap<String, usize>,
+    pub open_by_segment: BTreeMap<String, usize>,
     /// Proposals queued in the 24 hours before `now`, this run included.
-    pub queued_last_24h: u64,
+    pub queued_last_24h: usize,
     /// Proposals this run has queued so far (not blocked).
-    pub queued_this_run: u64,
-    pub queued_this_run_by_moment: BTreeMap<String, u64>,
+    pub queued_this_run: usize,
+    pub queued_this_run_by_moment: BTreeMap<String, usize>,
     /// Proposals people rejected in the last 30 days.
-    pub rejected_recently: u64,
+    pub rejected_recently: usize,
 }
 
 /// How far back `rejected_recently` looks.
@@ -88,15 +88,15 @@ impl QueueCounts {
     /// The `queue` variable: every moment and every catalog segment has a key (zero when
     /// empty), so `queue.open_by_moment[proposal.moment]` never fails for a lack of proposals.
     pub fn to_json(&self, catalog: &Catalog) -> Json {
-        let by_moment = |counts: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
-            let mut all: BTreeMap<String, u64> = Moment::ALL
+        let by_moment = |counts: &BTreeMap<String, usize>| -> BTreeMap<String, usize> {
+            let mut all: BTreeMap<String, usize> = Moment::ALL
                 .iter()
                 .map(|m| (m.as_str().to_string(), 0))
                 .collect();
             all.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
             all
         };
-        let mut by_segment: BTreeMap<String, u64> = catalog
+        let mut by_segment: BTreeMap<String, usize> = catalog
             .segments
             .iter()
             .map(|s| (s.name.clone(), 0))

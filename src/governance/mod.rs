@@ -16,9 +16,11 @@ pub mod sample;
 pub use context::{PolicyContext, QueueCounts, RunInputs};
 pub use policy::{Lint, PolicyError, PolicySet, Severity};
 
+use crate::analysis::ProgramHealth;
+use crate::config::Config;
 use crate::proposer::ProposalDraft;
 use crate::queue::{Enrichment, ProposalStatus};
-use catalog::Catalog;
+use catalog::{Catalog, CatalogError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -173,4 +175,114 @@ pub fn govern_batch<'a>(
         governed.push(Governed { verdicts, decision });
     }
     Ok(governed)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GovernanceError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// The loaded governance: catalog and policy set, with the policy-set digest (policy files and
+/// catalog) that every verdict is stored with.
+#[derive(Debug)]
+pub struct Governance {
+    pub catalog: Catalog,
+    pub policies: PolicySet,
+    pub digest: String,
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+}
+
+impl Governance {
+    /// Loads the catalog and the policies from the configured policies folder, or the ones
+    /// built into the binary when that folder does not exist. A policy that does not compile
+    /// is an error naming file and rule.
+    pub fn load(config: &Config) -> Result<Governance, GovernanceError> {
+        let dir = config.policies_dir();
+        let settings = ApprovalSettings {
+            approvals_required: config.governance.approvals_required,
+            escalated_approvals_required: config.governance.escalated_approvals_required,
+        };
+        if dir.exists() {
+            Governance::load_dir(&dir, settings)
+        } else {
+            Governance::built_in(settings)
+        }
+    }
+
+    /// Catalog and policies from a folder (`catalog.toml` + `*.toml`).
+    pub fn load_dir(
+        dir: &std::path::Path,
+        settings: ApprovalSettings,
+    ) -> Result<Governance, GovernanceError> {
+        let catalog = Catalog::load(&dir.join(policy::CATALOG_FILE))?;
+        let policies = PolicySet::load(dir)?;
+        Ok(Governance::new(catalog, policies, settings))
+    }
+
+    /// The catalog and policies built into the binary.
+    pub fn built_in(settings: ApprovalSettings) -> Result<Governance, GovernanceError> {
+        Ok(Governance::new(
+            sample::default_catalog()?,
+            PolicySet::defaults()?,
+            settings,
+        ))
+    }
+
+    pub fn new(catalog: Catalog, policies: PolicySet, settings: ApprovalSettings) -> Governance {
+        Governance {
+            catalog,
+            digest: policies.digest().to_string(),
+            policies,
+            approvals_required: settings.approvals_required,
+            escalated_approvals_required: settings.escalated_approvals_required,
+        }
+    }
+
+    pub fn approval_settings(&self) -> ApprovalSettings {
+        ApprovalSettings {
+            approvals_required: self.approvals_required,
+            escalated_approvals_required: self.escalated_approvals_required,
+        }
+    }
+
+    /// The catalog and program converted once, for governing many proposals
+    /// ([`govern_batch`], [`Governance::govern_in`]).
+    pub fn run_inputs(&self, program: &ProgramHealth) -> RunInputs {
+        RunInputs::new(&self.catalog, program)
+    }
+
+    /// Every consent and policy rule's verdict for one candidate. `queue` must count the
+    /// proposals this run has already queued ([`QueueCounts::record_queued`]).
+    pub fn govern(
+        &self,
+        draft: &ProposalDraft,
+        enrichment: &Enrichment,
+        program: &ProgramHealth,
+        queue: &QueueCounts,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verdict>, GovernanceError> {
+        self.govern_in(&self.run_inputs(program), draft, enrichment, queue, now)
+    }
+
+    /// [`Governance::govern`] with the run's inputs converted once.
+    pub fn govern_in(
+        &self,
+        run: &RunInputs,
+        draft: &ProposalDraft,
+        enrichment: &Enrichment,
+        queue: &QueueCounts,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verdict>, GovernanceError> {
+        let context = PolicyContext::for_run(run, draft, enrichment, queue, now);
+        Ok(evaluate_all(&self.policies, &self.catalog, &context)?)
+    }
+
+    /// Status and approvals for a proposal's verdicts under the configured approvals.
+    pub fn decide(&self, verdicts: &[Verdict]) -> GovernanceDecision {
+        decide(verdicts, &self.approval_settings())
+    }
 }

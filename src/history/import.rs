@@ -372,9 +372,11 @@ fn parse_csv<R: BufRead>(
     let headers = match csv_reader.headers() {
         Ok(headers) => headers.clone(),
         Err(err) => {
-            report
-                .problems
-                .push(problem_at(1, None, format!("cannot read the CSV header: {err}")));
+            report.problems.push(problem_at(
+                1,
+                None,
+                format!("cannot read the CSV header: {err}"),
+            ));
             return Ok(());
         }
     };
@@ -585,7 +587,10 @@ fn check_text(field: &str, text: &str, max_chars: usize, required: bool) -> Resu
             format!("is {chars} characters long; the limit is {max_chars}"),
         ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
         return Err(field_error(field, "contains control characters"));
     }
     Ok(())
@@ -622,7 +627,12 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
     if let Some(text) = &experiment.notes {
         check_text("notes", text, MAX_NOTES_CHARS, false)?;
     }
-    check_text("primary_kpi", &experiment.primary_kpi, MAX_SHORT_CHARS, true)?;
+    check_text(
+        "primary_kpi",
+        &experiment.primary_kpi,
+        MAX_SHORT_CHARS,
+        true,
+    )?;
     for (field, value) in [
         ("lever", &experiment.lever),
         ("segment", &experiment.segment),
@@ -639,13 +649,20 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
     if experiment.signals.len() > MAX_SIGNALS {
         return Err(field_error(
             "signals",
-            format!("has {} entries; the limit is {MAX_SIGNALS}", experiment.signals.len()),
+            format!(
+                "has {} entries; the limit is {MAX_SIGNALS}",
+                experiment.signals.len()
+            ),
         ));
     }
     for (i, signal) in experiment.signals.iter().enumerate() {
         check_text(&format!("signals[{i}]"), signal, MAX_SHORT_CHARS, true)?;
     }
-    check_finite("latency_ms_p75_delta", experiment.latency_ms_p75_delta, false)?;
+    check_finite(
+        "latency_ms_p75_delta",
+        experiment.latency_ms_p75_delta,
+        false,
+    )?;
     check_finite("attributed_revenue", experiment.attributed_revenue, false)?;
 
     let variants = &experiment.variants;
@@ -658,7 +675,10 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
     if variants.len() > MAX_VARIANTS {
         return Err(field_error(
             "variants",
-            format!("has {} variants; the limit is {MAX_VARIANTS}", variants.len()),
+            format!(
+                "has {} variants; the limit is {MAX_VARIANTS}",
+                variants.len()
+            ),
         ));
     }
     let controls = variants.iter().filter(|v| v.control).count();
@@ -689,7 +709,10 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
             ));
         }
         if weights.iter().any(|w| !w.is_finite() || *w <= 0.0) {
-            return Err(field_error("allocation", "weights must be positive numbers"));
+            return Err(field_error(
+                "allocation",
+                "weights must be positive numbers",
+            ));
         }
     }
     Ok(())
@@ -755,9 +778,15 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_nested_field() {
-        let bad = GOOD.replace("\"visitors\":100,\"conversions\":7", "\"visitors\":\"many\",\"conversions\":7");
+        let bad = GOOD.replace(
+            "\"visitors\":100,\"conversions\":7",
+            "\"visitors\":\"many\",\"conversions\":7",
+        );
         let report = parse_text("h.ndjson", Format::Ndjson, &bad);
-        assert_eq!(report.problems[0].field.as_deref(), Some("variants[1].visitors"));
+        assert_eq!(
+            report.problems[0].field.as_deref(),
+            Some("variants[1].visitors")
+        );
     }
 
     #[test]
@@ -767,7 +796,9 @@ mod tests {
         assert_eq!(report.problems[0].field.as_deref(), Some("moment"));
         let extra = GOOD.replace("\"name\":\"A\"", "\"name\":\"A\",\"colour\":\"red\"");
         let report = parse_text("h.ndjson", Format::Ndjson, &extra);
-        assert!(report.problems[0].message.contains("unknown field `colour`"));
+        assert!(report.problems[0]
+            .message
+            .contains("unknown field `colour`"));
     }
 
     #[test]

@@ -178,5 +178,6 @@ pub enum ProposerError {
 pub trait Proposer: Send + Sync {
     /// `builtin` or `openai`.
     fn kind(&self) -> &'static str;
-    async fn propose(&self, context: &ProposalContext<'_>) -> Result<ProposerOutput, ProposerError>;
+    async fn propose(&self, context: &ProposalContext<'_>)
+        -> Result<ProposerOutput, ProposerError>;
 }

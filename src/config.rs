@@ -1,0 +1,413 @@
+//! Configuration: `hypod.toml` (DESIGN.md §3) with `HYPOD_SECTION__KEY` environment overrides,
+//! validated once at start. Every key has a default that works on a fresh machine; an unknown
+//! key or a bad value is an error that names it. Relative paths are resolved against the
+//! directory of the configuration file (or the working directory when there is none).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://hypod.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedSlot {
+    RunOnce,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub cron: String,
+    pub timezone: String,
+    pub missed: MissedSlot,
+    pub max_run_seconds: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            cron: "0 2 * * *".into(),
+            timezone: "UTC".into(),
+            missed: MissedSlot::RunOnce,
+            max_run_seconds: 1800,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposerKind {
+    Builtin,
+    Openai,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposerConfig {
+    pub kind: ProposerKind,
+    pub max_proposals: usize,
+    pub per_moment: usize,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        ProposerConfig {
+            kind: ProposerKind::Builtin,
+            max_proposals: 8,
+            per_moment: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Two-sided significance level.
+    pub alpha: f64,
+    /// Power for sample sizes.
+    pub power: f64,
+    /// Valid concluded experiments needed before hypod proposes anything.
+    pub min_decided_experiments: usize,
+    /// Days of review decisions proposers are shown.
+    pub rejection_lookback_days: u32,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            alpha: 0.05,
+            power: 0.8,
+            min_decided_experiments: 20,
+            rejection_lookback_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    /// Folder of policy files and `catalog.toml`. When it does not exist, the policies built
+    /// into the binary are used.
+    pub policies: PathBuf,
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        GovernanceConfig {
+            policies: PathBuf::from("policies"),
+            approvals_required: 1,
+            escalated_approvals_required: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    Token,
+    Proxy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub auth: AuthMode,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            auth: AuthMode::Token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub webhook_url: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub schedule: ScheduleConfig,
+    pub proposer: ProposerConfig,
+    pub llm: toml::Table,
+    pub analysis: AnalysisConfig,
+    pub governance: GovernanceConfig,
+    pub server: ServerConfig,
+    pub notify: NotifyConfig,
+    /// Where relative paths are resolved from (not a key of the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this was read from, if any (not a key of the file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+const ENV_PREFIX: &str = "HYPOD_";
+/// Environment variables that are not configuration overrides.
+const ENV_NOT_KEYS: [&str; 3] = ["HYPOD_CONFIG", "HYPOD_LOG", "HYPOD_TEST_DATABASE_URL"];
+
+impl Config {
+    /// Loads the configuration: `path` if given (it must exist), else `./hypod.toml` if it
+    /// exists, else the defaults; then applies `HYPOD_SECTION__KEY` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Config::load_with_env(path, &vars)
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let default_path = Path::new("hypod.toml");
+        let (file, text) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                (Some(path.to_path_buf()), text)
+            }
+            None if default_path.exists() => {
+                let text =
+                    std::fs::read_to_string(default_path).map_err(|source| ConfigError::Read {
+                        path: default_path.display().to_string(),
+                        source,
+                    })?;
+                (Some(default_path.to_path_buf()), text)
+            }
+            None => (None, String::new()),
+        };
+        let name = file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
+        apply_env(&mut table, env)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid {
+                path: name.clone(),
+                message: format!("key `{}`: {}", e.path(), e.inner()),
+            })?;
+        config.base_dir = file
+            .as_ref()
+            .and_then(|p| p.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.source = file;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: name,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.database.url.starts_with("sqlite:") && !self.database.url.starts_with("postgres") {
+            return Err(format!(
+                "key `database.url`: {:?} is not a sqlite:// or postgres:// URL",
+                self.database.url
+            ));
+        }
+        if self.proposer.max_proposals == 0 || self.proposer.max_proposals > 100 {
+            return Err("key `proposer.max_proposals`: must be between 1 and 100".into());
+        }
+        if self.proposer.per_moment == 0 {
+            return Err("key `proposer.per_moment`: must be at least 1".into());
+        }
+        if !(self.analysis.alpha > 0.0 && self.analysis.alpha < 0.5) {
+            return Err("key `analysis.alpha`: must be in (0, 0.5)".into());
+        }
+        if !(self.analysis.power > 0.5 && self.analysis.power < 1.0) {
+            return Err("key `analysis.power`: must be in (0.5, 1)".into());
+        }
+        if self.governance.approvals_required == 0 {
+            return Err("key `governance.approvals_required`: must be at least 1".into());
+        }
+        if self.governance.escalated_approvals_required < self.governance.approvals_required {
+            return Err("key `governance.escalated_approvals_required`: must be at least approvals_required".into());
+        }
+        let fields = self.schedule.cron.split_whitespace().count();
+        if !(5..=7).contains(&fields) {
+            return Err(format!(
+                "key `schedule.cron`: {:?} has {fields} fields; use a 5-field crontab or 6 fields with seconds",
+                self.schedule.cron
+            ));
+        }
+        if !self.notify.webhook_url.is_empty()
+            && !self.notify.webhook_url.starts_with("https://")
+            && !self.notify.webhook_url.starts_with("http://")
+        {
+            return Err("key `notify.webhook_url`: must be an http(s) URL".into());
+        }
+        Ok(())
+    }
+
+    /// A path from the configuration, resolved against the configuration's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The database URL with a relative SQLite path resolved against the configuration's directory.
+    pub fn database_url(&self) -> String {
+        let url = &self.database.url;
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let (path, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(p, q)| (p, Some(q)));
+            if path != ":memory:" && !path.is_empty() && !Path::new(path).is_absolute() {
+                let resolved = self.base_dir.join(path);
+                return match query {
+                    Some(q) => format!("sqlite://{}?{q}", resolved.display()),
+                    None => format!("sqlite://{}", resolved.display()),
+                };
+            }
+        }
+        url.clone()
+    }
+
+    pub fn policies_dir(&self) -> PathBuf {
+        self.resolve(&self.governance.policies)
+    }
+}
+
+/// Applies `HYPOD_SECTION__KEY=value` overrides. The value is read as a TOML value when it
+/// parses as one (numbers, booleans, arrays), otherwise as a string.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_KEYS.contains(&var.as_str()) {
+            continue;
+        }
+        let Some((section, key)) = rest.split_once("__") else {
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: "expected HYPOD_SECTION__KEY (two underscores between section and key)"
+                    .into(),
+            });
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(section_table) => {
+                section_table.insert(key, value);
+            }
+            _ => {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("`{section}` is not a section"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let config = Config::load_with_env(None, &[]).unwrap();
+        assert_eq!(config.database.url, "sqlite://hypod.db");
+        assert_eq!(config.proposer.kind, ProposerKind::Builtin);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(&path, "[proposer]\nmax_proposal = 3\n").unwrap();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_proposal"), "{err}");
+        assert!(err.contains("hypod.toml"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(&path, "[proposer]\nmax_proposals = 3\n").unwrap();
+        let config =
+            Config::load_with_env(Some(&path), &env(&[("HYPOD_PROPOSER__MAX_PROPOSALS", "5")]))
+                .unwrap();
+        assert_eq!(config.proposer.max_proposals, 5);
+        let err = Config::load_with_env(Some(&path), &env(&[("HYPOD_PROPOSER__KIND", "magic")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proposer.kind"), "{err}");
+        assert!(Config::load_with_env(None, &env(&[("HYPOD_NOSECTION", "1")])).is_err());
+    }
+
+    #[test]
+    fn relative_database_path_follows_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(&path, "[database]\nurl = \"sqlite://q.db\"\n").unwrap();
+        let config = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(
+            config.database_url(),
+            format!("sqlite://{}", dir.path().join("q.db").display())
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! One run, top to bottom: load → analyse → propose → validate and enrich → govern → queue.
+//! Everything a run decides is written in one transaction at the end (the run record with its
+//! proposals), so a fault part-way leaves nothing half-written.
+
+use crate::analysis::{self, Analysis, AnalysisSettings};
+use crate::config::Config;
+use crate::governance::{self, Governance, GovernanceError, QueueCounts};
+use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
+use crate::queue::{
+    Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
+};
+use crate::store::{Store, StoreError};
+use crate::validate::{self, References, Surroundings};
+use chrono::{DateTime, Duration, Utc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Governance(#[from] GovernanceError),
+}
+
+/// What a run needs besides the store.
+pub struct RunPlan<'a> {
+    pub config: &'a Config,
+    pub governance: &'a Governance,
+    pub proposer: &'a dyn Proposer,
+    /// Used when the configured proposer fails (`[llm] fallback = "builtin"`).
+    pub fallback: Option<&'a dyn Proposer>,
+    /// `cli`, `api`, `schedule:<slot>` or `demo`.
+    pub trigger: String,
+    pub now: DateTime<Utc>,
+}
+
+/// The analysis settings a configuration and catalog imply, for the day of `now`.
+pub fn analysis_settings(
+    config: &Config,
+    governance: &Governance,
+    now: DateTime<Utc>,
+) -> AnalysisSettings {
+    let mut settings = AnalysisSettings::new(now.date_naive());
+    settings.alpha = config.analysis.alpha;
+    settings.power = config.analysis.power;
+    settings.min_decided_experiments = config.analysis.min_decided_experiments;
+    settings.latency_budget_ms = governance.catalog.latency_budget_ms.clone();
+    settings
+}
+
+/// Runs one cycle and records it. Returns the run record (also for failed runs, which are
+/// recorded with their reason); `Err` only when the run could not even be recorded.
+pub async fn run_once(
+    store: &dyn Store,
+    plan: &RunPlan<'_>,
+) -> Result<(RunRecord, Vec<Proposal>), RunError> {
+    let started_at = plan.now;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let config = plan.config;
+
+    // 1. Load.
+    let experiments = store.load_experiments().await?;
+    let open_proposals: Vec<Proposal> = store
+        .list_proposals(&ProposalFilter::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
+        .collect();
+    let since = plan.now - Duration::days(config.analysis.rejection_lookback_days as i64);
+    let recent_rejections = store.recent_rejections(since).await?;
+    let input_digest = crate::digest(
+        &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
+    );
+
+    // 2. Analyse.
+    let settings = analysis_settings(config, plan.governance, plan.now);
+    let analysis = analysis::analyze(&experiments, &settings);
+    let mut record = RunRecord {
+        id: run_id.clone(),
+        trigger: plan.trigger.clone(),
+        status: RunStatus::Succeeded,
+        started_at,
+        finished_at: started_at,
+        proposer: plan.proposer.kind().to_string(),
+        fell_back: None,
+        error: None,
+        summary: RunSummary {
+            experiments: experiments.len(),
+            ..RunSummary::default()
+        },
+        usage: None,
+        policy_digest: plan.governance.digest.clone(),
+        input_digest: input_digest.clone(),
+        rejected_drafts: Vec::new(),
+        notes: Vec::new(),
+    };
+    if !analysis.program.ready_for_proposals {
+        record.status = RunStatus::NotReady;
+        record.notes.push(analysis.program.readiness_reason.clone());
+        return finish(store, record, Vec::new()).await;
+    }
+
+    // 3. Propose.
+    let context = ProposalContext {
+        experiments: &experiments,
+        analysis: &analysis,
+        catalog: &plan.governance.catalog,
+        open_proposals: &open_proposals,
+        recent_rejections: &recent_rejections,
+        max_proposals: config.proposer.max_proposals,
+        per_moment: config.proposer.per_moment,
+        now: plan.now,
+    };
+    let (output, used) = match plan.proposer.propose(&context).await {
+        Ok(output) => (output, plan.proposer),
+        Err(err) => match plan.fallback {
+            Some(fallback) => {
+                tracing::warn!(error = %err, "the {} proposer failed; falling back to {}", plan.proposer.kind(), fallback.kind());
+                record.fell_back = Some(err.to_string());
+                match fallback.propose(&context).await {
+                    Ok(output) => (output, fallback),
+                    Err(second) => {
+                        record.status = RunStatus::Failed;
+                        record.error = Some(format!("{err}; the fallback failed too: {second}"));
+                        return finish(store, record, Vec::new()).await;
+                    }
+                }
+            }
+            None => {
+                record.status = RunStatus::Failed;
+                record.error = Some(err.to_string());
+                return finish(store, record, Vec::new()).await;
+            }
+        },
+    };
+    record.proposer = used.kind().to_string();
+    record.usage = output.usage.clone();
+    record.summary.drafts = output.drafts.len() + output.rejected.len();
+    record.summary.dropped = output.rejected.len();
+    record.rejected_drafts = output.rejected.clone();
+
+    // 4–6. Validate, enrich, govern.
+    let rejected_proposals: Vec<Proposal> =
+        recent_rejections.iter().map(|(p, _)| p.clone()).collect();
+    let proposals = assess(
+        &output,
+        used.kind(),
+        &experiments,
+        &analysis,
+        plan,
+        &open_proposals,
+        &rejected_proposals,
+        &run_id,
+        &input_digest,
+        &mut record.summary,
+    )?;
+    finish(store, record, proposals).await
+}
+
+/// Drafts → proposals with their enrichment, verdicts and status.
+#[allow(clippy::too_many_arguments)]
+fn assess(
+    output: &ProposerOutput,
+    proposer_kind: &str,
+    experiments: &[crate::history::Experiment],
+    analysis: &Analysis,
+    plan: &RunPlan<'_>,
+    open_proposals: &[Proposal],
+    rejected_proposals: &[Proposal],
+    run_id: &str,
+    input_digest: &str,
+    summary: &mut RunSummary,
+) -> Result<Vec<Proposal>, RunError> {
+    let catalog = &plan.governance.catalog;
+    let references = References::new(experiments, catalog);
+    let mut queue = QueueCounts::default();
+    for proposal in open_proposals.iter().filter(|p| p.status.is_open()) {
+        queue.open_total += 1;
+        *queue
+            .open_by_moment
+            .entry(proposal.draft.moment.as_str().to_string())
+            .or_default() += 1;
+        *queue
+            .open_by_segment
+            .entry(proposal.draft.segment.clone())
+            .or_default() += 1;
+    }
+    let usage = output.usage.clone().unwrap_or_default();
+    let share = |total: u64| total / (output.drafts.len().max(1) as u64);
+    let mut proposals: Vec<Proposal> = Vec::new();
+    for proposed in &output.drafts {
+        let draft = &proposed.draft;
+        let around = Surroundings {
+            experiments,
+            analysis,
+            catalog,
+            // Blocked proposals count as open, so a draft denied yesterday is not stored again
+            // tonight; earlier drafts of this run count too.
+            open_proposals,
+            this_run: &proposals,
+            rejected_proposals,
+            alpha: plan.config.analysis.alpha,
+            power: plan.config.analysis.power,
+        };
+        let enrichment = validate::enrich(draft, proposed.strategy.as_deref(), &around);
+        if enrichment
+            .duplicate_of
+            .as_ref()
+            .is_some_and(|d| d.kind == "open_proposal")
+        {
+            summary.duplicates += 1;
+            continue;
+        }
+        let mut verdicts =
+            validate::problems_as_verdicts(&validate::check_draft(draft, &references));
+        verdicts.extend(plan.governance.govern(
+            draft,
+            &enrichment,
+            &analysis.program,
+            &queue,
+            plan.now,
+        )?);
+        let status = if governance::denies(&verdicts) {
+            summary.blocked += 1;
+            ProposalStatus::Blocked
+        } else {
+            summary.queued += 1;
+            queue.queued_this_run += 1;
+            *queue
+                .queued_this_run_by_moment
+                .entry(draft.moment.as_str().to_string())
+                .or_default() += 1;
+            ProposalStatus::PendingReview
+        };
+        let escalated = governance::escalates(&verdicts);
+        if escalated && status == ProposalStatus::PendingReview {
+            summary.escalated += 1;
+        }
+        proposals.push(Proposal {
+            id: uuid::Uuid::now_v7().to_string(),
+            run_id: run_id.to_string(),
+            status,
+            created_at: plan.now,
+            updated_at: plan.now,
+            draft: draft.clone(),
+            enrichment,
+            verdicts,
+            provenance: Provenance {
+                proposer: proposer_kind.to_string(),
+                model: output.usage.as_ref().map(|u| u.model.clone()),
+                prompt_digest: output.prompt_digest.clone(),
+                policy_digest: plan.governance.digest.clone(),
+                input_digest: output
+                    .input_digest
+                    .clone()
+                    .unwrap_or_else(|| input_digest.to_string()),
+                prompt_tokens: share(usage.prompt_tokens),
+                completion_tokens: share(usage.completion_tokens),
+                cost: usage.cost / output.drafts.len().max(1) as f64,
+            },
+            approvals_required: if escalated {
+                plan.governance.escalated_approvals_required
+            } else {
+                plan.governance.approvals_required
+            },
+        });
+    }
+    Ok(proposals)
+}
+
+async fn finish(
+    store: &dyn Store,
+    mut record: RunRecord,
+    proposals: Vec<Proposal>,
+) -> Result<(RunRecord, Vec<Proposal>), RunError> {
+    record.finished_at = Utc::now().max(record.started_at);
+    store.record_run(&record, &proposals).await?;
+    Ok((record, proposals))
+}

@@ -1,0 +1,155 @@
+//! Storage: the one trait every backend implements, and the opening of a backend from a
+//! database URL. This is the only place that writes SQL; every other module hands it values.
+//! One implementation per backend (`sqlite` now; PostgreSQL plugs in beside it with its own
+//! migrations under `migrations/postgres/`).
+
+pub mod sqlite;
+
+use crate::history::Experiment;
+use crate::queue::{Proposal, ProposalFilter, ProposalStatus, Review, RunRecord};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt ({what}): {message}")]
+    Corrupt { what: String, message: String },
+    #[error("unsupported database URL {0:?}: use sqlite://PATH (PostgreSQL support is planned)")]
+    UnsupportedUrl(String),
+    #[error(transparent)]
+    Review(#[from] crate::queue::ReviewError),
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UpsertCounts {
+    pub inserted: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+}
+
+/// One entry of the hash-chained audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// RFC 3339, as hashed.
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The one timestamp format hypod stores (RFC 3339, microseconds, UTC).
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Result of checking the audit chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditVerification {
+    pub entries: usize,
+    /// The first entry whose hash does not match, if any.
+    pub broken_at: Option<i64>,
+}
+
+/// The hash of an audit entry: sha256 over the previous hash and the entry's fields.
+pub fn audit_hash(
+    prev_hash: &str,
+    at: &str,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [prev_hash, at, actor, action, subject, detail] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Applies this backend's migrations (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Inserts or updates experiments by id, all in one transaction.
+    async fn upsert_experiments(
+        &self,
+        experiments: &[Experiment],
+    ) -> Result<UpsertCounts, StoreError>;
+    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
+
+    /// Stores a run and its proposals in one transaction, with their audit entries.
+    async fn record_run(&self, run: &RunRecord, proposals: &[Proposal]) -> Result<(), StoreError>;
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError>;
+    async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError>;
+    async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
+    /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
+    async fn recent_rejections(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Proposal, Review)>, StoreError>;
+
+    /// Records a review and applies its effect ([`crate::queue::apply_review`]) atomically.
+    async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
+    /// Sets a proposal's status (e.g. `superseded`), with an audit entry.
+    async fn set_status(
+        &self,
+        id: &str,
+        status: ProposalStatus,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Opens (creating if needed) the database a URL names, and migrates it.
+pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(Box::new(store))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Checks the audit chain entry by entry.
+pub fn verify_chain(entries: &[AuditEntry]) -> AuditVerification {
+    let mut prev = String::new();
+    for entry in entries {
+        let expected = audit_hash(
+            &prev,
+            &entry.at,
+            &entry.actor,
+            &entry.action,
+            &entry.subject,
+            &entry.detail,
+        );
+        if entry.prev_hash != prev || entry.hash != expected {
+            return AuditVerification {
+                entries: entries.len(),
+                broken_at: Some(entry.seq),
+            };
+        }
+        prev = entry.hash.clone();
+    }
+    AuditVerification {
+        entries: entries.len(),
+        broken_at: None,
+    }
+}

@@ -1,0 +1,454 @@
+//! The embedded SQLite backend (the default): WAL mode, foreign keys on, migrations from
+//! `migrations/sqlite/` compiled into the binary.
+
+use super::{audit_hash, timestamp, AuditEntry, Store, StoreError, UpsertCounts};
+use crate::history::Experiment;
+use crate::queue::{
+    apply_review, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, ReviewError,
+    RunRecord,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// What a proposal row's `body` holds (status and times live in columns).
+#[derive(Serialize, Deserialize)]
+struct ProposalBody {
+    draft: crate::proposer::ProposalDraft,
+    enrichment: crate::queue::Enrichment,
+    verdicts: Vec<crate::governance::Verdict>,
+    provenance: crate::queue::Provenance,
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: err.to_string(),
+    }
+}
+
+fn parse_time(what: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| corrupt(what, e))
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn append_audit(
+        tx: &mut Transaction<'_, Sqlite>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let prev = prev.unwrap_or_default();
+        let at = timestamp(Utc::now());
+        let hash = audit_hash(&prev, &at, actor, action, subject, detail);
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&at)
+        .bind(actor)
+        .bind(action)
+        .bind(subject)
+        .bind(detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    fn proposal_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Proposal, StoreError> {
+        let id: String = row.try_get("id")?;
+        let what = format!("proposal {id}");
+        let body: String = row.try_get("body")?;
+        let body: ProposalBody = serde_json::from_str(&body).map_err(|e| corrupt(&what, e))?;
+        let status: String = row.try_get("status")?;
+        let status = ProposalStatus::parse(&status)
+            .ok_or_else(|| corrupt(&what, format!("unknown status {status:?}")))?;
+        let approvals: i64 = row.try_get("approvals_required")?;
+        Ok(Proposal {
+            run_id: row.try_get("run_id")?,
+            status,
+            created_at: parse_time(&what, &row.try_get::<String, _>("created_at")?)?,
+            updated_at: parse_time(&what, &row.try_get::<String, _>("updated_at")?)?,
+            draft: body.draft,
+            enrichment: body.enrichment,
+            verdicts: body.verdicts,
+            provenance: body.provenance,
+            approvals_required: approvals.max(0) as u32,
+            id,
+        })
+    }
+
+    fn review_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Review, StoreError> {
+        let action: String = row.try_get("action")?;
+        let action = match action.as_str() {
+            "approve" => ReviewAction::Approve,
+            "reject" => ReviewAction::Reject,
+            other => return Err(corrupt("review", format!("unknown action {other:?}"))),
+        };
+        Ok(Review {
+            proposal_id: row.try_get("proposal_id")?,
+            actor: row.try_get("actor")?,
+            role: row.try_get("role")?,
+            action,
+            note: row.try_get("note")?,
+            at: parse_time("review", &row.try_get::<String, _>("at")?)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn upsert_experiments(
+        &self,
+        experiments: &[Experiment],
+    ) -> Result<UpsertCounts, StoreError> {
+        let mut counts = UpsertCounts::default();
+        let now = timestamp(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        for experiment in experiments {
+            let body = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT body FROM experiments WHERE id = ?")
+                    .bind(&experiment.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match existing {
+                Some(old) if old == body => counts.unchanged += 1,
+                Some(_) => {
+                    sqlx::query(
+                        "UPDATE experiments SET moment = ?, status = ?, body = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(experiment.moment.as_str())
+                    .bind(experiment.status.as_str())
+                    .bind(&body)
+                    .bind(&now)
+                    .bind(&experiment.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    counts.updated += 1;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO experiments (id, moment, status, body, imported_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&experiment.id)
+                    .bind(experiment.moment.as_str())
+                    .bind(experiment.status.as_str())
+                    .bind(&body)
+                    .bind(&now)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                    counts.inserted += 1;
+                }
+            }
+        }
+        if counts.inserted + counts.updated > 0 {
+            let detail = serde_json::to_string(&counts).map_err(|e| corrupt("audit", e))?;
+            Self::append_audit(
+                &mut tx,
+                "import",
+                "experiments.upsert",
+                "experiments",
+                &detail,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
+        let rows = sqlx::query("SELECT id, body FROM experiments ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let body: String = row.try_get("body")?;
+                serde_json::from_str(&body).map_err(|e| corrupt(&format!("experiment {id}"), e))
+            })
+            .collect()
+    }
+
+    async fn record_run(&self, run: &RunRecord, proposals: &[Proposal]) -> Result<(), StoreError> {
+        let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, trigger, status, started_at, finished_at, proposer, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.id)
+        .bind(&run.trigger)
+        .bind(run.status.as_str())
+        .bind(timestamp(run.started_at))
+        .bind(timestamp(run.finished_at))
+        .bind(&run.proposer)
+        .bind(&record)
+        .execute(&mut *tx)
+        .await?;
+        for proposal in proposals {
+            let body = ProposalBody {
+                draft: proposal.draft.clone(),
+                enrichment: proposal.enrichment.clone(),
+                verdicts: proposal.verdicts.clone(),
+                provenance: proposal.provenance.clone(),
+            };
+            let body = serde_json::to_string(&body).map_err(|e| corrupt("proposal", e))?;
+            sqlx::query(
+                "INSERT INTO proposals (id, run_id, status, moment, segment, lever, priority, approvals_required, created_at, updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&proposal.id)
+            .bind(&proposal.run_id)
+            .bind(proposal.status.as_str())
+            .bind(proposal.draft.moment.as_str())
+            .bind(&proposal.draft.segment)
+            .bind(&proposal.draft.lever)
+            .bind(proposal.enrichment.priority)
+            .bind(proposal.approvals_required as i64)
+            .bind(timestamp(proposal.created_at))
+            .bind(timestamp(proposal.updated_at))
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+            let verdicts =
+                serde_json::to_string(&proposal.verdicts).map_err(|e| corrupt("audit", e))?;
+            Self::append_audit(
+                &mut tx,
+                &format!("proposer:{}", proposal.provenance.proposer),
+                &format!("proposal.{}", proposal.status.as_str()),
+                &proposal.id,
+                &verdicts,
+            )
+            .await?;
+        }
+        Self::append_audit(
+            &mut tx,
+            "scheduler",
+            &format!("run.{}", run.status.as_str()),
+            &run.id,
+            &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, record FROM runs ORDER BY started_at DESC, id DESC LIMIT ?")
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let record: String = row.try_get("record")?;
+                serde_json::from_str(&record).map_err(|e| corrupt(&format!("run {id}"), e))
+            })
+            .collect()
+    }
+
+    async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
+        // Optional filters as `(? IS NULL OR column = ?)`: one static query, no SQL built at run time.
+        let rows = sqlx::query(
+            "SELECT * FROM proposals
+             WHERE (? IS NULL OR status = ?) AND (? IS NULL OR moment = ?) AND (? IS NULL OR run_id = ?)
+             ORDER BY priority DESC, id ASC LIMIT ?",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.moment.map(|m| m.as_str()))
+        .bind(filter.moment.map(|m| m.as_str()))
+        .bind(filter.run_id.as_deref())
+        .bind(filter.run_id.as_deref())
+        .bind(filter.limit.map(|l| l as i64).unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::proposal_from_row).collect()
+    }
+
+    async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError> {
+        let row = sqlx::query("SELECT * FROM proposals WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::proposal_from_row).transpose()
+    }
+
+    async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM reviews WHERE proposal_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::review_from_row).collect()
+    }
+
+    async fn recent_rejections(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Proposal, Review)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.proposal_id, r.actor, r.role, r.action, r.note, r.at, p.*
+             FROM reviews r JOIN proposals p ON p.id = r.proposal_id
+             WHERE r.action = 'reject' AND r.at >= ? ORDER BY r.at DESC LIMIT 200",
+        )
+        .bind(timestamp(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((Self::proposal_from_row(row)?, Self::review_from_row(row)?)))
+            .collect()
+    }
+
+    async fn review(&self, review: &Review) -> Result<Proposal, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT * FROM proposals WHERE id = ?")
+            .bind(&review.proposal_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut proposal = match row {
+            Some(row) => Self::proposal_from_row(&row)?,
+            None => return Err(ReviewError::NotFound(review.proposal_id.clone()).into()),
+        };
+        let previous: Vec<Review> =
+            sqlx::query("SELECT * FROM reviews WHERE proposal_id = ? ORDER BY id")
+                .bind(&review.proposal_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(Self::review_from_row)
+                .collect::<Result<_, _>>()?;
+        let status = apply_review(&proposal, &previous, review)?;
+        let at = timestamp(review.at);
+        sqlx::query(
+            "INSERT INTO reviews (proposal_id, actor, role, action, note, at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&review.proposal_id)
+        .bind(&review.actor)
+        .bind(&review.role)
+        .bind(review.action.as_str())
+        .bind(&review.note)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        // Guarded on the status read above, so two concurrent reviews cannot both apply.
+        let updated = sqlx::query(
+            "UPDATE proposals SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+        )
+        .bind(status.as_str())
+        .bind(&at)
+        .bind(&review.proposal_id)
+        .bind(proposal.status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(ReviewError::NotReviewable {
+                id: proposal.id.clone(),
+                status: proposal.status,
+            }
+            .into());
+        }
+        let detail = serde_json::json!({
+            "role": review.role, "note": review.note, "status": status.as_str()
+        })
+        .to_string();
+        Self::append_audit(
+            &mut tx,
+            &review.actor,
+            &format!("review.{}", review.action.as_str()),
+            &review.proposal_id,
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        proposal.status = status;
+        proposal.updated_at = review.at;
+        Ok(proposal)
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: ProposalStatus,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE proposals SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(timestamp(Utc::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(ReviewError::NotFound(id.to_string()).into());
+        }
+        Self::append_audit(
+            &mut tx,
+            actor,
+            &format!("proposal.{}", status.as_str()),
+            id,
+            reason,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_log ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    seq: row.try_get("seq")?,
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    subject: row.try_get("subject")?,
+                    detail: row.try_get("detail")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+}
