@@ -693,3 +693,43 @@ fn error_texts_read_well() {
     }
     assert!(!policies.rules.is_empty());
 }
+
+#[test]
+fn explain_lists_failed_rules_first_with_their_expressions() {
+    use hypod::governance::explain::explain;
+    let policies = shipped();
+    let catalog = catalog();
+    let mut draft = sample_draft();
+    draft.moment = Moment::CartCheckout;
+    draft.primary_kpi = "click_through_rate".into();
+    let context = PolicyContext::new(
+        &draft,
+        &sample_enrichment(),
+        &catalog,
+        &sample_program(),
+        &QueueCounts::default(),
+        now(),
+    );
+    let verdicts = evaluate_all(&policies, &catalog, &context).expect("evaluates");
+    let proposal = stored("p-1", draft, verdicts, policies.digest());
+    let explanation = explain(&proposal, &policies, &ApprovalSettings::default());
+    assert!(explanation.same_policy_set);
+    assert_eq!(explanation.governance_status, ProposalStatus::Blocked);
+    let first = &explanation.verdicts[0];
+    assert_eq!(
+        (first.rule_id.as_str(), first.outcome.as_str()),
+        ("kpi-mirage", "fail")
+    );
+    assert_eq!(
+        first.expr.as_deref(),
+        Some("proposal.primary_kpi in catalog.commercial_kpis")
+    );
+    assert!(first
+        .file
+        .as_deref()
+        .is_some_and(|f| f.ends_with("kpi-mirage.toml")));
+    assert_eq!(explanation.verdicts[1].rule_id, "cart-checkout-risk");
+    assert!(explanation.verdicts[2..]
+        .iter()
+        .all(|v| v.outcome == "pass"));
+}

@@ -2,13 +2,15 @@
 //! consent rules and the policy set before it reaches a person. This module owns the verdict
 //! model and how verdicts decide a proposal's status; `catalog` owns the catalog file,
 //! `consent` the always-on consent rules, `policy` the CEL policies, `context` what rules see,
-//! `cases` the policy test cases, `replay` re-evaluating past proposals, and `sample` the
+//! `cases` the policy test cases, `replay` re-evaluating past proposals, `explain` why a
+//! proposal got its verdicts, and `sample` the
 //! sample inputs and embedded default files.
 
 pub mod cases;
 pub mod catalog;
 pub mod consent;
 pub mod context;
+pub mod explain;
 pub mod policy;
 pub mod replay;
 pub mod sample;

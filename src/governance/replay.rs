@@ -145,3 +145,38 @@ pub fn replay(
         changed,
     })
 }
+
+/// Parses a look-back window such as `30d`, `12h` or `2w` (for `policy replay --since`).
+pub fn parse_window(text: &str) -> Result<chrono::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let amount: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a window such as 30d, 12h or 2w"))?;
+    match unit {
+        "h" => Ok(chrono::Duration::hours(amount)),
+        "d" | "" => Ok(chrono::Duration::days(amount)),
+        "w" => Ok(chrono::Duration::weeks(amount)),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?}; use h (hours), d (days) or w (weeks)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+
+    #[test]
+    fn windows_parse_in_hours_days_and_weeks() {
+        assert_eq!(parse_window("30d"), Ok(chrono::Duration::days(30)));
+        assert_eq!(parse_window("12h"), Ok(chrono::Duration::hours(12)));
+        assert_eq!(parse_window("2w"), Ok(chrono::Duration::weeks(2)));
+        assert_eq!(parse_window("7"), Ok(chrono::Duration::days(7)));
+        assert!(parse_window("30x").is_err());
+        assert!(parse_window("d").is_err());
+    }
+}
