@@ -854,3 +854,311 @@ pub async fn demo(requested: Option<&Path>) -> CliResult {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------- policy
+
+/// `hypod policy check`: compile every rule, lint it against a sample context.
+pub fn policy_check(config: &Config, as_json: bool) -> CliResult {
+    let governance = load_governance(config)?;
+    let program = crate::governance::sample::sample_program();
+    let lints = governance.policies.check(&governance.catalog, &program);
+    let errors = lints
+        .iter()
+        .filter(|l| l.severity == crate::governance::policy::Severity::Error)
+        .count();
+    if as_json {
+        print_json(&json!({
+            "policy_digest": governance.digest,
+            "rules": governance.policies.rules.len(),
+            "lints": lints,
+            "errors": errors,
+        }))?;
+    } else {
+        for lint in &lints {
+            println!("{lint}");
+        }
+        println!(
+            "{} rules in {} file(s) checked, {} error(s), {} other finding(s); policy set {}",
+            governance.policies.rules.len(),
+            governance.policies.files.len(),
+            errors,
+            lints.len() - errors,
+            &governance.digest[..12]
+        );
+    }
+    if errors > 0 {
+        Err(CliError::usage(format!(
+            "policy check found {errors} error(s): fix them before the next run"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// `hypod policy test`: run the cases in `policies/tests/*.toml`.
+pub fn policy_test(config: &Config, as_json: bool) -> CliResult {
+    use crate::governance::cases;
+    let governance = load_governance(config)?;
+    let settings = governance.approval_settings();
+    let tests_dir = config.policies_dir().join("tests");
+    let report = if config.policies_dir().exists() {
+        cases::run_policy_tests_with(
+            &tests_dir,
+            &governance.policies,
+            &governance.catalog,
+            &settings,
+        )
+    } else {
+        let mut report = cases::TestReport::default();
+        for (name, text) in crate::governance::sample::DEFAULT_POLICY_TEST_FILES {
+            cases::run_case_text(
+                name,
+                text,
+                &governance.policies,
+                &governance.catalog,
+                &settings,
+                &mut report,
+            );
+        }
+        report
+    };
+    if as_json {
+        print_json(&report)?;
+    } else {
+        for failure in &report.failures {
+            println!("FAIL {failure}");
+        }
+        println!(
+            "{} passed, {} failed ({} cases in {} file(s))",
+            report.passed,
+            report.cases - report.passed,
+            report.cases,
+            report.files
+        );
+    }
+    if report.ok() {
+        Ok(())
+    } else if report.cases == 0 {
+        Err(CliError::usage(format!(
+            "no policy test cases found in {}",
+            tests_dir.display()
+        )))
+    } else {
+        Err(CliError::runtime(format!(
+            "{} policy test case(s) failed",
+            report.cases - report.passed
+        )))
+    }
+}
+
+/// Largest draft file `policy eval` reads.
+const MAX_DRAFT_BYTES: u64 = 1 << 20;
+
+/// `hypod policy eval FILE.json`: the verdicts a draft would get, without queueing it.
+pub async fn policy_eval(config: &Config, file: &Path, as_json: bool) -> CliResult {
+    let name = file.display().to_string();
+    let text = read_bounded(file, MAX_DRAFT_BYTES)?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("{name}: invalid JSON: {e}")))?;
+    let draft: crate::proposer::ProposalDraft = serde_path_to_error::deserialize(value)
+        .map_err(|e| CliError::usage(format!("{name}: field `{}`: {}", e.path(), e.inner())))?;
+    let governance = load_governance(config)?;
+    let store = open_store(config).await?;
+    let experiments = store.load_experiments().await?;
+    let open: Vec<Proposal> = store
+        .list_proposals(&ProposalFilter::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
+        .collect();
+    let now = Utc::now();
+    let settings = run::analysis_settings(config, &governance, now);
+    let analysis = analysis::analyze(&experiments, &settings);
+    let around = crate::validate::Surroundings {
+        experiments: &experiments,
+        analysis: &analysis,
+        catalog: &governance.catalog,
+        open_proposals: &open,
+        this_run: &[],
+        rejected_proposals: &[],
+        alpha: config.analysis.alpha,
+        power: config.analysis.power,
+    };
+    let enrichment = crate::validate::enrich(&draft, None, &around);
+    let refs = crate::validate::References::new(&experiments, &governance.catalog);
+    let mut verdicts =
+        crate::validate::problems_as_verdicts(&crate::validate::check_draft(&draft, &refs));
+    let queue = crate::governance::QueueCounts::from_queue(&open, now);
+    verdicts.extend(
+        governance
+            .govern(&draft, &enrichment, &analysis.program, &queue, now)
+            .map_err(|e| CliError::usage(e.to_string()))?,
+    );
+    let decision = governance.decide(&verdicts);
+    if as_json {
+        return print_json(&json!({
+            "decision": decision,
+            "verdicts": verdicts,
+            "enrichment": enrichment,
+            "policy_digest": governance.digest,
+        }));
+    }
+    println!(
+        "{}: would be {} (needs {} approval(s){})",
+        draft.title,
+        decision.status,
+        decision.approvals_required,
+        if decision.escalated {
+            ", escalated"
+        } else {
+            ""
+        }
+    );
+    for v in verdicts.iter().filter(|v| v.failed()) {
+        println!(
+            "  FAIL {:<8} {}: {}",
+            v.effect.as_str(),
+            v.rule_id,
+            v.message
+        );
+    }
+    println!(
+        "  {} rule(s) passed or did not apply",
+        verdicts.iter().filter(|v| v.passed).count()
+    );
+    Ok(())
+}
+
+fn read_bounded(file: &Path, max_bytes: u64) -> Result<String, CliError> {
+    use std::io::Read;
+    let name = file.display();
+    let handle = std::fs::File::open(file)
+        .map_err(|e| CliError::usage(format!("{name}: cannot read: {e}")))?;
+    let mut text = String::new();
+    handle
+        .take(max_bytes + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::usage(format!("{name}: cannot read: {e}")))?;
+    if text.len() as u64 > max_bytes {
+        return Err(CliError::usage(format!(
+            "{name}: larger than {max_bytes} bytes"
+        )));
+    }
+    Ok(text)
+}
+
+/// `hypod policy explain ID`: why a queued proposal got its verdicts.
+pub async fn policy_explain(config: &Config, id: &str, as_json: bool) -> CliResult {
+    let governance = load_governance(config)?;
+    let store = open_store(config).await?;
+    let proposal = store
+        .get_proposal(id)
+        .await?
+        .ok_or_else(|| CliError::usage(format!("proposal {id} does not exist")))?;
+    let explanation = crate::governance::explain::explain(
+        &proposal,
+        &governance.policies,
+        &governance.approval_settings(),
+    );
+    if as_json {
+        return print_json(&explanation);
+    }
+    println!(
+        "{} — {}: {} (needs {} approval(s))",
+        explanation.proposal_id,
+        explanation.title,
+        explanation.status,
+        explanation.approvals_required
+    );
+    println!(
+        "verdicts made under policy set {}{}",
+        &explanation.policy_digest[..explanation.policy_digest.len().min(12)],
+        if explanation.same_policy_set {
+            " (the policies on disk are the same)".to_string()
+        } else {
+            format!(
+                "; the policies on disk are now {} — see `hypod policy replay`",
+                &explanation.current_policy_digest
+                    [..explanation.current_policy_digest.len().min(12)]
+            )
+        }
+    );
+    for v in &explanation.verdicts {
+        println!(
+            "  {:<4} {:<8} {}: {}",
+            v.outcome, v.effect, v.rule_id, v.message
+        );
+        if let Some(expr) = &v.expr {
+            println!(
+                "         {}{}",
+                v.file
+                    .as_deref()
+                    .map(|f| format!("{f}: "))
+                    .unwrap_or_default(),
+                expr
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `hypod policy replay [--since 30d]`: what the policies on disk would change.
+pub async fn policy_replay(config: &Config, since: &str, as_json: bool) -> CliResult {
+    use crate::governance::replay;
+    let window =
+        replay::parse_window(since).map_err(|e| CliError::usage(format!("--since: {e}")))?;
+    let governance = load_governance(config)?;
+    let store = open_store(config).await?;
+    let now = Utc::now();
+    let all = store.list_proposals(&ProposalFilter::default()).await?;
+    let recent: Vec<Proposal> = all
+        .iter()
+        .filter(|p| now - p.created_at <= window)
+        .cloned()
+        .collect();
+    let experiments = store.load_experiments().await?;
+    let settings = run::analysis_settings(config, &governance, now);
+    let analysis = analysis::analyze(&experiments, &settings);
+    let run_inputs = governance.run_inputs(&analysis.program);
+    let older: Vec<Proposal> = all
+        .into_iter()
+        .filter(|p| now - p.created_at > window)
+        .collect();
+    let base_queue = crate::governance::QueueCounts::from_queue(&older, now);
+    let report = replay::replay(
+        &recent,
+        &governance.policies,
+        &run_inputs,
+        &base_queue,
+        &governance.approval_settings(),
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
+    if as_json {
+        return print_json(&report);
+    }
+    println!(
+        "replayed {} proposal(s) from the last {since} against policy set {}: {} would change",
+        report.replayed,
+        &report.policy_digest[..report.policy_digest.len().min(12)],
+        report.changed.len()
+    );
+    for change in &report.changed {
+        println!(
+            "  {} {}: {} -> {} (approvals {} -> {}; now {})",
+            change.proposal_id,
+            change.title,
+            change.old_status,
+            change.new_status,
+            change.old_approvals_required,
+            change.new_approvals_required,
+            change.current_status
+        );
+        for rule in &change.changes {
+            println!(
+                "      {} {}: {} -> {}: {}",
+                rule.effect, rule.rule_id, rule.old_outcome, rule.new_outcome, rule.message
+            );
+        }
+    }
+    Ok(())
+}

@@ -65,6 +65,11 @@ enum Command {
         #[arg(long, default_value = "json")]
         format: String,
     },
+    /// Governance tooling: lint, test, dry-run, explain and replay the policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -127,6 +132,39 @@ enum QueueCommand {
         reason: String,
         #[arg(long, default_value = "reviewer")]
         role: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Compile every rule and lint it against a sample proposal (unknown fields, duplicate ids).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the cases in policies/tests/*.toml.
+    Test {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The verdicts a draft (a JSON file) would get, without queueing it.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a queued proposal got its verdicts.
+    Explain {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-evaluate recent proposals against the policies on disk and list what would change.
+    Replay {
+        #[arg(long, default_value = "30d")]
+        since: String,
         #[arg(long)]
         json: bool,
     },
@@ -210,6 +248,15 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
             }
         },
         Command::Export { status, format } => cli::export(&config, &status, &format).await,
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { json } => cli::policy_check(&config, json),
+            PolicyCommand::Test { json } => cli::policy_test(&config, json),
+            PolicyCommand::Eval { file, json } => cli::policy_eval(&config, &file, json).await,
+            PolicyCommand::Explain { id, json } => cli::policy_explain(&config, &id, json).await,
+            PolicyCommand::Replay { since, json } => {
+                cli::policy_replay(&config, &since, json).await
+            }
+        },
         Command::Audit {
             command: AuditCommand::Verify,
         } => cli::audit_verify(&config).await,

@@ -4,7 +4,7 @@
 
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
-use crate::governance::{self, Governance, GovernanceError, QueueCounts};
+use crate::governance::{Governance, GovernanceError, QueueCounts};
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
 use crate::queue::{
     Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
@@ -141,7 +141,7 @@ pub async fn run_once(
     // 4–6. Validate, enrich, govern.
     let rejected_proposals: Vec<Proposal> =
         recent_rejections.iter().map(|(p, _)| p.clone()).collect();
-    let proposals = assess(
+    let assessed = assess(
         &output,
         used.kind(),
         &experiments,
@@ -152,8 +152,19 @@ pub async fn run_once(
         &run_id,
         &input_digest,
         &mut record.summary,
-    )?;
-    finish(store, record, proposals).await
+    );
+    match assessed {
+        Ok(proposals) => finish(store, record, proposals).await,
+        // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
+        Err(err) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(err.to_string());
+            record.summary.queued = 0;
+            record.summary.blocked = 0;
+            record.summary.escalated = 0;
+            finish(store, record, Vec::new()).await
+        }
+    }
 }
 
 /// Drafts → proposals with their enrichment, verdicts and status.
@@ -172,18 +183,14 @@ fn assess(
 ) -> Result<Vec<Proposal>, RunError> {
     let catalog = &plan.governance.catalog;
     let references = References::new(experiments, catalog);
-    let mut queue = QueueCounts::default();
-    for proposal in open_proposals.iter().filter(|p| p.status.is_open()) {
-        queue.open_total += 1;
-        *queue
-            .open_by_moment
-            .entry(proposal.draft.moment.as_str().to_string())
-            .or_default() += 1;
-        *queue
-            .open_by_segment
-            .entry(proposal.draft.segment.clone())
-            .or_default() += 1;
-    }
+    let known: Vec<Proposal> = open_proposals
+        .iter()
+        .chain(rejected_proposals)
+        .cloned()
+        .collect();
+    let mut queue = QueueCounts::from_queue(&known, plan.now);
+    // The catalog and program converted once for every draft of the run.
+    let run_inputs = plan.governance.run_inputs(&analysis.program);
     let usage = output.usage.clone().unwrap_or_default();
     let share = |total: u64| total / (output.drafts.len().max(1) as u64);
     let mut proposals: Vec<Proposal> = Vec::new();
@@ -212,33 +219,28 @@ fn assess(
         }
         let mut verdicts =
             validate::problems_as_verdicts(&validate::check_draft(draft, &references));
-        verdicts.extend(plan.governance.govern(
+        verdicts.extend(plan.governance.govern_in(
+            &run_inputs,
             draft,
             &enrichment,
-            &analysis.program,
             &queue,
             plan.now,
         )?);
-        let status = if governance::denies(&verdicts) {
+        let decision = plan.governance.decide(&verdicts);
+        if decision.status == ProposalStatus::Blocked {
             summary.blocked += 1;
-            ProposalStatus::Blocked
         } else {
             summary.queued += 1;
-            queue.queued_this_run += 1;
-            *queue
-                .queued_this_run_by_moment
-                .entry(draft.moment.as_str().to_string())
-                .or_default() += 1;
-            ProposalStatus::PendingReview
-        };
-        let escalated = governance::escalates(&verdicts);
-        if escalated && status == ProposalStatus::PendingReview {
-            summary.escalated += 1;
+            // The governance-gap limits see what this run has already queued.
+            queue.record_queued(draft);
+            if decision.escalated {
+                summary.escalated += 1;
+            }
         }
         proposals.push(Proposal {
             id: uuid::Uuid::now_v7().to_string(),
             run_id: run_id.to_string(),
-            status,
+            status: decision.status,
             created_at: plan.now,
             updated_at: plan.now,
             draft: draft.clone(),
@@ -257,11 +259,7 @@ fn assess(
                 completion_tokens: share(usage.completion_tokens),
                 cost: usage.cost / output.drafts.len().max(1) as f64,
             },
-            approvals_required: if escalated {
-                plan.governance.escalated_approvals_required
-            } else {
-                plan.governance.approvals_required
-            },
+            approvals_required: decision.approvals_required,
         });
     }
     Ok(proposals)

@@ -1,9 +1,29 @@
 //! Governance: every candidate proposal, from any proposer, is checked against the catalog's
 //! consent rules and the policy set before it reaches a person. This module owns the verdict
-//! model; `catalog` owns the catalog file.
+//! model and how verdicts decide a proposal's status; `catalog` owns the catalog file,
+//! `consent` the always-on consent rules, `policy` the CEL policies, `context` what rules see,
+//! `cases` the policy test cases, `replay` re-evaluating past proposals, `explain` why a
+//! proposal got its verdicts, and `sample` the
+//! sample inputs and embedded default files.
 
+pub mod cases;
 pub mod catalog;
+pub mod consent;
+pub mod context;
+pub mod explain;
+pub mod policy;
+pub mod replay;
+pub mod sample;
 
+pub use context::{PolicyContext, QueueCounts, RunInputs};
+pub use policy::{Lint, PolicyError, PolicySet, Severity};
+
+use crate::analysis::ProgramHealth;
+use crate::config::Config;
+use crate::proposer::ProposalDraft;
+use crate::queue::{Enrichment, ProposalStatus};
+use catalog::{Catalog, CatalogError};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What a failed rule does to a proposal.
@@ -70,75 +90,201 @@ pub fn escalates(verdicts: &[Verdict]) -> bool {
         .any(|v| v.failed() && v.effect == Effect::Escalate)
 }
 
-use crate::analysis::ProgramHealth;
-use crate::config::Config;
-use crate::proposer::ProposalDraft;
-use crate::queue::Enrichment;
-use catalog::{Catalog, CatalogError};
-use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+/// How many approvals a queued proposal needs (`[governance]` in hypod.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSettings {
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            approvals_required: 1,
+            escalated_approvals_required: 2,
+        }
+    }
+}
+
+/// What governance decides for one proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovernanceDecision {
+    /// `blocked` when a deny rule failed, otherwise `pending_review`.
+    pub status: ProposalStatus,
+    pub approvals_required: u32,
+    pub escalated: bool,
+}
+
+/// A deny makes the proposal `blocked`; an escalate raises the approvals it needs.
+pub fn decide(verdicts: &[Verdict], settings: &ApprovalSettings) -> GovernanceDecision {
+    let escalated = escalates(verdicts);
+    let approvals_required = if escalated {
+        settings
+            .escalated_approvals_required
+            .max(settings.approvals_required)
+    } else {
+        settings.approvals_required
+    };
+    GovernanceDecision {
+        status: if denies(verdicts) {
+            ProposalStatus::Blocked
+        } else {
+            ProposalStatus::PendingReview
+        },
+        approvals_required,
+        escalated,
+    }
+}
+
+/// Consent rules, then every policy rule, for one proposal.
+pub fn evaluate_all(
+    policies: &PolicySet,
+    catalog: &Catalog,
+    context: &PolicyContext,
+) -> Result<Vec<Verdict>, PolicyError> {
+    let mut verdicts = consent::consent_verdicts(&context.draft, catalog);
+    verdicts.extend(policies.evaluate(context)?);
+    Ok(verdicts)
+}
+
+/// One governed proposal of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Governed {
+    pub verdicts: Vec<Verdict>,
+    pub decision: GovernanceDecision,
+}
+
+/// Governs a run's candidates in order. Every candidate that is not blocked is counted in
+/// `queue` before the next one is evaluated, so the governance-gap rules see the proposals
+/// accepted earlier in the same run. Any rule error stops the whole batch: nothing should be
+/// queued from a run whose policies cannot be evaluated.
+pub fn govern_batch<'a>(
+    policies: &PolicySet,
+    run: &RunInputs,
+    candidates: impl IntoIterator<Item = (&'a ProposalDraft, &'a Enrichment)>,
+    queue: &mut QueueCounts,
+    settings: &ApprovalSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<Governed>, PolicyError> {
+    let mut governed = Vec::new();
+    for (draft, enrichment) in candidates {
+        let context = PolicyContext::for_run(run, draft, enrichment, queue, now);
+        let verdicts = evaluate_all(policies, &run.catalog, &context)?;
+        let decision = decide(&verdicts, settings);
+        if decision.status != ProposalStatus::Blocked {
+            queue.record_queued(draft);
+        }
+        governed.push(Governed { verdicts, decision });
+    }
+    Ok(governed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GovernanceError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
-/// Open work in the queue, for the governance-gap limits.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct QueueCounts {
-    pub open_total: usize,
-    pub open_by_moment: BTreeMap<String, usize>,
-    pub open_by_segment: BTreeMap<String, usize>,
-    pub queued_this_run: usize,
-    pub queued_this_run_by_moment: BTreeMap<String, usize>,
-}
-
-/// The loaded governance: catalog (and, with #3, the policy set), with its digest.
+/// The loaded governance: catalog and policy set, with the policy-set digest (policy files and
+/// catalog) that every verdict is stored with.
+#[derive(Debug)]
 pub struct Governance {
     pub catalog: Catalog,
+    pub policies: PolicySet,
     pub digest: String,
     pub approvals_required: u32,
     pub escalated_approvals_required: u32,
 }
 
 impl Governance {
-    /// Loads the catalog from the configured policies folder, or the built-in defaults when
-    /// that folder does not exist.
+    /// Loads the catalog and the policies from the configured policies folder, or the ones
+    /// built into the binary when that folder does not exist. A policy that does not compile
+    /// is an error naming file and rule.
     pub fn load(config: &Config) -> Result<Governance, GovernanceError> {
         let dir = config.policies_dir();
-        let catalog_path = dir.join("catalog.toml");
-        let (catalog, text) = if catalog_path.exists() {
-            let text =
-                std::fs::read_to_string(&catalog_path).map_err(|source| CatalogError::Read {
-                    path: catalog_path.display().to_string(),
-                    source,
-                })?;
-            (
-                Catalog::parse(&catalog_path.display().to_string(), &text)?,
-                text,
-            )
-        } else {
-            let text = crate::assets::CATALOG.to_string();
-            (Catalog::parse("<built-in catalog.toml>", &text)?, text)
-        };
-        Ok(Governance {
-            catalog,
-            digest: crate::digest(text.as_bytes()),
+        let settings = ApprovalSettings {
             approvals_required: config.governance.approvals_required,
             escalated_approvals_required: config.governance.escalated_approvals_required,
-        })
+        };
+        if dir.exists() {
+            Governance::load_dir(&dir, settings)
+        } else {
+            Governance::built_in(settings)
+        }
     }
 
-    /// Every rule's verdict for one candidate.
+    /// Catalog and policies from a folder (`catalog.toml` + `*.toml`).
+    pub fn load_dir(
+        dir: &std::path::Path,
+        settings: ApprovalSettings,
+    ) -> Result<Governance, GovernanceError> {
+        let catalog = Catalog::load(&dir.join(policy::CATALOG_FILE))?;
+        let policies = PolicySet::load(dir)?;
+        Ok(Governance::new(catalog, policies, settings))
+    }
+
+    /// The catalog and policies built into the binary.
+    pub fn built_in(settings: ApprovalSettings) -> Result<Governance, GovernanceError> {
+        Ok(Governance::new(
+            sample::default_catalog()?,
+            PolicySet::defaults()?,
+            settings,
+        ))
+    }
+
+    pub fn new(catalog: Catalog, policies: PolicySet, settings: ApprovalSettings) -> Governance {
+        Governance {
+            catalog,
+            digest: policies.digest().to_string(),
+            policies,
+            approvals_required: settings.approvals_required,
+            escalated_approvals_required: settings.escalated_approvals_required,
+        }
+    }
+
+    pub fn approval_settings(&self) -> ApprovalSettings {
+        ApprovalSettings {
+            approvals_required: self.approvals_required,
+            escalated_approvals_required: self.escalated_approvals_required,
+        }
+    }
+
+    /// The catalog and program converted once, for governing many proposals
+    /// ([`govern_batch`], [`Governance::govern_in`]).
+    pub fn run_inputs(&self, program: &ProgramHealth) -> RunInputs {
+        RunInputs::new(&self.catalog, program)
+    }
+
+    /// Every consent and policy rule's verdict for one candidate. `queue` must count the
+    /// proposals this run has already queued ([`QueueCounts::record_queued`]).
     pub fn govern(
         &self,
-        _draft: &ProposalDraft,
-        _enrichment: &Enrichment,
-        _program: &ProgramHealth,
-        _queue: &QueueCounts,
-        _now: DateTime<Utc>,
+        draft: &ProposalDraft,
+        enrichment: &Enrichment,
+        program: &ProgramHealth,
+        queue: &QueueCounts,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Verdict>, GovernanceError> {
-        Ok(Vec::new())
+        self.govern_in(&self.run_inputs(program), draft, enrichment, queue, now)
+    }
+
+    /// [`Governance::govern`] with the run's inputs converted once.
+    pub fn govern_in(
+        &self,
+        run: &RunInputs,
+        draft: &ProposalDraft,
+        enrichment: &Enrichment,
+        queue: &QueueCounts,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verdict>, GovernanceError> {
+        let context = PolicyContext::for_run(run, draft, enrichment, queue, now);
+        Ok(evaluate_all(&self.policies, &self.catalog, &context)?)
+    }
+
+    /// Status and approvals for a proposal's verdicts under the configured approvals.
+    pub fn decide(&self, verdicts: &[Verdict]) -> GovernanceDecision {
+        decide(verdicts, &self.approval_settings())
     }
 }

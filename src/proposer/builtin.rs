@@ -114,6 +114,51 @@ fn usable_signals(
     covered.then_some(signals)
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Strategy {
+    Transfer,
+    Retest,
+    Cover,
+    Validate,
+}
+
+impl Strategy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Transfer => "transfer",
+            Strategy::Retest => "retest",
+            Strategy::Cover => "cover",
+            Strategy::Validate => "validate",
+        }
+    }
+
+    /// The "because" of the hypothesis a strategy drafts.
+    fn because(self) -> &'static str {
+        match self {
+            Strategy::Transfer => "the same lever proved itself for a related audience",
+            Strategy::Retest => "the earlier test pointed the right way but was too small to tell",
+            Strategy::Cover => {
+                "this moment has been neglected and this is its best-evidenced lever"
+            }
+            Strategy::Validate => "a shipped rule that was never proven should earn its place",
+        }
+    }
+}
+
+/// What a strategy decides; [`Drafting::draft`] fills in the rest.
+struct Sketch<'e> {
+    strategy: Strategy,
+    /// The experiment the proposal builds on (its evidence).
+    source: &'e Experiment,
+    segment: &'e Segment,
+    moment: Moment,
+    lift: f64,
+    title: String,
+    rationale: String,
+    change: String,
+    risk: Risk,
+}
+
 struct Drafting<'a> {
     context: &'a ProposalContext<'a>,
     /// What is being tested now or is already proposed: never proposed again.
@@ -127,19 +172,20 @@ impl<'a> Drafting<'a> {
         self.context.analysis.experiment(&experiment.id)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn draft(
-        &self,
-        source: &Experiment,
-        segment: &Segment,
-        moment: Moment,
-        lift: f64,
-        title: String,
-        rationale: String,
-        change: String,
-        evidence: Vec<&Experiment>,
-        risk: Risk,
-    ) -> Option<ProposalDraft> {
+    /// Turns a strategy's sketch into a full draft that governance would accept, or `None` when
+    /// the source's signals cannot lawfully be used for the target segment.
+    fn draft(&self, sketch: Sketch<'_>) -> Option<ProposedDraft> {
+        let Sketch {
+            strategy,
+            source,
+            segment,
+            moment,
+            lift,
+            title,
+            rationale,
+            change,
+            risk,
+        } = sketch;
         let lever = source.lever.clone()?;
         let signals = usable_signals(source, segment, self.context.catalog)?;
         let consent_purposes = self
@@ -169,16 +215,15 @@ impl<'a> Drafting<'a> {
         let kpi = commercial_kpi(source, self.context.catalog);
         let lift =
             (lift.clamp(MIN_SIZED_LIFT, validate::MAX_EXPECTED_LIFT) * 1000.0).round() / 1000.0;
-        let evidence = evidence
-            .into_iter()
-            .filter_map(|e| {
-                self.analysis_of(e).map(|a| EvidenceRef {
-                    experiment_id: e.id.clone(),
-                    finding: finding(e, a),
-                })
+        let evidence = self
+            .analysis_of(source)
+            .map(|a| EvidenceRef {
+                experiment_id: source.id.clone(),
+                finding: finding(source, a),
             })
+            .into_iter()
             .collect();
-        Some(ProposalDraft {
+        let draft = ProposalDraft {
             evidence,
             rationale,
             moment,
@@ -196,7 +241,7 @@ impl<'a> Drafting<'a> {
                 words(moment.as_str()),
                 words(&kpi),
                 percent(lift),
-                title_reason(&title)
+                strategy.because()
             ),
             title,
             primary_kpi: kpi.clone(),
@@ -217,6 +262,10 @@ impl<'a> Drafting<'a> {
                 words(&lever),
                 segment.name
             ),
+        };
+        Some(ProposedDraft {
+            draft,
+            strategy: Some(strategy.as_str().to_string()),
         })
     }
 
@@ -260,22 +309,17 @@ impl<'a> Drafting<'a> {
                     segment.name,
                     words(source.moment.as_str())
                 );
-                if let Some(draft) = self.draft(
+                drafts.extend(self.draft(Sketch {
+                    strategy: Strategy::Transfer,
                     source,
                     segment,
-                    source.moment,
-                    lift * TRANSFER_SHRINK,
+                    moment: source.moment,
+                    lift: lift * TRANSFER_SHRINK,
                     title,
                     rationale,
                     change,
-                    vec![source],
-                    Risk::Medium,
-                ) {
-                    drafts.push(ProposedDraft {
-                        draft,
-                        strategy: Some("transfer".into()),
-                    });
-                }
+                    risk: Risk::Medium,
+                }));
             }
         }
         drafts
@@ -335,22 +379,17 @@ impl<'a> Drafting<'a> {
                 "Run the treatment of {} again for {} with at least {} visitors per arm.",
                 source.id, segment.name, required
             );
-            if let Some(draft) = self.draft(
+            drafts.extend(self.draft(Sketch {
+                strategy: Strategy::Retest,
                 source,
                 segment,
-                source.moment,
+                moment: source.moment,
                 lift,
                 title,
                 rationale,
                 change,
-                vec![source],
-                Risk::Low,
-            ) {
-                drafts.push(ProposedDraft {
-                    draft,
-                    strategy: Some("retest".into()),
-                });
-            }
+                risk: Risk::Low,
+            }));
         }
         drafts
     }
@@ -446,22 +485,17 @@ impl<'a> Drafting<'a> {
             } else {
                 TRANSFER_SHRINK / 2.0
             };
-            if let Some(draft) = self.draft(
+            drafts.extend(self.draft(Sketch {
+                strategy: Strategy::Cover,
                 source,
                 segment,
-                *moment,
-                lift * shrink,
+                moment: *moment,
+                lift: lift * shrink,
                 title,
                 rationale,
                 change,
-                vec![source],
-                Risk::Medium,
-            ) {
-                drafts.push(ProposedDraft {
-                    draft,
-                    strategy: Some("cover".into()),
-                });
-            }
+                risk: Risk::Medium,
+            }));
         }
         drafts
     }
@@ -508,37 +542,19 @@ impl<'a> Drafting<'a> {
                 words(lever),
                 segment.name
             );
-            if let Some(draft) = self.draft(
+            drafts.extend(self.draft(Sketch {
+                strategy: Strategy::Validate,
                 source,
                 segment,
-                source.moment,
-                HOLDBACK_LIFT,
+                moment: source.moment,
+                lift: HOLDBACK_LIFT,
                 title,
                 rationale,
                 change,
-                vec![source],
-                Risk::Low,
-            ) {
-                drafts.push(ProposedDraft {
-                    draft,
-                    strategy: Some("validate".into()),
-                });
-            }
+                risk: Risk::Low,
+            }));
         }
         drafts
-    }
-}
-
-/// The "because" of a hypothesis, from the title's strategy.
-fn title_reason(title: &str) -> &'static str {
-    if title.starts_with("Transfer") {
-        "the same lever proved itself for a related audience"
-    } else if title.starts_with("Re-test") {
-        "the earlier test pointed the right way but was too small to tell"
-    } else if title.starts_with("Cover") {
-        "this moment has been neglected and this is its best-evidenced lever"
-    } else {
-        "a shipped rule that was never proven should earn its place"
     }
 }
 
