@@ -8,7 +8,7 @@ use crate::governance::Governance;
 use crate::history::import::{self, Location, Source};
 use crate::history::Moment;
 use crate::proposer::builtin::BuiltinProposer;
-use crate::proposer::openai::{policy_summaries_from_dir, Fallback, OpenAiProposer};
+use crate::proposer::openai::{Fallback, OpenAiProposer, PolicySummary};
 use crate::proposer::{ProposalContext, Proposer};
 use crate::queue::{
     Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, RunRecord, RunStatus,
@@ -273,10 +273,29 @@ pub fn prompts_dir(config: &Config) -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// The `openai` proposer as configured, with the policy set in plain words.
+/// The `openai` proposer as configured, with the policy set in plain words (each rule's
+/// description; a policy set that does not load fails the run elsewhere, with its reason).
 pub fn openai_proposer(config: &Config) -> Result<OpenAiProposer, CliError> {
+    let policies: Vec<PolicySummary> = Governance::load(config)
+        .map(|governance| {
+            governance
+                .policies
+                .rules
+                .iter()
+                .map(|rule| PolicySummary {
+                    id: rule.id.clone(),
+                    effect: rule.effect.as_str().to_string(),
+                    message: if rule.description.trim().is_empty() {
+                        rule.message.clone()
+                    } else {
+                        rule.description.clone()
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     OpenAiProposer::new(config.llm.clone(), prompts_dir(config))
-        .map(|p| p.with_policies(policy_summaries_from_dir(&config.policies_dir())))
+        .map(|p| p.with_policies(policies))
         .map_err(|e| CliError::usage(e.to_string()))
 }
 

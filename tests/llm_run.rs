@@ -221,6 +221,11 @@ async fn prompt_render_prints_what_the_run_sends() {
     let rendered = json_of(&hypod(&ws, &["prompt", "render", "--json"]).await);
     assert!(rendered["estimated_tokens"].as_u64().unwrap() <= 6000);
     assert_eq!(rendered["response_format"]["type"], "json_schema");
+    let user = rendered["user"].as_str().unwrap();
+    assert!(
+        user.contains("\n- [deny] ") && !user.contains("{{"),
+        "the policy set in plain words (descriptions, not message templates): {user}"
+    );
     let text = hypod(&ws, &["prompt", "render"]).await;
     assert!(text.status.success(), "{}", stderr(&text));
     let plain = String::from_utf8_lossy(&text.stdout);

@@ -95,9 +95,10 @@ impl PolicySummary {
     }
 }
 
-/// Reads `id`, `effect` and `message` of every `[[rule]]` in `DIR/*.toml` (except
-/// `catalog.toml`), for the prompt only: governance compiles and enforces the rules itself, so a
-/// file this cannot read is skipped here, not reported.
+/// Reads `id`, `effect` and `description` (else `message`) of every `[[rule]]` in `DIR/*.toml`
+/// (except `catalog.toml`), for the prompt only: governance compiles and enforces the rules
+/// itself, so a file this cannot read is skipped here, not reported. (The binary takes the
+/// summaries from the loaded policy set instead, which also covers the built-in defaults.)
 pub fn policy_summaries_from_dir(dir: &Path) -> Vec<PolicySummary> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -128,7 +129,10 @@ pub fn policy_summaries_from_dir(dir: &Path) -> Vec<PolicySummary> {
                     .and_then(toml::Value::as_str)
                     .map(str::to_string)
             };
-            if let (Some(id), Some(message)) = (field("id"), field("message")) {
+            let text = field("description")
+                .filter(|d| !d.trim().is_empty())
+                .or_else(|| field("message"));
+            if let (Some(id), Some(message)) = (field("id"), text) {
                 summaries.push(PolicySummary {
                     id,
                     effect: field("effect").unwrap_or_else(|| "deny".into()),
