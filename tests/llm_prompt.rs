@@ -311,7 +311,21 @@ fn json_mode_schema_in_the_prompt_lists_the_evidence_shown() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(ids, rendered.selection.evidence_ids);
-    assert!(rendered
-        .user
-        .contains(&hypod::proposer::openai::prompt::quote(&rendered.schema)));
+    // The prompt's copy is the schema without its descriptions, with the same enums.
+    let start = rendered.user.rfind("\n{").unwrap() + 1;
+    let in_prompt: Value = serde_json::from_str(rendered.user[start..].trim()).unwrap();
+    assert!(!in_prompt.to_string().contains("\"description\""));
+    let draft = "/properties/proposals/items/properties";
+    for field in [
+        "/evidence/items/properties/experiment_id",
+        "/segment",
+        "/primary_kpi",
+    ] {
+        let pointer = format!("{draft}{field}/enum");
+        assert_eq!(
+            in_prompt.pointer(&pointer),
+            rendered.schema.pointer(&pointer),
+            "{field}"
+        );
+    }
 }

@@ -124,7 +124,15 @@ fn start(script: &PathBuf, server: Option<&str>) -> Server {
     }
 }
 
+/// `prompt_token_budget` is an estimate that errs high by ~15%: 5 000 is ~4 300 tokens for the
+/// model, which leaves the 2 600-token answer cap (3 proposals) inside the 8 192 context.
 fn workspace(port: u16, structured_output: &str) -> Workspace {
+    // JSON mode carries the schema in the prompt (~700 more tokens).
+    let budget = if structured_output == "json_object" {
+        5_500
+    } else {
+        5_000
+    };
     let ws = Workspace::with_config(&format!(
         r#"
 [proposer]
@@ -139,7 +147,7 @@ api_key_env = "HYPOD_REAL_MODEL_NO_KEY"
 timeout_seconds = 900
 max_attempts = 2
 max_repairs = 2
-prompt_token_budget = 4000
+prompt_token_budget = {budget}
 structured_output = "{structured_output}"
 price_per_million_input = 0.15
 price_per_million_output = 0.60

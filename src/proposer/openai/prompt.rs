@@ -48,7 +48,8 @@ const NAME_CHARS: usize = 80;
 const HYPOTHESIS_CHARS: usize = 160;
 const NOTES_CHARS: usize = 160;
 const REASON_CHARS: usize = 240;
-const DESCRIPTION_CHARS: usize = 160;
+/// Catalog descriptions are written for people; the model gets their first words.
+const DESCRIPTION_CHARS: usize = 80;
 /// Caps on the short lists, whatever the budget.
 const MAX_RUNNING: usize = 40;
 const MAX_OPEN: usize = 40;
@@ -321,6 +322,22 @@ pub fn input_digest(model: &str, system: &str, user: &str, response_format: &Val
         "response_format": response_format,
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// A schema without its `description`s: the copy in a JSON-mode prompt, where they would cost
+/// half its tokens and repeat what the system prompt says about a good proposal.
+fn without_descriptions(schema: &Value) -> Value {
+    match schema {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .filter(|(key, value)| !(key.as_str() == "description" && value.is_string()))
+                .map(|(key, value)| (key.clone(), without_descriptions(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_descriptions).collect()),
+        other => other.clone(),
+    }
 }
 
 /// `value` without null, empty-string and empty-list fields (they cost tokens and say nothing).
@@ -618,14 +635,13 @@ fn health_lines(health: &ProgramHealth) -> Vec<String> {
     lines
 }
 
+/// The always-on consent rules (enforced by governance in code, not in policy files), in
+/// plain words with the catalog's names. KPIs, latency budgets and the proposal limits are stated
+/// elsewhere in the prompt.
 fn consent_rule_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
     let catalog = ctx.catalog;
     let mut lines = vec![
-        format!(
-            "primary_kpi must be a commercial KPI: {}",
-            catalog.commercial_kpis.join(", ")
-        ),
-        "every signal must be a catalog signal that is not sensitive; unknown or sensitive signals block the proposal".into(),
+        "every signal must be a catalog signal that is not sensitive; unknown or sensitive signals block the proposal".to_string(),
         "consent_purposes must list every purpose that the proposal's signals require, and the segment must have consent coverage for them (the expected duration uses only the consented share of its traffic)".into(),
     ];
     let logged_in: Vec<&str> = catalog
@@ -649,20 +665,6 @@ fn consent_rule_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
             ));
         }
     }
-    let budgets: Vec<String> = catalog
-        .latency_budget_ms
-        .iter()
-        .map(|(mode, ms)| format!("{mode} {ms} ms"))
-        .collect();
-    lines.push(format!(
-        "expected_latency_ms must stay within the budget of the rendering mode ({})",
-        budgets.join(", ")
-    ));
-    lines.push("evidence must cite experiments that exist; rationale, evidence and a rollback plan are required".into());
-    lines.push(format!(
-        "hypod proposes at most {} experiments per run and {} per moment; duplicates of running experiments or open proposals are not queued",
-        ctx.max_proposals, ctx.per_moment
-    ));
     lines
 }
 
@@ -827,10 +829,9 @@ pub fn render_with(
             .purposes
             .iter()
             .map(|p| {
-                quote(&compact(json!({
-                    "name": p.name,
-                    "description": bound_text(&p.description, DESCRIPTION_CHARS),
-                })))
+                // Purpose descriptions map to consent platforms (TCF, Consent Mode): nothing
+                // the model needs beyond the name.
+                quote(&compact(json!({ "name": p.name })))
             })
             .collect(),
         policies: consent_rule_lines(ctx)
@@ -864,7 +865,7 @@ pub fn render_with(
     // In JSON mode the schema is part of the prompt, and it lists the evidence ids shown.
     let in_prompt = config.structured_output == StructuredOutput::JsonObject;
     if in_prompt {
-        vars.schema = Some(schema_for_run(&[], catalog).to_string());
+        vars.schema = Some(quote(&without_descriptions(&schema_for_run(&[], catalog))));
     }
     let (_, _, base_tokens) = render(&vars)?;
     if base_tokens + EVIDENCE_HEADING_TOKENS > budget {
@@ -941,7 +942,7 @@ pub fn render_with(
         let ids: Vec<&str> = chosen.iter().map(|(_, _, id)| *id).collect();
         let schema = schema_for_run(&ids, catalog);
         if in_prompt {
-            vars.schema = Some(quote(&schema));
+            vars.schema = Some(quote(&without_descriptions(&schema)));
         }
         let (system, user, tokens) = render(&vars)?;
         if tokens <= budget || chosen.is_empty() {
