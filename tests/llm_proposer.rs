@@ -839,3 +839,37 @@ async fn an_invalid_configuration_is_refused_naming_the_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn grammar_servers_get_length_bounds_and_a_server_rejecting_them_gets_the_schema_without() {
+    let server = FakeOpenAi::start(vec![
+        Scripted::json(
+            400,
+            json!({"error": {"message": "Invalid schema for response_format 'hypod_proposals': In context=('properties', 'title'), 'maxLength' is not permitted.", "type": "invalid_request_error", "param": "response_format", "code": null}}),
+        ),
+        Scripted::proposals(vec![valid_draft(0)]),
+    ])
+    .await;
+    let output = run(&server, config(&server.base_url()))
+        .await
+        .expect("second try");
+    assert_eq!(output.drafts.len(), 1);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let draft = |i: usize| {
+        requests[i].body["response_format"]["json_schema"]["schema"]["properties"]["proposals"]
+            ["items"]["properties"]["title"]
+            .clone()
+    };
+    assert_eq!(draft(0)["maxLength"], 100, "a local server gets the bounds");
+    assert!(
+        draft(1).get("maxLength").is_none(),
+        "then the schema without them"
+    );
+    assert_eq!(
+        requests[0].body["response_format"]["json_schema"]["schema"]["properties"]["proposals"]
+            ["maxItems"],
+        4,
+        "max_proposals"
+    );
+}

@@ -19,6 +19,7 @@ use super::prompt::{
     RenderedPrompt, Templates,
 };
 use super::response::{check_item, parse_answer, rejected, ChatResponse, Reply};
+use super::schema::{without_length_bounds, BOUND_KEYWORDS};
 use super::transport::{snippet, RetryPolicy, Transport, TransportFailure, TransportStats};
 use crate::proposer::{
     LlmUsage, ProposalContext, ProposalDraft, ProposedDraft, Proposer, ProposerError,
@@ -449,11 +450,29 @@ impl Proposer for OpenAiProposer {
             (Role::User, rendered.user.clone()),
         ];
         let mut messages = base.clone();
+        let mut schema = rendered.schema.clone();
 
         loop {
-            let response = self
-                .call(&client, &messages, &rendered.schema, max_tokens, &mut tally)
-                .await?;
+            let response = match self
+                .call(&client, &messages, &schema, max_tokens, &mut tally)
+                .await
+            {
+                Ok(response) => response,
+                // A server that rejects the length bounds gets the schema without them.
+                Err(ProposerError::Server { status, message })
+                    if matches!(status, 400 | 422)
+                        && BOUND_KEYWORDS.iter().any(|k| message.contains(k))
+                        && without_length_bounds(&schema) != schema =>
+                {
+                    tracing::warn!(
+                        "the model server rejected the schema's length bounds ({}); sending it without them",
+                        snippet(&message, 200)
+                    );
+                    schema = without_length_bounds(&schema);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let can_repair = tally.usage.repairs < self.config.max_repairs;
             let problem = match response.reply() {
                 Reply::Refusal(text) => {

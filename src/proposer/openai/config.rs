@@ -256,6 +256,21 @@ impl LlmConfig {
         self.azure_deployment.is_some()
     }
 
+    /// Whether the server is sent `maxLength`/`maxItems` bounds in the schema. OpenAI and Azure
+    /// OpenAI reject them in strict mode; the servers that enforce a schema as a grammar
+    /// (llama.cpp, vLLM, Ollama) honour them, which stops a small model that loops inside a
+    /// string. A server that rejects them anyway gets the schema without them (see the client).
+    pub fn accepts_bounds(&self) -> bool {
+        if self.is_azure() {
+            return false;
+        }
+        let host = reqwest::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        !(host == "openai.com" || host.ends_with(".openai.com") || host.ends_with(".azure.com"))
+    }
+
     /// The API key from the environment; `None` when the variable is unset or empty.
     pub fn api_key(&self) -> Option<String> {
         std::env::var(&self.api_key_env)
@@ -333,6 +348,24 @@ mod tests {
                 "llm.azure_api_version"
             ]
         );
+    }
+
+    #[test]
+    fn bounds_go_to_grammar_servers_not_to_openai() {
+        let with = |url: &str| LlmConfig {
+            base_url: url.into(),
+            ..LlmConfig::default()
+        };
+        assert!(!LlmConfig::default().accepts_bounds());
+        assert!(!with("https://my-res.openai.azure.com").accepts_bounds());
+        assert!(with("http://127.0.0.1:8080/v1").accepts_bounds());
+        assert!(with("http://gpu-box:8000/v1").accepts_bounds());
+        let azure = LlmConfig {
+            azure_deployment: Some("d".into()),
+            azure_api_version: Some("2024-10-21".into()),
+            ..with("https://proxy.example")
+        };
+        assert!(!azure.accepts_bounds());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! estimate is within it on the server.
 
 use super::config::{LlmConfig, StructuredOutput};
-use super::schema::{schema_for_run, SCHEMA_NAME};
+use super::schema::{schema_for_run, with_length_bounds, SCHEMA_NAME};
 use crate::analysis::{ExperimentAnalysis, Outcome, ProgramHealth};
 use crate::history::{Decision, Experiment, Moment};
 use crate::proposer::{ProposalContext, ProposerError};
@@ -865,7 +865,11 @@ pub fn render_with(
     // In JSON mode the schema is part of the prompt, and it lists the evidence ids shown.
     let in_prompt = config.structured_output == StructuredOutput::JsonObject;
     if in_prompt {
-        vars.schema = Some(quote(&without_descriptions(&schema_for_run(&[], catalog))));
+        let mut schema = schema_for_run(&[], catalog);
+        if config.accepts_bounds() {
+            schema = with_length_bounds(&schema, ctx.max_proposals);
+        }
+        vars.schema = Some(quote(&without_descriptions(&schema)));
     }
     let (_, _, base_tokens) = render(&vars)?;
     if base_tokens + EVIDENCE_HEADING_TOKENS > budget {
@@ -940,7 +944,10 @@ pub fn render_with(
             .collect();
         vars.evidence_shown = chosen.len();
         let ids: Vec<&str> = chosen.iter().map(|(_, _, id)| *id).collect();
-        let schema = schema_for_run(&ids, catalog);
+        let mut schema = schema_for_run(&ids, catalog);
+        if config.accepts_bounds() {
+            schema = with_length_bounds(&schema, ctx.max_proposals);
+        }
         if in_prompt {
             vars.schema = Some(quote(&without_descriptions(&schema)));
         }

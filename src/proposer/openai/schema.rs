@@ -138,6 +138,101 @@ pub fn schema_for_run(
     schema
 }
 
+/// Upper bounds for servers that enforce them as a grammar (llama.cpp, vLLM, Ollama): a small
+/// model that loops inside a string is stopped at the bound instead of running to the token
+/// limit. Within `validate`'s limits, so a bounded text always passes them.
+pub const TEXT_BOUNDS: &[(&str, u64)] = &[
+    ("rationale", 600),
+    ("change", 400),
+    ("title", 100),
+    ("hypothesis", 400),
+    ("rollback_plan", 300),
+    ("lever", 48),
+    ("channel", 16),
+    ("primary_kpi", 48),
+];
+/// Bounds of the lists of a draft, and of the strings in them.
+pub const LIST_BOUNDS: &[(&str, u64, u64)] = &[
+    ("evidence", 5, 0),
+    ("signals", 6, 48),
+    ("consent_purposes", 6, 48),
+    ("guardrail_kpis", 5, 48),
+];
+pub const FINDING_BOUND: u64 = 300;
+
+/// The keywords [`with_length_bounds`] adds (and a server may reject).
+pub const BOUND_KEYWORDS: &[&str] = &["maxLength", "maxItems"];
+
+/// `schema` with `maxLength`/`maxItems` bounds on the draft's texts and lists and `maxItems =
+/// max_proposals` on the list of proposals. OpenAI's strict mode rejects length keywords, so
+/// these are only for servers that enforce them as a grammar (see `LlmConfig::accepts_bounds`).
+pub fn with_length_bounds(schema: &Value, max_proposals: usize) -> Value {
+    let mut schema = schema.clone();
+    let set = |schema: &mut Value, pointer: &str, key: &str, bound: u64| {
+        if let Some(Value::Object(property)) = schema.pointer_mut(pointer) {
+            property.insert(key.into(), Value::from(bound));
+        }
+    };
+    set(
+        &mut schema,
+        "/properties/proposals",
+        "maxItems",
+        max_proposals.max(1) as u64,
+    );
+    let draft = "/properties/proposals/items/properties";
+    for (field, bound) in TEXT_BOUNDS {
+        set(
+            &mut schema,
+            &format!("{draft}/{field}"),
+            "maxLength",
+            *bound,
+        );
+    }
+    for (field, items, length) in LIST_BOUNDS {
+        set(&mut schema, &format!("{draft}/{field}"), "maxItems", *items);
+        if *length > 0 {
+            set(
+                &mut schema,
+                &format!("{draft}/{field}/items"),
+                "maxLength",
+                *length,
+            );
+        }
+    }
+    set(
+        &mut schema,
+        &format!("{draft}/evidence/items/properties/finding"),
+        "maxLength",
+        FINDING_BOUND,
+    );
+    schema
+}
+
+/// `schema` without the bounds [`with_length_bounds`] adds, for a server that rejected them.
+pub fn without_length_bounds(schema: &Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(object) => {
+                for key in BOUND_KEYWORDS {
+                    if object.get(*key).is_some_and(Value::is_u64) {
+                        object.shift_remove(*key);
+                    }
+                }
+                for (key, child) in object.iter_mut() {
+                    if !matches!(key.as_str(), "enum" | "const" | "required") {
+                        strip(child);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut schema = schema.clone();
+    strip(&mut schema);
+    schema
+}
+
 /// Makes any schemars schema fit for strict structured output (see the module comment).
 pub fn strict_transform(mut schema: Value) -> Value {
     let defs = match schema.as_object_mut() {
@@ -399,6 +494,27 @@ mod tests {
                 "additionalProperties": false
             })
         );
+    }
+
+    #[test]
+    fn length_bounds_are_added_within_validation_limits_and_removed_exactly() {
+        use crate::validate::{MAX_SHORT_CHARS, MAX_TEXT_CHARS, MAX_TITLE_CHARS};
+        let bounded = with_length_bounds(proposal_schema(), 3);
+        assert_eq!(bounded["properties"]["proposals"]["maxItems"], 3);
+        let draft = &bounded["properties"]["proposals"]["items"]["properties"];
+        assert_eq!(draft["title"]["maxLength"], 100);
+        assert_eq!(draft["evidence"]["maxItems"], 5);
+        assert_eq!(draft["signals"]["items"]["maxLength"], 48);
+        for (field, bound) in TEXT_BOUNDS {
+            assert!(draft.get(*field).is_some(), "{field} is a draft field");
+            let limit = match *field {
+                "title" => MAX_TITLE_CHARS,
+                "lever" | "channel" | "primary_kpi" => MAX_SHORT_CHARS,
+                _ => MAX_TEXT_CHARS,
+            };
+            assert!(*bound as usize <= limit, "{field}");
+        }
+        assert_eq!(&without_length_bounds(&bounded), proposal_schema());
     }
 
     #[test]
