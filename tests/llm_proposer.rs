@@ -873,3 +873,37 @@ async fn grammar_servers_get_length_bounds_and_a_server_rejecting_them_gets_the_
         "max_proposals"
     );
 }
+
+#[tokio::test]
+async fn foreseeable_governance_denials_are_re_asked_and_then_left_to_governance() {
+    // purchase_history needs the personalization purpose; the running experiment exp-2026-0243
+    // already tests personalized_filters for returning_anonymous at search.
+    let undeclared = draft_with(2, json!({"consent_purposes": []}));
+    let duplicate = draft_with(
+        0,
+        json!({"lever": "personalized_filters", "title": "Personalized filters again"}),
+    );
+    let server = FakeOpenAi::start(vec![
+        Scripted::proposals(vec![undeclared.clone(), duplicate.clone()]),
+        Scripted::proposals(vec![valid_draft(2), duplicate]),
+    ])
+    .await;
+    let mut cfg = config(&server.base_url());
+    cfg.max_repairs = 1;
+    let output = run(&server, cfg).await.expect("drafts");
+    let repair = server.requests()[1].last_message();
+    assert!(repair.contains("consent.purposes-declared"), "{repair}");
+    assert!(
+        repair.contains("duplicate of the running experiment exp-2026-0243"),
+        "{repair}"
+    );
+    // The corrected draft first; the duplicate goes on, for governance to block and record.
+    assert_eq!(
+        titles(&output),
+        [
+            valid_draft(2)["title"].as_str().unwrap(),
+            "Personalized filters again"
+        ]
+    );
+    assert!(output.rejected.is_empty());
+}

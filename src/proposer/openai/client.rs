@@ -3,10 +3,10 @@
 //! retry layer), reads the answer strictly, re-asks with the errors when the answer or a draft is
 //! unusable (at most `max_repairs` times per run), and reports usage, cost and digests.
 //!
-//! Outcomes, once the repairs are used up: drafts that parse and pass `validate::check_draft` are
-//! returned first; drafts that parse but still fail those checks are returned after them, so that
-//! the run's validation blocks them with a verdict per problem (status `blocked`, visible to
-//! reviewers and auditors); items that do not parse as a draft at all (wrong types, extra fields
+//! Outcomes, once the repairs are used up: drafts that parse and pass `validate::check_draft` and
+//! the foreseeable governance denials (`precheck`) are returned first; drafts that parse but still
+//! fail those checks are returned after them, so that the run's validation and governance block
+//! them with a verdict per problem (status `blocked`, visible to reviewers and auditors); items that do not parse as a draft at all (wrong types, extra fields
 //! such as `"status": "approved"`, over 64 KiB) are returned in `rejected` with their reasons and
 //! a bounded copy of what the model wrote. Drafts over `max_proposals` or `per_moment` (valid ones
 //! have precedence) are rejected as such. An
@@ -14,6 +14,7 @@
 //! invalid JSON after the last repair) is an `Err`: the run records it, or falls back.
 
 use super::config::LlmConfig;
+use super::precheck::foreseeable_denials;
 use super::prompt::{
     estimate_message_tokens, estimate_tokens, render_with, response_format, PolicySummary,
     RenderedPrompt, Templates,
@@ -439,6 +440,11 @@ impl Proposer for OpenAiProposer {
     async fn propose(&self, ctx: &ProposalContext<'_>) -> Result<ProposerOutput, ProposerError> {
         let rendered = self.render(ctx)?;
         let refs = References::new(ctx.experiments, ctx.catalog);
+        let rejected: Vec<crate::queue::Proposal> = ctx
+            .recent_rejections
+            .iter()
+            .map(|(proposal, _)| proposal.clone())
+            .collect();
         let stats = Arc::new(Mutex::new(TransportStats::default()));
         let client = self.client(stats.clone());
         let stats_now = || stats.lock().map(|s| s.clone()).unwrap_or_default();
@@ -508,8 +514,14 @@ impl Proposer for OpenAiProposer {
                         for item in &items {
                             match check_item(item, &refs) {
                                 Ok(draft) => {
-                                    if !tally.accepted.iter().any(|a| same_test(a, &draft)) {
+                                    if tally.accepted.iter().any(|a| same_test(a, &draft)) {
+                                        continue;
+                                    }
+                                    let denials = foreseeable_denials(&draft, ctx, &rejected);
+                                    if denials.is_empty() {
                                         tally.accepted.push(draft);
+                                    } else {
+                                        tally.invalid.push((item.clone(), denials));
                                     }
                                 }
                                 Err(reasons) => tally.invalid.push((item.clone(), reasons)),

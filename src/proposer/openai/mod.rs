@@ -6,6 +6,7 @@
 //! - [`prompt`]: the minijinja templates, evidence selection within the token budget, digests;
 //! - [`transport`]: HTTP under async-openai with hypod's retry policy (the only retry layer);
 //! - [`response`]: the lenient envelope and the strict reading of the answer;
+//! - [`precheck`]: denials foreseen (consent rules, duplicates) so a repair can fix them;
 //! - [`client`]: [`OpenAiProposer`], the conversation with repairs, usage and cost.
 //!
 //! The proposer only drafts: its drafts go through the same validation and governance as the
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod precheck;
 pub mod prompt;
 pub mod response;
 pub mod schema;
