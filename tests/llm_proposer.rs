@@ -907,3 +907,31 @@ async fn foreseeable_governance_denials_are_re_asked_and_then_left_to_governance
     );
     assert!(output.rejected.is_empty());
 }
+
+#[tokio::test]
+async fn a_draft_the_repair_answer_leaves_out_is_recorded_as_dropped() {
+    let invented = draft_with(
+        1,
+        json!({"evidence": [{"experiment_id": "exp-2099-0001", "finding": "invented"}]}),
+    );
+    let server = FakeOpenAi::start(vec![
+        Scripted::proposals(vec![valid_draft(0), invented]),
+        Scripted::proposals(vec![]),
+    ])
+    .await;
+    let output = run(&server, config(&server.base_url()))
+        .await
+        .expect("drafts");
+    assert_eq!(output.drafts.len(), 1);
+    assert_eq!(output.rejected.len(), 1);
+    let all = reasons(&output);
+    assert!(
+        all.contains("exp-2099-0001") && all.contains("left out of the repair answer"),
+        "{all}"
+    );
+    let repair = server.requests()[1].last_message();
+    assert!(
+        repair.contains("a different proposal that avoids these problems"),
+        "{repair}"
+    );
+}

@@ -127,9 +127,10 @@ fn start(script: &PathBuf, server: Option<&str>) -> Server {
 /// `prompt_token_budget` is an estimate that errs high by ~15%: 5 000 is ~4 300 tokens for the
 /// model, which leaves the 2 600-token answer cap (3 proposals) inside the 8 192 context.
 fn workspace(port: u16, structured_output: &str) -> Workspace {
-    // JSON mode carries the schema in the prompt (~700 more tokens).
+    // JSON mode carries the schema in the prompt (~700 more tokens); 6 000 is ~5 200 for the
+    // model, still inside the context with the answer cap.
     let budget = if structured_output == "json_object" {
-        5_500
+        6_000
     } else {
         5_000
     };

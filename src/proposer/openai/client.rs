@@ -70,8 +70,23 @@ struct Tally {
     accepted: Vec<ProposalDraft>,
     /// Invalid items of the latest answer: (raw, reasons).
     invalid: Vec<(Value, Vec<String>)>,
+    /// Invalid items of earlier answers that the repair answer left out.
+    withdrawn: Vec<(Value, Vec<String>)>,
     usage: LlmUsage,
     model_echo: Option<String>,
+}
+
+/// Whether a repair answer's item is the repair of an earlier item: the same title, or the same
+/// moment, lever and segment.
+fn corresponds(item: &Value, earlier: &Value) -> bool {
+    let text = |value: &Value, key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase())
+    };
+    let same = |key: &str| text(item, key).is_some() && text(item, key) == text(earlier, key);
+    same("title") || (same("moment") && same("lever") && same("segment"))
 }
 
 /// The output-token cap of a request: room for `max_proposals` drafts of 300–500 tokens each.
@@ -317,7 +332,11 @@ impl OpenAiProposer {
         stats: &TransportStats,
         ctx: &ProposalContext<'_>,
     ) -> ProposerOutput {
-        let mut rejected_drafts: Vec<RejectedDraft> = Vec::new();
+        let mut rejected_drafts: Vec<RejectedDraft> = tally
+            .withdrawn
+            .iter()
+            .map(|(raw, reasons)| rejected(raw, reasons.clone()))
+            .collect();
         // Drafts that parse but still fail the reference and range checks go on to the run,
         // whose validation blocks them with a verdict per problem (kept visible as `blocked`);
         // what does not even parse as a draft can only be kept in the run record.
@@ -426,7 +445,7 @@ fn repair_message(invalid: &[(Value, Vec<String>)], accepted: usize, room: usize
         }
     }
     text.push_str(&format!(
-        "Answer with a JSON object {{\"proposals\": [...]}} that holds corrected versions of only the rejected proposals (at most {room}), with exactly the fields of the schema and no others. Cite only experiment ids from the evidence and only segments, signals and purposes from the catalog. Leave out a proposal you cannot correct."
+        "Answer with a JSON object {{\"proposals\": [...]}} holding, for each rejected proposal, a corrected version, or, where one cannot be corrected, a different proposal that avoids these problems (at most {room} in all). Use exactly the fields of the schema and no others. Cite only experiment ids from the evidence and only segments, signals and purposes from the catalog."
     ));
     text
 }
@@ -510,7 +529,14 @@ impl Proposer for OpenAiProposer {
                 Reply::Content(content) => match parse_answer(&content) {
                     Err(why) => Some((why, content)),
                     Ok(items) => {
-                        tally.invalid.clear();
+                        // Drafts sent for repair that the answer leaves out are recorded as
+                        // dropped, with their reasons.
+                        for (raw, mut reasons) in std::mem::take(&mut tally.invalid) {
+                            if !items.iter().any(|item| corresponds(item, &raw)) {
+                                reasons.push("left out of the repair answer".into());
+                                tally.withdrawn.push((raw, reasons));
+                            }
+                        }
                         for item in &items {
                             match check_item(item, &refs) {
                                 Ok(draft) => {
