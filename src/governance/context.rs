@@ -1,5 +1,5 @@
 //! What a policy rule can see: the five CEL variables `proposal`, `catalog`, `program`, `queue`
-//! and `now`, their shape (documented in docs/governance.md), and the queue counts a run keeps
+//! and `now`, their shape (documented in the README, "The variables a rule can use"), and the queue counts a run keeps
 //! up to date while it accepts proposals one after another. This module owns the conversion of
 //! hypod's values into CEL values; the policy module only evaluates rules against them.
 //!
