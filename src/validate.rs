@@ -281,19 +281,29 @@ fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
     shared / a.union(b).count() as f64
 }
 
+/// Share of the smaller set's words found in the other (the overlap coefficient): a lever name
+/// that only qualifies another (`alternatives_carousel_v2`) counts as the same lever.
+fn containment(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    a.intersection(b).count() as f64 / a.len().min(b.len()) as f64
+}
+
 /// Similarity of two tests in 0..=1. A duplicate must be in the same place: 1 when both test
 /// the same lever for the same segment at the same moment; for the same segment and moment
-/// under another lever name, 0.55 plus 0.45 × the mean word overlap (Jaccard) of their lever
-/// names and of their texts, so the same idea renamed is still caught while templated text
-/// about another lever is not; anywhere else at most 0.5, never a duplicate.
+/// under another lever name, 0.55 + 0.45 × c × (0.5 + 0.5 × j), where c is the lever names'
+/// word containment and j the texts' word overlap (Jaccard). The lever names must share words,
+/// so a qualified or reordered lever name is caught while templated text about another lever is
+/// not; anywhere else at most 0.5, never a duplicate.
 pub fn similarity(a_key: &TestKey, a_text: &str, b_key: &TestKey, b_text: &str) -> f64 {
     if a_key == b_key {
         return 1.0;
     }
     let text_overlap = jaccard(&words(a_text), &words(b_text));
     if a_key.moment == b_key.moment && a_key.segment == b_key.segment {
-        let lever_overlap = jaccard(&words(&a_key.lever), &words(&b_key.lever));
-        0.55 + 0.45 * (lever_overlap + text_overlap) / 2.0
+        let lever_overlap = containment(&words(&a_key.lever), &words(&b_key.lever));
+        0.55 + 0.45 * lever_overlap * (0.5 + 0.5 * text_overlap)
     } else {
         0.5 * text_overlap
     }
@@ -525,6 +535,38 @@ mod tests {
         let templated = "If we apply the lever for vip at the search moment, conversion will rise";
         let c = key(Moment::Search, "payment_options", "vip");
         assert!(similarity(&a, templated, &c, templated) < DUPLICATE_THRESHOLD);
+    }
+
+    #[test]
+    fn a_qualified_lever_name_for_a_running_test_is_a_duplicate() {
+        // Seen with a real 1.5B model: a draft for the running exp-2026-0245 under a longer name.
+        let running = key(
+            Moment::ProductDetail,
+            "alternatives_carousel",
+            "eu_visitors",
+        );
+        let running_text = "Alternatives carousel for eu visitors at product detail If we apply alternatives carousel for eu visitors at the product detail moment, conversion rate will rise.";
+        let draft = key(
+            Moment::ProductDetail,
+            "alternatives_carousel_experiment",
+            "eu_visitors",
+        );
+        let draft_text = "Alternatives Carousel Experiment for EU Visitors at Product Detail If we show an alternatives carousel to eu visitors on product pages, conversion rate will rise by 3%.";
+        assert!(similarity(&draft, draft_text, &running, running_text) >= DUPLICATE_THRESHOLD);
+        // Two different levers that share one word, in the builtin proposer's template, are not.
+        let text = |lever: &str| {
+            format!("Transfer {lever} to us visitors at cart checkout If we apply {lever} for us visitors at the cart checkout moment, then conversion rate will rise")
+        };
+        let nudge = key(Moment::CartCheckout, "free_shipping_nudge", "us_visitors");
+        let estimate = key(Moment::CartCheckout, "shipping_estimate", "us_visitors");
+        assert!(
+            similarity(
+                &nudge,
+                &text("free shipping nudge"),
+                &estimate,
+                &text("shipping estimate")
+            ) < DUPLICATE_THRESHOLD
+        );
     }
 
     #[test]
