@@ -250,7 +250,7 @@ pub async fn analyze(config: &Config, as_json: bool) -> CliResult {
 pub type ProposerPair = (Box<dyn Proposer>, Option<Box<dyn Proposer>>);
 
 /// The proposer the configuration asks for, and the fallback.
-pub fn proposers(config: &Config) -> Result<ProposerPair, CliError> {
+pub fn proposers(config: &Config, governance: &Governance) -> Result<ProposerPair, CliError> {
     let builtin = BuiltinProposer {
         alpha: config.analysis.alpha,
         power: config.analysis.power,
@@ -262,7 +262,7 @@ pub fn proposers(config: &Config) -> Result<ProposerPair, CliError> {
                 Fallback::Builtin => Some(Box::new(builtin)),
                 Fallback::None => None,
             };
-            Ok((Box::new(openai_proposer(config)?), fallback))
+            Ok((Box::new(openai_proposer(config, governance)?), fallback))
         }
     }
 }
@@ -274,26 +274,25 @@ pub fn prompts_dir(config: &Config) -> Option<PathBuf> {
 }
 
 /// The `openai` proposer as configured, with the policy set in plain words (each rule's
-/// description; a policy set that does not load fails the run elsewhere, with its reason).
-pub fn openai_proposer(config: &Config) -> Result<OpenAiProposer, CliError> {
-    let policies: Vec<PolicySummary> = Governance::load(config)
-        .map(|governance| {
-            governance
-                .policies
-                .rules
-                .iter()
-                .map(|rule| PolicySummary {
-                    id: rule.id.clone(),
-                    effect: rule.effect.as_str().to_string(),
-                    message: if rule.description.trim().is_empty() {
-                        rule.message.clone()
-                    } else {
-                        rule.description.clone()
-                    },
-                })
-                .collect()
+/// description).
+pub fn openai_proposer(
+    config: &Config,
+    governance: &Governance,
+) -> Result<OpenAiProposer, CliError> {
+    let policies: Vec<PolicySummary> = governance
+        .policies
+        .rules
+        .iter()
+        .map(|rule| PolicySummary {
+            id: rule.id.clone(),
+            effect: rule.effect.as_str().to_string(),
+            message: if rule.description.trim().is_empty() {
+                rule.message.clone()
+            } else {
+                rule.description.clone()
+            },
         })
-        .unwrap_or_default();
+        .collect();
     OpenAiProposer::new(config.llm.clone(), prompts_dir(config))
         .map(|p| p.with_policies(policies))
         .map_err(|e| CliError::usage(e.to_string()))
@@ -304,15 +303,11 @@ pub async fn prompt_render(config: &Config, as_json: bool) -> CliResult {
     let governance = load_governance(config)?;
     let store = open_store(config).await?;
     let now = Utc::now();
-    let experiments = store.load_experiments().await?;
-    let open_proposals: Vec<Proposal> = store
-        .list_proposals(&ProposalFilter::default())
-        .await?
-        .into_iter()
-        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
-        .collect();
-    let since = now - chrono::Duration::days(config.analysis.rejection_lookback_days as i64);
-    let recent_rejections = store.recent_rejections(since).await?;
+    let run::Loaded {
+        experiments,
+        open_proposals,
+        recent_rejections,
+    } = run::load(store.as_ref(), config, now).await?;
     let settings = run::analysis_settings(config, &governance, now);
     let analysis = analysis::analyze(&experiments, &settings);
     let context = ProposalContext {
@@ -325,7 +320,7 @@ pub async fn prompt_render(config: &Config, as_json: bool) -> CliResult {
         per_moment: config.proposer.per_moment,
         now,
     };
-    let rendered = openai_proposer(config)?
+    let rendered = openai_proposer(config, &governance)?
         .render(&context)
         .map_err(|e| CliError::usage(e.to_string()))?;
     if as_json {
@@ -353,7 +348,7 @@ pub async fn prompt_render(config: &Config, as_json: bool) -> CliResult {
 pub async fn run_command(config: &Config, as_json: bool, trigger: &str) -> CliResult {
     let governance = load_governance(config)?;
     let store = open_store(config).await?;
-    let (proposer, fallback) = proposers(config)?;
+    let (proposer, fallback) = proposers(config, &governance)?;
     let plan = RunPlan {
         config,
         governance: &governance,

@@ -47,6 +47,37 @@ pub fn analysis_settings(
     settings
 }
 
+/// What a run reads from the store before it analyses anything.
+pub struct Loaded {
+    pub experiments: Vec<crate::history::Experiment>,
+    /// Pending, approved and blocked proposals: new drafts must not repeat them.
+    pub open_proposals: Vec<Proposal>,
+    /// Rejections within `analysis.rejection_lookback_days`, with their reasons.
+    pub recent_rejections: Vec<(Proposal, crate::queue::Review)>,
+}
+
+/// Loads what a run (and `hypod prompt render`, which must show exactly what a run sends) reads.
+pub async fn load(
+    store: &dyn Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Loaded, StoreError> {
+    let experiments = store.load_experiments().await?;
+    let open_proposals: Vec<Proposal> = store
+        .list_proposals(&ProposalFilter::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
+        .collect();
+    let since = now - Duration::days(config.analysis.rejection_lookback_days as i64);
+    let recent_rejections = store.recent_rejections(since).await?;
+    Ok(Loaded {
+        experiments,
+        open_proposals,
+        recent_rejections,
+    })
+}
+
 /// Runs one cycle and records it. Returns the run record (also for failed runs, which are
 /// recorded with their reason); `Err` only when the run could not even be recorded.
 pub async fn run_once(
@@ -58,15 +89,11 @@ pub async fn run_once(
     let config = plan.config;
 
     // 1. Load.
-    let experiments = store.load_experiments().await?;
-    let open_proposals: Vec<Proposal> = store
-        .list_proposals(&ProposalFilter::default())
-        .await?
-        .into_iter()
-        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
-        .collect();
-    let since = plan.now - Duration::days(config.analysis.rejection_lookback_days as i64);
-    let recent_rejections = store.recent_rejections(since).await?;
+    let Loaded {
+        experiments,
+        open_proposals,
+        recent_rejections,
+    } = load(store, config, plan.now).await?;
     let input_digest = crate::digest(
         &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
     );
