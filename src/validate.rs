@@ -122,7 +122,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
                 &format!("evidence[{i}].experiment_id"),
                 format!(
                     "experiment {:?} does not exist in the history",
-                    truncate(&evidence.experiment_id, 80)
+                    crate::shorten(&evidence.experiment_id, 80)
                 ),
             );
         }
@@ -138,7 +138,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             "segment",
             format!(
                 "segment {:?} is not in the catalog (known: {})",
-                truncate(&draft.segment, 80),
+                crate::shorten(&draft.segment, 80),
                 known.join(", ")
             ),
         );
@@ -156,7 +156,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         if refs.catalog.signal(signal).is_none() {
             problem(
                 &format!("signals[{i}]"),
-                format!("signal {:?} is not in the catalog", truncate(signal, 80)),
+                format!(
+                    "signal {:?} is not in the catalog",
+                    crate::shorten(signal, 80)
+                ),
             );
         }
     }
@@ -173,7 +176,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         if refs.catalog.purpose(purpose).is_none() {
             problem(
                 &format!("consent_purposes[{i}]"),
-                format!("purpose {:?} is not in the catalog", truncate(purpose, 80)),
+                format!(
+                    "purpose {:?} is not in the catalog",
+                    crate::shorten(purpose, 80)
+                ),
             );
         }
     }
@@ -239,16 +245,6 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         check_identifier(&mut problems, &format!("guardrail_kpis[{i}]"), kpi);
     }
     problems
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(max_chars).collect();
-        cut.push('…');
-        cut
-    }
 }
 
 /// Validation problems as deny verdicts, so an invalid draft is kept as `blocked` with reasons.

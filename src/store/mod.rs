@@ -6,7 +6,7 @@
 pub mod sqlite;
 
 use crate::history::Experiment;
-use crate::queue::{Proposal, ProposalFilter, ProposalStatus, Review, RunRecord};
+use crate::queue::{Proposal, ProposalFilter, Review, RunRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -105,14 +105,6 @@ pub trait Store: Send + Sync {
 
     /// Records a review and applies its effect ([`crate::queue::apply_review`]) atomically.
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
-    /// Sets a proposal's status (e.g. `superseded`), with an audit entry.
-    async fn set_status(
-        &self,
-        id: &str,
-        status: ProposalStatus,
-        actor: &str,
-        reason: &str,
-    ) -> Result<(), StoreError>;
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
 }

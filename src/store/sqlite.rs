@@ -403,35 +403,6 @@ impl Store for SqliteStore {
         Ok(proposal)
     }
 
-    async fn set_status(
-        &self,
-        id: &str,
-        status: ProposalStatus,
-        actor: &str,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE proposals SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(timestamp(Utc::now()))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() != 1 {
-            return Err(ReviewError::NotFound(id.to_string()).into());
-        }
-        Self::append_audit(
-            &mut tx,
-            actor,
-            &format!("proposal.{}", status.as_str()),
-            id,
-            reason,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit_log ORDER BY seq")
             .fetch_all(&self.pool)

@@ -136,14 +136,7 @@ fn value_text(value: &Value) -> String {
 
 /// Cuts text for an error message (the char boundary is respected).
 pub fn snippet(text: &str, max_chars: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max_chars {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(max_chars).collect();
-        cut.push('…');
-        cut
-    }
+    crate::shorten(text.trim(), max_chars)
 }
 
 /// Reads `{"error": {"message", "code", "type", ...}}` (code of any JSON type), `{"error": "..."}`,
