@@ -323,6 +323,6 @@ mod tests {
     #[test]
     fn power_is_half_at_the_critical_effect() {
         let power = achieved_power(1.959963985, 1.0, 0.05).unwrap();
-        close(power, 0.5 + 0.0000000, 1e-3);
+        close(power, 0.5, 1e-3);
     }
 }

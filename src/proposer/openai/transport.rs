@@ -306,18 +306,19 @@ impl Transport {
             Err(err) => return Attempt::Fail(TransportFailure::Request(err.to_string())),
         };
         self.count_attempt();
+        // A connection error or a broken body: worth another attempt.
+        let unreachable = |message: String| Attempt::Retry {
+            why: message.clone(),
+            failure: TransportFailure::Unreachable {
+                attempts: attempt,
+                message,
+            },
+            retry_after: None,
+        };
         let response = match self.client.execute(request).await {
             Ok(response) => response,
             Err(err) => {
-                let message = describe(&err, self.timeout);
-                return Attempt::Retry {
-                    why: message.clone(),
-                    failure: TransportFailure::Unreachable {
-                        attempts: attempt,
-                        message,
-                    },
-                    retry_after: None,
-                };
+                return unreachable(describe(&err, self.timeout));
             }
         };
         let status = response.status();
@@ -331,15 +332,7 @@ impl Transport {
                 })
             }
             Err(ReadError::Http(err)) => {
-                let message = describe(&err, self.timeout);
-                return Attempt::Retry {
-                    why: message.clone(),
-                    failure: TransportFailure::Unreachable {
-                        attempts: attempt,
-                        message,
-                    },
-                    retry_after: None,
-                };
+                return unreachable(describe(&err, self.timeout));
             }
         };
         if status.is_success() {
