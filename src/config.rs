@@ -96,6 +96,8 @@ pub struct AnalysisConfig {
     pub min_decided_experiments: usize,
     /// Days of review decisions proposers are shown.
     pub rejection_lookback_days: u32,
+    /// `none` | `holm` | `benjamini_hochberg`: adjustment of A/B/n p-values.
+    pub multiple_comparisons: crate::analysis::MultipleComparisons,
 }
 
 impl Default for AnalysisConfig {
@@ -105,6 +107,7 @@ impl Default for AnalysisConfig {
             power: 0.8,
             min_decided_experiments: 20,
             rejection_lookback_days: 90,
+            multiple_comparisons: crate::analysis::MultipleComparisons::None,
         }
     }
 }

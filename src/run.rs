@@ -43,6 +43,7 @@ pub fn analysis_settings(
     settings.alpha = config.analysis.alpha;
     settings.power = config.analysis.power;
     settings.min_decided_experiments = config.analysis.min_decided_experiments;
+    settings.multiple_comparisons = config.analysis.multiple_comparisons;
     settings.latency_budget_ms = governance.catalog.latency_budget_ms.clone();
     settings
 }

@@ -1,8 +1,15 @@
 //! Program health: the playbook's signals computed over the whole history (proven hypothesis
 //! rate, idea-to-decision time, attribution stability, moment coverage, KPI mirage, latency
-//! leaks, black-box rules) and the maturity stage they suggest, with the reasons.
+//! leaks, black-box rules, data-quality problems) and the maturity stage they suggest, with
+//! the reasons.
+//!
+//! Quarters: a quarter is *complete* when it lies wholly between the first date of the
+//! history (the earliest idea, start or decision) and the day of the analysis. The first and
+//! the current quarter are usually partial: they are shown in the per-quarter maps and listed
+//! in `partial_quarters`, but the attribution CV and the idea-to-decision trend use complete
+//! quarters only (a half-filled quarter would look like a collapse of attributed revenue).
 
-use super::{AnalysisSettings, ExperimentAnalysis, Outcome};
+use super::{AnalysisSettings, DataQualityProblem, ExperimentAnalysis, Outcome};
 use crate::history::{Decision, Experiment, Moment};
 use chrono::{Datelike, Months, NaiveDate};
 use serde::Serialize;
@@ -55,8 +62,12 @@ pub struct ProgramHealth {
     /// Least-squares slope of the quarterly medians, in days per quarter (negative = faster).
     pub idea_to_decision_trend_days_per_quarter: Option<f64>,
     pub attributed_revenue_by_quarter: BTreeMap<String, f64>,
-    /// Coefficient of variation of the quarterly attributed revenue (lower = more stable).
+    /// Coefficient of variation of the quarterly attributed revenue over complete quarters
+    /// (lower = more stable).
     pub attribution_cv: Option<f64>,
+    /// Quarters in the per-quarter figures that the history covers only in part (its first
+    /// quarter, the current one); the CV and the trend leave them out.
+    pub partial_quarters: Vec<String>,
     /// Experiments started in the 12 months before the analysis day, per named moment.
     pub moment_coverage_12m: BTreeMap<String, usize>,
     /// Named moments with fewer than 3 experiments in those 12 months, or under a quarter of the
@@ -69,6 +80,9 @@ pub struct ProgramHealth {
     /// Shipped without a proven result.
     pub black_box_rules: Vec<String>,
     pub srm_flagged: Vec<String>,
+    /// Arms whose numbers cannot be real or cannot be tested (zero variance: 0 % or 100 %
+    /// conversion, constant revenue, a single order): tracking problems, not results.
+    pub data_quality: Vec<ExperimentDataQuality>,
     pub maturity_stage: u8,
     pub maturity_reasons: Vec<String>,
     /// Whether the history is rich enough for agentic proposals.
@@ -79,8 +93,22 @@ pub struct ProgramHealth {
     pub reasons: BTreeMap<String, String>,
 }
 
+/// A data-quality problem of one experiment's arm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentDataQuality {
+    pub id: String,
+    #[serde(flatten)]
+    pub problem: DataQualityProblem,
+}
+
 pub fn quarter_of(date: NaiveDate) -> String {
     format!("{}-Q{}", date.year(), (date.month0() / 3) + 1)
+}
+
+/// First day of the quarter of `date`, and first day of the next quarter.
+fn quarter_bounds(date: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+    let start = NaiveDate::from_ymd_opt(date.year(), (date.month0() / 3) * 3 + 1, 1)?;
+    Some((start, start.checked_add_months(Months::new(3))?))
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
@@ -138,8 +166,38 @@ pub fn program_health(
     let mut leaks = Vec::new();
     let mut black_box = Vec::new();
     let mut srm_flagged = Vec::new();
+    let mut data_quality = Vec::new();
+    // Quarters are complete from the first whole one after the history begins to the last
+    // one that ended before today.
+    let history_start = experiments
+        .iter()
+        .filter_map(|e| {
+            [e.idea_at, e.started_at, e.ended_at, e.decided_at]
+                .into_iter()
+                .flatten()
+                .min()
+        })
+        .min();
+    let is_complete = |quarter_date: NaiveDate| match (quarter_bounds(quarter_date), history_start)
+    {
+        (Some((start, end)), Some(first)) => start >= first && end <= settings.today,
+        _ => false,
+    };
+    let mut quarter_dates: BTreeMap<String, NaiveDate> = BTreeMap::new();
 
     for (experiment, analysis) in experiments.iter().zip(analyses) {
+        for problem in &analysis.data_quality {
+            data_quality.push(ExperimentDataQuality {
+                id: experiment.id.clone(),
+                problem: problem.clone(),
+            });
+        }
+        if let Some(date) = experiment.reference_date() {
+            quarter_dates.entry(quarter_of(date)).or_insert(date);
+        }
+        if let Some(date) = experiment.decided_at {
+            quarter_dates.entry(quarter_of(date)).or_insert(date);
+        }
         if experiment.is_running() {
             running += 1;
         } else {
@@ -243,13 +301,29 @@ pub fn program_health(
         .into_iter()
         .filter_map(|(q, mut days)| median(&mut days).map(|m| (q, m)))
         .collect();
-    let trend = slope(&by_quarter_days.values().copied().collect::<Vec<_>>());
+    let partial_quarters: Vec<String> = quarter_dates
+        .iter()
+        .filter(|(_, date)| !is_complete(**date))
+        .map(|(q, _)| q.clone())
+        .collect();
+    let complete = |q: &String| !partial_quarters.contains(q);
+    let trend = slope(
+        &by_quarter_days
+            .iter()
+            .filter(|(q, _)| complete(q))
+            .map(|(_, days)| *days)
+            .collect::<Vec<_>>(),
+    );
     let attribution_cv = {
-        let values: Vec<f64> = attributed.values().copied().collect();
+        let values: Vec<f64> = attributed
+            .iter()
+            .filter(|(q, _)| complete(q))
+            .map(|(_, v)| *v)
+            .collect();
         if values.len() < 2 {
             reasons.insert(
                 "attribution_cv".into(),
-                "attributed revenue in fewer than two quarters".into(),
+                "attributed revenue in fewer than two complete quarters".into(),
             );
             None
         } else {
@@ -312,6 +386,7 @@ pub fn program_health(
         idea_to_decision_trend_days_per_quarter: trend,
         attributed_revenue_by_quarter: attributed,
         attribution_cv,
+        partial_quarters,
         moment_coverage_12m: coverage,
         neglected_moments: neglected,
         kpi_mirage_share,
@@ -319,6 +394,7 @@ pub fn program_health(
         latency_leaks: leaks,
         black_box_rules: black_box,
         srm_flagged,
+        data_quality,
         maturity_stage: stage,
         maturity_reasons: stage_reasons,
         ready_for_proposals: ready,

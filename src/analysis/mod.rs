@@ -9,7 +9,7 @@ pub mod stats;
 use crate::history::{Experiment, ExperimentStatus};
 use chrono::NaiveDate;
 use serde::Serialize;
-use stats::{Moments, TestResult};
+use stats::{Arm, Moments, TestError, TestResult};
 use std::collections::BTreeMap;
 
 pub use health::ProgramHealth;
@@ -26,6 +26,57 @@ pub struct AnalysisSettings {
     pub min_decided_experiments: usize,
     /// The day the analysis is made (moment coverage looks back 12 months from it).
     pub today: NaiveDate,
+    /// Correction of the primary KPI's p-values across the treatments of an A/B/n test.
+    pub multiple_comparisons: MultipleComparisons,
+}
+
+/// How the p-values of an A/B/n test's treatments are adjusted for testing several at once
+/// (`analysis.multiple_comparisons`). Confidence intervals are not adjusted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultipleComparisons {
+    /// Raw p-values, as gbstats by default.
+    #[default]
+    None,
+    /// Holm–Bonferroni: controls the family-wise error rate.
+    Holm,
+    /// Benjamini–Hochberg: controls the false discovery rate.
+    BenjaminiHochberg,
+}
+
+impl MultipleComparisons {
+    /// Adjusted p-values, in the order given; `None` entries (tests that could not be
+    /// computed) stay `None` and do not count as comparisons.
+    pub fn adjust(self, p_values: &[Option<f64>]) -> Vec<Option<f64>> {
+        let mut order: Vec<(usize, f64)> = p_values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i, p)))
+            .collect();
+        order.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let m = order.len() as f64;
+        let mut adjusted = p_values.to_vec();
+        match self {
+            MultipleComparisons::None => {}
+            MultipleComparisons::Holm => {
+                // adj(i) = max over j ≤ i of min(1, (m − j + 1)·p(j)), 1-based ranks.
+                let mut running: f64 = 0.0;
+                for (rank, &(index, p)) in order.iter().enumerate() {
+                    running = running.max(((m - rank as f64) * p).min(1.0));
+                    adjusted[index] = Some(running);
+                }
+            }
+            MultipleComparisons::BenjaminiHochberg => {
+                // adj(i) = min over j ≥ i of min(1, m/j·p(j)).
+                let mut running: f64 = 1.0;
+                for (rank, &(index, p)) in order.iter().enumerate().rev() {
+                    running = running.min((m / (rank as f64 + 1.0) * p).min(1.0));
+                    adjusted[index] = Some(running);
+                }
+            }
+        }
+        adjusted
+    }
 }
 
 impl AnalysisSettings {
@@ -40,6 +91,7 @@ impl AnalysisSettings {
                 .collect(),
             min_decided_experiments: 20,
             today,
+            multiple_comparisons: MultipleComparisons::None,
         }
     }
 }
@@ -82,6 +134,9 @@ pub struct MetricResult {
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
     pub p_value: Option<f64>,
+    /// The p-value after `analysis.multiple_comparisons` across the treatments of an A/B/n
+    /// test (equal to `p_value` with one treatment or no correction); outcomes use it.
+    pub adjusted_p_value: Option<f64>,
     pub absolute_diff: Option<f64>,
     pub absolute_ci_low: Option<f64>,
     pub absolute_ci_high: Option<f64>,
@@ -105,7 +160,9 @@ impl MetricResult {
     }
 
     pub fn is_significant(&self, alpha: f64) -> bool {
-        self.p_value.is_some_and(|p| p < alpha)
+        self.adjusted_p_value
+            .or(self.p_value)
+            .is_some_and(|p| p < alpha)
     }
 }
 
@@ -126,8 +183,19 @@ pub struct ExperimentAnalysis {
     /// Every treatment on the primary KPI (more than one for A/B/n tests).
     pub treatments: Vec<MetricResult>,
     pub commercial_kpi: bool,
+    /// Arms whose data cannot be real or cannot be tested (zero variance): tracking problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_quality: Vec<DataQualityProblem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// One arm of one experiment whose numbers point at a measurement problem.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataQualityProblem {
+    pub variant: String,
+    pub kpi: String,
+    pub problem: String,
 }
 
 /// What `hypod analyze` reports.
@@ -156,14 +224,34 @@ pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analy
     }
 }
 
+/// The two arms of one comparison, by name.
+struct Arms<'a> {
+    control: &'a str,
+    treatment: &'a str,
+}
+
+/// What a zero variance means for a metric, in words a reviewer understands.
+fn zero_variance_problem(moments: &Moments, proportion: bool) -> String {
+    if proportion && moments.mean >= 1.0 {
+        "100 % conversion: a tracking bug, not a win".into()
+    } else if proportion {
+        "0 % conversion: nothing was recorded".into()
+    } else {
+        "zero variance (every visitor the same value, e.g. constant revenue or a single order)"
+            .into()
+    }
+}
+
 fn metric_from(
     kpi: &str,
-    treatment: &str,
+    arms: &Arms<'_>,
     control: Result<Moments, String>,
     candidate: Result<Moments, String>,
     settings: &AnalysisSettings,
     proportion: bool,
+    problems: &mut Vec<DataQualityProblem>,
 ) -> MetricResult {
+    let treatment = arms.treatment;
     let (control, candidate) = match (control, candidate) {
         (Ok(c), Ok(t)) => (c, t),
         (Err(reason), _) | (_, Err(reason)) => {
@@ -179,7 +267,24 @@ fn metric_from(
     };
     match stats::compare(&control, &candidate, settings.alpha) {
         Ok(test) => fill_test(&mut result, &test, &control, settings, proportion),
-        Err(reason) => result.reason = Some(reason),
+        Err(TestError::ZeroVariance(arm)) => {
+            let (name, moments) = match arm {
+                Arm::Control => (arms.control, &control),
+                Arm::Treatment => (arms.treatment, &candidate),
+            };
+            let problem = zero_variance_problem(moments, proportion);
+            result.reason = Some(format!(
+                "variant {name:?} has {problem}; as in gbstats, a test with an arm of zero variance is not computed"
+            ));
+            if !problems.iter().any(|p| p.variant == name && p.kpi == kpi) {
+                problems.push(DataQualityProblem {
+                    variant: name.to_string(),
+                    kpi: kpi.to_string(),
+                    problem,
+                });
+            }
+        }
+        Err(other) => result.reason = Some(other.to_string()),
     }
     result
 }
@@ -195,6 +300,7 @@ fn fill_test(
     result.ci_low = Some(test.ci_low);
     result.ci_high = Some(test.ci_high);
     result.p_value = Some(test.p_value);
+    result.adjusted_p_value = Some(test.p_value);
     result.absolute_diff = Some(test.absolute_diff);
     result.absolute_ci_low = Some(test.absolute_ci_low);
     result.absolute_ci_high = Some(test.absolute_ci_high);
@@ -253,26 +359,38 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
         "average_order_value" => aov(v),
         _ => Moments::proportion(v.conversions, v.visitors),
     };
-    let treatments: Vec<MetricResult> = experiment
+    let mut problems = Vec::new();
+    let mut treatments: Vec<MetricResult> = experiment
         .treatments()
         .map(|(_, t)| {
             metric_from(
                 kpi,
-                &t.name,
+                &Arms {
+                    control: &control.name,
+                    treatment: &t.name,
+                },
                 primary_moments(control),
                 primary_moments(t),
                 settings,
                 is_proportion_kpi(kpi),
+                &mut problems,
             )
         })
         .collect();
+    let raw: Vec<Option<f64>> = treatments.iter().map(|t| t.p_value).collect();
+    for (treatment, adjusted) in treatments
+        .iter_mut()
+        .zip(settings.multiple_comparisons.adjust(&raw))
+    {
+        treatment.adjusted_p_value = adjusted;
+    }
     // The outcome is decided on the treatment with the strongest evidence (lowest p-value).
     let best_index = treatments
         .iter()
         .enumerate()
         .min_by(|(_, a), (_, b)| {
-            let pa = a.p_value.unwrap_or(f64::INFINITY);
-            let pb = b.p_value.unwrap_or(f64::INFINITY);
+            let pa = a.adjusted_p_value.unwrap_or(f64::INFINITY);
+            let pb = b.adjusted_p_value.unwrap_or(f64::INFINITY);
             pa.total_cmp(&pb)
         })
         .map(|(i, _)| i)
@@ -291,22 +409,30 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
     let revenue_per_visitor = has_revenue.then(|| {
         metric_from(
             "revenue_per_visitor",
-            &best_treatment.name,
+            &Arms {
+                control: &control.name,
+                treatment: &best_treatment.name,
+            },
             rpv(control),
             rpv(best_treatment),
             settings,
             false,
+            &mut problems,
         )
     });
     let has_orders = has_revenue && experiment.variants.iter().all(|v| v.orders.is_some());
     let average_order_value = has_orders.then(|| {
         metric_from(
             "average_order_value",
-            &best_treatment.name,
+            &Arms {
+                control: &control.name,
+                treatment: &best_treatment.name,
+            },
             aov(control),
             aov(best_treatment),
             settings,
             false,
+            &mut problems,
         )
     });
 
@@ -322,7 +448,7 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
             )),
         )
     } else {
-        match (primary.p_value, primary.relative_lift) {
+        match (primary.adjusted_p_value, primary.relative_lift) {
             (Some(p), Some(lift)) if p < settings.alpha && lift > 0.0 => (Outcome::Proven, None),
             (Some(p), Some(lift)) if p < settings.alpha && lift < 0.0 => (Outcome::Disproven, None),
             (Some(_), Some(_)) => (Outcome::Inconclusive, None),
@@ -350,6 +476,7 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
         average_order_value,
         treatments,
         commercial_kpi: experiment.has_commercial_kpi(),
+        data_quality: problems,
         reason,
     }
 }

@@ -1,9 +1,20 @@
 //! Frequentist tests as in GrowthBook's `gbstats`: Welch's t on the relative lift with the
 //! delta method (the primary test), the absolute difference beside it, ratio metrics, sample
 //! ratio mismatch, power and sample size. Pure functions on numbers; nothing here panics or
-//! returns NaN: a statistic that cannot be computed is an `Err(reason)`.
+//! returns NaN: a statistic that cannot be computed is an error that says why.
+//!
+//! Degenerate arms follow one rule, as in gbstats: when **either** arm has zero variance (0 %
+//! or 100 % conversion, constant revenue, a single order) the test is not computable and the
+//! error names the arm. A variance computed from sums is "zero" when it is rounding noise: at
+//! most [`ROUNDING_EPS`] times the magnitude of the terms it was computed from (the sum of
+//! squares for a mean, the largest delta-method term for a ratio), so a constant order value
+//! that leaves 1e-12 of noise does not become a test with absurd degrees of freedom.
 
-use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+use super::dist;
+use std::fmt;
+
+/// Relative size below which a variance is taken for the rounding noise of its computation.
+pub const ROUNDING_EPS: f64 = 1e-9;
 
 /// Mean and variance of one metric in one variant, per visitor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -11,6 +22,51 @@ pub struct Moments {
     pub n: f64,
     pub mean: f64,
     pub variance: f64,
+    /// The magnitude the variance was computed from: a variance at most
+    /// `ROUNDING_EPS · noise_scale` is rounding noise, i.e. zero. 0 for exact variances.
+    pub noise_scale: f64,
+}
+
+impl Moments {
+    /// Whether this arm has no variance at all, or only rounding noise.
+    pub fn has_zero_variance(&self) -> bool {
+        // Also true for a NaN variance.
+        !(self.variance > ROUNDING_EPS * self.noise_scale)
+    }
+}
+
+/// Which arm of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    Control,
+    Treatment,
+}
+
+/// Why a comparison cannot be computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestError {
+    /// One arm (the first found, control first) has zero variance.
+    ZeroVariance(Arm),
+    /// Anything else, in words.
+    Other(String),
+}
+
+impl fmt::Display for TestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TestError::ZeroVariance(Arm::Control) => write!(f, "the control has zero variance"),
+            TestError::ZeroVariance(Arm::Treatment) => {
+                write!(f, "the treatment has zero variance")
+            }
+            TestError::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for TestError {
+    fn from(reason: String) -> Self {
+        TestError::Other(reason)
+    }
 }
 
 impl Moments {
@@ -25,6 +81,7 @@ impl Moments {
             n,
             mean,
             variance: mean * (1.0 - mean),
+            noise_scale: 0.0,
         })
     }
 
@@ -39,6 +96,7 @@ impl Moments {
             n,
             mean: sum / n,
             variance,
+            noise_scale: sum_squares.abs() / (n - 1.0),
         })
     }
 
@@ -65,12 +123,23 @@ impl Moments {
         let var_den = ((den_sq - den_sum * den_sum / n) / (n - 1.0)).max(0.0);
         let covariance = (cross - num_sum * den_sum / n) / (n - 1.0);
         let mean = mean_num / mean_den;
-        let variance = (var_num / mean_den.powi(2)
-            - 2.0 * covariance * mean_num / mean_den.powi(3)
-            + mean_num.powi(2) * var_den / mean_den.powi(4))
-        .max(0.0);
+        let terms = [
+            var_num / mean_den.powi(2),
+            -2.0 * covariance * mean_num / mean_den.powi(3),
+            mean_num.powi(2) * var_den / mean_den.powi(4),
+        ];
+        let variance = terms.iter().sum::<f64>().max(0.0);
+        let noise_scale = terms
+            .iter()
+            .map(|t| t.abs())
+            .fold(num_sq.abs() / (n - 1.0) / mean_den.powi(2), f64::max);
         // As in gbstats, the ratio's variance is per visitor (the unit of randomisation).
-        Ok(Moments { n, mean, variance })
+        Ok(Moments {
+            n,
+            mean,
+            variance,
+            noise_scale,
+        })
     }
 }
 
@@ -97,27 +166,34 @@ pub fn welch_df(control: &Moments, treatment: &Moments) -> f64 {
     (a + b).powi(2) / (a.powi(2) / (control.n - 1.0) + b.powi(2) / (treatment.n - 1.0))
 }
 
-fn t_test(estimate: f64, se: f64, df: f64, alpha: f64) -> Result<(f64, f64, f64), String> {
-    let t = StudentsT::new(0.0, 1.0, df).map_err(|e| format!("t distribution: {e}"))?;
-    let p = 2.0 * (1.0 - t.cdf((estimate / se).abs()));
-    let critical = t.inverse_cdf(1.0 - alpha / 2.0);
-    Ok((
-        estimate - critical * se,
-        estimate + critical * se,
-        p.clamp(0.0, 1.0),
-    ))
+/// Interval and two-sided p-value of one t statistic, with the critical value computed once
+/// per comparison by the caller.
+fn t_test(estimate: f64, se: f64, df: f64, critical: f64) -> (f64, f64, f64) {
+    let p = dist::t_two_sided_p(estimate / se, df);
+    (estimate - critical * se, estimate + critical * se, p)
 }
 
 /// Two-sided Welch t-tests of treatment against control, relative (delta method) and absolute.
-pub fn compare(control: &Moments, treatment: &Moments, alpha: f64) -> Result<TestResult, String> {
+pub fn compare(
+    control: &Moments,
+    treatment: &Moments,
+    alpha: f64,
+) -> Result<TestResult, TestError> {
     if control.n < 2.0 || treatment.n < 2.0 {
-        return Err("fewer than two visitors in a variant".into());
+        return Err(TestError::Other(
+            "fewer than two visitors in a variant".into(),
+        ));
+    }
+    if control.has_zero_variance() {
+        return Err(TestError::ZeroVariance(Arm::Control));
+    }
+    if treatment.has_zero_variance() {
+        return Err(TestError::ZeroVariance(Arm::Treatment));
     }
     if control.mean == 0.0 {
-        return Err("the control mean is zero: a relative lift is undefined".into());
-    }
-    if control.variance <= 0.0 && treatment.variance <= 0.0 {
-        return Err("zero variance in both variants".into());
+        return Err(TestError::Other(
+            "the control mean is zero: a relative lift is undefined".into(),
+        ));
     }
     let (mc, mt) = (control.mean, treatment.mean);
     let relative_lift = (mt - mc) / mc.abs();
@@ -128,11 +204,12 @@ pub fn compare(control: &Moments, treatment: &Moments, alpha: f64) -> Result<Tes
     let absolute_se = (treatment.variance / treatment.n + control.variance / control.n).sqrt();
     let df = welch_df(control, treatment);
     if !(df.is_finite() && df > 0.0 && relative_se > 0.0 && absolute_se > 0.0) {
-        return Err("degenerate variances".into());
+        return Err(TestError::Other("degenerate variances".into()));
     }
-    let (ci_low, ci_high, p_value) = t_test(relative_lift, relative_se, df, alpha)?;
+    let critical = dist::t_isf(alpha / 2.0, df);
+    let (ci_low, ci_high, p_value) = t_test(relative_lift, relative_se, df, critical);
     let (absolute_ci_low, absolute_ci_high, absolute_p_value) =
-        t_test(absolute_diff, absolute_se, df, alpha)?;
+        t_test(absolute_diff, absolute_se, df, critical);
     let result = TestResult {
         relative_lift,
         ci_low,
@@ -157,7 +234,9 @@ pub fn compare(control: &Moments, treatment: &Moments, alpha: f64) -> Result<Tes
     if all.iter().all(|x| x.is_finite()) {
         Ok(result)
     } else {
-        Err("the test is not computable on these numbers".into())
+        Err(TestError::Other(
+            "the test is not computable on these numbers".into(),
+        ))
     }
 }
 
@@ -180,15 +259,15 @@ pub fn srm(observed: &[u64], weights: &[f64]) -> Result<(f64, f64), String> {
             (o as f64 - expected).powi(2) / expected
         })
         .sum();
-    let dist = ChiSquared::new((observed.len() - 1) as f64).map_err(|e| e.to_string())?;
-    Ok((chi2, (1.0 - dist.cdf(chi2)).clamp(0.0, 1.0)))
+    let p = dist::chi2_sf(chi2, (observed.len() - 1) as f64);
+    if p.is_nan() {
+        return Err("the chi-square statistic is not computable".into());
+    }
+    Ok((chi2, p.clamp(0.0, 1.0)))
 }
 
 fn z(quantile: f64) -> f64 {
-    // Normal::new(0, 1) cannot fail.
-    Normal::new(0.0, 1.0)
-        .map(|n| n.inverse_cdf(quantile))
-        .unwrap_or(f64::NAN)
+    dist::normal_ppf(quantile)
 }
 
 /// Power of a two-sided z-test to detect `effect` with standard error `se`.
@@ -196,10 +275,9 @@ pub fn achieved_power(effect: f64, se: f64, alpha: f64) -> Result<f64, String> {
     if se.is_nan() || se <= 0.0 || !effect.is_finite() {
         return Err("no standard error".into());
     }
-    let standard = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
-    let critical = z(1.0 - alpha / 2.0);
+    let critical = dist::normal_isf(alpha / 2.0);
     let shift = effect.abs() / se;
-    Ok((1.0 - standard.cdf(critical - shift) + standard.cdf(-critical - shift)).clamp(0.0, 1.0))
+    Ok((dist::normal_sf(critical - shift) + dist::normal_cdf(-critical - shift)).clamp(0.0, 1.0))
 }
 
 /// Visitors per arm to detect a relative change `relative_mde` of a proportion `baseline`
@@ -318,6 +396,63 @@ mod tests {
         assert!(sample_size_mean(0.0, 1.0, 0.05, 0.8).is_err());
         assert!(srm(&[0, 0], &[1.0, 1.0]).is_err());
         assert!(achieved_power(0.1, 0.0, 0.05).is_err());
+    }
+
+    #[test]
+    fn either_arm_with_zero_variance_is_named() {
+        let control = Moments::proportion(500, 10_000).unwrap();
+        let all = Moments::proportion(1_110_901, 1_110_901).unwrap();
+        assert_eq!(
+            compare(&control, &all, 0.05),
+            Err(TestError::ZeroVariance(Arm::Treatment))
+        );
+        let none = Moments::proportion(0, 10_000).unwrap();
+        assert_eq!(
+            compare(&none, &control, 0.05),
+            Err(TestError::ZeroVariance(Arm::Control))
+        );
+        // Average order value with one order of 49.9 per arm: the delta-method variance is
+        // zero up to rounding, so the test is declined rather than given absurd ν.
+        let one_order =
+            |visitors| Moments::ratio((49.9, 49.9 * 49.9), (1.0, 1.0), 49.9, visitors).unwrap();
+        let (c, t) = (one_order(1_000_003), one_order(999_989));
+        assert!(c.has_zero_variance() && t.has_zero_variance());
+        assert!(matches!(
+            compare(&c, &t, 0.05),
+            Err(TestError::ZeroVariance(Arm::Control))
+        ));
+        // Constant revenue per visitor (every visitor paid 10): rounding noise only.
+        let n = 333_333u64;
+        let constant = Moments::sample_mean(10.0 * n as f64, 100.0 * n as f64, n).unwrap();
+        assert!(constant.has_zero_variance());
+    }
+
+    /// Sitewide tests: 10⁷, 10⁹ and 10¹² visitors per arm return at once, with intervals at
+    /// the normal limit (ν is ~2·10⁷ to 2·10¹²: the t critical value is 1.959964 to ≤ 1e-7).
+    #[test]
+    fn sitewide_tests_return_with_normal_limit_intervals() {
+        for n in [10_000_000u64, 1_000_000_000, 1_000_000_000_000] {
+            let c = Moments::proportion(n / 20, n).unwrap();
+            let t = Moments::proportion(n / 20 + n / 2_000, n).unwrap();
+            let r = compare(&c, &t, 0.05).unwrap();
+            let z = 1.959_963_984_540_054;
+            let se = r.relative_se;
+            close(r.ci_low, r.relative_lift - z * se, 1e-6);
+            close(r.ci_high, r.relative_lift + z * se, 1e-6);
+            // The interval and the p-value agree: the interval excludes 0 iff p < 0.05.
+            assert_eq!(r.ci_low > 0.0, r.p_value < 0.05, "n={n}");
+        }
+    }
+
+    #[test]
+    fn tiny_p_values_are_not_zero() {
+        let c = Moments::proportion(50_000, 1_000_000).unwrap();
+        let t = Moments::proportion(60_000, 1_000_000).unwrap();
+        let r = compare(&c, &t, 0.05).unwrap();
+        assert!(r.p_value > 0.0 && r.p_value < 1e-100, "{}", r.p_value);
+        // χ² = 784.3: p ≈ 1e-172, which `1 − cdf` printed as 0.
+        let (_, p) = srm(&[1_000_000, 1_040_000], &[1.0, 1.0]).unwrap();
+        assert!(p > 1e-175 && p < 1e-170, "{p}");
     }
 
     #[test]
