@@ -508,6 +508,71 @@ mod tests {
         assert!(!a.srm_flagged);
     }
 
+    /// `tests/reference/multiple_comparisons.csv`, from statsmodels' `multipletests`.
+    #[test]
+    fn corrections_match_statsmodels() {
+        let table = include_str!("../../tests/reference/multiple_comparisons.csv");
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let method = match f[0] {
+                "holm" => MultipleComparisons::Holm,
+                "benjamini_hochberg" => MultipleComparisons::BenjaminiHochberg,
+                other => panic!("{other}"),
+            };
+            let parse =
+                |s: &str| -> Vec<f64> { s.split('|').map(|p| p.parse().unwrap()).collect() };
+            let raw: Vec<Option<f64>> = parse(f[1]).into_iter().map(Some).collect();
+            let adjusted = method.adjust(&raw);
+            for (ours, theirs) in adjusted.iter().zip(parse(f[2])) {
+                assert!(
+                    (ours.unwrap() - theirs).abs() < 1e-15,
+                    "{line}: {adjusted:?}"
+                );
+            }
+        }
+        // Untestable treatments stay untested and do not count.
+        let adjusted = MultipleComparisons::Holm.adjust(&[Some(0.02), None, Some(0.02)]);
+        assert_eq!(adjusted, vec![Some(0.04), None, Some(0.04)]);
+    }
+
+    #[test]
+    fn the_outcome_follows_the_correction() {
+        // Three treatments; the best has p ≈ 0.02 raw, above 0.05 once Holm multiplies by 3.
+        let e = experiment(
+            r#"{"id":"abn","name":"abn","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":20000,"conversions":1000},{"name":"t1","control":false,"visitors":20000,"conversions":1100},{"name":"t2","control":false,"visitors":20000,"conversions":1010},{"name":"t3","control":false,"visitors":20000,"conversions":990}]}"#,
+        );
+        let none = analyze_experiment(&e, &settings());
+        assert_eq!(none.outcome, Outcome::Proven);
+        let raw = none.primary.p_value.unwrap();
+        assert!(raw < 0.05 && raw * 3.0 > 0.05, "{raw}");
+        let mut holm = settings();
+        holm.multiple_comparisons = MultipleComparisons::Holm;
+        let corrected = analyze_experiment(&e, &holm);
+        assert_eq!(corrected.outcome, Outcome::Inconclusive);
+        assert_eq!(corrected.primary.p_value, Some(raw));
+        assert!((corrected.primary.adjusted_p_value.unwrap() - 3.0 * raw).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_100_percent_arm_is_a_data_quality_problem_not_a_win() {
+        let e = experiment(
+            r#"{"id":"bug","name":"bug","moment":"search","primary_kpi":"conversion_rate","status":"concluded","decision":"ship","variants":[{"name":"control","control":true,"visitors":1110000,"conversions":55000},{"name":"all-in","control":false,"visitors":1110901,"conversions":1110901}]}"#,
+        );
+        let analysis = analyze(std::slice::from_ref(&e), &settings());
+        let a = &analysis.experiments[0];
+        assert_eq!(a.outcome, Outcome::NotComputable);
+        assert!(a.primary.p_value.is_none() && a.primary.relative_lift.is_none());
+        let reason = a.primary.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("\"all-in\"") && reason.contains("100 % conversion"),
+            "{reason}"
+        );
+        let listed = &analysis.program.data_quality;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "bug");
+        assert_eq!(listed[0].problem.variant, "all-in");
+    }
+
     #[test]
     fn srm_makes_the_result_invalid() {
         let e = experiment(

@@ -398,6 +398,51 @@ mod tests {
         assert!(achieved_power(0.1, 0.0, 0.05).is_err());
     }
 
+    /// `tests/reference/gbstats_table.csv` (made by `make_gbstats_table.py` with gbstats 0.8):
+    /// 51 tests from 20 to 10⁹ visitors per arm, lift, interval and p-value. Intervals to 1e-9
+    /// of their width; p-values to 1e-8 relative (gbstats computes them as `1 − cdf`, so only
+    /// to ~1e-16 absolute).
+    #[test]
+    fn matches_gbstats_from_20_to_a_billion_visitors() {
+        let table = include_str!("../../tests/reference/gbstats_table.csv");
+        let mut checked = 0;
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| f[i].parse::<f64>().unwrap();
+            let count = |i: usize| f[i].parse::<u64>().unwrap();
+            let (c, t) = match f[0] {
+                "proportion" => (
+                    Moments::proportion(num(2) as u64, count(1)).unwrap(),
+                    Moments::proportion(num(5) as u64, count(4)).unwrap(),
+                ),
+                _ => (
+                    Moments::sample_mean(num(2), num(3), count(1)).unwrap(),
+                    Moments::sample_mean(num(5), num(6), count(4)).unwrap(),
+                ),
+            };
+            let r = compare(&c, &t, 0.05).unwrap();
+            let width = num(9) - num(8);
+            for (name, ours, theirs) in [
+                ("lift", r.relative_lift, num(7)),
+                ("ci_low", r.ci_low, num(8)),
+                ("ci_high", r.ci_high, num(9)),
+            ] {
+                assert!(
+                    (ours - theirs).abs() <= 1e-9 * width,
+                    "{line}: {name} {ours} vs gbstats {theirs}"
+                );
+            }
+            let p = num(10);
+            assert!(
+                (r.p_value - p).abs() <= 1e-8 * p + 1e-14,
+                "{line}: p {} vs gbstats {p}",
+                r.p_value
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 51);
+    }
+
     #[test]
     fn either_arm_with_zero_variance_is_named() {
         let control = Moments::proportion(500, 10_000).unwrap();

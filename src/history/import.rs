@@ -732,6 +732,46 @@ fn validate_variant(index: usize, variant: &Variant) -> Result<(), FieldError> {
     }
     check_finite(&field("revenue"), variant.revenue, true)?;
     check_finite(&field("revenue_sq"), variant.revenue_sq, true)?;
+    // Numbers that no real tracking can produce: each would turn into a "result".
+    if let Some(orders) = variant.orders {
+        if orders < variant.conversions {
+            return Err(field_error(
+                field("orders"),
+                format!(
+                    "{orders} orders are fewer than {} conversions (every converting visitor placed an order)",
+                    variant.conversions
+                ),
+            ));
+        }
+        if orders > 0 && variant.conversions == 0 {
+            return Err(field_error(
+                field("orders"),
+                format!("{orders} orders but no conversion"),
+            ));
+        }
+    }
+    if variant.visitors == 0 {
+        for (name, value) in [
+            ("revenue", variant.revenue),
+            ("revenue_sq", variant.revenue_sq),
+        ] {
+            if value.is_some_and(|v| v > 0.0) {
+                return Err(field_error(field(name), "is positive with 0 visitors"));
+            }
+        }
+    }
+    if let (Some(sum), Some(sum_sq)) = (variant.revenue, variant.revenue_sq) {
+        // Σx² ≥ (Σx)²/n for any n values (Cauchy–Schwarz): below it the variance is negative.
+        let minimum = sum * sum / variant.visitors.max(1) as f64;
+        if sum_sq < minimum * (1.0 - 1e-9) {
+            return Err(field_error(
+                field("revenue_sq"),
+                format!(
+                    "{sum_sq} is below revenue²/visitors = {minimum}: revenue_sq must be the sum over visitors of the squared revenue per visitor, which can never be smaller"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -774,6 +814,43 @@ mod tests {
             report.problems[0].to_string(),
             "h.ndjson:3: field `variants[1].conversions`: 700 conversions exceed 100 visitors"
         );
+    }
+
+    #[test]
+    fn impossible_numbers_are_rejected_with_their_field() {
+        let cases = [
+            (
+                r#""orders":4,"#,
+                "variants[1].orders",
+                "4 orders are fewer than 7 conversions",
+            ),
+            (
+                r#""revenue":1000.0,"revenue_sq":9000.0,"#,
+                "variants[1].revenue_sq",
+                "below revenue²/visitors = 10000",
+            ),
+        ];
+        for (extra, field, message) in cases {
+            let text = GOOD.replace(
+                r#""visitors":100,"conversions":7"#,
+                &format!(r#"{extra}"visitors":100,"conversions":7"#),
+            );
+            assert_ne!(text, GOOD);
+            let report = parse_text("h.ndjson", Format::Ndjson, &text);
+            assert!(report.experiments.is_empty(), "{extra} was accepted");
+            let problem = &report.problems[0];
+            assert_eq!(problem.field.as_deref(), Some(field), "{problem}");
+            assert!(problem.to_string().contains(message), "{problem}");
+            assert!(problem.to_string().starts_with("h.ndjson:1:"), "{problem}");
+        }
+        // Exactly at the bound (every visitor paid the same) is possible, and kept.
+        let text = GOOD.replace(
+            r#""visitors":100,"conversions":7"#,
+            r#""revenue":1000.0,"revenue_sq":10000.0,"visitors":100,"conversions":7"#,
+        );
+        assert!(parse_text("h.ndjson", Format::Ndjson, &text)
+            .problems
+            .is_empty());
     }
 
     #[test]
