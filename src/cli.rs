@@ -51,6 +51,22 @@ impl<E: std::error::Error> From<E> for CliError {
 
 pub type CliResult = Result<(), CliError>;
 
+/// Writes a JSON document to stdout through a buffer, without building it in memory. A closed
+/// stdout (`hypod analyze --json | head`) ends the command quietly, as other Unix tools do.
+fn write_json_to_stdout(value: &impl serde::Serialize) -> CliResult {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> CliResult {
     let text = serde_json::to_string_pretty(value)?;
     println!("{text}");
@@ -169,10 +185,16 @@ fn fmt_pct(value: Option<f64>) -> String {
 }
 
 pub async fn analyze(config: &Config, as_json: bool) -> CliResult {
-    let analysis = load_analysis(config).await?;
     if as_json {
-        return print_json(&analysis);
+        // Streamed: the document is written as it is computed, never held whole.
+        let governance = load_governance(config)?;
+        let store = open_store(config).await?;
+        let experiments = store.load_experiments().await?;
+        let settings = run::analysis_settings(config, &governance, Utc::now());
+        let document = analysis::StreamedAnalysis::new(&experiments, &settings);
+        return write_json_to_stdout(&document);
     }
+    let analysis = load_analysis(config).await?;
     let p = &analysis.program;
     println!(
         "Program health ({} experiments, {} running)",

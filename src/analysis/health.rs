@@ -145,6 +145,15 @@ pub fn program_health(
     analyses: &[ExperimentAnalysis],
     settings: &AnalysisSettings,
 ) -> ProgramHealth {
+    program_health_of(experiments.iter().zip(analyses), settings)
+}
+
+/// Program health from experiments paired with their analyses, in one pass: the analyses may
+/// be computed on the fly and dropped, so a large history need not hold them all at once.
+pub fn program_health_of<'a, A: std::borrow::Borrow<ExperimentAnalysis>>(
+    pairs: impl IntoIterator<Item = (&'a Experiment, A)>,
+    settings: &AnalysisSettings,
+) -> ProgramHealth {
     let mut reasons = BTreeMap::new();
     let mut overall = RateCell::default();
     let mut by_moment: BTreeMap<String, RateCell> = BTreeMap::new();
@@ -169,23 +178,26 @@ pub fn program_health(
     let mut data_quality = Vec::new();
     // Quarters are complete from the first whole one after the history begins to the last
     // one that ended before today.
-    let history_start = experiments
-        .iter()
-        .filter_map(|e| {
-            [e.idea_at, e.started_at, e.ended_at, e.decided_at]
-                .into_iter()
-                .flatten()
-                .min()
-        })
-        .min();
-    let is_complete = |quarter_date: NaiveDate| match (quarter_bounds(quarter_date), history_start)
-    {
-        (Some((start, end)), Some(first)) => start >= first && end <= settings.today,
-        _ => false,
-    };
+    let mut history_start: Option<NaiveDate> = None;
     let mut quarter_dates: BTreeMap<String, NaiveDate> = BTreeMap::new();
+    let mut count = 0usize;
 
-    for (experiment, analysis) in experiments.iter().zip(analyses) {
+    for (experiment, analysis) in pairs {
+        let analysis: &ExperimentAnalysis = analysis.borrow();
+        count += 1;
+        let first_date = [
+            experiment.idea_at,
+            experiment.started_at,
+            experiment.ended_at,
+            experiment.decided_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        history_start = match (history_start, first_date) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for problem in &analysis.data_quality {
             data_quality.push(ExperimentDataQuality {
                 id: experiment.id.clone(),
@@ -301,6 +313,11 @@ pub fn program_health(
         .into_iter()
         .filter_map(|(q, mut days)| median(&mut days).map(|m| (q, m)))
         .collect();
+    let is_complete = |quarter_date: NaiveDate| match (quarter_bounds(quarter_date), history_start)
+    {
+        (Some((start, end)), Some(first)) => start >= first && end <= settings.today,
+        _ => false,
+    };
     let partial_quarters: Vec<String> = quarter_dates
         .iter()
         .filter(|(_, date)| !is_complete(**date))
@@ -342,8 +359,7 @@ pub fn program_health(
             count < 3 || (count as f64) < 0.25 * busiest
         })
         .collect();
-    let kpi_mirage_share =
-        (!experiments.is_empty()).then(|| mirage.len() as f64 / experiments.len() as f64);
+    let kpi_mirage_share = (count > 0).then(|| mirage.len() as f64 / count as f64);
 
     let (stage, stage_reasons) = maturity(
         overall.valid,
@@ -352,7 +368,7 @@ pub fn program_health(
         attribution_cv,
         kpi_mirage_share.unwrap_or(0.0),
         black_box.len(),
-        experiments.len(),
+        count,
         &neglected,
     );
     let ready = overall.valid >= settings.min_decided_experiments;
@@ -369,7 +385,7 @@ pub fn program_health(
     };
 
     ProgramHealth {
-        experiments: experiments.len(),
+        experiments: count,
         running,
         concluded,
         valid_concluded: overall.valid,

@@ -211,6 +211,53 @@ impl Analysis {
     }
 }
 
+/// The `hypod analyze --json` document of a history, serialised as it is computed: program
+/// health first (one pass over the experiments, each analysis dropped once counted), then
+/// each experiment's analysis computed again and written at once. Same JSON as [`Analysis`];
+/// memory does not grow with the output. The statistics are cheap next to the writing, so
+/// computing them twice costs less than holding them.
+pub struct StreamedAnalysis<'a> {
+    program: ProgramHealth,
+    experiments: &'a [Experiment],
+    settings: &'a AnalysisSettings,
+}
+
+impl<'a> StreamedAnalysis<'a> {
+    pub fn new(experiments: &'a [Experiment], settings: &'a AnalysisSettings) -> Self {
+        let program = health::program_health_of(
+            experiments
+                .iter()
+                .map(|e| (e, analyze_experiment(e, settings))),
+            settings,
+        );
+        StreamedAnalysis {
+            program,
+            experiments,
+            settings,
+        }
+    }
+
+    pub fn program(&self) -> &ProgramHealth {
+        &self.program
+    }
+}
+
+impl Serialize for StreamedAnalysis<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Each<'b>(&'b [Experiment], &'b AnalysisSettings);
+        impl Serialize for Each<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(|e| analyze_experiment(e, self.1)))
+            }
+        }
+        let mut document = serializer.serialize_struct("Analysis", 2)?;
+        document.serialize_field("program", &self.program)?;
+        document.serialize_field("experiments", &Each(self.experiments, self.settings))?;
+        document.end()
+    }
+}
+
 /// Analyses every experiment and the program as a whole.
 pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analysis {
     let per_experiment: Vec<ExperimentAnalysis> = experiments
@@ -571,6 +618,18 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, "bug");
         assert_eq!(listed[0].problem.variant, "all-in");
+    }
+
+    #[test]
+    fn the_streamed_document_is_the_analysis() {
+        let report = parse_text("t", Format::Ndjson, crate::assets::SAMPLE_HISTORY);
+        assert!(report.problems.is_empty());
+        let settings = settings();
+        let whole = serde_json::to_string(&analyze(&report.experiments, &settings)).unwrap();
+        let streamed =
+            serde_json::to_string(&StreamedAnalysis::new(&report.experiments, &settings)).unwrap();
+        assert!(whole.len() > 100_000);
+        assert_eq!(whole, streamed);
     }
 
     #[test]

@@ -196,16 +196,19 @@ impl Store for SqliteStore {
     }
 
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
-        let rows = sqlx::query("SELECT id, body FROM experiments ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let body: String = row.try_get("body")?;
-                serde_json::from_str(&body).map_err(|e| corrupt(&format!("experiment {id}"), e))
-            })
-            .collect()
+        use futures_util::TryStreamExt;
+        // Row by row: the JSON bodies are parsed as they arrive, never all held at once.
+        let mut rows =
+            sqlx::query("SELECT id, body FROM experiments ORDER BY id").fetch(&self.pool);
+        let mut experiments = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let id: &str = row.try_get("id")?;
+            let body: &str = row.try_get("body")?;
+            experiments.push(
+                serde_json::from_str(body).map_err(|e| corrupt(&format!("experiment {id}"), e))?,
+            );
+        }
+        Ok(experiments)
     }
 
     async fn record_run(&self, run: &RunRecord, proposals: &[Proposal]) -> Result<(), StoreError> {
