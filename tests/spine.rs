@@ -382,3 +382,98 @@ fn a_wrong_configuration_key_exits_2_and_names_it() {
         stderr(&output)
     );
 }
+
+/// Sitewide tests (10⁷, 10⁹ and 10¹² visitors per arm) used to hang `hypod analyze` (statrs'
+/// t quantile never returned beyond ν ≈ 1.44·10⁷) or give too-narrow intervals. They return at
+/// once, with the normal-limit values of `tests/reference/sitewide.csv` (scipy; script beside
+/// it), and the interval agrees with the p-value.
+#[test]
+fn sitewide_experiments_return_with_normal_limit_intervals() {
+    let ws = Workspace::new();
+    let reference = include_str!("reference/sitewide.csv");
+    let mut lines = Vec::new();
+    let mut expected = Vec::new();
+    for (i, row) in reference.lines().skip(1).enumerate() {
+        let f: Vec<&str> = row.split(',').collect();
+        let num = |j: usize| f[j].parse::<f64>().unwrap();
+        lines.push(format!(
+            r#"{{"id":"sitewide-{i}","name":"Sitewide {i}","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{{"name":"control","control":true,"visitors":{n},"conversions":{c}}},{{"name":"treatment","control":false,"visitors":{n},"conversions":{t}}}]}}"#,
+            n = f[0],
+            c = f[1],
+            t = f[2]
+        ));
+        expected.push((num(3), num(4), num(5), num(6)));
+    }
+    let file = ws.file("sitewide.ndjson", &lines.join("\n"));
+    assert!(ws
+        .hypod(&["import", file.to_str().unwrap()])
+        .status
+        .success());
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hypod"))
+        .args(["analyze", "--json"])
+        .current_dir(ws.path())
+        .env("HYPOD_CONFIG", ws.path().join("hypod.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hypod");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("hypod analyze did not return within 60 s on sitewide tests");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(output.status.success());
+    let analysis: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let experiments = analysis["experiments"].as_array().expect("experiments");
+    assert_eq!(experiments.len(), 3);
+    for (e, (lift, low, high, p)) in experiments.iter().zip(expected) {
+        let primary = &e["primary"];
+        let get = |k: &str| {
+            primary[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k}: {primary}"))
+        };
+        let width = high - low;
+        assert!(
+            (get("relative_lift") - lift).abs() <= 1e-9 * width,
+            "{primary}"
+        );
+        assert!((get("ci_low") - low).abs() <= 1e-6 * width, "{primary}");
+        assert!((get("ci_high") - high).abs() <= 1e-6 * width, "{primary}");
+        assert!((get("p_value") - p).abs() <= 1e-6 * p, "{primary}");
+        assert_eq!(get("ci_low") > 0.0, get("p_value") < 0.05);
+        assert_eq!(e["outcome"], "proven");
+    }
+}
+
+/// `hypod analyze --json | head -c 100`: a closed stdout ends the command quietly, exit 0.
+#[test]
+fn analyze_json_into_a_closed_pipe_exits_0() {
+    use std::io::Read;
+    let ws = Workspace::new();
+    ws.import_sample();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hypod"))
+        .args(["analyze", "--json"])
+        .current_dir(ws.path())
+        .env("HYPOD_CONFIG", ws.path().join("hypod.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hypod");
+    let mut first = [0u8; 100];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("100 bytes");
+    // The pipe is closed here (stdout dropped) while hypod still has ~1 MB to write.
+    let output = child.wait_with_output().expect("wait");
+    assert!(first.starts_with(b"{"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}

@@ -60,7 +60,24 @@ pub fn normal_isf(q: f64) -> f64 {
     if q >= 1.0 {
         return f64::NEG_INFINITY;
     }
-    SQRT_2 * erfc_inv(2.0 * q)
+    // An analysis asks for the same two or three quantiles (α/2, power) for every comparison:
+    // remember the last few per thread instead of inverting erfc each time.
+    thread_local! {
+        static RECENT: std::cell::Cell<[(u64, f64); 3]> =
+            const { std::cell::Cell::new([(u64::MAX, 0.0); 3]) };
+    }
+    let key = q.to_bits();
+    RECENT.with(|recent| {
+        let mut entries = recent.get();
+        if let Some(&(_, z)) = entries.iter().find(|(k, _)| *k == key) {
+            return z;
+        }
+        let z = SQRT_2 * erfc_inv(2.0 * q);
+        entries.rotate_right(1);
+        entries[0] = (key, z);
+        recent.set(entries);
+        z
+    })
 }
 
 /// The `z` with `P(Z ≤ z) = p`.

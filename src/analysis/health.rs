@@ -518,3 +518,41 @@ fn maturity(
     }
     (stage, reasons)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{analyze, AnalysisSettings};
+    use crate::history::import::{parse_text, Format};
+
+    /// Attributed revenue in a partial first quarter (the history starts in its last month)
+    /// and in the unfinished current quarter is shown but left out of the CV.
+    #[test]
+    fn attribution_cv_uses_complete_quarters_only() {
+        let mut lines = Vec::new();
+        let quarters = [
+            ("2024-12-10", 1_000.0), // 2024-Q4: the history starts on 2024-12-01 → partial
+            ("2025-02-10", 40_000.0),
+            ("2025-05-10", 41_000.0),
+            ("2025-08-10", 39_000.0),
+            ("2025-11-10", 40_500.0),
+            ("2026-01-10", 3_000.0), // 2026-Q1: today is 2026-01-20 → partial
+        ];
+        for (i, (decided, revenue)) in quarters.iter().enumerate() {
+            let idea = if i == 0 { "2024-12-01" } else { *decided };
+            lines.push(format!(
+                r#"{{"id":"q{i}","name":"q","moment":"search","primary_kpi":"conversion_rate","status":"concluded","idea_at":"{idea}","decided_at":"{decided}","attributed_revenue":{revenue},"variants":[{{"name":"c","control":true,"visitors":1000,"conversions":50}},{{"name":"t","control":false,"visitors":1000,"conversions":55}}]}}"#
+            ));
+        }
+        let report = parse_text("q.ndjson", Format::Ndjson, &lines.join("\n"));
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let today = NaiveDate::from_ymd_opt(2026, 1, 20).unwrap();
+        let program = analyze(&report.experiments, &AnalysisSettings::new(today)).program;
+        assert_eq!(program.partial_quarters, vec!["2024-Q4", "2026-Q1"]);
+        assert_eq!(program.attributed_revenue_by_quarter.len(), 6);
+        // The four complete quarters: 40 000, 41 000, 39 000, 40 500 → CV 0.0212813 (sample
+        // sd over mean, as Python's statistics.stdev / mean).
+        let cv = program.attribution_cv.unwrap();
+        assert!((cv - 0.021_281_310_001_992_935).abs() < 1e-12, "{cv}");
+    }
+}
