@@ -15,7 +15,6 @@ use crate::queue::{
 };
 use crate::run::{self, RunPlan};
 use crate::store::{self, Store};
-use chrono::Utc;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -152,7 +151,7 @@ async fn load_analysis(config: &Config) -> Result<Analysis, CliError> {
     let governance = load_governance(config)?;
     let store = open_store(config).await?;
     let experiments = store.load_experiments().await?;
-    let settings = run::analysis_settings(config, &governance, Utc::now());
+    let settings = run::analysis_settings(config, &governance, crate::now());
     Ok(analysis::analyze(&experiments, &settings))
 }
 
@@ -302,7 +301,7 @@ pub fn openai_proposer(
 pub async fn prompt_render(config: &Config, as_json: bool) -> CliResult {
     let governance = load_governance(config)?;
     let store = open_store(config).await?;
-    let now = Utc::now();
+    let now = crate::now();
     let run::Loaded {
         experiments,
         open_proposals,
@@ -355,7 +354,7 @@ pub async fn run_command(config: &Config, as_json: bool, trigger: &str) -> CliRe
         proposer: proposer.as_ref(),
         fallback: fallback.as_deref(),
         trigger: trigger.to_string(),
-        now: Utc::now(),
+        now: crate::now(),
     };
     let (record, proposals) = run::run_once(store.as_ref(), &plan).await?;
     if as_json {
@@ -663,7 +662,7 @@ pub async fn queue_review(
         role: role.to_string(),
         action,
         note,
-        at: Utc::now(),
+        at: crate::now(),
     };
     let proposal = store.review(&review).await.map_err(|e| match e {
         store::StoreError::Review(err) => CliError::usage(err.to_string()),
@@ -985,7 +984,7 @@ pub async fn policy_eval(config: &Config, file: &Path, as_json: bool) -> CliResu
         .into_iter()
         .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
         .collect();
-    let now = Utc::now();
+    let now = crate::now();
     let settings = run::analysis_settings(config, &governance, now);
     let analysis = analysis::analyze(&experiments, &settings);
     let around = crate::validate::Surroundings {
@@ -1123,7 +1122,7 @@ pub async fn policy_replay(config: &Config, since: &str, as_json: bool) -> CliRe
         replay::parse_window(since).map_err(|e| CliError::usage(format!("--since: {e}")))?;
     let governance = load_governance(config)?;
     let store = open_store(config).await?;
-    let now = Utc::now();
+    let now = crate::now();
     let all = store.list_proposals(&ProposalFilter::default()).await?;
     let recent: Vec<Proposal> = all
         .iter()

@@ -179,7 +179,12 @@ pub struct Config {
 
 const ENV_PREFIX: &str = "HYPOD_";
 /// Environment variables that are not configuration overrides.
-const ENV_NOT_KEYS: [&str; 3] = ["HYPOD_CONFIG", "HYPOD_LOG", "HYPOD_TEST_DATABASE_URL"];
+const ENV_NOT_KEYS: [&str; 4] = [
+    "HYPOD_CONFIG",
+    "HYPOD_LOG",
+    "HYPOD_NOW",
+    "HYPOD_TEST_DATABASE_URL",
+];
 
 impl Config {
     /// Loads the configuration: `path` if given (it must exist), else `./hypod.toml` if it
