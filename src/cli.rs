@@ -4,15 +4,15 @@
 
 use crate::analysis::{self, Analysis};
 use crate::config::{Config, ProposerKind};
+use crate::domain::{
+    Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, RunRecord, RunStatus,
+};
 use crate::governance::Governance;
 use crate::history::import::{self, Location, Source};
 use crate::history::Moment;
 use crate::proposer::builtin::BuiltinProposer;
 use crate::proposer::openai::{Fallback, OpenAiProposer, PolicySummary};
 use crate::proposer::{ProposalContext, Proposer};
-use crate::queue::{
-    Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, RunRecord, RunStatus,
-};
 use crate::run::{self, RunPlan};
 use crate::store::{self, Store};
 use serde_json::json;
@@ -68,7 +68,8 @@ pub async fn open_store(config: &Config) -> Result<Box<dyn Store>, CliError> {
 }
 
 pub fn load_governance(config: &Config) -> Result<Governance, CliError> {
-    Governance::load(config).map_err(|e| CliError::usage(e.to_string()))
+    Governance::load(&config.policies_dir(), config.approval_settings())
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 // ---------------------------------------------------------------- import
@@ -973,7 +974,7 @@ pub async fn policy_eval(config: &Config, file: &Path, as_json: bool) -> CliResu
     let text = read_bounded(file, MAX_DRAFT_BYTES)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::usage(format!("{name}: invalid JSON: {e}")))?;
-    let draft: crate::proposer::ProposalDraft = serde_path_to_error::deserialize(value)
+    let draft: crate::domain::ProposalDraft = serde_path_to_error::deserialize(value)
         .map_err(|e| CliError::usage(format!("{name}: field `{}`: {}", e.path(), e.inner())))?;
     let governance = load_governance(config)?;
     let store = open_store(config).await?;

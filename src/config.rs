@@ -187,6 +187,14 @@ const ENV_NOT_KEYS: [&str; 4] = [
 ];
 
 impl Config {
+    /// How many approvals proposals need (`[governance]`).
+    pub fn approval_settings(&self) -> crate::domain::ApprovalSettings {
+        crate::domain::ApprovalSettings {
+            approvals_required: self.governance.approvals_required,
+            escalated_approvals_required: self.governance.escalated_approvals_required,
+        }
+    }
+
     /// Loads the configuration: `path` if given (it must exist), else `./hypod.toml` if it
     /// exists, else the defaults; then applies `HYPOD_SECTION__KEY` overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use hypod::cli::{self, CliError};
-use hypod::queue::ReviewAction;
+use hypod::domain::ReviewAction;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -4,11 +4,11 @@
 
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
-use crate::governance::{Governance, GovernanceError, QueueCounts};
-use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
-use crate::queue::{
+use crate::domain::{
     Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
 };
+use crate::governance::{Governance, GovernanceError, QueueCounts};
+use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
 use crate::store::{Store, StoreError};
 use crate::validate::{self, References, Surroundings};
 use chrono::{DateTime, Duration, Utc};
@@ -53,7 +53,7 @@ pub struct Loaded {
     /// Pending, approved and blocked proposals: new drafts must not repeat them.
     pub open_proposals: Vec<Proposal>,
     /// Rejections within `analysis.rejection_lookback_days`, with their reasons.
-    pub recent_rejections: Vec<(Proposal, crate::queue::Review)>,
+    pub recent_rejections: Vec<(Proposal, crate::domain::Review)>,
 }
 
 /// Loads what a run (and `hypod prompt render`, which must show exactly what a run sends) reads.

@@ -4,11 +4,11 @@
 //! priority, and the nearest duplicate among running experiments, open and rejected proposals.
 
 use crate::analysis::{stats, Analysis, Outcome};
-use crate::governance::catalog::Catalog;
-use crate::governance::{Effect, RuleSource, Verdict};
+use crate::domain::catalog::Catalog;
+use crate::domain::ProposalDraft;
+use crate::domain::{DuplicateRef, Enrichment, Proposal};
+use crate::domain::{Effect, RuleSource, Verdict};
 use crate::history::{Experiment, TestKey};
-use crate::proposer::ProposalDraft;
-use crate::queue::{DuplicateRef, Enrichment, Proposal};
 use std::collections::{HashMap, HashSet};
 
 pub const MAX_TITLE_CHARS: usize = 120;

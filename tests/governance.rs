@@ -4,6 +4,7 @@
 //! similarity measure. Reads only files inside the repository.
 
 use chrono::{TimeZone, Utc};
+use hypod::domain::{DuplicateRef, Enrichment, Proposal, ProposalStatus, Provenance};
 use hypod::governance::cases::run_policy_tests;
 use hypod::governance::catalog::Catalog;
 use hypod::governance::policy::{PolicyError, RulePart};
@@ -15,7 +16,6 @@ use hypod::governance::{
 };
 use hypod::history::{Moment, TestKey};
 use hypod::proposer::{ProposalDraft, Risk};
-use hypod::queue::{DuplicateRef, Enrichment, Proposal, ProposalStatus, Provenance};
 use hypod::validate::{similarity, DUPLICATE_THRESHOLD};
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@
 
 use super::catalog::{Catalog, Identity, IdentityRequirement, Segment};
 use super::{Effect, RuleSource, Verdict};
-use crate::proposer::ProposalDraft;
+use crate::domain::ProposalDraft;
 
 /// The ids of the consent rules, in the order they are evaluated.
 pub const CONSENT_RULE_IDS: [&str; 6] = [

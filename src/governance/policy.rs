@@ -529,7 +529,7 @@ impl PolicySet {
         let draft = sample::sample_draft();
         let mut risky = draft.clone();
         risky.moment = crate::history::Moment::CartCheckout;
-        risky.risk = crate::proposer::Risk::High;
+        risky.risk = crate::domain::Risk::High;
         let mut busy_queue = QueueCounts::default();
         busy_queue.record_queued(&risky);
         let contexts = [

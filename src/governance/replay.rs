@@ -10,7 +10,7 @@
 use super::context::{PolicyContext, QueueCounts, RunInputs};
 use super::policy::{outcome_word, PolicyError, PolicySet};
 use super::{decide, evaluate_all, ApprovalSettings, RuleSource, Verdict};
-use crate::queue::{Proposal, ProposalStatus};
+use crate::domain::{Proposal, ProposalStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};

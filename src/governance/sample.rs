@@ -6,9 +6,9 @@
 
 use super::catalog::{Catalog, CatalogError};
 use crate::analysis::health::ProgramHealth;
+use crate::domain::{DuplicateRef, Enrichment};
+use crate::domain::{EvidenceRef, ProposalDraft, Rendering, Risk};
 use crate::history::Moment;
-use crate::proposer::{EvidenceRef, ProposalDraft, Rendering, Risk};
-use crate::queue::{DuplicateRef, Enrichment};
 use std::collections::BTreeMap;
 
 /// The shipped catalog, as text.

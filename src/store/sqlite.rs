@@ -2,11 +2,11 @@
 //! `migrations/sqlite/` compiled into the binary.
 
 use super::{audit_hash, timestamp, AuditEntry, Store, StoreError, UpsertCounts};
-use crate::history::Experiment;
-use crate::queue::{
+use crate::domain::{
     apply_review, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, ReviewError,
     RunRecord,
 };
+use crate::history::Experiment;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,10 +22,10 @@ pub struct SqliteStore {
 /// What a proposal row's `body` holds (status and times live in columns).
 #[derive(Serialize, Deserialize)]
 struct ProposalBody {
-    draft: crate::proposer::ProposalDraft,
-    enrichment: crate::queue::Enrichment,
+    draft: crate::domain::ProposalDraft,
+    enrichment: crate::domain::Enrichment,
     verdicts: Vec<crate::governance::Verdict>,
-    provenance: crate::queue::Provenance,
+    provenance: crate::domain::Provenance,
 }
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {

@@ -5,10 +5,10 @@
 //! still fails them after the repairs goes on to the run, where governance decides and records
 //! the verdicts. Policies written in CEL are not foreseen here (they need the enrichment).
 
+use crate::domain::Proposal;
 use crate::governance::consent::consent_verdicts;
 use crate::governance::Effect;
 use crate::proposer::{ProposalContext, ProposalDraft};
-use crate::queue::Proposal;
 use crate::validate::{nearest_duplicate, Surroundings};
 
 /// What a repair message says about a draft governance would deny; empty when none is foreseen.
