@@ -7,10 +7,10 @@ use crate::config::Config;
 use crate::domain::{
     Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
 };
-use crate::governance::{Governance, GovernanceError, QueueCounts};
+use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
 use crate::store::{Store, StoreError};
-use crate::validate::{self, References, Surroundings};
+use crate::validate::Surroundings;
 use chrono::{DateTime, Duration, Utc};
 
 #[derive(Debug, thiserror::Error)]
@@ -209,15 +209,19 @@ fn assess(
     summary: &mut RunSummary,
 ) -> Result<Vec<Proposal>, RunError> {
     let catalog = &plan.governance.catalog;
-    let references = References::new(experiments, catalog);
     let known: Vec<Proposal> = open_proposals
         .iter()
         .chain(rejected_proposals)
         .cloned()
         .collect();
-    let mut queue = QueueCounts::from_queue(&known, plan.now);
-    // The catalog and program converted once for every draft of the run.
-    let run_inputs = plan.governance.run_inputs(&analysis.program);
+    let queue = QueueCounts::from_queue(&known, plan.now);
+    let mut assessor = Assessor::new(
+        plan.governance,
+        &analysis.program,
+        experiments,
+        queue,
+        plan.now,
+    );
     let usage = output.usage.clone().unwrap_or_default();
     let share = |total: u64| total / (output.drafts.len().max(1) as u64);
     let mut proposals: Vec<Proposal> = Vec::new();
@@ -235,31 +239,24 @@ fn assess(
             alpha: plan.config.analysis.alpha,
             power: plan.config.analysis.power,
         };
-        let enrichment = validate::enrich(draft, proposed.strategy.as_deref(), &around);
+        let enrichment = assessor.enrich(draft, proposed.strategy, &around);
         if enrichment
             .duplicate_of
             .as_ref()
-            .is_some_and(|d| d.kind == "open_proposal")
+            .is_some_and(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
         {
             summary.duplicates += 1;
             continue;
         }
-        let mut verdicts =
-            validate::problems_as_verdicts(&validate::check_draft(draft, &references));
-        verdicts.extend(plan.governance.govern_in(
-            &run_inputs,
-            draft,
-            &enrichment,
-            &queue,
-            plan.now,
-        )?);
-        let decision = plan.governance.decide(&verdicts);
+        // The assessor counts what it lets through, so the governance-gap limits see what
+        // this run has already queued.
+        let Governed { verdicts, decision } = assessor
+            .judge(draft, &enrichment)
+            .map_err(GovernanceError::from)?;
         if decision.status == ProposalStatus::Blocked {
             summary.blocked += 1;
         } else {
             summary.queued += 1;
-            // The governance-gap limits see what this run has already queued.
-            queue.record_queued(draft);
             if decision.escalated {
                 summary.escalated += 1;
             }

@@ -94,11 +94,36 @@ pub struct ProposalDraft {
     pub rollback_plan: String,
 }
 
+/// How the builtin proposer came to a draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// A lever proven in one moment or segment, tried in a related one.
+    Transfer,
+    /// An inconclusive, underpowered experiment, with the sample size it needs.
+    Retest,
+    /// A neglected commerce moment, with its best-evidenced lever.
+    Cover,
+    /// A holdback test of a shipped rule that was never proven.
+    Validate,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Transfer => "transfer",
+            Strategy::Retest => "retest",
+            Strategy::Cover => "cover",
+            Strategy::Validate => "validate",
+        }
+    }
+}
+
 /// A draft plus how the proposer came to it (the builtin proposer names its strategy).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProposedDraft {
     pub draft: ProposalDraft,
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
 }
 
 /// Model usage for one run, for provenance and cost.

@@ -12,14 +12,14 @@ pub mod verdict;
 
 pub use catalog::Catalog;
 pub use draft::{
-    EvidenceRef, LlmUsage, ProposalDraft, ProposedDraft, RejectedDraft, Rendering, Risk,
+    EvidenceRef, LlmUsage, ProposalDraft, ProposedDraft, RejectedDraft, Rendering, Risk, Strategy,
 };
 pub use experiment::{
     is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
     COMMERCIAL_KPIS,
 };
 pub use proposal::{
-    DuplicateRef, Enrichment, Proposal, ProposalFilter, ProposalStatus, Provenance,
+    DuplicateKind, DuplicateRef, Enrichment, Proposal, ProposalFilter, ProposalStatus, Provenance,
 };
 pub use review::{apply_review, Review, ReviewAction, ReviewError};
 pub use run::{RunRecord, RunStatus, RunSummary};

@@ -1,7 +1,7 @@
 //! A queued proposal: the draft with what hypod computed for it (enrichment), its verdicts,
 //! provenance and status, and the filter the queue is listed with.
 
-use super::draft::ProposalDraft;
+use super::draft::{ProposalDraft, Strategy};
 use super::experiment::Moment;
 use super::verdict::Verdict;
 use chrono::{DateTime, Utc};
@@ -60,10 +60,30 @@ impl fmt::Display for ProposalStatus {
 }
 
 /// What a near-duplicate was found of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateKind {
+    RunningExperiment,
+    Experiment,
+    OpenProposal,
+    RejectedProposal,
+}
+
+impl DuplicateKind {
+    /// How a message names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DuplicateKind::RunningExperiment => "the running experiment",
+            DuplicateKind::Experiment => "the experiment",
+            DuplicateKind::OpenProposal => "the open proposal",
+            DuplicateKind::RejectedProposal => "the recently rejected proposal",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DuplicateRef {
-    /// `running_experiment`, `experiment`, `open_proposal` or `rejected_proposal`.
-    pub kind: String,
+    pub kind: DuplicateKind,
     pub id: String,
     /// Similarity in 0..=1 (1 = the same lever for the same segment at the same moment).
     pub similarity: f64,
@@ -91,7 +111,7 @@ pub struct Enrichment {
     pub priority: f64,
     pub duplicate_of: Option<DuplicateRef>,
     /// The builtin proposer's strategy (transfer, retest, cover, validate).
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
     /// Why a statistic is missing, when one is.
     pub notes: Vec<String>,
 }

@@ -50,6 +50,34 @@ fn restricted_region_hit<'a>(segment: &Segment, restricted: &'a [String]) -> Opt
         .map(String::as_str)
 }
 
+/// The signals of an experiment that `segment` may lawfully use by the consent rules below
+/// (known, not sensitive, identity, region — a `global` segment reaches every region —, and
+/// coverage for every purpose), or `None` when one of them may not. The builtin proposer asks
+/// this before it drafts, so it never drafts what these rules would deny.
+pub fn usable_signals(
+    signals: &[String],
+    segment: &Segment,
+    catalog: &Catalog,
+) -> Option<Vec<String>> {
+    let mut usable = Vec::new();
+    for name in signals {
+        let signal = catalog.signal(name)?;
+        if signal.sensitive
+            || (signal.identity == IdentityRequirement::LoggedIn
+                && segment.identity != Identity::LoggedIn)
+            || restricted_region_hit(segment, &signal.restricted_regions).is_some()
+        {
+            return None;
+        }
+        usable.push(name.clone());
+    }
+    let covered = catalog
+        .required_purposes(&usable)
+        .iter()
+        .all(|p| segment.consent.get(*p).copied().unwrap_or(0.0) > 0.0);
+    covered.then_some(usable)
+}
+
 /// One verdict per consent rule for `draft` (all with effect `deny`, source `consent`).
 pub fn consent_verdicts(draft: &ProposalDraft, catalog: &Catalog) -> Vec<Verdict> {
     let segment = catalog.segment(&draft.segment);

@@ -6,6 +6,7 @@
 //! proposal got its verdicts, and `sample` the
 //! sample inputs and embedded default files.
 
+pub mod assess;
 pub mod cases;
 pub mod consent;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod policy;
 pub mod replay;
 pub mod sample;
 
+pub use assess::{govern_and_decide, govern_batch, Assessor, Governed};
 pub use context::{PolicyContext, QueueCounts, RunInputs};
 pub use policy::{Lint, PolicyError, PolicySet, Severity};
 
@@ -23,7 +25,7 @@ pub use crate::domain::verdict::{
 };
 
 use crate::analysis::ProgramHealth;
-use crate::domain::{Enrichment, ProposalDraft, ProposalStatus};
+use crate::domain::{Enrichment, ProposalDraft};
 use catalog::{Catalog, CatalogError};
 use chrono::{DateTime, Utc};
 
@@ -36,38 +38,6 @@ pub fn evaluate_all(
     let mut verdicts = consent::consent_verdicts(&context.draft, catalog);
     verdicts.extend(policies.evaluate(context)?);
     Ok(verdicts)
-}
-
-/// One governed proposal of a batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Governed {
-    pub verdicts: Vec<Verdict>,
-    pub decision: GovernanceDecision,
-}
-
-/// Governs a run's candidates in order. Every candidate that is not blocked is counted in
-/// `queue` before the next one is evaluated, so the governance-gap rules see the proposals
-/// accepted earlier in the same run. Any rule error stops the whole batch: nothing should be
-/// queued from a run whose policies cannot be evaluated.
-pub fn govern_batch<'a>(
-    policies: &PolicySet,
-    run: &RunInputs,
-    candidates: impl IntoIterator<Item = (&'a ProposalDraft, &'a Enrichment)>,
-    queue: &mut QueueCounts,
-    settings: &ApprovalSettings,
-    now: DateTime<Utc>,
-) -> Result<Vec<Governed>, PolicyError> {
-    let mut governed = Vec::new();
-    for (draft, enrichment) in candidates {
-        let context = PolicyContext::for_run(run, draft, enrichment, queue, now);
-        let verdicts = evaluate_all(policies, &run.catalog, &context)?;
-        let decision = decide(&verdicts, settings);
-        if decision.status != ProposalStatus::Blocked {
-            queue.record_queued(draft);
-        }
-        governed.push(Governed { verdicts, decision });
-    }
-    Ok(governed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +111,7 @@ impl Governance {
     }
 
     /// The catalog and program converted once, for governing many proposals
-    /// ([`govern_batch`], [`Governance::govern_in`]).
+    /// ([`assess::Assessor`], [`Governance::govern_in`]).
     pub fn run_inputs(&self, program: &ProgramHealth) -> RunInputs {
         RunInputs::new(&self.catalog, program)
     }

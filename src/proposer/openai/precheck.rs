@@ -33,12 +33,7 @@ pub fn foreseeable_denials(
         power: 0.8,
     };
     if let Some(duplicate) = nearest_duplicate(draft, &around) {
-        let what = match duplicate.kind.as_str() {
-            "running_experiment" => "the running experiment",
-            "open_proposal" => "the open proposal",
-            "rejected_proposal" => "the recently rejected proposal",
-            other => other,
-        };
+        let what = duplicate.kind.describe();
         reasons.push(format!(
             "would be blocked as a duplicate of {what} {} (similarity {}): choose another lever, segment or moment",
             duplicate.id, duplicate.similarity
