@@ -7,6 +7,7 @@
 //! [`store`]).
 
 pub mod analysis;
+pub mod app;
 pub mod assets;
 pub mod cli;
 pub mod config;
@@ -14,7 +15,6 @@ pub mod domain;
 pub mod governance;
 pub mod history;
 pub mod proposer;
-pub mod run;
 pub mod store;
 pub mod validate;
 

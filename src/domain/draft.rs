@@ -144,3 +144,35 @@ pub struct RejectedDraft {
     pub raw: serde_json::Value,
     pub reasons: Vec<String>,
 }
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A small valid draft for unit tests of the domain's rules.
+    pub fn draft() -> ProposalDraft {
+        ProposalDraft {
+            evidence: vec![EvidenceRef {
+                experiment_id: "exp-1".into(),
+                finding: "it worked".into(),
+            }],
+            rationale: "because".into(),
+            moment: Moment::ProductDetail,
+            lever: "social_proof".into(),
+            segment: "all_visitors".into(),
+            channel: "web".into(),
+            rendering: Rendering::Edge,
+            signals: Vec::new(),
+            consent_purposes: Vec::new(),
+            change: "show it".into(),
+            title: "Social proof".into(),
+            hypothesis: "If we …".into(),
+            primary_kpi: "conversion_rate".into(),
+            guardrail_kpis: Vec::new(),
+            expected_relative_lift: 0.03,
+            expected_latency_ms: 0.0,
+            risk: Risk::Low,
+            rollback_plan: "turn it off".into(),
+        }
+    }
+}

@@ -21,8 +21,8 @@ pub use experiment::{
 pub use proposal::{
     DuplicateKind, DuplicateRef, Enrichment, Proposal, ProposalFilter, ProposalStatus, Provenance,
 };
-pub use review::{apply_review, Review, ReviewAction, ReviewError};
-pub use run::{RunRecord, RunStatus, RunSummary};
+pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
+pub use run::{RunRecord, RunStatus, RunSummary, Trigger};
 pub use verdict::{
     decide, denies, escalates, ApprovalSettings, Effect, GovernanceDecision, RuleSource, Verdict,
 };

@@ -5,6 +5,53 @@ use super::draft::{LlmUsage, RejectedDraft};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// What started a run. Serialised as `cli`, `api`, `demo` or `schedule:<slot>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Trigger {
+    /// `hypod run`.
+    Cli,
+    /// `POST /api/v1/runs`.
+    Api,
+    /// `hypod demo`.
+    Demo,
+    /// The scheduler, with the slot key (the UTC instant of the scheduled fire).
+    Schedule(String),
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Cli => f.write_str("cli"),
+            Trigger::Api => f.write_str("api"),
+            Trigger::Demo => f.write_str("demo"),
+            Trigger::Schedule(slot) => write!(f, "schedule:{slot}"),
+        }
+    }
+}
+
+impl From<Trigger> for String {
+    fn from(trigger: Trigger) -> String {
+        trigger.to_string()
+    }
+}
+
+impl TryFrom<String> for Trigger {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Trigger, String> {
+        match text.as_str() {
+            "cli" => Ok(Trigger::Cli),
+            "api" => Ok(Trigger::Api),
+            "demo" => Ok(Trigger::Demo),
+            other => match other.strip_prefix("schedule:") {
+                Some(slot) => Ok(Trigger::Schedule(slot.to_string())),
+                None => Err(format!("unknown run trigger {other:?}")),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -43,7 +90,7 @@ pub struct RunSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: String,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,

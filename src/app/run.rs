@@ -1,11 +1,11 @@
-//! One run, top to bottom: load → analyse → propose → validate and enrich → govern → queue.
+//! The run use case, top to bottom: load → analyse → propose → validate and enrich → govern → queue.
 //! Everything a run decides is written in one transaction at the end (the run record with its
 //! proposals), so a fault part-way leaves nothing half-written.
 
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
 use crate::domain::{
-    Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
+    Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary, Trigger,
 };
 use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
@@ -28,8 +28,7 @@ pub struct RunPlan<'a> {
     pub proposer: &'a dyn Proposer,
     /// Used when the configured proposer fails (`[llm] fallback = "builtin"`).
     pub fallback: Option<&'a dyn Proposer>,
-    /// `cli`, `api`, `schedule:<slot>` or `demo`.
-    pub trigger: String,
+    pub trigger: Trigger,
     pub now: DateTime<Utc>,
 }
 
@@ -297,4 +296,52 @@ async fn finish(
     record.finished_at = Utc::now().max(record.started_at);
     store.record_run(&record, &proposals).await?;
     Ok((record, proposals))
+}
+
+/// `hypod run`: one run and its queued proposals.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunView {
+    pub run: RunRecord,
+    pub proposals: Vec<super::queue::ProposalSummary>,
+    /// The proposals in full, for the text table.
+    #[serde(skip)]
+    pub queued: Vec<Proposal>,
+}
+
+impl RunView {
+    /// A failed run is a runtime failure once its record has been shown.
+    pub fn outcome(&self) -> super::AppResult<()> {
+        match self.run.status {
+            RunStatus::Failed => Err(super::AppError::runtime(format!(
+                "run {} failed: {}",
+                self.run.id,
+                self.run.error.as_deref().unwrap_or("unknown error")
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The run use case: loads governance and the proposers the configuration names, runs once.
+pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunView> {
+    let governance = super::load_governance(config)?;
+    let store = super::open_store(config).await?;
+    let (proposer, fallback) = super::proposers(config, &governance)?;
+    let plan = RunPlan {
+        config,
+        governance: &governance,
+        proposer: proposer.as_ref(),
+        fallback: fallback.as_deref(),
+        trigger,
+        now: crate::now(),
+    };
+    let (record, proposals) = run_once(store.as_ref(), &plan).await?;
+    Ok(RunView {
+        run: record,
+        proposals: proposals
+            .iter()
+            .map(super::queue::ProposalSummary::of)
+            .collect(),
+        queued: proposals,
+    })
 }
