@@ -6,8 +6,7 @@ use super::{load_governance, open_store, AppError, AppResult};
 use crate::analysis;
 use crate::config::Config;
 use crate::domain::{
-    Enrichment, GovernanceDecision, Proposal, ProposalDraft, ProposalFilter, ProposalStatus,
-    Verdict,
+    Enrichment, GovernanceDecision, Proposal, ProposalDraft, ProposalFilter, Verdict,
 };
 use crate::governance::cases::{self, TestReport};
 use crate::governance::explain::Explanation;
@@ -143,12 +142,7 @@ pub async fn eval(config: &Config, draft: &ProposalDraft) -> AppResult<Evaluatio
     let governance = load_governance(config)?;
     let store = open_store(config).await?;
     let experiments = store.load_experiments().await?;
-    let open: Vec<Proposal> = store
-        .list_proposals(&ProposalFilter::default())
-        .await?
-        .into_iter()
-        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
-        .collect();
+    let open = super::run::open_proposals(store.as_ref()).await?;
     let now = crate::now();
     let settings = super::run::analysis_settings(config, &governance, now);
     let analysis = analysis::analyze(&experiments, &settings);

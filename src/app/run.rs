@@ -55,6 +55,16 @@ pub struct Loaded {
     pub recent_rejections: Vec<(Proposal, crate::domain::Review)>,
 }
 
+/// Pending, approved and blocked proposals: what a new draft must not repeat.
+pub async fn open_proposals(store: &dyn Store) -> Result<Vec<Proposal>, StoreError> {
+    Ok(store
+        .list_proposals(&ProposalFilter::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
+        .collect())
+}
+
 /// Loads what a run (and `hypod prompt render`, which must show exactly what a run sends) reads.
 pub async fn load(
     store: &dyn Store,
@@ -62,12 +72,7 @@ pub async fn load(
     now: DateTime<Utc>,
 ) -> Result<Loaded, StoreError> {
     let experiments = store.load_experiments().await?;
-    let open_proposals: Vec<Proposal> = store
-        .list_proposals(&ProposalFilter::default())
-        .await?
-        .into_iter()
-        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
-        .collect();
+    let open_proposals = open_proposals(store).await?;
     let since = now - Duration::days(config.analysis.rejection_lookback_days as i64);
     let recent_rejections = store.recent_rejections(since).await?;
     Ok(Loaded {

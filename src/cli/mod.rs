@@ -234,6 +234,30 @@ fn eprint(text: &str) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
+/// `queue approve` and `queue reject`.
+async fn review(
+    config: &crate::config::Config,
+    id: String,
+    actor: String,
+    role: Role,
+    action: ReviewAction,
+    note: Option<String>,
+    json: bool,
+) -> AppResult<()> {
+    let request = app::queue::ReviewRequest {
+        id,
+        actor,
+        role,
+        action,
+        note,
+    };
+    present(
+        &app::queue::review(config, request).await?,
+        json,
+        text::review,
+    )
+}
+
 async fn dispatch(args: Args) -> AppResult<()> {
     if let Command::Demo { dir } = &args.command {
         let demo = app::history::demo(dir.as_deref()).await?;
@@ -284,20 +308,7 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 note,
                 role,
                 json,
-            } => {
-                let request = app::queue::ReviewRequest {
-                    id,
-                    actor,
-                    role,
-                    action: ReviewAction::Approve,
-                    note,
-                };
-                present(
-                    &app::queue::review(&config, request).await?,
-                    json,
-                    text::review,
-                )
-            }
+            } => review(&config, id, actor, role, ReviewAction::Approve, note, json).await,
             QueueCommand::Reject {
                 id,
                 actor,
@@ -305,18 +316,16 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 role,
                 json,
             } => {
-                let request = app::queue::ReviewRequest {
+                review(
+                    &config,
                     id,
                     actor,
                     role,
-                    action: ReviewAction::Reject,
-                    note: Some(reason),
-                };
-                present(
-                    &app::queue::review(&config, request).await?,
+                    ReviewAction::Reject,
+                    Some(reason),
                     json,
-                    text::review,
                 )
+                .await
             }
         },
         Command::Export { status, format } => {

@@ -52,7 +52,7 @@ pub struct EvidenceRef {
     pub finding: String,
 }
 
-/// What a proposer returns (DESIGN.md §5). The field order is deliberate: a model writes the
+/// What a proposer returns (see docs/architecture.md). The field order is deliberate: a model writes the
 /// properties in schema order, so the reasoning (evidence, rationale) comes before the
 /// conclusions it supports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -90,7 +90,7 @@ pub struct DuplicateRef {
     pub similarity: f64,
 }
 
-/// What hypod computes for a draft (DESIGN.md §5, "hypod adds").
+/// What hypod computes for a draft (see docs/architecture.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Enrichment {
     /// Control conversion rate the sample size is computed from.

@@ -235,11 +235,14 @@ mod tests {
         assert_eq!(apply_review(&p, &[], &first), Ok(PENDING));
         // Two reviewers are enough approvals, but neither is governance.
         let second = review("bob", Role::Reviewer, ReviewAction::Approve, None);
-        assert_eq!(apply_review(&p, &[first.clone()], &second), Ok(PENDING));
+        assert_eq!(
+            apply_review(&p, std::slice::from_ref(&first), &second),
+            Ok(PENDING)
+        );
         // With governance it is approved.
         let governance = review("gus", Role::Governance, ReviewAction::Approve, None);
         assert_eq!(
-            apply_review(&p, &[first.clone()], &governance),
+            apply_review(&p, std::slice::from_ref(&first), &governance),
             Ok(ProposalStatus::Approved)
         );
         let admin = review("ann", Role::Admin, ReviewAction::Approve, None);

@@ -1,4 +1,4 @@
-//! The always-on consent rules (DESIGN.md §7): a proposal may only use signals the catalog
+//! The always-on consent rules (see docs/architecture.md): a proposal may only use signals the catalog
 //! knows, never sensitive ones, only with every purpose they need declared and covered by the
 //! segment's consent, identity-bound signals only on signed-in segments, and never where the
 //! catalog restricts a signal by region. This module owns those six rules and their messages;

@@ -1,4 +1,4 @@
-//! The builtin proposer (DESIGN.md §6): deterministic, explainable, needs no model. Four
+//! The builtin proposer (see docs/architecture.md): deterministic, explainable, needs no model. Four
 //! strategies read the analysis and draft proposals that cite their evidence:
 //!
 //! - **transfer**: a lever proven for one segment (or moment) to a related one where it was
