@@ -1,4 +1,4 @@
-//! Configuration: `hypod.toml` (DESIGN.md §3) with `HYPOD_SECTION__KEY` environment overrides,
+//! Configuration: `hypod.toml` (see the README) with `HYPOD_SECTION__KEY` environment overrides,
 //! validated once at start. Every key has a default that works on a fresh machine; an unknown
 //! key or a bad value is an error that names it. Relative paths are resolved against the
 //! directory of the configuration file (or the working directory when there is none).
@@ -182,9 +182,22 @@ pub struct Config {
 
 const ENV_PREFIX: &str = "HYPOD_";
 /// Environment variables that are not configuration overrides.
-const ENV_NOT_KEYS: [&str; 3] = ["HYPOD_CONFIG", "HYPOD_LOG", "HYPOD_TEST_DATABASE_URL"];
+const ENV_NOT_KEYS: [&str; 4] = [
+    "HYPOD_CONFIG",
+    "HYPOD_LOG",
+    "HYPOD_NOW",
+    "HYPOD_TEST_DATABASE_URL",
+];
 
 impl Config {
+    /// How many approvals proposals need (`[governance]`).
+    pub fn approval_settings(&self) -> crate::domain::ApprovalSettings {
+        crate::domain::ApprovalSettings {
+            approvals_required: self.governance.approvals_required,
+            escalated_approvals_required: self.governance.escalated_approvals_required,
+        }
+    }
+
     /// Loads the configuration: `path` if given (it must exist), else `./hypod.toml` if it
     /// exists, else the defaults; then applies `HYPOD_SECTION__KEY` overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {

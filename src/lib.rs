@@ -7,16 +7,26 @@
 //! [`store`]).
 
 pub mod analysis;
+pub mod app;
 pub mod assets;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod governance;
 pub mod history;
 pub mod proposer;
-pub mod queue;
-pub mod run;
 pub mod store;
 pub mod validate;
+
+/// The current time, or the instant in `HYPOD_NOW` (RFC 3339) when it is set: a fixed clock for
+/// reproducible runs and the snapshot tests.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    std::env::var("HYPOD_NOW")
+        .ok()
+        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text.trim()).ok())
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now)
+}
 
 /// sha256 hex digest, used for provenance (inputs, prompts, policy sets).
 pub fn digest(bytes: &[u8]) -> String {

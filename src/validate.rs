@@ -4,11 +4,11 @@
 //! priority, and the nearest duplicate among running experiments, open and rejected proposals.
 
 use crate::analysis::{stats, Analysis, Outcome};
-use crate::governance::catalog::Catalog;
-use crate::governance::{Effect, RuleSource, Verdict};
+use crate::domain::catalog::Catalog;
+use crate::domain::ProposalDraft;
+use crate::domain::{DuplicateKind, DuplicateRef, Enrichment, Proposal};
+use crate::domain::{Effect, RuleSource, Verdict};
 use crate::history::{Experiment, TestKey};
-use crate::proposer::ProposalDraft;
-use crate::queue::{DuplicateRef, Enrichment, Proposal};
 use std::collections::{HashMap, HashSet};
 
 pub const MAX_TITLE_CHARS: usize = 120;
@@ -327,12 +327,12 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
     let key = draft_key(draft);
     let text = format!("{} {}", draft.title, draft.hypothesis);
     let mut best: Option<DuplicateRef> = None;
-    let mut consider = |kind: &str, id: &str, similarity: f64| {
+    let mut consider = |kind: DuplicateKind, id: &str, similarity: f64| {
         if similarity >= DUPLICATE_THRESHOLD
             && best.as_ref().is_none_or(|b| similarity > b.similarity)
         {
             best = Some(DuplicateRef {
-                kind: kind.into(),
+                kind,
                 id: id.into(),
                 similarity: (similarity * 1000.0).round() / 1000.0,
             });
@@ -345,7 +345,7 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
             experiment.hypothesis.as_deref().unwrap_or("")
         );
         consider(
-            "running_experiment",
+            DuplicateKind::RunningExperiment,
             &experiment.id,
             similarity(&key, &text, &experiment.test_key(), &other),
         );
@@ -353,8 +353,8 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
     let open = around.open_proposals.iter().chain(around.this_run);
     let rejected = around.rejected_proposals.iter();
     for (kind, proposals) in [
-        ("open_proposal", open.collect::<Vec<_>>()),
-        ("rejected_proposal", rejected.collect()),
+        (DuplicateKind::OpenProposal, open.collect::<Vec<_>>()),
+        (DuplicateKind::RejectedProposal, rejected.collect()),
     ] {
         for proposal in proposals {
             let other = format!("{} {}", proposal.draft.title, proposal.draft.hypothesis);
@@ -371,7 +371,7 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
 /// Computes what hypod adds to a well-formed draft.
 pub fn enrich(
     draft: &ProposalDraft,
-    strategy: Option<&str>,
+    strategy: Option<crate::domain::Strategy>,
     around: &Surroundings<'_>,
 ) -> Enrichment {
     let mut notes = Vec::new();
@@ -478,7 +478,7 @@ pub fn enrich(
         expected_value_per_day: round2(expected_value_per_day),
         priority: round2(expected_value_per_day),
         duplicate_of: nearest_duplicate(draft, around),
-        strategy: strategy.map(str::to_string),
+        strategy,
         notes,
     }
 }

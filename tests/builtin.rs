@@ -140,7 +140,7 @@ async fn each_strategy_finds_its_opportunity_in_an_unseen_history() {
         output
             .drafts
             .iter()
-            .filter(|d| d.strategy.as_deref() == Some(strategy))
+            .filter(|d| d.strategy.map(|s| s.as_str()) == Some(strategy))
             .map(|d| &d.draft)
             .collect::<Vec<_>>()
     };

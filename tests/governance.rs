@@ -4,6 +4,9 @@
 //! similarity measure. Reads only files inside the repository.
 
 use chrono::{TimeZone, Utc};
+use hypod::domain::{
+    DuplicateKind, DuplicateRef, Enrichment, Proposal, ProposalStatus, Provenance,
+};
 use hypod::governance::cases::run_policy_tests;
 use hypod::governance::catalog::Catalog;
 use hypod::governance::policy::{PolicyError, RulePart};
@@ -15,7 +18,6 @@ use hypod::governance::{
 };
 use hypod::history::{Moment, TestKey};
 use hypod::proposer::{ProposalDraft, Risk};
-use hypod::queue::{DuplicateRef, Enrichment, Proposal, ProposalStatus, Provenance};
 use hypod::validate::{similarity, DUPLICATE_THRESHOLD};
 use std::path::{Path, PathBuf};
 
@@ -157,24 +159,24 @@ fn black_box_rule_is_blocked() {
 fn duplication_tax_is_blocked_for_each_kind() {
     for (kind, rule, fragment) in [
         (
-            "running_experiment",
+            DuplicateKind::RunningExperiment,
             "duplication-tax.running-experiment",
             "running experiment exp-2026-0246 already tests this (similarity 0.93)",
         ),
         (
-            "open_proposal",
+            DuplicateKind::OpenProposal,
             "duplication-tax.open-proposal",
             "open proposal exp-2026-0246 already covers this",
         ),
         (
-            "rejected_proposal",
+            DuplicateKind::RejectedProposal,
             "duplication-tax.recent-rejection",
             "a reviewer rejected a near-identical proposal (exp-2026-0246",
         ),
     ] {
         let enrichment = Enrichment {
             duplicate_of: Some(DuplicateRef {
-                kind: kind.into(),
+                kind,
                 id: "exp-2026-0246".into(),
                 similarity: 0.93,
             }),

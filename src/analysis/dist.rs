@@ -532,7 +532,7 @@ mod tests {
             } else {
                 (actual / expected - 1.0).abs()
             };
-            if !(error <= 1e-10) {
+            if error.is_nan() || error > 1e-10 {
                 failures.push(format!(
                     "{kind}(x={x}, ν={df}) = {actual}, scipy {expected}, error {error:e}"
                 ));

@@ -211,49 +211,60 @@ impl Analysis {
     }
 }
 
-/// The `hypod analyze --json` document of a history, serialised as it is computed: program
-/// health first (one pass over the experiments, each analysis dropped once counted), then
-/// each experiment's analysis computed again and written at once. Same JSON as [`Analysis`];
-/// memory does not grow with the output. The statistics are cheap next to the writing, so
-/// computing them twice costs less than holding them.
-pub struct StreamedAnalysis<'a> {
-    program: ProgramHealth,
-    experiments: &'a [Experiment],
-    settings: &'a AnalysisSettings,
+/// The `hypod analyze` report of a history, computed as it is read: program health in one
+/// pass over the experiments (each analysis dropped once counted), then each experiment's
+/// analysis computed again when it is serialised or iterated. It serialises to the same JSON as
+/// [`Analysis`], but memory does not grow with the output; the statistics are cheap next to
+/// writing them, so computing them twice costs less than holding them.
+pub struct AnalysisReport {
+    pub program: ProgramHealth,
+    experiments: Vec<Experiment>,
+    settings: AnalysisSettings,
 }
 
-impl<'a> StreamedAnalysis<'a> {
-    pub fn new(experiments: &'a [Experiment], settings: &'a AnalysisSettings) -> Self {
+impl AnalysisReport {
+    pub fn new(experiments: Vec<Experiment>, settings: AnalysisSettings) -> Self {
         let program = health::program_health_of(
             experiments
                 .iter()
-                .map(|e| (e, analyze_experiment(e, settings))),
-            settings,
+                .map(|e| (e, analyze_experiment(e, &settings))),
+            &settings,
         );
-        StreamedAnalysis {
+        AnalysisReport {
             program,
             experiments,
             settings,
         }
     }
 
-    pub fn program(&self) -> &ProgramHealth {
-        &self.program
+    /// Each experiment's analysis, computed as the iterator is walked.
+    pub fn analyses(&self) -> impl Iterator<Item = ExperimentAnalysis> + '_ {
+        self.experiments
+            .iter()
+            .map(|e| analyze_experiment(e, &self.settings))
+    }
+
+    /// One experiment's analysis, by id.
+    pub fn experiment(&self, id: &str) -> Option<ExperimentAnalysis> {
+        self.experiments
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| analyze_experiment(e, &self.settings))
     }
 }
 
-impl Serialize for StreamedAnalysis<'_> {
+impl Serialize for AnalysisReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        struct Each<'b>(&'b [Experiment], &'b AnalysisSettings);
+        struct Each<'b>(&'b AnalysisReport);
         impl Serialize for Each<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.iter().map(|e| analyze_experiment(e, self.1)))
+                serializer.collect_seq(self.0.analyses())
             }
         }
         let mut document = serializer.serialize_struct("Analysis", 2)?;
         document.serialize_field("program", &self.program)?;
-        document.serialize_field("experiments", &Each(self.experiments, self.settings))?;
+        document.serialize_field("experiments", &Each(self))?;
         document.end()
     }
 }
@@ -627,7 +638,7 @@ mod tests {
         let settings = settings();
         let whole = serde_json::to_string(&analyze(&report.experiments, &settings)).unwrap();
         let streamed =
-            serde_json::to_string(&StreamedAnalysis::new(&report.experiments, &settings)).unwrap();
+            serde_json::to_string(&AnalysisReport::new(report.experiments, settings)).unwrap();
         assert!(whole.len() > 100_000);
         assert_eq!(whole, streamed);
     }

@@ -1,4 +1,4 @@
-//! The always-on consent rules (DESIGN.md §7): a proposal may only use signals the catalog
+//! The always-on consent rules (see docs/architecture.md): a proposal may only use signals the catalog
 //! knows, never sensitive ones, only with every purpose they need declared and covered by the
 //! segment's consent, identity-bound signals only on signed-in segments, and never where the
 //! catalog restricts a signal by region. This module owns those six rules and their messages;
@@ -6,7 +6,7 @@
 
 use super::catalog::{Catalog, Identity, IdentityRequirement, Segment};
 use super::{Effect, RuleSource, Verdict};
-use crate::proposer::ProposalDraft;
+use crate::domain::ProposalDraft;
 
 /// The ids of the consent rules, in the order they are evaluated.
 pub const CONSENT_RULE_IDS: [&str; 6] = [
@@ -48,6 +48,34 @@ fn restricted_region_hit<'a>(segment: &Segment, restricted: &'a [String]) -> Opt
         .iter()
         .find(|region| segment.region == GLOBAL_REGION || segment.region == **region)
         .map(String::as_str)
+}
+
+/// The signals of an experiment that `segment` may lawfully use by the consent rules below
+/// (known, not sensitive, identity, region — a `global` segment reaches every region —, and
+/// coverage for every purpose), or `None` when one of them may not. The builtin proposer asks
+/// this before it drafts, so it never drafts what these rules would deny.
+pub fn usable_signals(
+    signals: &[String],
+    segment: &Segment,
+    catalog: &Catalog,
+) -> Option<Vec<String>> {
+    let mut usable = Vec::new();
+    for name in signals {
+        let signal = catalog.signal(name)?;
+        if signal.sensitive
+            || (signal.identity == IdentityRequirement::LoggedIn
+                && segment.identity != Identity::LoggedIn)
+            || restricted_region_hit(segment, &signal.restricted_regions).is_some()
+        {
+            return None;
+        }
+        usable.push(name.clone());
+    }
+    let covered = catalog
+        .required_purposes(&usable)
+        .iter()
+        .all(|p| segment.consent.get(*p).copied().unwrap_or(0.0) > 0.0);
+    covered.then_some(usable)
 }
 
 /// One verdict per consent rule for `draft` (all with effect `deny`, source `consent`).

@@ -9,9 +9,9 @@
 
 use super::catalog::Catalog;
 use crate::analysis::health::ProgramHealth;
+use crate::domain::ProposalDraft;
+use crate::domain::{Enrichment, Proposal, ProposalStatus};
 use crate::history::Moment;
-use crate::proposer::ProposalDraft;
-use crate::queue::{Enrichment, Proposal, ProposalStatus};
 use cel::objects::{Key, Map};
 use cel::Value;
 use chrono::{DateTime, Duration, Utc};

@@ -4,7 +4,7 @@
 
 use super::policy::{outcome_word, PolicySet};
 use super::{decide, ApprovalSettings, RuleSource};
-use crate::queue::{Proposal, ProposalStatus};
+use crate::domain::{Proposal, ProposalStatus};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,8 +6,8 @@
 //! proposal got its verdicts, and `sample` the
 //! sample inputs and embedded default files.
 
+pub mod assess;
 pub mod cases;
-pub mod catalog;
 pub mod consent;
 pub mod context;
 pub mod explain;
@@ -15,126 +15,19 @@ pub mod policy;
 pub mod replay;
 pub mod sample;
 
+pub use assess::{govern_and_decide, govern_batch, Assessor, Governed};
 pub use context::{PolicyContext, QueueCounts, RunInputs};
 pub use policy::{Lint, PolicyError, PolicySet, Severity};
 
+pub use crate::domain::catalog;
+pub use crate::domain::verdict::{
+    decide, denies, escalates, ApprovalSettings, Effect, GovernanceDecision, RuleSource, Verdict,
+};
+
 use crate::analysis::ProgramHealth;
-use crate::config::Config;
-use crate::proposer::ProposalDraft;
-use crate::queue::{Enrichment, ProposalStatus};
+use crate::domain::{Enrichment, ProposalDraft};
 use catalog::{Catalog, CatalogError};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// What a failed rule does to a proposal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    /// Blocks the proposal (kept with status `blocked`, not reviewable).
-    Deny,
-    /// Raises the approvals the proposal needs (one from `governance`).
-    Escalate,
-    /// Shown to reviewers; changes nothing else.
-    Warn,
-}
-
-impl Effect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Effect::Deny => "deny",
-            Effect::Escalate => "escalate",
-            Effect::Warn => "warn",
-        }
-    }
-}
-
-/// Where a rule comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleSource {
-    /// Reference and range checks on the draft (unknown experiment, segment, …).
-    Validation,
-    /// The always-on consent rules.
-    Consent,
-    /// A rule from `policies/*.toml`.
-    Policy,
-}
-
-/// One rule's outcome for one proposal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub rule_id: String,
-    pub source: RuleSource,
-    pub effect: Effect,
-    /// True when the rule passed (its expression held, or its guard did not apply).
-    pub passed: bool,
-    pub message: String,
-}
-
-impl Verdict {
-    pub fn failed(&self) -> bool {
-        !self.passed
-    }
-}
-
-/// The combined outcome of a set of verdicts.
-pub fn denies(verdicts: &[Verdict]) -> bool {
-    verdicts
-        .iter()
-        .any(|v| v.failed() && v.effect == Effect::Deny)
-}
-
-pub fn escalates(verdicts: &[Verdict]) -> bool {
-    verdicts
-        .iter()
-        .any(|v| v.failed() && v.effect == Effect::Escalate)
-}
-
-/// How many approvals a queued proposal needs (`[governance]` in hypod.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalSettings {
-    pub approvals_required: u32,
-    pub escalated_approvals_required: u32,
-}
-
-impl Default for ApprovalSettings {
-    fn default() -> Self {
-        ApprovalSettings {
-            approvals_required: 1,
-            escalated_approvals_required: 2,
-        }
-    }
-}
-
-/// What governance decides for one proposal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GovernanceDecision {
-    /// `blocked` when a deny rule failed, otherwise `pending_review`.
-    pub status: ProposalStatus,
-    pub approvals_required: u32,
-    pub escalated: bool,
-}
-
-/// A deny makes the proposal `blocked`; an escalate raises the approvals it needs.
-pub fn decide(verdicts: &[Verdict], settings: &ApprovalSettings) -> GovernanceDecision {
-    let escalated = escalates(verdicts);
-    let approvals_required = if escalated {
-        settings
-            .escalated_approvals_required
-            .max(settings.approvals_required)
-    } else {
-        settings.approvals_required
-    };
-    GovernanceDecision {
-        status: if denies(verdicts) {
-            ProposalStatus::Blocked
-        } else {
-            ProposalStatus::PendingReview
-        },
-        approvals_required,
-        escalated,
-    }
-}
 
 /// Consent rules, then every policy rule, for one proposal.
 pub fn evaluate_all(
@@ -145,38 +38,6 @@ pub fn evaluate_all(
     let mut verdicts = consent::consent_verdicts(&context.draft, catalog);
     verdicts.extend(policies.evaluate(context)?);
     Ok(verdicts)
-}
-
-/// One governed proposal of a batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Governed {
-    pub verdicts: Vec<Verdict>,
-    pub decision: GovernanceDecision,
-}
-
-/// Governs a run's candidates in order. Every candidate that is not blocked is counted in
-/// `queue` before the next one is evaluated, so the governance-gap rules see the proposals
-/// accepted earlier in the same run. Any rule error stops the whole batch: nothing should be
-/// queued from a run whose policies cannot be evaluated.
-pub fn govern_batch<'a>(
-    policies: &PolicySet,
-    run: &RunInputs,
-    candidates: impl IntoIterator<Item = (&'a ProposalDraft, &'a Enrichment)>,
-    queue: &mut QueueCounts,
-    settings: &ApprovalSettings,
-    now: DateTime<Utc>,
-) -> Result<Vec<Governed>, PolicyError> {
-    let mut governed = Vec::new();
-    for (draft, enrichment) in candidates {
-        let context = PolicyContext::for_run(run, draft, enrichment, queue, now);
-        let verdicts = evaluate_all(policies, &run.catalog, &context)?;
-        let decision = decide(&verdicts, settings);
-        if decision.status != ProposalStatus::Blocked {
-            queue.record_queued(draft);
-        }
-        governed.push(Governed { verdicts, decision });
-    }
-    Ok(governed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,17 +60,15 @@ pub struct Governance {
 }
 
 impl Governance {
-    /// Loads the catalog and the policies from the configured policies folder, or the ones
+    /// Loads the catalog and the policies from the policies folder `dir`, or the ones
     /// built into the binary when that folder does not exist. A policy that does not compile
     /// is an error naming file and rule.
-    pub fn load(config: &Config) -> Result<Governance, GovernanceError> {
-        let dir = config.policies_dir();
-        let settings = ApprovalSettings {
-            approvals_required: config.governance.approvals_required,
-            escalated_approvals_required: config.governance.escalated_approvals_required,
-        };
+    pub fn load(
+        dir: &std::path::Path,
+        settings: ApprovalSettings,
+    ) -> Result<Governance, GovernanceError> {
         if dir.exists() {
-            Governance::load_dir(&dir, settings)
+            Governance::load_dir(dir, settings)
         } else {
             Governance::built_in(settings)
         }
@@ -252,7 +111,7 @@ impl Governance {
     }
 
     /// The catalog and program converted once, for governing many proposals
-    /// ([`govern_batch`], [`Governance::govern_in`]).
+    /// ([`assess::Assessor`], [`Governance::govern_in`]).
     pub fn run_inputs(&self, program: &ProgramHealth) -> RunInputs {
         RunInputs::new(&self.catalog, program)
     }

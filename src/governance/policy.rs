@@ -250,9 +250,15 @@ fn compile_message(
     Ok(parts)
 }
 
+/// The policy set's digest: file names (not the folder they sit in, so the same policies give
+/// the same digest in any checkout) and contents.
 fn digest_of(files: &[(String, String)], catalog: Option<&str>) -> String {
     let mut hasher = Sha256::new();
-    for (name, text) in files {
+    for (path, text) in files {
+        let name = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_else(|| path.into());
         hasher.update(name.as_bytes());
         hasher.update([0]);
         hasher.update(text.as_bytes());
@@ -529,7 +535,7 @@ impl PolicySet {
         let draft = sample::sample_draft();
         let mut risky = draft.clone();
         risky.moment = crate::history::Moment::CartCheckout;
-        risky.risk = crate::proposer::Risk::High;
+        risky.risk = crate::domain::Risk::High;
         let mut busy_queue = QueueCounts::default();
         busy_queue.record_queued(&risky);
         let contexts = [

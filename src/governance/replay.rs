@@ -7,10 +7,11 @@
 //! policy verdicts are recomputed. Proposals are replayed run by run in creation order, so the
 //! per-run counts the governance-gap rules read are rebuilt under the new rules.
 
-use super::context::{PolicyContext, QueueCounts, RunInputs};
+use super::assess::{govern_and_decide, Governed};
+use super::context::{QueueCounts, RunInputs};
 use super::policy::{outcome_word, PolicyError, PolicySet};
-use super::{decide, evaluate_all, ApprovalSettings, RuleSource, Verdict};
-use crate::queue::{Proposal, ProposalStatus};
+use super::{decide, ApprovalSettings, RuleSource, Verdict};
+use crate::domain::{Proposal, ProposalStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -84,20 +85,27 @@ pub fn replay(
             .entry(proposal.run_id.as_str())
             .or_insert_with(|| base_queue.clone());
         let now: DateTime<Utc> = proposal.created_at;
-        let context =
-            PolicyContext::for_run(run, &proposal.draft, &proposal.enrichment, queue, now);
-        let mut new_verdicts: Vec<Verdict> = proposal
+        // Validation is carried over as it was; consent and policies are assessed anew.
+        let validation: Vec<Verdict> = proposal
             .verdicts
             .iter()
             .filter(|v| v.source == RuleSource::Validation)
             .cloned()
             .collect();
-        new_verdicts.extend(evaluate_all(policies, &run.catalog, &context)?);
+        let Governed {
+            verdicts: new_verdicts,
+            decision: new_decision,
+        } = govern_and_decide(
+            policies,
+            run,
+            settings,
+            &proposal.draft,
+            &proposal.enrichment,
+            validation,
+            queue,
+            now,
+        )?;
         let old_decision = decide(&proposal.verdicts, settings);
-        let new_decision = decide(&new_verdicts, settings);
-        if new_decision.status != ProposalStatus::Blocked {
-            queue.record_queued(&proposal.draft);
-        }
 
         let old = outcome_map(&proposal.verdicts);
         let new = outcome_map(&new_verdicts);

@@ -6,9 +6,9 @@
 
 use super::catalog::{Catalog, CatalogError};
 use crate::analysis::health::ProgramHealth;
+use crate::domain::{DuplicateRef, Enrichment};
+use crate::domain::{EvidenceRef, ProposalDraft, Rendering, Risk};
 use crate::history::Moment;
-use crate::proposer::{EvidenceRef, ProposalDraft, Rendering, Risk};
-use crate::queue::{DuplicateRef, Enrichment};
 use std::collections::BTreeMap;
 
 /// The shipped catalog, as text.
@@ -105,7 +105,7 @@ pub fn sample_enrichment() -> Enrichment {
         expected_value_per_day: 899.9,
         priority: 899.9,
         duplicate_of: None,
-        strategy: Some("transfer".into()),
+        strategy: Some(crate::domain::Strategy::Transfer),
         notes: Vec::new(),
     }
 }
@@ -115,7 +115,7 @@ pub fn sample_enrichment() -> Enrichment {
 pub fn sample_enrichment_populated() -> Enrichment {
     Enrichment {
         duplicate_of: Some(DuplicateRef {
-            kind: "open_proposal".into(),
+            kind: crate::domain::DuplicateKind::OpenProposal,
             id: "0190a5b2-sample".into(),
             similarity: 0.91,
         }),

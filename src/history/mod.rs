@@ -2,8 +2,8 @@
 //! NDJSON, JSON arrays and CSV.
 
 pub mod import;
-pub mod model;
 
+pub use crate::domain::experiment as model;
 pub use import::{ImportOptions, ImportReport, Problem, Source};
 pub use model::{
     is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,

@@ -1,4 +1,4 @@
-//! The builtin proposer (DESIGN.md §6): deterministic, explainable, needs no model. Four
+//! The builtin proposer (see docs/architecture.md): deterministic, explainable, needs no model. Four
 //! strategies read the analysis and draft proposals that cite their evidence:
 //!
 //! - **transfer**: a lever proven for one segment (or moment) to a related one where it was
@@ -18,7 +18,8 @@ use super::{
     ProposerOutput, Rendering, Risk,
 };
 use crate::analysis::{ExperimentAnalysis, Outcome};
-use crate::governance::catalog::{Catalog, IdentityRequirement, Segment};
+use crate::domain::catalog::{Catalog, Segment};
+use crate::domain::Strategy;
 use crate::history::{Decision, Experiment, Moment, TestKey};
 use crate::validate::{self, Surroundings};
 use async_trait::async_trait;
@@ -88,53 +89,10 @@ fn finding(experiment: &Experiment, analysis: &ExperimentAnalysis) -> String {
     )
 }
 
-/// The signals of `source` that a segment can lawfully use, by the catalog's rules.
-fn usable_signals(
-    source: &Experiment,
-    segment: &Segment,
-    catalog: &Catalog,
-) -> Option<Vec<String>> {
-    let mut signals = Vec::new();
-    for name in &source.signals {
-        let signal = catalog.signal(name)?;
-        if signal.sensitive
-            || (signal.identity == IdentityRequirement::LoggedIn
-                && segment.identity != crate::governance::catalog::Identity::LoggedIn)
-            || signal.restricted_regions.contains(&segment.region)
-        {
-            return None;
-        }
-        signals.push(name.clone());
-    }
-    // Every purpose must be covered by the segment, or governance would deny it.
-    let covered = catalog
-        .required_purposes(&signals)
-        .iter()
-        .all(|p| segment.consent.get(*p).copied().unwrap_or(0.0) > 0.0);
-    covered.then_some(signals)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Strategy {
-    Transfer,
-    Retest,
-    Cover,
-    Validate,
-}
-
-impl Strategy {
-    fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Transfer => "transfer",
-            Strategy::Retest => "retest",
-            Strategy::Cover => "cover",
-            Strategy::Validate => "validate",
-        }
-    }
-
-    /// The "because" of the hypothesis a strategy drafts.
-    fn because(self) -> &'static str {
-        match self {
+/// The "because" of the hypothesis a strategy drafts.
+fn because(strategy: Strategy) -> &'static str {
+    {
+        match strategy {
             Strategy::Transfer => "the same lever proved itself for a related audience",
             Strategy::Retest => "the earlier test pointed the right way but was too small to tell",
             Strategy::Cover => {
@@ -187,7 +145,11 @@ impl<'a> Drafting<'a> {
             risk,
         } = sketch;
         let lever = source.lever.clone()?;
-        let signals = usable_signals(source, segment, self.context.catalog)?;
+        let signals = crate::governance::consent::usable_signals(
+            &source.signals,
+            segment,
+            self.context.catalog,
+        )?;
         let consent_purposes = self
             .context
             .catalog
@@ -241,7 +203,7 @@ impl<'a> Drafting<'a> {
                 words(moment.as_str()),
                 words(&kpi),
                 percent(lift),
-                strategy.because()
+                because(strategy)
             ),
             title,
             primary_kpi: kpi.clone(),
@@ -265,7 +227,7 @@ impl<'a> Drafting<'a> {
         };
         Some(ProposedDraft {
             draft,
-            strategy: Some(strategy.as_str().to_string()),
+            strategy: Some(strategy),
         })
     }
 
@@ -437,7 +399,8 @@ impl<'a> Drafting<'a> {
                     let key = TestKey::new(*moment, lever, &s.name);
                     !self.tried.contains(&key)
                         && !self.taken.contains(&key)
-                        && usable_signals(source, s, catalog).is_some()
+                        && crate::governance::consent::usable_signals(&source.signals, s, catalog)
+                            .is_some()
                 })
                 .collect();
             fresh.sort_by_key(|s| std::cmp::Reverse(s.daily_visitors));
@@ -611,8 +574,7 @@ impl Proposer for BuiltinProposer {
         let mut scored: Vec<(f64, ProposedDraft)> = candidates
             .into_iter()
             .map(|c| {
-                let value = validate::enrich(&c.draft, c.strategy.as_deref(), &around)
-                    .expected_value_per_day;
+                let value = validate::enrich(&c.draft, c.strategy, &around).expected_value_per_day;
                 (value, c)
             })
             .collect();

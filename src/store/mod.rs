@@ -5,8 +5,8 @@
 
 pub mod sqlite;
 
+use crate::domain::{Proposal, ProposalFilter, Review, RunRecord};
 use crate::history::Experiment;
-use crate::queue::{Proposal, ProposalFilter, Review, RunRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub enum StoreError {
     #[error("unsupported database URL {0:?}: use sqlite://PATH (PostgreSQL support is planned)")]
     UnsupportedUrl(String),
     #[error(transparent)]
-    Review(#[from] crate::queue::ReviewError),
+    Review(#[from] crate::domain::ReviewError),
 }
 
 /// What an import wrote.
@@ -103,7 +103,7 @@ pub trait Store: Send + Sync {
         since: DateTime<Utc>,
     ) -> Result<Vec<(Proposal, Review)>, StoreError>;
 
-    /// Records a review and applies its effect ([`crate::queue::apply_review`]) atomically.
+    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically.
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;

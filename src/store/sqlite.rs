@@ -2,11 +2,11 @@
 //! `migrations/sqlite/` compiled into the binary.
 
 use super::{audit_hash, timestamp, AuditEntry, Store, StoreError, UpsertCounts};
-use crate::history::Experiment;
-use crate::queue::{
+use crate::domain::{
     apply_review, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, ReviewError,
-    RunRecord,
+    Role, RunRecord,
 };
+use crate::history::Experiment;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,10 +22,10 @@ pub struct SqliteStore {
 /// What a proposal row's `body` holds (status and times live in columns).
 #[derive(Serialize, Deserialize)]
 struct ProposalBody {
-    draft: crate::proposer::ProposalDraft,
-    enrichment: crate::queue::Enrichment,
+    draft: crate::domain::ProposalDraft,
+    enrichment: crate::domain::Enrichment,
     verdicts: Vec<crate::governance::Verdict>,
-    provenance: crate::queue::Provenance,
+    provenance: crate::domain::Provenance,
 }
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
@@ -118,7 +118,11 @@ impl SqliteStore {
         Ok(Review {
             proposal_id: row.try_get("proposal_id")?,
             actor: row.try_get("actor")?,
-            role: row.try_get("role")?,
+            role: {
+                let role: String = row.try_get("role")?;
+                Role::parse(&role)
+                    .ok_or_else(|| corrupt("review", format!("unknown role {role:?}")))?
+            },
             action,
             note: row.try_get("note")?,
             at: parse_time("review", &row.try_get::<String, _>("at")?)?,
@@ -218,7 +222,7 @@ impl Store for SqliteStore {
             "INSERT INTO runs (id, trigger, status, started_at, finished_at, proposer, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.id)
-        .bind(&run.trigger)
+        .bind(run.trigger.to_string())
         .bind(run.status.as_str())
         .bind(timestamp(run.started_at))
         .bind(timestamp(run.finished_at))
@@ -365,7 +369,7 @@ impl Store for SqliteStore {
         )
         .bind(&review.proposal_id)
         .bind(&review.actor)
-        .bind(&review.role)
+        .bind(review.role.as_str())
         .bind(review.action.as_str())
         .bind(&review.note)
         .bind(&at)

@@ -459,7 +459,7 @@ impl Proposer for OpenAiProposer {
     async fn propose(&self, ctx: &ProposalContext<'_>) -> Result<ProposerOutput, ProposerError> {
         let rendered = self.render(ctx)?;
         let refs = References::new(ctx.experiments, ctx.catalog);
-        let rejected: Vec<crate::queue::Proposal> = ctx
+        let rejected: Vec<crate::domain::Proposal> = ctx
             .recent_rejections
             .iter()
             .map(|(proposal, _)| proposal.clone())

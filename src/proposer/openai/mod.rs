@@ -1,4 +1,4 @@
-//! The `openai` proposer (DESIGN.md §9): structured proposals from any OpenAI-compatible chat
+//! The `openai` proposer (see docs/architecture.md and the README): structured proposals from any OpenAI-compatible chat
 //! model (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp, LiteLLM), by configuration alone.
 //!
 //! - [`config`]: the `[llm]` section;

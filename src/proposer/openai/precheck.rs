@@ -5,10 +5,10 @@
 //! still fails them after the repairs goes on to the run, where governance decides and records
 //! the verdicts. Policies written in CEL are not foreseen here (they need the enrichment).
 
+use crate::domain::Proposal;
 use crate::governance::consent::consent_verdicts;
 use crate::governance::Effect;
 use crate::proposer::{ProposalContext, ProposalDraft};
-use crate::queue::Proposal;
 use crate::validate::{nearest_duplicate, Surroundings};
 
 /// What a repair message says about a draft governance would deny; empty when none is foreseen.
@@ -33,12 +33,7 @@ pub fn foreseeable_denials(
         power: 0.8,
     };
     if let Some(duplicate) = nearest_duplicate(draft, &around) {
-        let what = match duplicate.kind.as_str() {
-            "running_experiment" => "the running experiment",
-            "open_proposal" => "the open proposal",
-            "rejected_proposal" => "the recently rejected proposal",
-            other => other,
-        };
+        let what = duplicate.kind.describe();
         reasons.push(format!(
             "would be blocked as a duplicate of {what} {} (similarity {}): choose another lever, segment or moment",
             duplicate.id, duplicate.similarity

@@ -1,16 +1,16 @@
-//! One run, top to bottom: load → analyse → propose → validate and enrich → govern → queue.
+//! The run use case, top to bottom: load → analyse → propose → validate and enrich → govern → queue.
 //! Everything a run decides is written in one transaction at the end (the run record with its
 //! proposals), so a fault part-way leaves nothing half-written.
 
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
-use crate::governance::{Governance, GovernanceError, QueueCounts};
-use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
-use crate::queue::{
-    Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
+use crate::domain::{
+    Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary, Trigger,
 };
+use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
+use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
 use crate::store::{Store, StoreError};
-use crate::validate::{self, References, Surroundings};
+use crate::validate::Surroundings;
 use chrono::{DateTime, Duration, Utc};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,7 @@ pub struct RunPlan<'a> {
     pub proposer: &'a dyn Proposer,
     /// Used when the configured proposer fails (`[llm] fallback = "builtin"`).
     pub fallback: Option<&'a dyn Proposer>,
-    /// `cli`, `api`, `schedule:<slot>` or `demo`.
-    pub trigger: String,
+    pub trigger: Trigger,
     pub now: DateTime<Utc>,
 }
 
@@ -54,7 +53,17 @@ pub struct Loaded {
     /// Pending, approved and blocked proposals: new drafts must not repeat them.
     pub open_proposals: Vec<Proposal>,
     /// Rejections within `analysis.rejection_lookback_days`, with their reasons.
-    pub recent_rejections: Vec<(Proposal, crate::queue::Review)>,
+    pub recent_rejections: Vec<(Proposal, crate::domain::Review)>,
+}
+
+/// Pending, approved and blocked proposals: what a new draft must not repeat.
+pub async fn open_proposals(store: &dyn Store) -> Result<Vec<Proposal>, StoreError> {
+    Ok(store
+        .list_proposals(&ProposalFilter::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
+        .collect())
 }
 
 /// Loads what a run (and `hypod prompt render`, which must show exactly what a run sends) reads.
@@ -64,12 +73,7 @@ pub async fn load(
     now: DateTime<Utc>,
 ) -> Result<Loaded, StoreError> {
     let experiments = store.load_experiments().await?;
-    let open_proposals: Vec<Proposal> = store
-        .list_proposals(&ProposalFilter::default())
-        .await?
-        .into_iter()
-        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
-        .collect();
+    let open_proposals = open_proposals(store).await?;
     let since = now - Duration::days(config.analysis.rejection_lookback_days as i64);
     let recent_rejections = store.recent_rejections(since).await?;
     Ok(Loaded {
@@ -210,15 +214,19 @@ fn assess(
     summary: &mut RunSummary,
 ) -> Result<Vec<Proposal>, RunError> {
     let catalog = &plan.governance.catalog;
-    let references = References::new(experiments, catalog);
     let known: Vec<Proposal> = open_proposals
         .iter()
         .chain(rejected_proposals)
         .cloned()
         .collect();
-    let mut queue = QueueCounts::from_queue(&known, plan.now);
-    // The catalog and program converted once for every draft of the run.
-    let run_inputs = plan.governance.run_inputs(&analysis.program);
+    let queue = QueueCounts::from_queue(&known, plan.now);
+    let mut assessor = Assessor::new(
+        plan.governance,
+        &analysis.program,
+        experiments,
+        queue,
+        plan.now,
+    );
     let usage = output.usage.clone().unwrap_or_default();
     let share = |total: u64| total / (output.drafts.len().max(1) as u64);
     let mut proposals: Vec<Proposal> = Vec::new();
@@ -236,31 +244,24 @@ fn assess(
             alpha: plan.config.analysis.alpha,
             power: plan.config.analysis.power,
         };
-        let enrichment = validate::enrich(draft, proposed.strategy.as_deref(), &around);
+        let enrichment = assessor.enrich(draft, proposed.strategy, &around);
         if enrichment
             .duplicate_of
             .as_ref()
-            .is_some_and(|d| d.kind == "open_proposal")
+            .is_some_and(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
         {
             summary.duplicates += 1;
             continue;
         }
-        let mut verdicts =
-            validate::problems_as_verdicts(&validate::check_draft(draft, &references));
-        verdicts.extend(plan.governance.govern_in(
-            &run_inputs,
-            draft,
-            &enrichment,
-            &queue,
-            plan.now,
-        )?);
-        let decision = plan.governance.decide(&verdicts);
+        // The assessor counts what it lets through, so the governance-gap limits see what
+        // this run has already queued.
+        let Governed { verdicts, decision } = assessor
+            .judge(draft, &enrichment)
+            .map_err(GovernanceError::from)?;
         if decision.status == ProposalStatus::Blocked {
             summary.blocked += 1;
         } else {
             summary.queued += 1;
-            // The governance-gap limits see what this run has already queued.
-            queue.record_queued(draft);
             if decision.escalated {
                 summary.escalated += 1;
             }
@@ -301,4 +302,52 @@ async fn finish(
     record.finished_at = Utc::now().max(record.started_at);
     store.record_run(&record, &proposals).await?;
     Ok((record, proposals))
+}
+
+/// `hypod run`: one run and its queued proposals.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunView {
+    pub run: RunRecord,
+    pub proposals: Vec<super::queue::ProposalSummary>,
+    /// The proposals in full, for the text table.
+    #[serde(skip)]
+    pub queued: Vec<Proposal>,
+}
+
+impl RunView {
+    /// A failed run is a runtime failure once its record has been shown.
+    pub fn outcome(&self) -> super::AppResult<()> {
+        match self.run.status {
+            RunStatus::Failed => Err(super::AppError::runtime(format!(
+                "run {} failed: {}",
+                self.run.id,
+                self.run.error.as_deref().unwrap_or("unknown error")
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The run use case: loads governance and the proposers the configuration names, runs once.
+pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunView> {
+    let governance = super::load_governance(config)?;
+    let store = super::open_store(config).await?;
+    let (proposer, fallback) = super::proposers(config, &governance)?;
+    let plan = RunPlan {
+        config,
+        governance: &governance,
+        proposer: proposer.as_ref(),
+        fallback: fallback.as_deref(),
+        trigger,
+        now: crate::now(),
+    };
+    let (record, proposals) = run_once(store.as_ref(), &plan).await?;
+    Ok(RunView {
+        run: record,
+        proposals: proposals
+            .iter()
+            .map(super::queue::ProposalSummary::of)
+            .collect(),
+        queued: proposals,
+    })
 }

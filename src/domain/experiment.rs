@@ -118,7 +118,7 @@ pub struct Variant {
     pub revenue_sq: Option<f64>,
 }
 
-/// One experiment of the program's history, as imported (DESIGN.md §4).
+/// One experiment of the program's history, as imported (the README documents the import format).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {

@@ -1,0 +1,458 @@
+//! The command layer of the `hypod` binary: parses the command line (clap types every value),
+//! calls one use case of [`crate::app`], and presents its view as text or as JSON (`--json`).
+//! Errors become the exit codes the design fixes (2 for bad usage, configuration or input; 1
+//! for runtime failures); a closed stdout (`| head`) ends the command quietly with 0.
+
+mod text;
+
+use crate::app::{self, AppError, AppResult};
+use crate::domain::{Moment, ProposalStatus, ReviewAction, Role, Trigger};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// How `export` writes its drafts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON array.
+    Json,
+    /// One JSON object a line.
+    Ndjson,
+}
+
+fn parse_moment(text: &str) -> Result<Moment, String> {
+    Moment::parse(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a moment; use one of: {}",
+            Moment::ALL.map(|m| m.as_str()).join(", ")
+        )
+    })
+}
+
+#[derive(Parser)]
+#[command(
+    name = "hypod",
+    version,
+    about = "Proposes the next experiments worth running, governs them, and queues them for human approval. It never launches anything."
+)]
+pub struct Args {
+    /// Configuration file (default: ./hypod.toml if present, else built-in defaults).
+    #[arg(long, global = true, env = "HYPOD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a demo folder, import the bundled sample history, run one cycle, print the queue.
+    Demo {
+        /// Folder to create (default: ./hypod-demo, or -2, -3… if it exists).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Write a starter hypod.toml, policies/ and prompts/ (existing files are kept).
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Import experiments from .ndjson, .json or .csv files (- reads stdin); upserts by id.
+    Import {
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Import the valid records and report the invalid ones instead of importing nothing.
+        #[arg(long)]
+        skip_invalid: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-experiment statistics and program health.
+    Analyze {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run now: analyse, propose, validate, govern, queue.
+    Run {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The proposal queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Proposals (approved by default) as drafts for an experimentation platform.
+    Export {
+        #[arg(long, value_enum, default_value = "approved")]
+        status: ProposalStatus,
+        #[arg(long, value_enum, default_value = "json")]
+        format: ExportFormat,
+    },
+    /// Governance tooling: lint, test, dry-run, explain and replay the policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Apply database migrations (also done on start).
+    Migrate,
+    /// The prompts of the openai proposer.
+    Prompt {
+        #[command(subcommand)]
+        command: PromptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PromptCommand {
+    /// Print the exact messages the next run would send to the model.
+    Render {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List proposals, highest priority first.
+    List {
+        #[arg(long, value_enum)]
+        status: Option<ProposalStatus>,
+        #[arg(long, value_parser = parse_moment)]
+        moment: Option<Moment>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One proposal with evidence, statistics, verdicts, provenance and history.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a proposal.
+    Approve {
+        id: String,
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+        #[arg(long)]
+        note: Option<String>,
+        /// Your role: reviewer, governance or admin.
+        #[arg(long, value_enum, default_value = "reviewer")]
+        role: Role,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a proposal, with a reason.
+    Reject {
+        id: String,
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_enum, default_value = "reviewer")]
+        role: Role,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Compile every rule and lint it against a sample proposal (unknown fields, duplicate ids).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the cases in policies/tests/*.toml.
+    Test {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The verdicts a draft (a JSON file) would get, without queueing it.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a queued proposal got its verdicts.
+    Explain {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-evaluate recent proposals against the policies on disk and list what would change.
+    Replay {
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the audit log.
+    Verify,
+}
+
+/// Where stdout went: a closed pipe is not an error (`hypod analyze --json | head`).
+struct Closed;
+
+/// Writes a view as JSON to stdout through a buffer, without building the text in memory
+/// (`analyze --json` is computed as it is written): indented on a terminal, compact when piped
+/// or redirected (as `gh` does; a third smaller and faster to write and parse).
+fn write_json_stdout(view: &impl serde::Serialize) -> AppResult<Result<(), Closed>> {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let written = if terminal {
+        serde_json::to_writer_pretty(&mut out, view)
+    } else {
+        serde_json::to_writer(&mut out, view)
+    };
+    match written {
+        Ok(()) => Ok(out
+            .write_all(b"\n")
+            .and_then(|()| out.flush())
+            .map_err(|_| Closed)),
+        // serde_json reports a failed write as an I/O error; anything else is a bug in a view.
+        Err(e) if e.is_io() => Ok(Err(Closed)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_stdout(text: &str) -> Result<(), Closed> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(_) => Err(Closed),
+    }
+}
+
+/// A view as pretty JSON (the stable `--json` form) or as text.
+fn present<T: serde::Serialize>(
+    view: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> AppResult<()> {
+    // A reader that went away (a closed pipe) ends the command quietly.
+    if json {
+        let _ = write_json_stdout(view)?;
+    } else {
+        let _ = write_stdout(&text(view));
+    }
+    Ok(())
+}
+
+fn eprint(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// `queue approve` and `queue reject`.
+async fn review(
+    config: &crate::config::Config,
+    id: String,
+    actor: String,
+    role: Role,
+    action: ReviewAction,
+    note: Option<String>,
+    json: bool,
+) -> AppResult<()> {
+    let request = app::queue::ReviewRequest {
+        id,
+        actor,
+        role,
+        action,
+        note,
+    };
+    present(
+        &app::queue::review(config, request).await?,
+        json,
+        text::review,
+    )
+}
+
+async fn dispatch(args: Args) -> AppResult<()> {
+    if let Command::Demo { dir } = &args.command {
+        let demo = app::history::demo(dir.as_deref()).await?;
+        return present(&demo, false, text::demo);
+    }
+    if let Command::Init { dir } = &args.command {
+        let written = app::history::init(dir)?;
+        return present(&written, false, |w| text::init(w, dir));
+    }
+    let config = app::load_config(args.config.as_deref())?;
+    match args.command {
+        Command::Demo { .. } | Command::Init { .. } => Ok(()),
+        Command::Import {
+            files,
+            skip_invalid,
+            json,
+        } => {
+            let summary = app::history::import(&config, &files, skip_invalid).await?;
+            if !json {
+                eprint(&text::import_skipped(&summary));
+            }
+            present(&summary, json, text::import)
+        }
+        Command::Analyze { json } => {
+            present(&app::history::analyze(&config).await?, json, text::analysis)
+        }
+        Command::Run { json } => {
+            let view = app::run::run_now(&config, Trigger::Cli).await?;
+            present(&view, json, text::run)?;
+            view.outcome()
+        }
+        Command::Queue { command } => match command {
+            QueueCommand::List {
+                status,
+                moment,
+                json,
+            } => present(
+                &app::queue::list(&config, status, moment).await?,
+                json,
+                text::queue_list,
+            ),
+            QueueCommand::Show { id, json } => {
+                present(&app::queue::show(&config, &id).await?, json, text::proposal)
+            }
+            QueueCommand::Approve {
+                id,
+                actor,
+                note,
+                role,
+                json,
+            } => review(&config, id, actor, role, ReviewAction::Approve, note, json).await,
+            QueueCommand::Reject {
+                id,
+                actor,
+                reason,
+                role,
+                json,
+            } => {
+                review(
+                    &config,
+                    id,
+                    actor,
+                    role,
+                    ReviewAction::Reject,
+                    Some(reason),
+                    json,
+                )
+                .await
+            }
+        },
+        Command::Export { status, format } => {
+            let drafts = app::queue::export(&config, status).await?;
+            match format {
+                ExportFormat::Json => present(&drafts, true, |_| String::new()),
+                ExportFormat::Ndjson => {
+                    let mut out = String::new();
+                    for draft in &drafts {
+                        out.push_str(&serde_json::to_string(draft)?);
+                        out.push('\n');
+                    }
+                    let _ = write_stdout(&out);
+                    Ok(())
+                }
+            }
+        }
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { json } => {
+                let report = app::policy::check(&config)?;
+                present(&report, json, text::policy_check)?;
+                report.outcome()
+            }
+            PolicyCommand::Test { json } => {
+                let tests = app::policy::test(&config)?;
+                present(&tests, json, text::policy_tests)?;
+                tests.outcome()
+            }
+            PolicyCommand::Eval { file, json } => {
+                let draft = app::policy::read_draft(&file)?;
+                present(
+                    &app::policy::eval(&config, &draft).await?,
+                    json,
+                    text::evaluation,
+                )
+            }
+            PolicyCommand::Explain { id, json } => present(
+                &app::policy::explain(&config, &id).await?,
+                json,
+                text::explanation,
+            ),
+            PolicyCommand::Replay { since, json } => {
+                let window = app::policy::parse_since(&since)?;
+                let report = app::policy::replay(&config, window).await?;
+                present(&report, json, |r| text::replay(r, &since))
+            }
+        },
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let entries = app::history::verify_audit(&config).await?;
+            let _ = write_stdout(&format!(
+                "audit log intact: {entries} entries, hash chain verified\n"
+            ));
+            Ok(())
+        }
+        Command::Migrate => {
+            let url = app::history::migrate(&config).await?;
+            let _ = write_stdout(&format!("database {url} is migrated\n"));
+            Ok(())
+        }
+        Command::Prompt {
+            command: PromptCommand::Render { json },
+        } => {
+            let rendered = app::history::render_prompt(&config).await?;
+            present(&rendered, json, text::prompt)?;
+            if !json {
+                eprint(&text::prompt_stats(&rendered));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The whole binary: parse, run one command, exit with its code.
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            let code = if err.use_stderr() { 2 } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HYPOD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("hypod: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(AppError { message, .. }) if message.is_empty() => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("hypod: {}", err.message);
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

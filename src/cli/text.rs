@@ -1,0 +1,644 @@
+//! Text presentation: each view of a use case as the lines a person reads. Everything here
+//! formats; nothing decides.
+
+use crate::analysis::AnalysisReport;
+use crate::app::history::{Demo, ImportSummary};
+use crate::app::policy::{CheckReport, Evaluation, PolicyTests};
+use crate::app::queue::{ProposalView, QueueList, ReviewOutcome};
+use crate::app::run::RunView;
+use crate::domain::{Proposal, ProposalStatus, ReviewAction, RunRecord};
+use crate::governance::explain::Explanation;
+use crate::governance::replay::ReplayReport;
+use crate::proposer::openai::RenderedPrompt;
+use std::fmt::Write as _;
+
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! say {
+    ($out:expr) => {{
+        let _ = writeln!($out);
+    }};
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+fn fmt_opt(value: Option<f64>, digits: usize) -> String {
+    value
+        .map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn fmt_pct(value: Option<f64>) -> String {
+    value
+        .map(|v| format!("{:.1}%", v * 100.0))
+        .unwrap_or_else(|| "—".into())
+}
+
+pub fn analysis(analysis: &AnalysisReport) -> String {
+    let mut out = String::new();
+    let p = &analysis.program;
+    say!(
+        out,
+        "Program health ({} experiments, {} running)",
+        p.experiments,
+        p.running
+    );
+    say!(
+        out,
+        "  proven hypothesis rate   {} ({} of {} valid concluded){}",
+        fmt_pct(p.proven_rate),
+        p.proven,
+        p.valid_concluded,
+        p.proven_rate_band
+            .as_deref()
+            .map(|b| format!(" — {}", b.replace('_', " ")))
+            .unwrap_or_default()
+    );
+    say!(
+        out,
+        "  idea to decision         {} days (median)",
+        fmt_opt(p.median_idea_to_decision_days, 0)
+    );
+    say!(
+        out,
+        "  attribution stability    CV {}",
+        fmt_opt(p.attribution_cv, 2)
+    );
+    let coverage: Vec<String> = p
+        .moment_coverage_12m
+        .iter()
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    say!(out, "  moment coverage (12m)    {}", coverage.join(", "));
+    say!(
+        out,
+        "  KPI mirage               {} of experiments",
+        fmt_pct(p.kpi_mirage_share)
+    );
+    say!(out, "  latency leaks            {}", p.latency_leaks.len());
+    say!(
+        out,
+        "  black-box rules          {}",
+        p.black_box_rules.len()
+    );
+    say!(out, "  sample ratio mismatches  {}", p.srm_flagged.len());
+    say!(out, "  maturity stage           {}", p.maturity_stage);
+    for reason in &p.maturity_reasons {
+        say!(out, "    - {reason}");
+    }
+    say!(
+        out,
+        "  ready for proposals      {} ({})",
+        p.ready_for_proposals,
+        p.readiness_reason
+    );
+    say!(out);
+    say!(
+        out,
+        "{:<16} {:<15} {:<13} {:>9} {:>20} {:>8} {:>6}",
+        "experiment",
+        "moment",
+        "outcome",
+        "lift",
+        "95% CI",
+        "p",
+        "power"
+    );
+    for e in analysis.analyses() {
+        let ci = match (e.primary.ci_low, e.primary.ci_high) {
+            (Some(l), Some(h)) => format!("[{:+.1}%, {:+.1}%]", l * 100.0, h * 100.0),
+            _ => "—".into(),
+        };
+        say!(
+            out,
+            "{:<16} {:<15} {:<13} {:>9} {:>20} {:>8} {:>6}",
+            e.id,
+            e.moment.as_str(),
+            e.outcome.as_str(),
+            e.primary
+                .relative_lift
+                .map(|l| format!("{:+.1}%", l * 100.0))
+                .unwrap_or_else(|| "—".into()),
+            ci,
+            fmt_opt(e.primary.p_value, 4),
+            fmt_pct(e.primary.power),
+        );
+    }
+    out
+}
+
+pub fn run(view: &RunView) -> String {
+    let mut out = String::new();
+    run_into(&mut out, &view.run, &view.queued);
+    out
+}
+
+fn run_into(out: &mut String, record: &RunRecord, proposals: &[Proposal]) {
+    let s = &record.summary;
+    say!(
+        out,
+        "run {} {} ({} proposer{}): {} drafts, {} queued, {} blocked, {} duplicates, {} dropped",
+        record.id,
+        record.status.as_str(),
+        record.proposer,
+        record
+            .fell_back
+            .as_ref()
+            .map(|why| format!(", fell back: {why}"))
+            .unwrap_or_default(),
+        s.drafts,
+        s.queued,
+        s.blocked,
+        s.duplicates,
+        s.dropped
+    );
+    if let Some(usage) = &record.usage {
+        say!(
+            out,
+            "model {}: {} prompt + {} completion tokens, {} ms, cost {:.4}",
+            usage.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.latency_ms,
+            usage.cost
+        );
+    }
+    for note in &record.notes {
+        say!(out, "note: {note}");
+    }
+    if let Some(error) = &record.error {
+        say!(out, "error: {error}");
+    }
+    if !proposals.is_empty() {
+        queue_table(out, proposals);
+    }
+}
+
+fn queue_table(out: &mut String, proposals: &[Proposal]) {
+    say!(
+        out,
+        "{:<36}  {:<14} {:<14} {:>9} {:>6}  title",
+        "id",
+        "status",
+        "moment",
+        "value/day",
+        "days"
+    );
+    for p in proposals {
+        say!(
+            out,
+            "{:<36}  {:<14} {:<14} {:>9.0} {:>6}  {}",
+            p.id,
+            p.status.as_str(),
+            p.draft.moment.as_str(),
+            p.enrichment.expected_value_per_day,
+            p.enrichment
+                .expected_duration_days
+                .map(|d| format!("{d:.0}"))
+                .unwrap_or_else(|| "—".into()),
+            p.draft.title
+        );
+        for v in p.verdicts.iter().filter(|v| v.failed()) {
+            say!(
+                out,
+                "{:<38}{} {}: {}",
+                "",
+                v.effect.as_str(),
+                v.rule_id,
+                v.message
+            );
+        }
+    }
+}
+
+pub fn queue_list(list: &QueueList) -> String {
+    let mut out = String::new();
+    if list.proposals.is_empty() {
+        say!(out, "the queue is empty for this filter");
+    } else {
+        queue_table(&mut out, &list.proposals);
+    }
+    out
+}
+
+pub fn proposal(view: &ProposalView) -> String {
+    let mut out = String::new();
+    let proposal = &view.proposal;
+    let reviews = &view.reviews;
+    let d = &proposal.draft;
+    let e = &proposal.enrichment;
+    say!(out, "{} — {}", proposal.id, d.title);
+    say!(
+        out,
+        "status       {} (needs {} approval(s))",
+        proposal.status,
+        proposal.approvals_required
+    );
+    say!(out, "hypothesis   {}", d.hypothesis);
+    say!(
+        out,
+        "where        {} / {} / {} ({}, {})",
+        d.moment,
+        d.segment,
+        d.lever,
+        d.channel,
+        d.rendering.as_str()
+    );
+    say!(out, "change       {}", d.change);
+    say!(out, "rationale    {}", d.rationale);
+    say!(
+        out,
+        "kpi          {} (guardrails: {})",
+        d.primary_kpi,
+        d.guardrail_kpis.join(", ")
+    );
+    say!(
+        out,
+        "signals      {} (consent: {})",
+        d.signals.join(", "),
+        d.consent_purposes.join(", ")
+    );
+    say!(
+        out,
+        "risk         {:?}; rollback: {}",
+        d.risk,
+        d.rollback_plan
+    );
+    say!(out,
+        "statistics   baseline {} ({}), expected lift {:+.1}%, {} visitors per arm, {} days, {:.0}/day expected value",
+        fmt_pct(e.baseline_rate),
+        e.baseline_source,
+        d.expected_relative_lift * 100.0,
+        e.required_visitors_per_arm.map(|n| n.to_string()).unwrap_or_else(|| "—".into()),
+        fmt_opt(e.expected_duration_days, 0),
+        e.expected_value_per_day
+    );
+    for note in &e.notes {
+        say!(out, "             note: {note}");
+    }
+    say!(out, "evidence");
+    for item in &d.evidence {
+        let stats = view
+            .evidence
+            .iter()
+            .find(|e| e.experiment_id == item.experiment_id)
+            .and_then(|e| e.statistics.as_ref());
+        say!(
+            out,
+            "  {} — {}{}",
+            item.experiment_id,
+            item.finding,
+            stats
+                .map(|s| format!(
+                    " [{}; lift {}, p {}]",
+                    s.outcome.as_str(),
+                    s.primary
+                        .relative_lift
+                        .map(|l| format!("{:+.1}%", l * 100.0))
+                        .unwrap_or_else(|| "—".into()),
+                    fmt_opt(s.primary.p_value, 4)
+                ))
+                .unwrap_or_else(|| " [not in history]".into())
+        );
+    }
+    say!(out, "verdicts");
+    if proposal.verdicts.is_empty() {
+        say!(out, "  (none)");
+    }
+    for v in &proposal.verdicts {
+        say!(
+            out,
+            "  {} {:<8} {}: {}",
+            if v.passed { "pass" } else { "FAIL" },
+            v.effect.as_str(),
+            v.rule_id,
+            v.message
+        );
+    }
+    let p = &proposal.provenance;
+    say!(
+        out,
+        "provenance   {} proposer{}, policy set {}, input {}",
+        p.proposer,
+        p.model
+            .as_ref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default(),
+        &p.policy_digest[..p.policy_digest.len().min(12)],
+        &p.input_digest[..p.input_digest.len().min(12)]
+    );
+    say!(out, "history");
+    say!(
+        out,
+        "  {} created by run {}",
+        proposal.created_at.to_rfc3339(),
+        proposal.run_id
+    );
+    for r in reviews {
+        say!(
+            out,
+            "  {} {} by {} ({}){}",
+            r.at.to_rfc3339(),
+            r.action.as_str(),
+            r.actor,
+            r.role,
+            r.note
+                .as_ref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
+pub fn review(outcome: &ReviewOutcome) -> String {
+    let mut out = String::new();
+    let s = &outcome.summary;
+    say!(
+        out,
+        "{} {}: {} is now {}",
+        outcome.actor,
+        match outcome.action {
+            ReviewAction::Approve => "approved",
+            ReviewAction::Reject => "rejected",
+        },
+        s.id,
+        s.status
+    );
+    if s.status == ProposalStatus::PendingReview {
+        say!(
+            out,
+            "it needs {} approval(s) in all{}",
+            s.approvals_required,
+            if outcome.escalated {
+                ", one of them from governance"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
+pub fn import(summary: &ImportSummary) -> String {
+    let mut out = String::new();
+    say!(
+        out,
+        "imported {} experiments ({} new, {} updated, {} unchanged{}) in {:.2}s",
+        summary.experiments,
+        summary.inserted,
+        summary.updated,
+        summary.unchanged,
+        if summary.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", summary.skipped.len())
+        },
+        summary.seconds
+    );
+    out
+}
+
+/// What goes to stderr beside the import summary: each skipped record.
+pub fn import_skipped(summary: &ImportSummary) -> String {
+    let mut out = String::new();
+    for skipped in &summary.skipped {
+        say!(out, "skipped: {}", skipped.problem);
+    }
+    out
+}
+
+pub fn prompt(rendered: &RenderedPrompt) -> String {
+    let mut out = String::new();
+    say!(
+        out,
+        "=== system ({})\n{}\n",
+        rendered.system_template,
+        rendered.system
+    );
+    say!(
+        out,
+        "=== user ({})\n{}",
+        rendered.user_template,
+        rendered.user
+    );
+    out
+}
+
+/// What goes to stderr beside the rendered prompt: its size and digests.
+pub fn prompt_stats(rendered: &RenderedPrompt) -> String {
+    format!(
+        "model {}; about {} of {} prompt tokens (estimated); evidence {} of {} experiments; template digest {}; input digest {}\n",
+        rendered.model,
+        rendered.estimated_tokens,
+        rendered.token_budget,
+        rendered.selection.evidence_shown,
+        rendered.selection.evidence_total,
+        rendered.template_digest,
+        rendered.input_digest
+    )
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+pub fn policy_check(report: &CheckReport) -> String {
+    let mut out = String::new();
+    for lint in &report.lints {
+        say!(out, "{lint}");
+    }
+    say!(
+        out,
+        "{} rules in {} file(s) checked, {} error(s), {} other finding(s); policy set {}",
+        report.rules,
+        report.files,
+        report.errors,
+        report.lints.len() - report.errors,
+        short(&report.policy_digest)
+    );
+    out
+}
+
+pub fn policy_tests(tests: &PolicyTests) -> String {
+    let mut out = String::new();
+    let report = &tests.report;
+    for failure in &report.failures {
+        say!(out, "FAIL {failure}");
+    }
+    say!(
+        out,
+        "{} passed, {} failed ({} cases in {} file(s))",
+        report.passed,
+        report.cases - report.passed,
+        report.cases,
+        report.files
+    );
+    out
+}
+
+pub fn evaluation(eval: &Evaluation) -> String {
+    let mut out = String::new();
+    let decision = &eval.decision;
+    say!(
+        out,
+        "{}: would be {} (needs {} approval(s){})",
+        eval.title,
+        decision.status,
+        decision.approvals_required,
+        if decision.escalated {
+            ", escalated"
+        } else {
+            ""
+        }
+    );
+    for v in eval.verdicts.iter().filter(|v| v.failed()) {
+        say!(
+            out,
+            "  FAIL {:<8} {}: {}",
+            v.effect.as_str(),
+            v.rule_id,
+            v.message
+        );
+    }
+    say!(
+        out,
+        "  {} rule(s) passed or did not apply",
+        eval.verdicts.iter().filter(|v| v.passed).count()
+    );
+    out
+}
+
+pub fn explanation(explanation: &Explanation) -> String {
+    let mut out = String::new();
+    say!(
+        out,
+        "{} — {}: {} (needs {} approval(s))",
+        explanation.proposal_id,
+        explanation.title,
+        explanation.status,
+        explanation.approvals_required
+    );
+    say!(
+        out,
+        "verdicts made under policy set {}{}",
+        short(&explanation.policy_digest),
+        if explanation.same_policy_set {
+            " (the policies on disk are the same)".to_string()
+        } else {
+            format!(
+                "; the policies on disk are now {} — see `hypod policy replay`",
+                short(&explanation.current_policy_digest)
+            )
+        }
+    );
+    for v in &explanation.verdicts {
+        say!(
+            out,
+            "  {:<4} {:<8} {}: {}",
+            v.outcome,
+            v.effect,
+            v.rule_id,
+            v.message
+        );
+        if let Some(expr) = &v.expr {
+            say!(
+                out,
+                "         {}{}",
+                v.file
+                    .as_deref()
+                    .map(|f| format!("{f}: "))
+                    .unwrap_or_default(),
+                expr
+            );
+        }
+    }
+    out
+}
+
+pub fn replay(report: &ReplayReport, since: &str) -> String {
+    let mut out = String::new();
+    say!(
+        out,
+        "replayed {} proposal(s) from the last {since} against policy set {}: {} would change",
+        report.replayed,
+        short(&report.policy_digest),
+        report.changed.len()
+    );
+    for change in &report.changed {
+        say!(
+            out,
+            "  {} {}: {} -> {} (approvals {} -> {}; now {})",
+            change.proposal_id,
+            change.title,
+            change.old_status,
+            change.new_status,
+            change.old_approvals_required,
+            change.new_approvals_required,
+            change.current_status
+        );
+        for rule in &change.changes {
+            say!(
+                out,
+                "      {} {}: {} -> {}: {}",
+                rule.effect,
+                rule.rule_id,
+                rule.old_outcome,
+                rule.new_outcome,
+                rule.message
+            );
+        }
+    }
+    out
+}
+
+pub fn init(written: &[std::path::PathBuf], dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for path in written {
+        say!(out, "wrote {}", path.display());
+    }
+    if written.is_empty() {
+        say!(
+            out,
+            "nothing to write: every file already exists in {}",
+            dir.display()
+        );
+    }
+    out
+}
+
+pub fn demo(demo: &Demo) -> String {
+    let mut out = String::new();
+    say!(out, "hypod demo in {}", demo.dir.display());
+    say!(
+        out,
+        "imported {} experiments from the bundled sample history ({} new)",
+        demo.imported,
+        demo.inserted
+    );
+    say!(out);
+    run_into(&mut out, &demo.run.run, &demo.run.queued);
+    say!(out);
+    let config_arg = demo.config_path.display();
+    say!(out, "What to try next:");
+    say!(out, "  hypod --config {config_arg} analyze                 # program health and per-experiment statistics");
+    say!(
+        out,
+        "  hypod --config {config_arg} queue list --status pending_review"
+    );
+    say!(out, "  hypod --config {config_arg} queue show ID           # evidence, statistics, verdicts, provenance");
+    say!(
+        out,
+        "  hypod --config {config_arg} queue approve ID --as you --note \"worth it\""
+    );
+    say!(
+        out,
+        "  hypod --config {config_arg} export --status approved"
+    );
+    say!(
+        out,
+        "Edit {}/policies/ to change what may be proposed.",
+        demo.dir.display()
+    );
+    out
+}

@@ -1,0 +1,28 @@
+//! The domain: the types every stage, the use cases and (later) the server share, with the rules
+//! that belong to the types themselves (a review's state machine, how verdicts decide a status).
+//! It imports nothing else from the crate; every other module may import it.
+
+pub mod catalog;
+pub mod draft;
+pub mod experiment;
+pub mod proposal;
+pub mod review;
+pub mod run;
+pub mod verdict;
+
+pub use catalog::Catalog;
+pub use draft::{
+    EvidenceRef, LlmUsage, ProposalDraft, ProposedDraft, RejectedDraft, Rendering, Risk, Strategy,
+};
+pub use experiment::{
+    is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
+    COMMERCIAL_KPIS,
+};
+pub use proposal::{
+    DuplicateKind, DuplicateRef, Enrichment, Proposal, ProposalFilter, ProposalStatus, Provenance,
+};
+pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
+pub use run::{RunRecord, RunStatus, RunSummary, Trigger};
+pub use verdict::{
+    decide, denies, escalates, ApprovalSettings, Effect, GovernanceDecision, RuleSource, Verdict,
+};

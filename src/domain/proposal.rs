@@ -1,0 +1,154 @@
+//! A queued proposal: the draft with what hypod computed for it (enrichment), its verdicts,
+//! provenance and status, and the filter the queue is listed with.
+
+use super::draft::{ProposalDraft, Strategy};
+use super::experiment::Moment;
+use super::verdict::Verdict;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    PendingReview,
+    Approved,
+    Rejected,
+    Expired,
+    Blocked,
+    Superseded,
+}
+
+impl ProposalStatus {
+    pub const ALL: [ProposalStatus; 6] = [
+        ProposalStatus::PendingReview,
+        ProposalStatus::Approved,
+        ProposalStatus::Rejected,
+        ProposalStatus::Expired,
+        ProposalStatus::Blocked,
+        ProposalStatus::Superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalStatus::PendingReview => "pending_review",
+            ProposalStatus::Approved => "approved",
+            ProposalStatus::Rejected => "rejected",
+            ProposalStatus::Expired => "expired",
+            ProposalStatus::Blocked => "blocked",
+            ProposalStatus::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ProposalStatus> {
+        ProposalStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Proposals that still occupy the queue: new drafts must not duplicate them.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            ProposalStatus::PendingReview | ProposalStatus::Approved
+        )
+    }
+}
+
+impl fmt::Display for ProposalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a near-duplicate was found of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateKind {
+    RunningExperiment,
+    Experiment,
+    OpenProposal,
+    RejectedProposal,
+}
+
+impl DuplicateKind {
+    /// How a message names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DuplicateKind::RunningExperiment => "the running experiment",
+            DuplicateKind::Experiment => "the experiment",
+            DuplicateKind::OpenProposal => "the open proposal",
+            DuplicateKind::RejectedProposal => "the recently rejected proposal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateRef {
+    pub kind: DuplicateKind,
+    pub id: String,
+    /// Similarity in 0..=1 (1 = the same lever for the same segment at the same moment).
+    pub similarity: f64,
+}
+
+/// What hypod computes for a draft (see docs/architecture.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Enrichment {
+    /// Control conversion rate the sample size is computed from.
+    pub baseline_rate: Option<f64>,
+    /// Where the baseline comes from (which experiments).
+    pub baseline_source: String,
+    pub required_visitors_per_arm: Option<u64>,
+    pub segment_daily_visitors: Option<u64>,
+    /// Share of the segment's traffic that consented to every purpose the signals need.
+    pub consented_share: Option<f64>,
+    pub expected_duration_days: Option<f64>,
+    /// Value of one conversion used for the expected value.
+    pub value_per_conversion: f64,
+    /// Evidence strength in 0..=1 (how well the cited experiments support the expected lift).
+    pub evidence_strength: f64,
+    /// Expected extra revenue per day if the hypothesis holds.
+    pub expected_value_per_day: f64,
+    /// Ranking score (higher first).
+    pub priority: f64,
+    pub duplicate_of: Option<DuplicateRef>,
+    /// The builtin proposer's strategy (transfer, retest, cover, validate).
+    pub strategy: Option<Strategy>,
+    /// Why a statistic is missing, when one is.
+    pub notes: Vec<String>,
+}
+
+/// Where a proposal came from, for audit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub proposer: String,
+    pub model: Option<String>,
+    pub prompt_digest: Option<String>,
+    pub policy_digest: String,
+    pub input_digest: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: String,
+    pub run_id: String,
+    pub status: ProposalStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub draft: ProposalDraft,
+    pub enrichment: Enrichment,
+    pub verdicts: Vec<Verdict>,
+    pub provenance: Provenance,
+    pub approvals_required: u32,
+}
+
+/// Filters for listing the queue.
+#[derive(Debug, Clone, Default)]
+pub struct ProposalFilter {
+    pub status: Option<ProposalStatus>,
+    pub moment: Option<Moment>,
+    pub run_id: Option<String>,
+    pub limit: Option<usize>,
+}

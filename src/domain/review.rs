@@ -1,0 +1,307 @@
+//! Reviews: one person's decision on one proposal, and the state rules that decide what it does
+//! (who may review, nobody approves twice, escalated proposals need governance, a rejection needs
+//! a reason). The store only persists what these rules allow.
+
+use super::proposal::{Proposal, ProposalStatus};
+use super::verdict::escalates;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a person may do: viewer, reviewer, governance, admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads the queue.
+    Viewer,
+    /// Approves and rejects.
+    Reviewer,
+    /// Approves and rejects, and counts as the governance approval an escalated proposal needs.
+    Governance,
+    /// Everything governance may.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Reviewer => "reviewer",
+            Role::Governance => "governance",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        [Role::Viewer, Role::Reviewer, Role::Governance, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+
+    /// Whether this role may approve or reject.
+    pub fn may_review(self) -> bool {
+        !matches!(self, Role::Viewer)
+    }
+
+    /// Whether this role's approval is the governance approval escalated proposals need.
+    pub fn governs(self) -> bool {
+        matches!(self, Role::Governance | Role::Admin)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewAction {
+    Approve,
+    Reject,
+}
+
+impl ReviewAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewAction::Approve => "approve",
+            ReviewAction::Reject => "reject",
+        }
+    }
+}
+
+/// One person's decision on one proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    pub proposal_id: String,
+    pub actor: String,
+    pub role: Role,
+    pub action: ReviewAction,
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReviewError {
+    #[error("proposal {0} does not exist")]
+    NotFound(String),
+    #[error("proposal {id} is {status}: only pending_review proposals can be reviewed")]
+    NotReviewable { id: String, status: ProposalStatus },
+    #[error("{actor} has already approved proposal {id}: nobody approves twice")]
+    AlreadyApproved { id: String, actor: String },
+    #[error("a rejection needs a reason (--reason)")]
+    ReasonRequired,
+    #[error("the reviewer name must not be empty")]
+    ActorRequired,
+    #[error("role {0}: only reviewer, governance or admin may review")]
+    RoleMayNotReview(Role),
+}
+
+/// Decides what a review does to a proposal; returns the new status.
+///
+/// `previous` are the reviews already recorded for the proposal.
+pub fn apply_review(
+    proposal: &Proposal,
+    previous: &[Review],
+    review: &Review,
+) -> Result<ProposalStatus, ReviewError> {
+    if review.actor.trim().is_empty() {
+        return Err(ReviewError::ActorRequired);
+    }
+    if !review.role.may_review() {
+        return Err(ReviewError::RoleMayNotReview(review.role));
+    }
+    if proposal.status != ProposalStatus::PendingReview {
+        return Err(ReviewError::NotReviewable {
+            id: proposal.id.clone(),
+            status: proposal.status,
+        });
+    }
+    match review.action {
+        ReviewAction::Reject => {
+            if review
+                .note
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("")
+                .is_empty()
+            {
+                return Err(ReviewError::ReasonRequired);
+            }
+            Ok(ProposalStatus::Rejected)
+        }
+        ReviewAction::Approve => {
+            let approvals: Vec<&Review> = previous
+                .iter()
+                .filter(|r| r.action == ReviewAction::Approve)
+                .collect();
+            if approvals.iter().any(|r| r.actor == review.actor) {
+                return Err(ReviewError::AlreadyApproved {
+                    id: proposal.id.clone(),
+                    actor: review.actor.clone(),
+                });
+            }
+            let count = approvals.len() as u32 + 1;
+            let escalated = escalates(&proposal.verdicts);
+            let governance_approved = !escalated
+                || approvals
+                    .iter()
+                    .map(|r| r.role)
+                    .chain(std::iter::once(review.role))
+                    .any(Role::governs);
+            if count >= proposal.approvals_required && governance_approved {
+                Ok(ProposalStatus::Approved)
+            } else {
+                Ok(ProposalStatus::PendingReview)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::draft::tests_support::draft;
+    use crate::domain::proposal::{Enrichment, Provenance};
+    use crate::domain::verdict::{Effect, RuleSource, Verdict};
+
+    fn proposal(status: ProposalStatus, escalated: bool, approvals_required: u32) -> Proposal {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        Proposal {
+            id: "p1".into(),
+            run_id: "r1".into(),
+            status,
+            created_at: at,
+            updated_at: at,
+            draft: draft(),
+            enrichment: Enrichment::default(),
+            verdicts: vec![Verdict {
+                rule_id: "cart-checkout-risk".into(),
+                source: RuleSource::Policy,
+                effect: Effect::Escalate,
+                passed: !escalated,
+                message: "escalated".into(),
+            }],
+            provenance: Provenance::default(),
+            approvals_required,
+        }
+    }
+
+    fn review(actor: &str, role: Role, action: ReviewAction, note: Option<&str>) -> Review {
+        Review {
+            proposal_id: "p1".into(),
+            actor: actor.into(),
+            role,
+            action,
+            note: note.map(str::to_string),
+            at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    const PENDING: ProposalStatus = ProposalStatus::PendingReview;
+
+    #[test]
+    fn one_approval_approves_a_plain_proposal() {
+        let p = proposal(PENDING, false, 1);
+        let r = review("ada", Role::Reviewer, ReviewAction::Approve, None);
+        assert_eq!(apply_review(&p, &[], &r), Ok(ProposalStatus::Approved));
+    }
+
+    #[test]
+    fn a_rejection_needs_a_reason() {
+        let p = proposal(PENDING, false, 1);
+        let blank = review("ada", Role::Reviewer, ReviewAction::Reject, Some("  "));
+        assert_eq!(
+            apply_review(&p, &[], &blank),
+            Err(ReviewError::ReasonRequired)
+        );
+        let reasoned = review(
+            "ada",
+            Role::Reviewer,
+            ReviewAction::Reject,
+            Some("too risky"),
+        );
+        assert_eq!(
+            apply_review(&p, &[], &reasoned),
+            Ok(ProposalStatus::Rejected)
+        );
+    }
+
+    #[test]
+    fn an_escalated_proposal_needs_governance_among_its_approvals() {
+        let p = proposal(PENDING, true, 2);
+        let first = review("ada", Role::Reviewer, ReviewAction::Approve, None);
+        assert_eq!(apply_review(&p, &[], &first), Ok(PENDING));
+        // Two reviewers are enough approvals, but neither is governance.
+        let second = review("bob", Role::Reviewer, ReviewAction::Approve, None);
+        assert_eq!(
+            apply_review(&p, std::slice::from_ref(&first), &second),
+            Ok(PENDING)
+        );
+        // With governance it is approved.
+        let governance = review("gus", Role::Governance, ReviewAction::Approve, None);
+        assert_eq!(
+            apply_review(&p, std::slice::from_ref(&first), &governance),
+            Ok(ProposalStatus::Approved)
+        );
+        let admin = review("ann", Role::Admin, ReviewAction::Approve, None);
+        assert_eq!(
+            apply_review(&p, &[first], &admin),
+            Ok(ProposalStatus::Approved)
+        );
+    }
+
+    #[test]
+    fn nobody_approves_twice() {
+        let p = proposal(PENDING, false, 2);
+        let first = review("ada", Role::Reviewer, ReviewAction::Approve, None);
+        let again = review("ada", Role::Governance, ReviewAction::Approve, None);
+        assert!(matches!(
+            apply_review(&p, &[first], &again),
+            Err(ReviewError::AlreadyApproved { .. })
+        ));
+    }
+
+    #[test]
+    fn blocked_and_decided_proposals_cannot_be_reviewed() {
+        for status in [
+            ProposalStatus::Blocked,
+            ProposalStatus::Approved,
+            ProposalStatus::Rejected,
+        ] {
+            let p = proposal(status, false, 1);
+            let r = review("ada", Role::Admin, ReviewAction::Approve, None);
+            assert!(matches!(
+                apply_review(&p, &[], &r),
+                Err(ReviewError::NotReviewable { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_viewer_may_not_review_and_a_name_is_required() {
+        let p = proposal(PENDING, false, 1);
+        let viewer = review("vic", Role::Viewer, ReviewAction::Approve, None);
+        assert_eq!(
+            apply_review(&p, &[], &viewer),
+            Err(ReviewError::RoleMayNotReview(Role::Viewer))
+        );
+        let nameless = review(" ", Role::Reviewer, ReviewAction::Approve, None);
+        assert_eq!(
+            apply_review(&p, &[], &nameless),
+            Err(ReviewError::ActorRequired)
+        );
+    }
+
+    #[test]
+    fn roles_keep_their_names() {
+        for role in [Role::Viewer, Role::Reviewer, Role::Governance, Role::Admin] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(
+                serde_json::to_value(role).ok(),
+                Some(serde_json::Value::String(role.as_str().into()))
+            );
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The record of one run: what triggered it, how it ended, what it counted, and the provenance
+//! (proposer, model usage, digests) it was made with.
+
+use super::draft::{LlmUsage, RejectedDraft};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What started a run. Serialised as `cli`, `api`, `demo` or `schedule:<slot>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Trigger {
+    /// `hypod run`.
+    Cli,
+    /// `POST /api/v1/runs`.
+    Api,
+    /// `hypod demo`.
+    Demo,
+    /// The scheduler, with the slot key (the UTC instant of the scheduled fire).
+    Schedule(String),
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Cli => f.write_str("cli"),
+            Trigger::Api => f.write_str("api"),
+            Trigger::Demo => f.write_str("demo"),
+            Trigger::Schedule(slot) => write!(f, "schedule:{slot}"),
+        }
+    }
+}
+
+impl From<Trigger> for String {
+    fn from(trigger: Trigger) -> String {
+        trigger.to_string()
+    }
+}
+
+impl TryFrom<String> for Trigger {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Trigger, String> {
+        match text.as_str() {
+            "cli" => Ok(Trigger::Cli),
+            "api" => Ok(Trigger::Api),
+            "demo" => Ok(Trigger::Demo),
+            other => match other.strip_prefix("schedule:") {
+                Some(slot) => Ok(Trigger::Schedule(slot.to_string())),
+                None => Err(format!("unknown run trigger {other:?}")),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Proposals were drafted, governed and queued.
+    Succeeded,
+    /// The program is not ready for agentic proposals: a report, no proposals.
+    NotReady,
+    /// Nothing was queued; `error` says why.
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::NotReady => "not_ready",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Counts a run reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub experiments: usize,
+    pub drafts: usize,
+    pub queued: usize,
+    pub blocked: usize,
+    pub escalated: usize,
+    /// Drafts not queued because an open proposal already covers them.
+    pub duplicates: usize,
+    /// Drafts the proposer dropped as invalid.
+    pub dropped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub trigger: Trigger,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub proposer: String,
+    /// Why the run used the builtin proposer instead of the configured one, if it did.
+    pub fell_back: Option<String>,
+    pub error: Option<String>,
+    pub summary: RunSummary,
+    pub usage: Option<LlmUsage>,
+    pub policy_digest: String,
+    pub input_digest: String,
+    pub rejected_drafts: Vec<RejectedDraft>,
+    pub notes: Vec<String>,
+}

@@ -1,0 +1,6 @@
+//! Command-line tests through the real binary, in one test binary (one link on CI).
+//! `support` holds the typed helpers, `snapshots` the `--json` outputs pinned as files.
+
+mod pipes;
+mod snapshots;
+mod support;
