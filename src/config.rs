@@ -281,11 +281,15 @@ impl Config {
         if self.governance.escalated_approvals_required < self.governance.approvals_required {
             return Err("key `governance.escalated_approvals_required`: must be at least approvals_required".into());
         }
-        let fields = self.schedule.cron.split_whitespace().count();
-        if !(5..=7).contains(&fields) {
+        crate::schedule::Schedule::parse(&self.schedule.cron, &self.schedule.timezone)
+            .map_err(|e| e.to_string())?;
+        if self.schedule.max_run_seconds == 0 {
+            return Err("key `schedule.max_run_seconds`: must be at least 1".into());
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
-                "key `schedule.cron`: {:?} has {fields} fields; use a 5-field crontab or 6 fields with seconds",
-                self.schedule.cron
+                "key `server.listen`: {:?} is not an address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                self.server.listen
             ));
         }
         if let Err(problems) = self.llm.validate() {
@@ -420,6 +424,36 @@ mod tests {
             .to_string();
         assert!(err.contains("proposer.kind"), "{err}");
         assert!(Config::load_with_env(None, &env(&[("HYPOD_NOSECTION", "1")])).is_err());
+    }
+
+    /// The schedule and the listen address are checked when the configuration loads (every
+    /// command, and `serve` at start), not at the first slot.
+    #[test]
+    fn schedule_and_listen_are_validated_at_load() {
+        for (var, value, key) in [
+            ("HYPOD_SCHEDULE__CRON", "a b c d e", "schedule.cron"),
+            (
+                "HYPOD_SCHEDULE__TIMEZONE",
+                "Mars/Olympus_Mons",
+                "schedule.timezone",
+            ),
+            ("HYPOD_SERVER__LISTEN", "not an address", "server.listen"),
+        ] {
+            let err = Config::load_with_env(None, &env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(value), "{var}: {err}");
+        }
+        let config = Config::load_with_env(
+            None,
+            &env(&[
+                ("HYPOD_SCHEDULE__CRON", "30 2 * * 1-5"),
+                ("HYPOD_SCHEDULE__TIMEZONE", "Europe/Berlin"),
+                ("HYPOD_SERVER__LISTEN", "[::1]:9090"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.schedule.timezone, "Europe/Berlin");
     }
 
     #[test]

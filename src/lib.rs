@@ -2,9 +2,10 @@
 //! experiments worth running, checks them against governance, and queues them for people to
 //! approve. It never launches anything.
 //!
-//! A run is a straight walk through the modules, in this order (see [`run`]):
-//! [`history`] → [`analysis`] → [`proposer`] → [`validate`] → [`governance`] → [`queue`] (via
-//! [`store`]).
+//! A run is a straight walk through the modules, in this order (see [`app::run`]):
+//! [`history`] → [`analysis`] → [`proposer`] → [`validate`] → [`governance`] → the queue (via
+//! [`store`]). The shared types live in [`domain`]; [`schedule`] says when runs are due. The
+//! layers and the dependency rule are drawn in `docs/architecture.md`.
 
 pub mod analysis;
 pub mod app;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod governance;
 pub mod history;
 pub mod proposer;
+pub mod schedule;
 pub mod store;
 pub mod validate;
 
