@@ -47,6 +47,9 @@ pub struct ScheduleConfig {
     pub timezone: String,
     pub missed: MissedSlot,
     pub max_run_seconds: u64,
+    /// Seconds a run's claim on its slot lasts without a heartbeat (renewed every third of
+    /// it); after that another process may take the slot over.
+    pub lease_seconds: u64,
 }
 
 impl Default for ScheduleConfig {
@@ -56,6 +59,7 @@ impl Default for ScheduleConfig {
             timezone: "UTC".into(),
             missed: MissedSlot::RunOnce,
             max_run_seconds: 1800,
+            lease_seconds: 30,
         }
     }
 }
@@ -285,6 +289,9 @@ impl Config {
             .map_err(|e| e.to_string())?;
         if self.schedule.max_run_seconds == 0 {
             return Err("key `schedule.max_run_seconds`: must be at least 1".into());
+        }
+        if !(3..=3600).contains(&self.schedule.lease_seconds) {
+            return Err("key `schedule.lease_seconds`: must be between 3 and 3600".into());
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(

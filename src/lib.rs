@@ -17,6 +17,7 @@ pub mod governance;
 pub mod history;
 pub mod proposer;
 pub mod schedule;
+pub mod server;
 pub mod store;
 pub mod validate;
 

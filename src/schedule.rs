@@ -36,10 +36,6 @@ pub struct Schedule {
     tz: Tz,
 }
 
-/// How far before `after` (in wall-clock time) the walk starts, so that a fire time whose
-/// wall-clock value is earlier but whose instant is later (a gap resolved forward) is seen.
-/// Larger than any DST shift in the tz database (2 h).
-const LOOKBACK_HOURS: i64 = 3;
 /// Bound on wall-clock fire times examined per call.
 const MAX_STEPS: usize = 100_000;
 
@@ -94,8 +90,11 @@ impl Schedule {
 
     /// The first slot strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let wall_after = after.with_timezone(&self.tz).naive_local();
-        let start = wall_after - Duration::hours(LOOKBACK_HOURS);
+        // Walking forward from `after`'s own wall time is enough: a wall time inside a gap
+        // resolves to the gap's end, which is later than `after` exactly when `after` is before
+        // the gap, i.e. when that wall time is ahead of `after`'s; in an overlap, wall times
+        // ahead of `after`'s that resolve to the first pass (before `after`) are filtered out.
+        let start = after.with_timezone(&self.tz).naive_local();
         // The cron crate walks wall-clock time when given UTC and a naive time as if it were
         // UTC: no DST there. Each wall time is then resolved in the real zone.
         for wall in self
@@ -358,6 +357,19 @@ mod tests {
         }
         assert_eq!(translate_weekdays("*/2").unwrap(), "1,3,5,7");
         assert_eq!(translate_weekdays("5-7").unwrap(), "1,6,7");
+    }
+
+    #[test]
+    fn a_day_of_second_slots_is_quick() {
+        // 43 200 slots of a two-second schedule; each step is one cron step, not hours of them.
+        let s = Schedule::parse("*/2 * * * * *", "Europe/Berlin").unwrap();
+        let day = s.slots_between(
+            utc("2025-03-30T00:00:00Z"),
+            utc("2025-03-31T00:00:00Z"),
+            100_000,
+        );
+        assert_eq!(day.len(), 43_200);
+        assert!(day.windows(2).all(|w| w[1] - w[0] == Duration::seconds(2)));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
 use crate::domain::{
-    Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary, Trigger,
+    Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus,
+    RunSummary, SlotStatus, Trigger,
 };
 use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
@@ -30,6 +31,8 @@ pub struct RunPlan<'a> {
     pub fallback: Option<&'a dyn Proposer>,
     pub trigger: Trigger,
     pub now: DateTime<Utc>,
+    /// The slot this run holds: its results commit only while the fence holds the lease.
+    pub fence: Option<Fence>,
 }
 
 /// The analysis settings a configuration and catalog imply, for the day of `now`.
@@ -128,7 +131,7 @@ pub async fn run_once(
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
-        return finish(store, record, Vec::new()).await;
+        return finish(store, plan.fence.as_ref(), record, Vec::new()).await;
     }
 
     // 3. Propose.
@@ -153,14 +156,14 @@ pub async fn run_once(
                     Err(second) => {
                         record.status = RunStatus::Failed;
                         record.error = Some(format!("{err}; the fallback failed too: {second}"));
-                        return finish(store, record, Vec::new()).await;
+                        return finish(store, plan.fence.as_ref(), record, Vec::new()).await;
                     }
                 }
             }
             None => {
                 record.status = RunStatus::Failed;
                 record.error = Some(err.to_string());
-                return finish(store, record, Vec::new()).await;
+                return finish(store, plan.fence.as_ref(), record, Vec::new()).await;
             }
         },
     };
@@ -186,7 +189,7 @@ pub async fn run_once(
         &mut record.summary,
     );
     match assessed {
-        Ok(proposals) => finish(store, record, proposals).await,
+        Ok(proposals) => finish(store, plan.fence.as_ref(), record, proposals).await,
         // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
         Err(err) => {
             record.status = RunStatus::Failed;
@@ -194,7 +197,7 @@ pub async fn run_once(
             record.summary.queued = 0;
             record.summary.blocked = 0;
             record.summary.escalated = 0;
-            finish(store, record, Vec::new()).await
+            finish(store, plan.fence.as_ref(), record, Vec::new()).await
         }
     }
 }
@@ -296,12 +299,152 @@ fn assess(
 
 async fn finish(
     store: &dyn Store,
+    fence: Option<&Fence>,
     mut record: RunRecord,
     proposals: Vec<Proposal>,
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
     record.finished_at = Utc::now().max(record.started_at);
-    store.record_run(&record, &proposals).await?;
+    store.record_run(&record, &proposals, fence).await?;
     Ok((record, proposals))
+}
+
+/// Who holds a claim: host and process, for the slots table and the logs.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// How a run in a slot ended, for the scheduler and the logs.
+#[derive(Debug)]
+pub enum SlotOutcome {
+    /// This process ran the slot and committed it.
+    Ran {
+        record: Box<RunRecord>,
+        proposals: Vec<Proposal>,
+        /// The slot's previous holder had let its lease expire.
+        taken_over: bool,
+    },
+    /// Another process holds a live lease on the slot.
+    Held,
+    /// The slot had ended already (run, failed or skipped).
+    Ended(SlotStatus),
+    /// The run exceeded `schedule.max_run_seconds`; the slot is failed with that reason.
+    TimedOut,
+    /// The lease was lost mid-run (paused, partitioned, or the database unreachable for a
+    /// lease); nothing was committed, and another process may run the slot.
+    LeaseLost,
+    /// A shutdown signal arrived mid-run; the lease was released, nothing was committed.
+    Interrupted,
+}
+
+impl SlotOutcome {
+    pub fn describe(&self) -> String {
+        match self {
+            SlotOutcome::Ran {
+                record, taken_over, ..
+            } => format!(
+                "run {} {}{}",
+                record.id,
+                record.status.as_str(),
+                if *taken_over {
+                    " (taken over from a process whose lease expired)"
+                } else {
+                    ""
+                }
+            ),
+            SlotOutcome::Held => "another process holds this slot".into(),
+            SlotOutcome::Ended(status) => format!("already {}", status.as_str()),
+            SlotOutcome::TimedOut => "exceeded schedule.max_run_seconds; marked failed".into(),
+            SlotOutcome::LeaseLost => {
+                "lost its lease mid-run; nothing was written, the slot can be taken over".into()
+            }
+            SlotOutcome::Interrupted => {
+                "interrupted by shutdown; lease released, nothing was written".into()
+            }
+        }
+    }
+}
+
+/// Runs one cycle inside a slot: claims `key`, renews the lease every third of
+/// `schedule.lease_seconds` while the run is in flight, bounds it by `schedule.max_run_seconds`,
+/// and commits the results in the same transaction as the fence check. `shutdown` resolving
+/// mid-run releases the lease without committing.
+pub async fn run_in_slot_until(
+    store: std::sync::Arc<dyn Store>,
+    mut plan: RunPlan<'_>,
+    key: &str,
+    owner: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<SlotOutcome, RunError> {
+    let lease = std::time::Duration::from_secs(plan.config.schedule.lease_seconds);
+    let max_run = std::time::Duration::from_secs(plan.config.schedule.max_run_seconds);
+    let (fence, taken_over) = match store.claim_slot(key, owner, lease).await? {
+        Claim::Claimed(fence) => (fence, false),
+        Claim::TakenOver(fence) => (fence, true),
+        Claim::Held => return Ok(SlotOutcome::Held),
+        Claim::Ended(status) => return Ok(SlotOutcome::Ended(status)),
+    };
+    plan.fence = Some(fence.clone());
+    // The heartbeat is a task of its own, so that it renews the lease also while the run is
+    // busy computing. It ends when the lease cannot be renewed.
+    let heartbeat = tokio::spawn({
+        let (store, fence) = (store.clone(), fence.clone());
+        async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match store.renew_lease(&fence, lease).await {
+                    Ok(true) => {}
+                    // A lease we cannot renew is a lease we must assume lost.
+                    Ok(false) | Err(_) => return,
+                }
+            }
+        }
+    });
+    let stop_heartbeat = heartbeat.abort_handle();
+    let store = store.as_ref();
+    let outcome = tokio::select! {
+        result = run_once(store, &plan) => match result {
+            Ok((record, proposals)) => SlotOutcome::Ran { record: Box::new(record), proposals, taken_over },
+            Err(RunError::Store(StoreError::LeaseLost { .. })) => SlotOutcome::LeaseLost,
+            Err(error) => {
+                // Not even a failed run could be recorded: end the slot with the reason, if the
+                // database lets us; it stays retryable otherwise (the lease expires).
+                let _ = store.end_slot(&fence, SlotStatus::Failed, &error.to_string()).await;
+                stop_heartbeat.abort();
+                return Err(error);
+            }
+        },
+        _ = heartbeat => SlotOutcome::LeaseLost,
+        () = tokio::time::sleep(max_run) => {
+            let reason = format!("the run exceeded schedule.max_run_seconds = {}", max_run.as_secs());
+            store.end_slot(&fence, SlotStatus::Failed, &reason).await?;
+            SlotOutcome::TimedOut
+        }
+        () = shutdown => {
+            store.release_slot(&fence).await?;
+            SlotOutcome::Interrupted
+        }
+    };
+    stop_heartbeat.abort();
+    Ok(outcome)
+}
+
+/// [`run_in_slot_until`] without a shutdown signal.
+pub async fn run_in_slot(
+    store: std::sync::Arc<dyn Store>,
+    plan: RunPlan<'_>,
+    key: &str,
+    owner: &str,
+) -> Result<SlotOutcome, RunError> {
+    run_in_slot_until(store, plan, key, owner, std::future::pending()).await
 }
 
 /// `hypod run`: one run and its queued proposals.
@@ -331,8 +474,10 @@ impl RunView {
 /// The run use case: loads governance and the proposers the configuration names, runs once.
 pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunView> {
     let governance = super::load_governance(config)?;
-    let store = super::open_store(config).await?;
+    let store: std::sync::Arc<dyn Store> = super::open_store(config).await?.into();
     let (proposer, fallback) = super::proposers(config, &governance)?;
+    // A manual run claims a slot of its own, like a scheduled one: same lease, same fence.
+    let key = format!("{trigger}:{}", uuid::Uuid::now_v7());
     let plan = RunPlan {
         config,
         governance: &governance,
@@ -340,8 +485,19 @@ pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunV
         fallback: fallback.as_deref(),
         trigger,
         now: crate::now(),
+        fence: None,
     };
-    let (record, proposals) = run_once(store.as_ref(), &plan).await?;
+    let (record, proposals) = match run_in_slot(store, plan, &key, &owner_id()).await? {
+        SlotOutcome::Ran {
+            record, proposals, ..
+        } => (*record, proposals),
+        other => {
+            return Err(super::AppError::runtime(format!(
+                "run {key}: {}",
+                other.describe()
+            )))
+        }
+    };
     Ok(RunView {
         run: record,
         proposals: proposals

@@ -77,6 +77,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon: runs the schedule (each slot once, across processes and replicas) and the
+    /// HTTP server (/healthz, /readyz) until SIGTERM or SIGINT.
+    Serve,
     /// The proposal queue.
     Queue {
         #[command(subcommand)]
@@ -307,6 +310,7 @@ async fn dispatch(args: Args) -> AppResult<()> {
         Command::Analyze { json } => {
             present(&app::history::analyze(&config).await?, json, text::analysis)
         }
+        Command::Serve => crate::server::serve(config).await,
         Command::Run { json } => {
             let view = app::run::run_now(&config, Trigger::Cli).await?;
             present(&view, json, text::run)?;

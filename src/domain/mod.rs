@@ -8,6 +8,7 @@ pub mod experiment;
 pub mod proposal;
 pub mod review;
 pub mod run;
+pub mod slot;
 pub mod verdict;
 
 pub use catalog::Catalog;
@@ -23,6 +24,7 @@ pub use proposal::{
 };
 pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};
+pub use slot::{Claim, Fence, SlotRecord, SlotStatus};
 pub use verdict::{
     decide, denies, escalates, ApprovalSettings, Effect, GovernanceDecision, RuleSource, Verdict,
 };

@@ -5,11 +5,14 @@
 
 pub mod sqlite;
 
-use crate::domain::{Proposal, ProposalFilter, Review, RunRecord};
+use crate::domain::{
+    Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
+};
 use crate::history::Experiment;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,6 +26,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error(transparent)]
     Review(#[from] crate::domain::ReviewError),
+    #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]
+    LeaseLost { slot: String },
 }
 
 /// What an import wrote.
@@ -90,8 +95,15 @@ pub trait Store: Send + Sync {
     ) -> Result<UpsertCounts, StoreError>;
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
 
-    /// Stores a run and its proposals in one transaction, with their audit entries.
-    async fn record_run(&self, run: &RunRecord, proposals: &[Proposal]) -> Result<(), StoreError>;
+    /// Stores a run and its proposals in one transaction, with their audit entries. With a
+    /// fence, the same transaction ends the slot, and nothing is written unless the fence
+    /// still holds a live lease ([`StoreError::LeaseLost`]).
+    async fn record_run(
+        &self,
+        run: &RunRecord,
+        proposals: &[Proposal],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError>;
@@ -107,6 +119,31 @@ pub trait Store: Send + Sync {
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Claims a slot for `owner` with a lease of `lease` on the database's clock: a new slot,
+    /// or a running one whose lease expired (taken over, with the next fencing token).
+    async fn claim_slot(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Extends the lease; `false` when the fence no longer holds it.
+    async fn renew_lease(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError>;
+    /// Ends a slot without a recorded run (failed before recording, timed out, skipped);
+    /// `false` when the fence no longer holds it.
+    async fn end_slot(
+        &self,
+        fence: &Fence,
+        status: SlotStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+    /// Lets the lease expire now (graceful shutdown: another replica may take over at once).
+    async fn release_slot(&self, fence: &Fence) -> Result<(), StoreError>;
+    /// Running slots whose lease has expired, oldest first.
+    async fn expired_slots(&self) -> Result<Vec<String>, StoreError>;
+    /// Slots, newest claims first.
+    async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError>;
 }
 
 /// Opens (creating if needed) the database a URL names, and migrates it.

@@ -3,9 +3,10 @@
 
 use super::{audit_hash, timestamp, AuditEntry, Store, StoreError, UpsertCounts};
 use crate::domain::{
-    apply_review, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, ReviewError,
-    Role, RunRecord,
+    apply_review, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction,
+    ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
 };
+
 use crate::history::Experiment;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,6 +28,9 @@ struct ProposalBody {
     verdicts: Vec<crate::governance::Verdict>,
     provenance: crate::domain::Provenance,
 }
+
+/// The database's clock, in seconds since the epoch: leases never trust a replica's clock.
+const DB_NOW: &str = "((julianday('now') - 2440587.5) * 86400.0)";
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -215,9 +219,14 @@ impl Store for SqliteStore {
         Ok(experiments)
     }
 
-    async fn record_run(&self, run: &RunRecord, proposals: &[Proposal]) -> Result<(), StoreError> {
+    async fn record_run(
+        &self,
+        run: &RunRecord,
+        proposals: &[Proposal],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
         let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO runs (id, trigger, status, started_at, finished_at, proposer, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -273,6 +282,29 @@ impl Store for SqliteStore {
             &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
         )
         .await?;
+        if let Some(fence) = fence {
+            // The fence check and the proposals commit together, or not at all.
+            let status = match run.status {
+                RunStatus::Failed => SlotStatus::Failed,
+                RunStatus::Succeeded | RunStatus::NotReady => SlotStatus::Succeeded,
+            };
+            let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE slots SET status = ?, finished_at = {DB_NOW}, run_id = ?, reason = ? \
+                 WHERE key = ? AND token = ? AND status = 'running' AND lease_expires >= {DB_NOW}"
+            )))
+            .bind(status.as_str())
+            .bind(&run.id)
+            .bind(run.error.as_deref())
+            .bind(&fence.slot)
+            .bind(fence.token)
+            .execute(&mut *tx)
+            .await?;
+            if ended.rows_affected() != 1 {
+                return Err(StoreError::LeaseLost {
+                    slot: fence.slot.clone(),
+                });
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -408,6 +440,149 @@ impl Store for SqliteStore {
         proposal.status = status;
         proposal.updated_at = review.at;
         Ok(proposal)
+    }
+
+    async fn claim_slot(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {DB_NOW}")))
+            .fetch_one(&mut *tx)
+            .await?;
+        let expires = now + lease.as_secs_f64();
+        let row = sqlx::query("SELECT status, token, lease_expires FROM slots WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claim = match row {
+            None => {
+                sqlx::query(
+                    "INSERT INTO slots (key, status, owner, token, lease_expires, claimed_at) \
+                     VALUES (?, 'running', ?, 1, ?, ?)",
+                )
+                .bind(key)
+                .bind(owner)
+                .bind(expires)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Claim::Claimed(Fence {
+                    slot: key.to_string(),
+                    token: 1,
+                })
+            }
+            Some(row) => {
+                let status: &str = row.try_get("status")?;
+                let status = SlotStatus::parse(status)
+                    .ok_or_else(|| corrupt(&format!("slot {key}"), status))?;
+                let token: i64 = row.try_get("token")?;
+                let lease_expires: f64 = row.try_get("lease_expires")?;
+                match status {
+                    SlotStatus::Running if lease_expires < now => {
+                        sqlx::query(
+                            "UPDATE slots SET owner = ?, token = token + 1, lease_expires = ?, \
+                             takeovers = takeovers + 1 WHERE key = ? AND token = ?",
+                        )
+                        .bind(owner)
+                        .bind(expires)
+                        .bind(key)
+                        .bind(token)
+                        .execute(&mut *tx)
+                        .await?;
+                        Claim::TakenOver(Fence {
+                            slot: key.to_string(),
+                            token: token + 1,
+                        })
+                    }
+                    SlotStatus::Running => Claim::Held,
+                    ended => Claim::Ended(ended),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    async fn renew_lease(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE slots SET lease_expires = {DB_NOW} + ? \
+             WHERE key = ? AND token = ? AND status = 'running' AND lease_expires >= {DB_NOW}"
+        )))
+        .bind(lease.as_secs_f64())
+        .bind(&fence.slot)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn end_slot(
+        &self,
+        fence: &Fence,
+        status: SlotStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE slots SET status = ?, finished_at = {DB_NOW}, reason = ? \
+             WHERE key = ? AND token = ? AND status = 'running'"
+        )))
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(&fence.slot)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(ended.rows_affected() == 1)
+    }
+
+    async fn release_slot(&self, fence: &Fence) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slots SET lease_expires = 0 WHERE key = ? AND token = ? AND status = 'running'",
+        )
+        .bind(&fence.slot)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn expired_slots(&self) -> Result<Vec<String>, StoreError> {
+        let keys = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT key FROM slots WHERE status = 'running' AND lease_expires < {DB_NOW} \
+             ORDER BY claimed_at"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(keys)
+    }
+
+    async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, status, owner, token, takeovers, run_id, reason FROM slots \
+             ORDER BY claimed_at DESC, key DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let key: String = row.try_get("key")?;
+                let status: String = row.try_get("status")?;
+                Ok(SlotRecord {
+                    status: SlotStatus::parse(&status)
+                        .ok_or_else(|| corrupt(&format!("slot {key}"), &status))?,
+                    owner: row.try_get("owner")?,
+                    token: row.try_get("token")?,
+                    takeovers: row.try_get("takeovers")?,
+                    run_id: row.try_get("run_id")?,
+                    reason: row.try_get("reason")?,
+                    key,
+                })
+            })
+            .collect()
     }
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {

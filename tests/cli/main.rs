@@ -2,5 +2,6 @@
 //! `support` holds the typed helpers, `snapshots` the `--json` outputs pinned as files.
 
 mod pipes;
+mod serve;
 mod snapshots;
 mod support;

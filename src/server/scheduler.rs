@@ -1,0 +1,189 @@
+//! The scheduler loop of `hypod serve`: waits for each slot of the schedule, claims it through
+//! the store (so each slot runs once across processes and replicas), takes over slots whose
+//! holder's lease expired, and catches up at most one slot missed while everything was down
+//! (`schedule.missed`). It logs the next slot at start and after each run.
+
+use crate::app::run::{owner_id, run_in_slot_until, RunPlan, SlotOutcome};
+use crate::app::{self, AppResult};
+use crate::config::{Config, MissedSlot};
+use crate::domain::{Claim, SlotStatus, Trigger};
+use crate::schedule::Schedule;
+use crate::store::Store;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What `/readyz` reads: when the loop last went round and the next slot.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub last_tick: Option<DateTime<Utc>>,
+    pub next_slot: Option<DateTime<Utc>>,
+    /// Set when the loop has ended (shutdown or a fatal error).
+    pub stopped: Option<String>,
+}
+
+impl Status {
+    /// Alive: ticked within the last two minutes and not stopped.
+    pub fn alive(&self) -> Result<(), String> {
+        if let Some(reason) = &self.stopped {
+            return Err(format!("stopped: {reason}"));
+        }
+        match self.last_tick {
+            Some(at) if Utc::now() - at < ChronoDuration::minutes(2) => Ok(()),
+            Some(at) => Err(format!("no tick since {}", at.to_rfc3339())),
+            None => Err("not started".into()),
+        }
+    }
+}
+
+/// The slot key of a scheduled fire: its trigger's text, `schedule:<UTC instant>`.
+pub fn slot_key(at: DateTime<Utc>) -> String {
+    Trigger::Schedule(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).to_string()
+}
+
+/// The most recent slot at or before `now`, looking back at most a year.
+fn previous_slot(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    for window in [
+        ChronoDuration::hours(1),
+        ChronoDuration::days(1),
+        ChronoDuration::days(8),
+        ChronoDuration::days(32),
+        ChronoDuration::days(366),
+    ] {
+        let slots = schedule.slots_between(now - window, now, 10_000);
+        if let Some(last) = slots.last() {
+            return Some(*last);
+        }
+    }
+    None
+}
+
+pub async fn run(
+    config: Config,
+    store: Arc<dyn Store>,
+    schedule: Schedule,
+    stop: watch::Receiver<bool>,
+    status: watch::Sender<Status>,
+) -> AppResult<()> {
+    let owner = owner_id();
+    let lease = Duration::from_secs(config.schedule.lease_seconds);
+    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+    let mut cursor = Utc::now();
+    let next = schedule.next_after(cursor);
+    tracing::info!(owner, next_slot = ?next, cron = schedule.expression(), "scheduler started");
+    eprintln!(
+        "hypod serve: next slot {}",
+        next.map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "never".into())
+    );
+
+    // A slot missed while everything was down: at most one, the most recent.
+    if let Some(missed) = previous_slot(&schedule, cursor) {
+        let key = slot_key(missed);
+        match config.schedule.missed {
+            MissedSlot::RunOnce => {
+                run_slot(&config, &store, &key, &owner, &stop).await;
+            }
+            MissedSlot::Skip => {
+                if let Ok(Claim::Claimed(fence)) = store.claim_slot(&key, &owner, lease).await {
+                    let _ = store
+                        .end_slot(
+                            &fence,
+                            SlotStatus::Skipped,
+                            "missed while hypod was down; schedule.missed = \"skip\"",
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    while !stopped(&stop) {
+        let now = Utc::now();
+        let next = schedule.next_after(cursor);
+        status.send_modify(|s| {
+            s.last_tick = Some(now);
+            s.next_slot = next;
+        });
+        // Slots whose holder died (its lease expired) are run again from scratch.
+        match store.expired_slots().await {
+            Ok(keys) => {
+                for key in keys {
+                    if stopped(&stop) {
+                        break;
+                    }
+                    run_slot(&config, &store, &key, &owner, &stop).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read expired slots"),
+        }
+        let Some(next) = next else {
+            tracing::warn!("the schedule has no further slot");
+            break;
+        };
+        // Sleep until the slot, but wake at least every half lease to look for takeovers.
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let nap = wait.min(lease / 2);
+        let mut stop_wait = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(nap) => {}
+            _ = stop_wait.wait_for(|s| *s) => break,
+        }
+        if Utc::now() < next {
+            continue;
+        }
+        cursor = next;
+        run_slot(&config, &store, &slot_key(next), &owner, &stop).await;
+        let upcoming = schedule.next_after(cursor);
+        tracing::info!(next_slot = ?upcoming, "next slot");
+    }
+    status.send_modify(|s| s.stopped = Some("shut down".into()));
+    Ok(())
+}
+
+/// Claims and runs one slot, logging how it ended. Errors are logged, never fatal: the loop
+/// goes on to the next slot.
+async fn run_slot(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    key: &str,
+    owner: &str,
+    stop: &watch::Receiver<bool>,
+) {
+    // Policies and the model configuration are read for each run: edits to policies/ take
+    // effect at the next slot without a restart.
+    let prepared = app::load_governance(config).and_then(|governance| {
+        let proposers = app::proposers(config, &governance)?;
+        Ok((governance, proposers))
+    });
+    let (governance, (proposer, fallback)) = match prepared {
+        Ok(ready) => ready,
+        Err(e) => {
+            tracing::error!(slot = key, error = %e, "cannot prepare the run");
+            return;
+        }
+    };
+    let trigger = Trigger::try_from(key.to_string()).unwrap_or(Trigger::Schedule(key.into()));
+    let plan = RunPlan {
+        config,
+        governance: &governance,
+        proposer: proposer.as_ref(),
+        fallback: fallback.as_deref(),
+        trigger,
+        now: crate::now(),
+        fence: None,
+    };
+    let mut shutdown = stop.clone();
+    let grace = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+        tokio::time::sleep(super::GRACE).await;
+    };
+    match run_in_slot_until(store.clone(), plan, key, owner, grace).await {
+        Ok(outcome @ SlotOutcome::Ran { .. }) => {
+            tracing::info!(slot = key, "{}", outcome.describe());
+        }
+        Ok(outcome) => tracing::info!(slot = key, "{}", outcome.describe()),
+        Err(e) => tracing::error!(slot = key, error = %e, "the run could not be recorded"),
+    }
+}
