@@ -15,14 +15,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(hypod: &Hypod) -> Daemon {
+        Daemon::start_with(hypod, "*/2 * * * * *", "6")
+    }
+
+    fn start_with(hypod: &Hypod, cron: &str, lease_seconds: &str) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hypod"))
             .arg("serve")
             .current_dir(hypod.path())
             .env("HYPOD_CONFIG", hypod.path().join("hypod.toml"))
             .env("HYPOD_SERVER__LISTEN", "127.0.0.1:0")
-            .env("HYPOD_SCHEDULE__CRON", "*/2 * * * * *")
+            .env("HYPOD_SCHEDULE__CRON", cron)
             .env("HYPOD_SCHEDULE__MISSED", "skip")
-            .env("HYPOD_SCHEDULE__LEASE_SECONDS", "6")
+            .env("HYPOD_SCHEDULE__LEASE_SECONDS", lease_seconds)
             .env_remove("OPENAI_API_KEY")
             .env_remove("HYPOD_NOW")
             .stderr(Stdio::piped())
@@ -42,6 +46,11 @@ impl Daemon {
         }
         std::thread::spawn(move || for _ in lines {});
         Daemon { child }
+    }
+
+    fn kill_9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
     }
 
     fn terminate(mut self) -> Option<i32> {
@@ -72,6 +81,8 @@ impl Drop for Daemon {
 /// (slot key → status, run triggers → count, proposals per idea) read from the database.
 struct Seen {
     slots: BTreeMap<String, String>,
+    /// slot key → (token, takeovers)
+    fencing: BTreeMap<String, (i64, i64)>,
     runs_per_trigger: BTreeMap<String, usize>,
     proposals: Vec<(String, String, String)>,
 }
@@ -84,12 +95,22 @@ fn read_database(hypod: &Hypod) -> Seen {
             let pool = sqlx::SqlitePool::connect(&url)
                 .await
                 .expect("open the database");
-            let slots = sqlx::query("SELECT key, status FROM slots")
+            let rows = sqlx::query("SELECT key, status, token, takeovers FROM slots")
                 .fetch_all(&pool)
                 .await
-                .expect("slots")
+                .expect("slots");
+            let slots = rows
                 .iter()
                 .map(|r| (r.get::<String, _>("key"), r.get::<String, _>("status")))
+                .collect();
+            let fencing = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<String, _>("key"),
+                        (r.get::<i64, _>("token"), r.get::<i64, _>("takeovers")),
+                    )
+                })
                 .collect();
             let mut runs_per_trigger = BTreeMap::new();
             for row in sqlx::query("SELECT trigger FROM runs")
@@ -110,6 +131,7 @@ fn read_database(hypod: &Hypod) -> Seen {
                 .collect();
             Seen {
                 slots,
+                fencing,
                 runs_per_trigger,
                 proposals,
             }
@@ -174,4 +196,115 @@ fn two_daemons_on_one_sqlite_file_run_each_slot_once() {
         "{:?}",
         seen.slots
     );
+}
+
+/// A daemon whose slot is due in a few seconds (and then not for a day), the openai proposer
+/// pointed at `server`, and a short lease.
+fn slow_model_workspace(server: &crate::fake_openai::FakeOpenAi) -> (Hypod, String, String) {
+    let hypod = Hypod::new();
+    let config = format!(
+        "[database]\nurl = \"sqlite://hypod.db\"\n[governance]\npolicies = \"{}\"\n\
+         [proposer]\nkind = \"openai\"\nmax_proposals = 2\nper_moment = 2\n\
+         [llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"HYPOD_TEST_NO_SUCH_KEY\"\n\
+         timeout_seconds = 60\nmax_attempts = 1\nmax_repairs = 0\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+        server.base_url()
+    );
+    std::fs::write(hypod.path().join("hypod.toml"), config).expect("config");
+    hypod.import_sample();
+    let due = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let cron = format!(
+        "{} {} {} * * *",
+        due.format("%S"),
+        due.format("%M"),
+        due.format("%H")
+    );
+    let key = format!("schedule:{}", due.format("%Y-%m-%dT%H:%M:%SZ"));
+    (hypod, cron, key)
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `kill -9` of the daemon holding a slot mid-run (its model call hangs): another daemon
+/// takes the slot over once the lease expires, runs it from scratch and commits it once; the
+/// killed one wrote nothing.
+#[test]
+fn a_killed_holder_is_taken_over_and_the_slot_commits_once() {
+    use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(FakeOpenAi::start(vec![
+        // The first daemon's call: it is killed long before this answer.
+        Scripted::proposals(vec![valid_draft(0), valid_draft(1)]).after(Duration::from_secs(60)),
+        // The second daemon's call, after the takeover.
+        Scripted::proposals(vec![valid_draft(0), valid_draft(1)]),
+    ]));
+    let (hypod, cron, key) = slow_model_workspace(&server);
+    let holder = Daemon::start_with(&hypod, &cron, "3");
+    wait_for("the holder's model call", Duration::from_secs(30), || {
+        server.requests().len() == 1
+    });
+    let successor = Daemon::start_with(&hypod, &cron, "3");
+    holder.kill_9();
+    wait_for("the takeover to commit", Duration::from_secs(40), || {
+        read_database(&hypod).slots.get(&key).map(String::as_str) == Some("succeeded")
+    });
+    assert_eq!(successor.terminate(), Some(0));
+
+    let seen = read_database(&hypod);
+    assert_eq!(
+        seen.fencing.get(&key),
+        Some(&(2, 1)),
+        "token 2 after one takeover"
+    );
+    assert_eq!(
+        seen.runs_per_trigger.get(&key),
+        Some(&1),
+        "{:?}",
+        seen.runs_per_trigger
+    );
+    assert_eq!(
+        seen.runs_per_trigger.len(),
+        1,
+        "{:?}",
+        seen.runs_per_trigger
+    );
+    assert_eq!(server.requests().len(), 2);
+    let distinct: BTreeSet<_> = seen.proposals.iter().collect();
+    assert_eq!(distinct.len(), seen.proposals.len(), "{:?}", seen.proposals);
+    assert!(!seen.proposals.is_empty() && seen.proposals.len() <= 2);
+}
+
+/// SIGTERM while a run waits on a slow model: after the grace period the daemon releases its
+/// lease and exits 0, having written nothing; the slot stays claimable by another process.
+#[test]
+fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
+    use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(FakeOpenAi::start(vec![Scripted::proposals(vec![
+        valid_draft(0),
+    ])
+    .after(Duration::from_secs(60))]));
+    let (hypod, cron, key) = slow_model_workspace(&server);
+    let daemon = Daemon::start_with(&hypod, &cron, "3");
+    wait_for("the model call", Duration::from_secs(30), || {
+        server.requests().len() == 1
+    });
+    let stopped = Instant::now();
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(stopped.elapsed() < Duration::from_secs(20));
+    let seen = read_database(&hypod);
+    assert!(
+        seen.runs_per_trigger.is_empty(),
+        "{:?}",
+        seen.runs_per_trigger
+    );
+    assert!(seen.proposals.is_empty());
+    // Still running, with its lease released: the next daemon takes it over at once.
+    assert_eq!(seen.slots.get(&key).map(String::as_str), Some("running"));
 }
