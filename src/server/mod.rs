@@ -1,8 +1,9 @@
 //! `hypod serve`: the daemon. It runs the scheduler and an HTTP server (`/healthz`,
-//! `/readyz`) until SIGTERM or SIGINT, then shuts down gracefully: it stops claiming slots,
+//! `/readyz`, `/metrics`) until SIGTERM or SIGINT, then shuts down gracefully: it stops claiming slots,
 //! gives a run in flight [`GRACE`] to finish, releases its lease otherwise, and closes the
 //! server. The review API and web UI will mount on the same router.
 
+pub mod metrics;
 pub mod scheduler;
 
 use crate::app::{self, AppError, AppResult};
@@ -26,6 +27,7 @@ pub struct ServerState {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub scheduler: watch::Receiver<scheduler::Status>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Starts the daemon and returns when it has shut down.
@@ -50,21 +52,25 @@ pub async fn serve(config: Config) -> AppResult<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (status_tx, status_rx) = watch::channel(scheduler::Status::default());
+    let metrics = Arc::new(metrics::Metrics::default());
     let scheduler = tokio::spawn(scheduler::run(
         config.clone(),
         store.clone(),
         schedule,
         stop_rx.clone(),
         status_tx,
+        metrics.clone(),
     ));
     let state = Arc::new(ServerState {
         config,
         store,
         scheduler: status_rx,
+        metrics,
     });
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .with_state(state);
     let mut server_stop = stop_rx.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -105,6 +111,18 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+async fn metrics_text(
+    State(state): State<Arc<ServerState>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(state.store.as_ref()).await,
+    )
 }
 
 async fn healthz() -> &'static str {

@@ -65,6 +65,7 @@ pub async fn run(
     schedule: Schedule,
     stop: watch::Receiver<bool>,
     status: watch::Sender<Status>,
+    metrics: Arc<super::metrics::Metrics>,
 ) -> AppResult<()> {
     let owner = owner_id();
     let lease = Duration::from_secs(config.schedule.lease_seconds);
@@ -83,7 +84,7 @@ pub async fn run(
         let key = slot_key(missed);
         match config.schedule.missed {
             MissedSlot::RunOnce => {
-                run_slot(&config, &store, &key, &owner, &stop).await;
+                run_slot(&config, &store, &metrics, &key, &owner, &stop).await;
             }
             MissedSlot::Skip => {
                 if let Ok(Claim::Claimed(fence)) = store.claim_slot(&key, &owner, lease).await {
@@ -106,6 +107,7 @@ pub async fn run(
             s.last_tick = Some(now);
             s.next_slot = next;
         });
+        metrics.set_next_slot(next);
         // Slots whose holder died (its lease expired) are run again from scratch.
         match store.expired_slots().await {
             Ok(keys) => {
@@ -113,7 +115,7 @@ pub async fn run(
                     if stopped(&stop) {
                         break;
                     }
-                    run_slot(&config, &store, &key, &owner, &stop).await;
+                    run_slot(&config, &store, &metrics, &key, &owner, &stop).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read expired slots"),
@@ -134,7 +136,7 @@ pub async fn run(
             continue;
         }
         cursor = next;
-        run_slot(&config, &store, &slot_key(next), &owner, &stop).await;
+        run_slot(&config, &store, &metrics, &slot_key(next), &owner, &stop).await;
         let upcoming = schedule.next_after(cursor);
         tracing::info!(next_slot = ?upcoming, "next slot");
     }
@@ -147,6 +149,7 @@ pub async fn run(
 async fn run_slot(
     config: &Config,
     store: &Arc<dyn Store>,
+    metrics: &super::metrics::Metrics,
     key: &str,
     owner: &str,
     stop: &watch::Receiver<bool>,
@@ -179,7 +182,10 @@ async fn run_slot(
         let _ = shutdown.wait_for(|s| *s).await;
         tokio::time::sleep(super::GRACE).await;
     };
-    match run_in_slot_until(store.clone(), plan, key, owner, grace).await {
+    let started = std::time::Instant::now();
+    let result = run_in_slot_until(store.clone(), plan, key, owner, grace).await;
+    metrics.record(result.as_ref().ok(), started.elapsed().as_secs_f64());
+    match result {
         Ok(outcome @ SlotOutcome::Ran { .. }) => {
             tracing::info!(slot = key, "{}", outcome.describe());
         }

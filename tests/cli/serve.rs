@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// A `hypod serve` child, stopped with SIGTERM when dropped.
 struct Daemon {
     child: Child,
+    /// `127.0.0.1:PORT` it listens on.
+    addr: String,
 }
 
 impl Daemon {
@@ -36,16 +38,42 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let started = Instant::now();
-        loop {
+        let addr = loop {
             match lines.next() {
-                Some(Ok(line)) if line.contains("listening on") => break,
+                Some(Ok(line)) if line.contains("listening on http://") => {
+                    break line
+                        .rsplit("http://")
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                }
                 Some(Ok(_)) => {}
                 other => panic!("hypod serve did not start: {other:?}"),
             }
             assert!(started.elapsed() < Duration::from_secs(30), "no start");
-        }
+        };
         std::thread::spawn(move || for _ in lines {});
-        Daemon { child }
+        Daemon { child, addr }
+    }
+
+    /// `GET path`: (status code, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).expect("connect");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 
     fn kill_9(mut self) {
@@ -145,6 +173,21 @@ fn two_daemons_on_one_sqlite_file_run_each_slot_once() {
     let first = Daemon::start(&hypod);
     let second = Daemon::start(&hypod);
     std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(first.get("/healthz"), (200, "ok\n".to_string()));
+    let (code, ready) = first.get("/readyz");
+    assert_eq!(code, 200, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("readyz JSON");
+    assert_eq!(ready["ready"], true);
+    assert!(ready["next_slot"].as_str().is_some(), "{ready}");
+    let (code, metrics) = first.get("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "hypod_runs_total{outcome=\"succeeded\"}",
+        "hypod_proposals{status=\"pending_review\"}",
+        "hypod_next_slot_seconds",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     assert_eq!(first.terminate(), Some(0));
     assert_eq!(second.terminate(), Some(0));
 

@@ -1,0 +1,175 @@
+//! Prometheus metrics of the daemon, kept as plain atomics and rendered in the text exposition
+//! format at `/metrics` (no exporter crate: nothing here grows without bound, so there is no
+//! upkeep to forget). The queue depth is read from the store at each scrape.
+
+use crate::app::run::SlotOutcome;
+use crate::domain::{ProposalFilter, ProposalStatus};
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// How a slot ended, as a metric label.
+const OUTCOMES: [&str; 9] = [
+    "succeeded",
+    "not_ready",
+    "failed",
+    "held_elsewhere",
+    "already_ended",
+    "timed_out",
+    "lease_lost",
+    "interrupted",
+    "error",
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    runs: [AtomicU64; OUTCOMES.len()],
+    takeovers: AtomicU64,
+    run_seconds_sum_micros: AtomicU64,
+    run_seconds_count: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    model_latency_ms_sum: AtomicU64,
+    model_calls: AtomicU64,
+    cost_micros: AtomicU64,
+    next_slot: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl Metrics {
+    /// Counts one slot's outcome (`None`: the run could not even be recorded).
+    pub fn record(&self, outcome: Option<&SlotOutcome>, seconds: f64) {
+        let label = match outcome {
+            Some(SlotOutcome::Ran {
+                record, taken_over, ..
+            }) => {
+                if *taken_over {
+                    self.takeovers.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(usage) = &record.usage {
+                    self.prompt_tokens
+                        .fetch_add(usage.prompt_tokens, Ordering::Relaxed);
+                    self.completion_tokens
+                        .fetch_add(usage.completion_tokens, Ordering::Relaxed);
+                    self.model_latency_ms_sum
+                        .fetch_add(usage.latency_ms, Ordering::Relaxed);
+                    self.model_calls.fetch_add(1, Ordering::Relaxed);
+                    self.cost_micros
+                        .fetch_add((usage.cost.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+                }
+                record.status.as_str()
+            }
+            Some(SlotOutcome::Held) => "held_elsewhere",
+            Some(SlotOutcome::Ended(_)) => "already_ended",
+            Some(SlotOutcome::TimedOut) => "timed_out",
+            Some(SlotOutcome::LeaseLost) => "lease_lost",
+            Some(SlotOutcome::Interrupted) => "interrupted",
+            None => "error",
+        };
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == label) {
+            self.runs[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(outcome, Some(SlotOutcome::Ran { .. })) {
+            self.run_seconds_sum_micros
+                .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+            self.run_seconds_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_next_slot(&self, next: Option<DateTime<Utc>>) {
+        if let Ok(mut slot) = self.next_slot.lock() {
+            *slot = next;
+        }
+    }
+
+    /// The text exposition format.
+    pub async fn render(&self, store: &dyn Store) -> String {
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP hypod_runs_total Slots this process handled, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE hypod_runs_total counter");
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hypod_runs_total{{outcome=\"{outcome}\"}} {}",
+                load(&self.runs[i])
+            );
+        }
+        let counters = [
+            (
+                "hypod_lease_takeovers_total",
+                "Slots this process took over from a holder whose lease expired.",
+                load(&self.takeovers) as f64,
+            ),
+            (
+                "hypod_model_prompt_tokens_total",
+                "Prompt tokens sent to the model.",
+                load(&self.prompt_tokens) as f64,
+            ),
+            (
+                "hypod_model_completion_tokens_total",
+                "Completion tokens received from the model.",
+                load(&self.completion_tokens) as f64,
+            ),
+            (
+                "hypod_model_cost_total",
+                "Model cost, in the configured price's currency.",
+                load(&self.cost_micros) as f64 / 1e6,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hypod_run_duration_seconds Duration of the runs this process committed.\n\
+             # TYPE hypod_run_duration_seconds summary\n\
+             hypod_run_duration_seconds_sum {}\nhypod_run_duration_seconds_count {}",
+            load(&self.run_seconds_sum_micros) as f64 / 1e6,
+            load(&self.run_seconds_count)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hypod_model_latency_seconds Model time per run (all its calls).\n\
+             # TYPE hypod_model_latency_seconds summary\n\
+             hypod_model_latency_seconds_sum {}\nhypod_model_latency_seconds_count {}",
+            load(&self.model_latency_ms_sum) as f64 / 1e3,
+            load(&self.model_calls)
+        );
+        let next = self.next_slot.lock().ok().and_then(|s| *s);
+        if let Some(next) = next {
+            let seconds = (next - Utc::now()).num_milliseconds() as f64 / 1e3;
+            let _ = writeln!(
+                out,
+                "# HELP hypod_next_slot_seconds Seconds until the next scheduled slot.\n\
+                 # TYPE hypod_next_slot_seconds gauge\nhypod_next_slot_seconds {seconds}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hypod_proposals Proposals in the queue, by status.\n# TYPE hypod_proposals gauge"
+        );
+        for status in ProposalStatus::ALL {
+            let filter = ProposalFilter {
+                status: Some(status),
+                ..ProposalFilter::default()
+            };
+            if let Ok(found) = store.list_proposals(&filter).await {
+                let _ = writeln!(
+                    out,
+                    "hypod_proposals{{status=\"{}\"}} {}",
+                    status.as_str(),
+                    found.len()
+                );
+            }
+        }
+        out
+    }
+}
