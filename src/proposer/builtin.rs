@@ -23,7 +23,7 @@ use crate::domain::Strategy;
 use crate::history::{Decision, Experiment, Moment, TestKey};
 use crate::validate::{self, Surroundings};
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// Shrinks an observed lift when it is carried somewhere else (winner's curse and context).
 const TRANSFER_SHRINK: f64 = 0.5;
@@ -583,20 +583,19 @@ impl Proposer for BuiltinProposer {
                 .then_with(|| x.draft.title.cmp(&y.draft.title))
         });
 
-        let mut per_moment: BTreeMap<Moment, usize> = BTreeMap::new();
+        let mut caps = super::Caps::of(context);
         let mut chosen_keys = HashSet::new();
         let mut drafts = Vec::new();
         for (_, candidate) in scored {
-            if drafts.len() >= context.max_proposals {
+            if caps.full() {
                 break;
             }
             let draft = &candidate.draft;
             let key = TestKey::new(draft.moment, &draft.lever, &draft.segment);
-            let count = per_moment.entry(draft.moment).or_default();
-            if *count >= context.per_moment || !chosen_keys.insert(key) {
+            if chosen_keys.contains(&key) || caps.admit(draft.moment).is_err() {
                 continue;
             }
-            *count += 1;
+            chosen_keys.insert(key);
             drafts.push(candidate);
         }
         Ok(ProposerOutput {

@@ -31,6 +31,52 @@ pub struct ProposalContext<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// The run's caps (`proposer.max_proposals`, `proposer.per_moment`), in one place: every
+/// proposer admits its drafts through one of these, in its order of preference.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    max_proposals: usize,
+    per_moment: usize,
+    admitted: usize,
+    by_moment: std::collections::HashMap<crate::history::Moment, usize>,
+}
+
+impl Caps {
+    pub fn of(context: &ProposalContext<'_>) -> Caps {
+        Caps {
+            max_proposals: context.max_proposals,
+            per_moment: context.per_moment,
+            admitted: 0,
+            by_moment: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether no further draft can be admitted.
+    pub fn full(&self) -> bool {
+        self.admitted >= self.max_proposals
+    }
+
+    /// Admits a draft at `moment`, or says which cap it is over (counting nothing then).
+    pub fn admit(&mut self, moment: crate::history::Moment) -> Result<(), String> {
+        if self.full() {
+            return Err(format!(
+                "over the limit of {} proposals per run (max_proposals)",
+                self.max_proposals
+            ));
+        }
+        let in_moment = self.by_moment.entry(moment).or_default();
+        if *in_moment >= self.per_moment {
+            return Err(format!(
+                "over the limit of {} proposals for the moment {moment} (per_moment)",
+                self.per_moment
+            ));
+        }
+        *in_moment += 1;
+        self.admitted += 1;
+        Ok(())
+    }
+}
+
 /// What a proposer returns.
 #[derive(Debug, Clone, Default)]
 pub struct ProposerOutput {

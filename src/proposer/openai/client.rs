@@ -37,7 +37,6 @@ use async_openai::types::chat::{
 use async_openai::Client;
 use async_trait::async_trait;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -356,22 +355,9 @@ impl OpenAiProposer {
         // Caps: max_proposals per run and per_moment per moment, valid drafts first, each in
         // the model's order.
         let mut drafts = Vec::new();
-        let mut per_moment: HashMap<crate::history::Moment, usize> = HashMap::new();
+        let mut caps = crate::proposer::Caps::of(ctx);
         for (draft, problems) in candidates {
-            let in_moment = per_moment.entry(draft.moment).or_default();
-            let over = if drafts.len() >= ctx.max_proposals {
-                Some(format!(
-                    "over the limit of {} proposals per run (max_proposals)",
-                    ctx.max_proposals
-                ))
-            } else if *in_moment >= ctx.per_moment {
-                Some(format!(
-                    "over the limit of {} proposals for the moment {} (per_moment)",
-                    ctx.per_moment, draft.moment
-                ))
-            } else {
-                None
-            };
+            let over = caps.admit(draft.moment).err();
             match over {
                 Some(reason) => {
                     let mut reasons = problems.unwrap_or_default();
@@ -382,7 +368,6 @@ impl OpenAiProposer {
                     ));
                 }
                 None => {
-                    *in_moment += 1;
                     drafts.push(ProposedDraft {
                         draft,
                         strategy: None,
