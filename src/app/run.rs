@@ -13,6 +13,7 @@ use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
 use crate::store::{Store, StoreError};
 use crate::validate::Surroundings;
 use chrono::{DateTime, Duration, Utc};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -101,14 +102,17 @@ pub async fn run_once(
         experiments,
         open_proposals,
         recent_rejections,
-    } = load(store, config, plan.now).await?;
+    } = load(store, config, plan.now)
+        .instrument(tracing::info_span!("load"))
+        .await?;
     let input_digest = crate::digest(
         &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
     );
 
     // 2. Analyse.
     let settings = analysis_settings(config, plan.governance, plan.now);
-    let analysis = analysis::analyze(&experiments, &settings);
+    let analysis =
+        tracing::info_span!("analyse").in_scope(|| analysis::analyze(&experiments, &settings));
     let mut record = RunRecord {
         id: run_id.clone(),
         trigger: plan.trigger.clone(),
@@ -145,7 +149,15 @@ pub async fn run_once(
         per_moment: config.proposer.per_moment,
         now: plan.now,
     };
-    let (output, used) = match plan.proposer.propose(&context).await {
+    let proposed = plan
+        .proposer
+        .propose(&context)
+        .instrument(tracing::info_span!(
+            "propose",
+            proposer = plan.proposer.kind()
+        ))
+        .await;
+    let (output, used) = match proposed {
         Ok(output) => (output, plan.proposer),
         Err(err) => match plan.fallback {
             Some(fallback) => {
@@ -176,18 +188,20 @@ pub async fn run_once(
     // 4–6. Validate, enrich, govern.
     let rejected_proposals: Vec<Proposal> =
         recent_rejections.iter().map(|(p, _)| p.clone()).collect();
-    let assessed = assess(
-        &output,
-        used.kind(),
-        &experiments,
-        &analysis,
-        plan,
-        &open_proposals,
-        &rejected_proposals,
-        &run_id,
-        &input_digest,
-        &mut record.summary,
-    );
+    let assessed = tracing::info_span!("validate_govern").in_scope(|| {
+        assess(
+            &output,
+            used.kind(),
+            &experiments,
+            &analysis,
+            plan,
+            &open_proposals,
+            &rejected_proposals,
+            &run_id,
+            &input_digest,
+            &mut record.summary,
+        )
+    });
     match assessed {
         Ok(proposals) => finish(store, plan.fence.as_ref(), record, proposals).await,
         // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
@@ -304,7 +318,10 @@ async fn finish(
     proposals: Vec<Proposal>,
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
     record.finished_at = Utc::now().max(record.started_at);
-    store.record_run(&record, &proposals, fence).await?;
+    store
+        .record_run(&record, &proposals, fence)
+        .instrument(tracing::info_span!("queue"))
+        .await?;
     Ok((record, proposals))
 }
 
@@ -410,8 +427,9 @@ pub async fn run_in_slot_until(
     });
     let stop_heartbeat = heartbeat.abort_handle();
     let store = store.as_ref();
+    let span = tracing::info_span!("run", slot = key, token = fence.token, taken_over);
     let outcome = tokio::select! {
-        result = run_once(store, &plan) => match result {
+        result = run_once(store, &plan).instrument(span) => match result {
             Ok((record, proposals)) => SlotOutcome::Ran { record: Box::new(record), proposals, taken_over },
             Err(RunError::Store(StoreError::LeaseLost { .. })) => SlotOutcome::LeaseLost,
             Err(error) => {
