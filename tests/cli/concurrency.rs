@@ -1,0 +1,1 @@
+//! Several hypod processes on one database at once.
