@@ -27,6 +27,7 @@ on_every_backend!(
     concurrent_writers_keep_one_audit_chain,
     a_run_assessed_against_an_old_queue_is_refused,
     migrating_twice_changes_nothing,
+    a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice,
 );
 
 fn now() -> DateTime<Utc> {
@@ -673,4 +674,96 @@ async fn migrating_twice_changes_nothing(db: Arc<TestDb>) {
     store.migrate().await.expect("migrate again");
     let reopened = hypod::store::open(&db.url).await.expect("open by URL");
     assert!(reopened.get_proposal("p-1").await.expect("get").is_some());
+}
+
+/// A proposer that, the first time it is asked, lets another whole run queue its proposals
+/// first: the run it serves read the queue before that one wrote, exactly the window two
+/// concurrent `hypod run`s (or two replicas) meet.
+struct Racing<'a> {
+    store: &'a dyn Store,
+    rival: hypod::app::run::RunPlan<'a>,
+    inner: &'a hypod::proposer::builtin::BuiltinProposer,
+    rival_record: tokio::sync::Mutex<Option<RunRecord>>,
+}
+
+#[async_trait::async_trait]
+impl hypod::proposer::Proposer for Racing<'_> {
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    async fn propose(
+        &self,
+        context: &hypod::proposer::ProposalContext<'_>,
+    ) -> Result<hypod::proposer::ProposerOutput, hypod::proposer::ProposerError> {
+        let mut rival = self.rival_record.lock().await;
+        if rival.is_none() {
+            let (record, _) = hypod::app::run::run_once(self.store, &self.rival)
+                .await
+                .expect("the rival run");
+            *rival = Some(record);
+        }
+        self.inner.propose(context).await
+    }
+}
+
+async fn a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice(db: Arc<TestDb>) {
+    use hypod::app::run::{run_once, RunPlan};
+    let store = db.store();
+    store.upsert_experiments(&sample()).await.expect("import");
+    let mut config = hypod::config::Config::default();
+    config.governance.policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies").into();
+    let governance =
+        hypod::governance::Governance::load(&config.policies_dir(), config.approval_settings())
+            .expect("the shipped policies");
+    let builtin = hypod::proposer::builtin::BuiltinProposer {
+        alpha: config.analysis.alpha,
+        power: config.analysis.power,
+    };
+    let plan = || RunPlan {
+        config: &config,
+        governance: &governance,
+        proposer: &builtin,
+        fallback: None,
+        trigger: Trigger::Cli,
+        now: now(),
+    };
+    let racing = Racing {
+        store,
+        rival: plan(),
+        inner: &builtin,
+        rival_record: tokio::sync::Mutex::new(None),
+    };
+    let late = RunPlan {
+        proposer: &racing,
+        ..plan()
+    };
+    let (late_record, late_queued) = run_once(store, &late).await.expect("the late run");
+    let rival = racing
+        .rival_record
+        .lock()
+        .await
+        .clone()
+        .expect("the rival ran");
+    let stored_by_rival = rival.summary.queued + rival.summary.blocked;
+    assert!(stored_by_rival >= 3, "{:?}", rival.summary);
+    assert_eq!(late_record.status, RunStatus::Succeeded);
+    assert!(late_queued.is_empty(), "{late_queued:#?}");
+    assert_eq!(
+        (late_record.summary.queued, late_record.summary.blocked),
+        (0, 0)
+    );
+    assert_eq!(
+        late_record.summary.duplicates, stored_by_rival,
+        "every draft of the late run is counted as a duplicate of the rival's"
+    );
+    let all = store
+        .list_proposals(&ProposalFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.len(), stored_by_rival);
+    assert_eq!(store.list_runs(10).await.expect("runs").len(), 2);
+    assert!(verify_chain(&store.audit_log().await.expect("audit"))
+        .broken_at
+        .is_none());
 }
