@@ -22,7 +22,9 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Governance(#[from] GovernanceError),
-    #[error("the proposal queue changed under the run {attempts} times in a row; nothing was queued")]
+    #[error(
+        "the proposal queue changed under the run {attempts} times in a row; nothing was queued"
+    )]
     QueueBusy { attempts: usize },
 }
 

@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The advisory lock every write transaction holds (`"hypod"` in ASCII).
-pub const WRITE_LOCK: i64 = 0x68_79_70_6f_64;
+pub const WRITE_LOCK: i64 = 0x0068_7970_6f64;
 
 /// The columns a proposal is read from (bodies as text, parsed here, so a bad one is reported
 /// as corrupt with its id).
@@ -135,9 +135,7 @@ impl PostgresStore {
         })
     }
 
-    async fn proposal_count(
-        executor: impl sqlx::PgExecutor<'_>,
-    ) -> Result<QueueMark, StoreError> {
+    async fn proposal_count(executor: impl sqlx::PgExecutor<'_>) -> Result<QueueMark, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals")
             .fetch_one(executor)
             .await?;

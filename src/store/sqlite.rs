@@ -260,7 +260,8 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         for proposal in proposals {
-            let body = serde_json::to_string(&ProposalBody::of(proposal)).map_err(|e| corrupt("proposal", e))?;
+            let body = serde_json::to_string(&ProposalBody::of(proposal))
+                .map_err(|e| corrupt("proposal", e))?;
             sqlx::query(
                 "INSERT INTO proposals (id, run_id, status, moment, segment, lever, priority, approvals_required, created_at, updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )

@@ -35,7 +35,9 @@ pub fn in_ci() -> bool {
 
 /// `url` with its database name replaced by `name` (query string kept).
 pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let host_part = match base[scheme_end..].find('/') {
         Some(slash) => &base[..scheme_end + slash],
@@ -56,15 +58,16 @@ async fn postgres_reachable() -> Result<(), String> {
     let url = postgres_base_url();
     let result = match PgConnectOptions::from_str(&url) {
         Err(e) => Err(format!("{url} is not a PostgreSQL URL: {e}")),
-        Ok(options) => match tokio::time::timeout(Duration::from_secs(5), options.connect()).await
-        {
-            Err(_) => Err(format!("no answer from {url} within 5 s")),
-            Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-                Ok(())
+        Ok(options) => {
+            match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
+                Err(_) => Err(format!("no answer from {url} within 5 s")),
+                Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    Ok(())
+                }
             }
-        },
+        }
     };
     PROBED.get_or_init(|| result).clone()
 }
@@ -128,7 +131,11 @@ impl PgDatabase {
     }
 
     pub async fn drop_now(&self) {
-        admin(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+        admin(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .await;
     }
 }
 
@@ -256,4 +263,21 @@ fn the_database_name_is_replaced_and_the_query_kept() {
         "postgresql://u:p@db/t2?sslmode=disable"
     );
     assert_eq!(with_database("postgres://db", "t3"), "postgres://db/t3");
+}
+
+#[test]
+fn both_postgres_schemes_are_accepted_by_the_configuration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for url in ["postgres://u@db/hypod", "postgresql://u@db:5433/hypod"] {
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(&path, format!("[database]\nurl = \"{url}\"\n")).expect("write");
+        let config = hypod::config::Config::load_with_env(Some(&path), &[])
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(config.database_url(), url, "used as written");
+        assert_eq!(
+            hypod::store::Backend::of_url(url),
+            Some(hypod::store::Backend::Postgres)
+        );
+    }
+    assert_eq!(hypod::store::Backend::of_url("mysql://db/x"), None);
 }

@@ -128,7 +128,10 @@ async fn upserts_count_new_updated_and_unchanged_experiments(db: Arc<TestDb>) {
     let mut experiments = sample();
     let n = experiments.len();
     assert_eq!(n, 246);
-    let first = store.upsert_experiments(&experiments).await.expect("import");
+    let first = store
+        .upsert_experiments(&experiments)
+        .await
+        .expect("import");
     assert_eq!(
         first,
         UpsertCounts {
@@ -150,7 +153,10 @@ async fn upserts_count_new_updated_and_unchanged_experiments(db: Arc<TestDb>) {
     let mut extra = experiments[0].clone();
     extra.id = "exp-new-0001".into();
     experiments.push(extra);
-    let changed = store.upsert_experiments(&experiments).await.expect("changed");
+    let changed = store
+        .upsert_experiments(&experiments)
+        .await
+        .expect("changed");
     assert_eq!(
         changed,
         UpsertCounts {
@@ -176,7 +182,9 @@ async fn experiments_load_in_bytewise_id_order(db: Arc<TestDb>) {
     let store = db.store();
     let template = sample().remove(0);
     // Ids a locale collation would order differently from bytes (case, punctuation).
-    let ids = ["exp-b", "EXP-C", "exp-a_1", "exp-a-1", "exp-a1", "Exp-a", "exp-A"];
+    let ids = [
+        "exp-b", "EXP-C", "exp-a_1", "exp-a-1", "exp-a1", "Exp-a", "exp-A",
+    ];
     let experiments: Vec<Experiment> = ids
         .iter()
         .map(|id| Experiment {
@@ -184,7 +192,10 @@ async fn experiments_load_in_bytewise_id_order(db: Arc<TestDb>) {
             ..template.clone()
         })
         .collect();
-    store.upsert_experiments(&experiments).await.expect("import");
+    store
+        .upsert_experiments(&experiments)
+        .await
+        .expect("import");
     let loaded: Vec<String> = store
         .load_experiments()
         .await
@@ -197,7 +208,10 @@ async fn experiments_load_in_bytewise_id_order(db: Arc<TestDb>) {
     assert_eq!(loaded, expected, "{} sorts ids bytewise", db.backend);
     // And what comes back is what went in.
     let all = sample();
-    store.upsert_experiments(&all).await.expect("import the sample");
+    store
+        .upsert_experiments(&all)
+        .await
+        .expect("import the sample");
     let loaded = store.load_experiments().await.expect("load");
     for experiment in &all {
         let back = loaded
@@ -370,7 +384,12 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
         .expect("approve");
     assert_eq!(approved.status, ProposalStatus::Approved);
     assert_eq!(
-        store.get_proposal("p-1").await.expect("get").expect("p-1").status,
+        store
+            .get_proposal("p-1")
+            .await
+            .expect("get")
+            .expect("p-1")
+            .status,
         ProposalStatus::Approved
     );
     let again = store
@@ -384,21 +403,30 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
         .await
         .expect_err("approved already");
     assert!(
-        matches!(
-            err_review(&again),
-            Some(ReviewError::NotReviewable { .. })
-        ),
+        matches!(err_review(&again), Some(ReviewError::NotReviewable { .. })),
         "{again}"
     );
 
     // Two approvals needed, from two people.
     let first = store
-        .review(&review("p-2", "ana", Role::Reviewer, ReviewAction::Approve, None))
+        .review(&review(
+            "p-2",
+            "ana",
+            Role::Reviewer,
+            ReviewAction::Approve,
+            None,
+        ))
         .await
         .expect("first approval");
     assert_eq!(first.status, ProposalStatus::PendingReview);
     let twice = store
-        .review(&review("p-2", "ana", Role::Reviewer, ReviewAction::Approve, None))
+        .review(&review(
+            "p-2",
+            "ana",
+            Role::Reviewer,
+            ReviewAction::Approve,
+            None,
+        ))
         .await
         .expect_err("nobody approves twice");
     assert!(
@@ -422,7 +450,13 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
 
     // A rejection needs a reason; the refused attempt leaves no trace.
     let no_reason = store
-        .review(&review("p-3", "cy", Role::Reviewer, ReviewAction::Reject, Some(" ")))
+        .review(&review(
+            "p-3",
+            "cy",
+            Role::Reviewer,
+            ReviewAction::Reject,
+            Some(" "),
+        ))
         .await
         .expect_err("no reason");
     assert!(matches!(
@@ -430,7 +464,13 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
         Some(ReviewError::ReasonRequired)
     ));
     let viewer = store
-        .review(&review("p-3", "vi", Role::Viewer, ReviewAction::Approve, None))
+        .review(&review(
+            "p-3",
+            "vi",
+            Role::Viewer,
+            ReviewAction::Approve,
+            None,
+        ))
         .await
         .expect_err("viewers do not review");
     assert!(matches!(
@@ -449,10 +489,19 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
         .expect("reject");
     assert_eq!(rejected.status, ProposalStatus::Rejected);
     let missing = store
-        .review(&review("p-9", "cy", Role::Reviewer, ReviewAction::Approve, None))
+        .review(&review(
+            "p-9",
+            "cy",
+            Role::Reviewer,
+            ReviewAction::Approve,
+            None,
+        ))
         .await
         .expect_err("no such proposal");
-    assert!(matches!(err_review(&missing), Some(ReviewError::NotFound(_))));
+    assert!(matches!(
+        err_review(&missing),
+        Some(ReviewError::NotFound(_))
+    ));
 
     let reviews = store.proposal_reviews("p-2").await.expect("reviews");
     let who: Vec<(&str, Role)> = reviews.iter().map(|r| (r.actor.as_str(), r.role)).collect();
@@ -489,7 +538,13 @@ async fn recent_rejections_come_with_their_proposals(db: Arc<TestDb>) {
         ],
     )
     .await;
-    let mut old = review("p-1", "ana", Role::Reviewer, ReviewAction::Reject, Some("old"));
+    let mut old = review(
+        "p-1",
+        "ana",
+        Role::Reviewer,
+        ReviewAction::Reject,
+        Some("old"),
+    );
     old.at = now() - Duration::days(40);
     store.review(&old).await.expect("reject p-1");
     store
@@ -554,7 +609,11 @@ async fn concurrent_reviews_of_one_proposal_apply_once(db: Arc<TestDb>) {
     }
     assert_eq!(applied, 1, "exactly one of the racing reviews decides");
     assert_eq!(
-        db.store().proposal_reviews("p-1").await.expect("reviews").len(),
+        db.store()
+            .proposal_reviews("p-1")
+            .await
+            .expect("reviews")
+            .len(),
         1
     );
 }
@@ -564,7 +623,13 @@ async fn the_audit_chain_holds_and_tampering_is_found(db: Arc<TestDb>) {
     store.upsert_experiments(&sample()).await.expect("import");
     record(store, "run-1", &[proposal("p-1", "run-1", "s1", 0.5)]).await;
     store
-        .review(&review("p-1", "ana", Role::Reviewer, ReviewAction::Approve, None))
+        .review(&review(
+            "p-1",
+            "ana",
+            Role::Reviewer,
+            ReviewAction::Approve,
+            None,
+        ))
         .await
         .expect("approve");
     let audit = store.audit_log().await.expect("audit");
