@@ -106,6 +106,7 @@ pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
         experiments,
         open_proposals,
         recent_rejections,
+        ..
     } = super::run::load(store.as_ref(), config, now).await?;
     let settings = super::run::analysis_settings(config, &governance, now);
     let analysis = analysis::analyze(&experiments, &settings);

@@ -1,6 +1,9 @@
 //! The run use case, top to bottom: load → analyse → propose → validate and enrich → govern → queue.
 //! Everything a run decides is written in one transaction at the end (the run record with its
-//! proposals), so a fault part-way leaves nothing half-written.
+//! proposals), so a fault part-way leaves nothing half-written. A run checks its drafts against
+//! the queue it read at the start; if another run (another process, another replica) queued
+//! proposals meanwhile, the store refuses the write ([`StoreError::QueueChanged`]) and the run
+//! assesses the same drafts again against the queue as it is now, so no idea is queued twice.
 
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
@@ -10,7 +13,7 @@ use crate::domain::{
 };
 use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
-use crate::store::{Store, StoreError};
+use crate::store::{QueueMark, Store, StoreError};
 use crate::validate::Surroundings;
 use chrono::{DateTime, Duration, Utc};
 use tracing::Instrument;
@@ -21,7 +24,14 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Governance(#[from] GovernanceError),
+    #[error(
+        "the proposal queue changed under the run {attempts} times in a row; nothing was queued"
+    )]
+    QueueBusy { attempts: usize },
 }
+
+/// How many times a run assesses its drafts again when the queue changed under it.
+const MAX_QUEUE_ATTEMPTS: usize = 8;
 
 /// What a run needs besides the store.
 pub struct RunPlan<'a> {
@@ -58,6 +68,34 @@ pub struct Loaded {
     pub open_proposals: Vec<Proposal>,
     /// Rejections within `analysis.rejection_lookback_days`, with their reasons.
     pub recent_rejections: Vec<(Proposal, crate::domain::Review)>,
+    /// The queue's mark, read before the open proposals: the run's proposals are written only
+    /// if nothing was queued after it.
+    pub queue_mark: QueueMark,
+}
+
+/// The queue as a run checks its drafts against it.
+struct QueueView {
+    open_proposals: Vec<Proposal>,
+    recent_rejections: Vec<(Proposal, crate::domain::Review)>,
+    mark: QueueMark,
+}
+
+async fn load_queue(
+    store: &dyn Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<QueueView, StoreError> {
+    // The mark first: a proposal queued between the two reads makes the write retry, never
+    // slip through unchecked.
+    let mark = store.queue_mark().await?;
+    let open_proposals = open_proposals(store).await?;
+    let since = now - Duration::days(config.analysis.rejection_lookback_days as i64);
+    let recent_rejections = store.recent_rejections(since).await?;
+    Ok(QueueView {
+        open_proposals,
+        recent_rejections,
+        mark,
+    })
 }
 
 /// Pending, approved and blocked proposals: what a new draft must not repeat.
@@ -76,14 +114,13 @@ pub async fn load(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Loaded, StoreError> {
+    let queue = load_queue(store, config, now).await?;
     let experiments = store.load_experiments().await?;
-    let open_proposals = open_proposals(store).await?;
-    let since = now - Duration::days(config.analysis.rejection_lookback_days as i64);
-    let recent_rejections = store.recent_rejections(since).await?;
     Ok(Loaded {
         experiments,
-        open_proposals,
-        recent_rejections,
+        open_proposals: queue.open_proposals,
+        recent_rejections: queue.recent_rejections,
+        queue_mark: queue.mark,
     })
 }
 
@@ -102,6 +139,7 @@ pub async fn run_once(
         experiments,
         open_proposals,
         recent_rejections,
+        queue_mark,
     } = load(store, config, plan.now)
         .instrument(tracing::info_span!("load"))
         .await?;
@@ -135,7 +173,7 @@ pub async fn run_once(
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
-        return finish(store, plan.fence.as_ref(), record, Vec::new()).await;
+        return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
     }
 
     // 3. Propose.
@@ -168,14 +206,14 @@ pub async fn run_once(
                     Err(second) => {
                         record.status = RunStatus::Failed;
                         record.error = Some(format!("{err}; the fallback failed too: {second}"));
-                        return finish(store, plan.fence.as_ref(), record, Vec::new()).await;
+                        return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
                     }
                 }
             }
             None => {
                 record.status = RunStatus::Failed;
                 record.error = Some(err.to_string());
-                return finish(store, plan.fence.as_ref(), record, Vec::new()).await;
+                return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
             }
         },
     };
@@ -185,35 +223,72 @@ pub async fn run_once(
     record.summary.dropped = output.rejected.len();
     record.rejected_drafts = output.rejected.clone();
 
-    // 4–6. Validate, enrich, govern.
-    let rejected_proposals: Vec<Proposal> =
-        recent_rejections.iter().map(|(p, _)| p.clone()).collect();
-    let assessed = tracing::info_span!("validate_govern").in_scope(|| {
-        assess(
-            &output,
-            used.kind(),
-            &experiments,
-            &analysis,
-            plan,
-            &open_proposals,
-            &rejected_proposals,
-            &run_id,
-            &input_digest,
-            &mut record.summary,
+    // 4–7. Validate, enrich, govern, queue; again, against the queue as it is now, whenever
+    // another run queued proposals after this one read the queue.
+    let summary = record.summary.clone();
+    let mut queue = QueueView {
+        open_proposals,
+        recent_rejections,
+        mark: queue_mark,
+    };
+    for attempt in 1..=MAX_QUEUE_ATTEMPTS {
+        let mut record = record.clone();
+        record.summary = summary.clone();
+        let rejected_proposals: Vec<Proposal> = queue
+            .recent_rejections
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        let assessed = tracing::info_span!("validate_govern").in_scope(|| {
+            assess(
+                &output,
+                used.kind(),
+                &experiments,
+                &analysis,
+                plan,
+                &queue.open_proposals,
+                &rejected_proposals,
+                &run_id,
+                &input_digest,
+                &mut record.summary,
+            )
+        });
+        let proposals = match assessed {
+            Ok(proposals) => proposals,
+            // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
+            Err(err) => {
+                record.status = RunStatus::Failed;
+                record.error = Some(err.to_string());
+                record.summary.queued = 0;
+                record.summary.blocked = 0;
+                record.summary.escalated = 0;
+                return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
+            }
+        };
+        match finish(
+            store,
+            plan.fence.as_ref(),
+            record,
+            proposals,
+            Some(queue.mark),
         )
-    });
-    match assessed {
-        Ok(proposals) => finish(store, plan.fence.as_ref(), record, proposals).await,
-        // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
-        Err(err) => {
-            record.status = RunStatus::Failed;
-            record.error = Some(err.to_string());
-            record.summary.queued = 0;
-            record.summary.blocked = 0;
-            record.summary.escalated = 0;
-            finish(store, plan.fence.as_ref(), record, Vec::new()).await
+        .await
+        {
+            Err(RunError::Store(StoreError::QueueChanged { read_at, now })) => {
+                tracing::info!(
+                    attempt,
+                    %read_at,
+                    %now,
+                    "proposals were queued while this run assessed its drafts; assessing them again"
+                );
+                queue = load_queue(store, config, plan.now).await?;
+            }
+            done => return done,
         }
     }
+    Err(RunError::QueueBusy {
+        attempts: MAX_QUEUE_ATTEMPTS,
+    })
 }
 
 /// Drafts → proposals with their enrichment, verdicts and status.
@@ -316,10 +391,11 @@ async fn finish(
     fence: Option<&Fence>,
     mut record: RunRecord,
     proposals: Vec<Proposal>,
+    read_at: Option<QueueMark>,
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
     record.finished_at = Utc::now().max(record.started_at);
     store
-        .record_run(&record, &proposals, fence)
+        .record_run(&record, &proposals, read_at, fence)
         .instrument(tracing::info_span!("queue"))
         .await?;
     Ok((record, proposals))

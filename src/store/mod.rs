@@ -1,8 +1,13 @@
 //! Storage: the one trait every backend implements, and the opening of a backend from a
 //! database URL. This is the only place that writes SQL; every other module hands it values.
-//! One implementation per backend (`sqlite` now; PostgreSQL plugs in beside it with its own
-//! migrations under `migrations/postgres/`).
+//! One implementation per backend, each with its own migrations: `sqlite` (the embedded default,
+//! `migrations/sqlite/`) and `postgres` (several replicas sharing one database,
+//! `migrations/postgres/`). Both serialise their write transactions (SQLite with
+//! `BEGIN IMMEDIATE`, PostgreSQL with a transaction-scoped advisory lock), so a read-then-write
+//! inside one of them (the audit chain's head, a review's previous status, an import's existing
+//! rows, the queue mark a run was assessed against) sees no concurrent writer.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{
@@ -22,8 +27,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
-    #[error("unsupported database URL {0:?}: use sqlite://PATH (PostgreSQL support is planned)")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
+    /// Proposals were queued after the run read the queue: the run must assess its drafts again
+    /// against the queue as it is now (see [`Store::record_run`]).
+    #[error("the proposal queue changed while the run was assessing its drafts (read at {read_at}, now {now})")]
+    QueueChanged { read_at: QueueMark, now: QueueMark },
     #[error(transparent)]
     Review(#[from] crate::domain::ReviewError),
     #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]
@@ -36,6 +45,44 @@ pub struct UpsertCounts {
     pub inserted: usize,
     pub updated: usize,
     pub unchanged: usize,
+}
+
+/// How far the proposal queue has grown: the number of proposals ever stored. Proposals are
+/// never deleted, so two equal marks mean nothing was queued in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct QueueMark(pub i64);
+
+impl std::fmt::Display for QueueMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} proposals", self.0)
+    }
+}
+
+/// What a proposal row's `body` holds on every backend (status and times live in columns).
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct ProposalBody {
+    pub draft: crate::domain::ProposalDraft,
+    pub enrichment: crate::domain::Enrichment,
+    pub verdicts: Vec<crate::governance::Verdict>,
+    pub provenance: crate::domain::Provenance,
+}
+
+impl ProposalBody {
+    pub(crate) fn of(proposal: &Proposal) -> ProposalBody {
+        ProposalBody {
+            draft: proposal.draft.clone(),
+            enrichment: proposal.enrichment.clone(),
+            verdicts: proposal.verdicts.clone(),
+            provenance: proposal.provenance.clone(),
+        }
+    }
+}
+
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: err.to_string(),
+    }
 }
 
 /// One entry of the hash-chained audit log.
@@ -95,13 +142,23 @@ pub trait Store: Send + Sync {
     ) -> Result<UpsertCounts, StoreError>;
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
 
-    /// Stores a run and its proposals in one transaction, with their audit entries. With a
-    /// fence, the same transaction ends the slot, and nothing is written unless the fence
-    /// still holds a live lease ([`StoreError::LeaseLost`]).
+    /// The queue's current [`QueueMark`]. A run reads it before it reads the open proposals.
+    async fn queue_mark(&self) -> Result<QueueMark, StoreError>;
+
+    /// Stores a run and its proposals in one transaction, with their audit entries.
+    ///
+    /// `read_at` is the mark the run read before the open proposals it checked its drafts
+    /// against. If proposals were queued since (another run, another replica), nothing is
+    /// written and [`StoreError::QueueChanged`] is returned: the caller assesses its drafts again
+    /// and retries. The check and the insert happen in the same serialised write transaction,
+    /// so two concurrent runs never both queue the same idea. With a fence, the same
+    /// transaction ends the slot, and nothing is written unless the fence still holds a live
+    /// lease ([`StoreError::LeaseLost`]).
     async fn record_run(
         &self,
         run: &RunRecord,
         proposals: &[Proposal],
+        read_at: Option<QueueMark>,
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
@@ -146,15 +203,36 @@ pub trait Store: Send + Sync {
     async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError>;
 }
 
-/// Opens (creating if needed) the database a URL names, and migrates it.
-pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::connect(url).await?;
-        store.migrate().await?;
-        Ok(Box::new(store))
-    } else {
-        Err(StoreError::UnsupportedUrl(url.to_string()))
+/// The backend a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite:…` or `postgres://…` / `postgresql://…`.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
     }
+}
+
+/// Opens the database a URL names (a SQLite file is created if needed; a PostgreSQL database
+/// must exist), and migrates it.
+pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    let store: Box<dyn Store> = match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Box::new(sqlite::SqliteStore::connect(url).await?),
+        Some(Backend::Postgres) => Box::new(postgres::PostgresStore::connect(url).await?),
+        None => return Err(StoreError::UnsupportedUrl(url.to_string())),
+    };
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// Checks the audit chain entry by entry.

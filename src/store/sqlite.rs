@@ -1,7 +1,14 @@
 //! The embedded SQLite backend (the default): WAL mode, foreign keys on, migrations from
-//! `migrations/sqlite/` compiled into the binary.
+//! `migrations/sqlite/` compiled into the binary. Every write transaction starts with
+//! `BEGIN IMMEDIATE`, so it holds SQLite's one write lock from its first statement: concurrent
+//! commands (several `hypod` processes on one file) wait for it up to the busy timeout instead
+//! of failing with "database is locked" when a read inside a deferred transaction would have
+//! to be upgraded to a write.
 
-use super::{audit_hash, timestamp, AuditEntry, Store, StoreError, UpsertCounts};
+use super::{
+    audit_hash, corrupt, timestamp, AuditEntry, ProposalBody, QueueMark, Store, StoreError,
+    UpsertCounts,
+};
 use crate::domain::{
     apply_review, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction,
     ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
@@ -10,7 +17,6 @@ use crate::domain::{
 use crate::history::Experiment;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
@@ -20,24 +26,11 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-/// What a proposal row's `body` holds (status and times live in columns).
-#[derive(Serialize, Deserialize)]
-struct ProposalBody {
-    draft: crate::domain::ProposalDraft,
-    enrichment: crate::domain::Enrichment,
-    verdicts: Vec<crate::governance::Verdict>,
-    provenance: crate::domain::Provenance,
-}
-
 /// The database's clock, in seconds since the epoch: leases never trust a replica's clock.
 const DB_NOW: &str = "((julianday('now') - 2440587.5) * 86400.0)";
 
-fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_string(),
-        message: err.to_string(),
-    }
-}
+/// How long a command waits for another one's write transaction before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn parse_time(what: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
@@ -52,12 +45,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         Ok(SqliteStore { pool })
+    }
+
+    /// A write transaction holding the database's write lock from the start.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn append_audit(
@@ -137,9 +135,17 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
+        // Inside one write transaction (the migrator's own become savepoints), so processes
+        // that open a new database at the same moment apply the migrations once, one after the
+        // other, instead of both creating the tables.
+        // `Migrator::run(&mut *tx)` is what this means, but its future is not provably `Send`
+        // for every lifetime ("implementation of `Acquire` is not general enough");
+        // `run_direct` is the function `run` calls with the connection it acquired.
+        let mut tx = self.write_tx().await?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run_direct(None, &mut *tx, false)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -149,7 +155,7 @@ impl Store for SqliteStore {
     ) -> Result<UpsertCounts, StoreError> {
         let mut counts = UpsertCounts::default();
         let now = timestamp(Utc::now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for experiment in experiments {
             let body = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
             let existing: Option<String> =
@@ -219,14 +225,33 @@ impl Store for SqliteStore {
         Ok(experiments)
     }
 
+    async fn queue_mark(&self) -> Result<QueueMark, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(QueueMark(count))
+    }
+
     async fn record_run(
         &self,
         run: &RunRecord,
         proposals: &[Proposal],
+        read_at: Option<QueueMark>,
         fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
+        if let (Some(read_at), false) = (read_at, proposals.is_empty()) {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals")
+                .fetch_one(&mut *tx)
+                .await?;
+            if count != read_at.0 {
+                return Err(StoreError::QueueChanged {
+                    read_at,
+                    now: QueueMark(count),
+                });
+            }
+        }
         sqlx::query(
             "INSERT INTO runs (id, trigger, status, started_at, finished_at, proposer, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -240,13 +265,8 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         for proposal in proposals {
-            let body = ProposalBody {
-                draft: proposal.draft.clone(),
-                enrichment: proposal.enrichment.clone(),
-                verdicts: proposal.verdicts.clone(),
-                provenance: proposal.provenance.clone(),
-            };
-            let body = serde_json::to_string(&body).map_err(|e| corrupt("proposal", e))?;
+            let body = serde_json::to_string(&ProposalBody::of(proposal))
+                .map_err(|e| corrupt("proposal", e))?;
             sqlx::query(
                 "INSERT INTO proposals (id, run_id, status, moment, segment, lever, priority, approvals_required, created_at, updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
@@ -377,7 +397,7 @@ impl Store for SqliteStore {
     }
 
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT * FROM proposals WHERE id = ?")
             .bind(&review.proposal_id)
             .fetch_optional(&mut *tx)

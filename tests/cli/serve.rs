@@ -2,7 +2,6 @@
 //! two-second schedule exactly once, and SIGTERM leaves a consistent database.
 
 use crate::support::Hypod;
-use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -116,46 +115,43 @@ struct Seen {
 }
 
 fn read_database(hypod: &Hypod) -> Seen {
-    let url = format!("sqlite://{}", hypod.path().join("hypod.db").display());
+    read_store(&format!(
+        "sqlite://{}",
+        hypod.path().join("hypod.db").display()
+    ))
+}
+
+/// What the database holds, read through hypod's own store (any backend).
+fn read_store(url: &str) -> Seen {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
-            let pool = sqlx::SqlitePool::connect(&url)
-                .await
-                .expect("open the database");
-            let rows = sqlx::query("SELECT key, status, token, takeovers FROM slots")
-                .fetch_all(&pool)
-                .await
-                .expect("slots");
+            let store = hypod::store::open(url).await.expect("open the database");
+            let rows = store.list_slots(100_000).await.expect("slots");
             let slots = rows
                 .iter()
-                .map(|r| (r.get::<String, _>("key"), r.get::<String, _>("status")))
+                .map(|r| (r.key.clone(), r.status.as_str().to_string()))
                 .collect();
             let fencing = rows
                 .iter()
-                .map(|r| {
-                    (
-                        r.get::<String, _>("key"),
-                        (r.get::<i64, _>("token"), r.get::<i64, _>("takeovers")),
-                    )
-                })
+                .map(|r| (r.key.clone(), (r.token, r.takeovers)))
                 .collect();
             let mut runs_per_trigger = BTreeMap::new();
-            for row in sqlx::query("SELECT trigger FROM runs")
-                .fetch_all(&pool)
-                .await
-                .expect("runs")
-            {
-                *runs_per_trigger
-                    .entry(row.get::<String, _>("trigger"))
-                    .or_insert(0) += 1;
+            for run in store.list_runs(100_000).await.expect("runs") {
+                *runs_per_trigger.entry(run.trigger.to_string()).or_insert(0) += 1;
             }
-            let proposals = sqlx::query("SELECT moment, segment, lever FROM proposals")
-                .fetch_all(&pool)
+            let proposals = store
+                .list_proposals(&hypod::domain::ProposalFilter::default())
                 .await
                 .expect("proposals")
                 .iter()
-                .map(|r| (r.get("moment"), r.get("segment"), r.get("lever")))
+                .map(|p| {
+                    (
+                        p.draft.moment.as_str().to_string(),
+                        p.draft.segment.clone(),
+                        p.draft.lever.clone(),
+                    )
+                })
                 .collect();
             Seen {
                 slots,
@@ -169,9 +165,42 @@ fn read_database(hypod: &Hypod) -> Seen {
 #[test]
 fn two_daemons_on_one_sqlite_file_run_each_slot_once() {
     let hypod = Hypod::new();
+    let url = format!("sqlite://{}", hypod.path().join("hypod.db").display());
+    each_slot_once_with_two_daemons(&hypod, &url);
+}
+
+/// Two replicas on one PostgreSQL database: each slot once, nothing queued twice. Skipped
+/// loudly without a PostgreSQL server (a failure when CI is set).
+#[test]
+fn two_replicas_on_postgresql_run_each_slot_once() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
+    let hypod = Hypod::new();
+    std::fs::write(
+        hypod.path().join("hypod.toml"),
+        format!(
+            "[database]\nurl = \"{}\"\n[governance]\npolicies = \"{}\"\n",
+            db.url,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies")
+        ),
+    )
+    .expect("config");
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        each_slot_once_with_two_daemons(&hypod, &db.url)
+    }));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn each_slot_once_with_two_daemons(hypod: &Hypod, url: &str) {
     hypod.import_sample();
-    let first = Daemon::start(&hypod);
-    let second = Daemon::start(&hypod);
+    let first = Daemon::start(hypod);
+    let second = Daemon::start(hypod);
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(first.get("/healthz"), (200, "ok\n".to_string()));
     let (code, ready) = first.get("/readyz");
@@ -191,7 +220,7 @@ fn two_daemons_on_one_sqlite_file_run_each_slot_once() {
     assert_eq!(first.terminate(), Some(0));
     assert_eq!(second.terminate(), Some(0));
 
-    let seen = read_database(&hypod);
+    let seen = read_store(url);
     // The slot before start was missed (`missed = "skip"`): recorded as skipped, not run.
     let skipped: Vec<&String> = seen
         .slots
@@ -243,13 +272,17 @@ fn two_daemons_on_one_sqlite_file_run_each_slot_once() {
 
 /// A daemon whose slot is due in a few seconds (and then not for a day), the openai proposer
 /// pointed at `server`, and a short lease.
-fn slow_model_workspace(server: &crate::fake_openai::FakeOpenAi) -> (Hypod, String, String) {
+fn slow_model_workspace(
+    server: &crate::fake_openai::FakeOpenAi,
+    database_url: Option<&str>,
+) -> (Hypod, String, String) {
     let hypod = Hypod::new();
     let config = format!(
-        "[database]\nurl = \"sqlite://hypod.db\"\n[governance]\npolicies = \"{}\"\n\
+        "[database]\nurl = \"{}\"\n[governance]\npolicies = \"{}\"\n\
          [proposer]\nkind = \"openai\"\nmax_proposals = 2\nper_moment = 2\n\
          [llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"HYPOD_TEST_NO_SUCH_KEY\"\n\
          timeout_seconds = 60\nmax_attempts = 1\nmax_repairs = 0\n",
+        database_url.unwrap_or("sqlite://hypod.db"),
         concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
         server.base_url()
     );
@@ -279,6 +312,27 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// killed one wrote nothing.
 #[test]
 fn a_killed_holder_is_taken_over_and_the_slot_commits_once() {
+    killed_holder_is_taken_over(None);
+}
+
+/// The same with two replicas on PostgreSQL (skipped loudly without a server; fails in CI).
+#[test]
+fn a_killed_replica_on_postgresql_is_taken_over() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        killed_holder_is_taken_over(Some(&db.url))
+    }));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn killed_holder_is_taken_over(database_url: Option<&str>) {
     use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(FakeOpenAi::start(vec![
@@ -287,7 +341,10 @@ fn a_killed_holder_is_taken_over_and_the_slot_commits_once() {
         // The second daemon's call, after the takeover.
         Scripted::proposals(vec![valid_draft(0), valid_draft(1)]),
     ]));
-    let (hypod, cron, key) = slow_model_workspace(&server);
+    let (hypod, cron, key) = slow_model_workspace(&server, database_url);
+    let url = database_url
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", hypod.path().join("hypod.db").display()));
     let holder = Daemon::start_with(&hypod, &cron, "3");
     wait_for("the holder's model call", Duration::from_secs(30), || {
         server.requests().len() == 1
@@ -295,11 +352,11 @@ fn a_killed_holder_is_taken_over_and_the_slot_commits_once() {
     let successor = Daemon::start_with(&hypod, &cron, "3");
     holder.kill_9();
     wait_for("the takeover to commit", Duration::from_secs(40), || {
-        read_database(&hypod).slots.get(&key).map(String::as_str) == Some("succeeded")
+        read_store(&url).slots.get(&key).map(String::as_str) == Some("succeeded")
     });
     assert_eq!(successor.terminate(), Some(0));
 
-    let seen = read_database(&hypod);
+    let seen = read_store(&url);
     assert_eq!(
         seen.fencing.get(&key),
         Some(&(2, 1)),
@@ -333,7 +390,7 @@ fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
         valid_draft(0),
     ])
     .after(Duration::from_secs(60))]));
-    let (hypod, cron, key) = slow_model_workspace(&server);
+    let (hypod, cron, key) = slow_model_workspace(&server, None);
     let daemon = Daemon::start_with(&hypod, &cron, "3");
     wait_for("the model call", Duration::from_secs(30), || {
         server.requests().len() == 1

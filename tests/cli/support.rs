@@ -30,6 +30,14 @@ pub struct Ran {
 }
 
 impl Ran {
+    pub fn of(output: Output) -> Ran {
+        Ran {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
@@ -49,9 +57,14 @@ impl Ran {
 
 impl Hypod {
     pub fn new() -> Hypod {
+        Hypod::with_database("sqlite://hypod.db")
+    }
+
+    /// A folder whose hypod.toml names `url` as its database.
+    pub fn with_database(url: &str) -> Hypod {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
-            "[database]\nurl = \"sqlite://hypod.db\"\n[governance]\npolicies = \"{}\"\n",
+            "[database]\nurl = \"{url}\"\n[governance]\npolicies = \"{}\"\n",
             concat!(env!("CARGO_MANIFEST_DIR"), "/policies")
         );
         std::fs::write(dir.path().join("hypod.toml"), config).expect("write config");
@@ -71,6 +84,12 @@ impl Hypod {
     }
 
     pub fn run(&self, args: &[&str]) -> Ran {
+        let output: Output = self.command(args).output().expect("run hypod");
+        Ran::of(output)
+    }
+
+    /// The command [`Hypod::run`] runs, to start it in the background.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hypod"));
         command
             .args(args)
@@ -81,12 +100,7 @@ impl Hypod {
         if let Some(now) = self.now {
             command.env("HYPOD_NOW", now);
         }
-        let output: Output = command.output().expect("run hypod");
-        Ran {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
     }
 
     /// Runs a command that must succeed.

@@ -1,0 +1,641 @@
+//! The PostgreSQL backend, for several replicas sharing one database: migrations from
+//! `migrations/postgres/` compiled into the binary (the migrator serialises concurrent starts
+//! with its own advisory lock). Every write transaction first takes one transaction-scoped
+//! advisory lock ([`WRITE_LOCK`]), the same discipline SQLite's single writer imposes: the audit
+//! chain's head, an import's existing rows, a review's previous status and the queue mark a run
+//! was assessed against are read and written with no other writer in between, on every replica.
+
+use super::{
+    audit_hash, corrupt, timestamp, AuditEntry, ProposalBody, QueueMark, Store, StoreError,
+    UpsertCounts,
+};
+use crate::domain::{
+    apply_review, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction,
+    ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+};
+use crate::history::Experiment;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The database's clock, in seconds since the epoch: leases never trust a replica's clock.
+/// (`clock_timestamp()`, not `now()`, which is the start of the transaction.)
+const DB_NOW: &str = "extract(epoch from clock_timestamp())::double precision";
+
+/// The advisory lock every write transaction holds (`"hypod"` in ASCII).
+pub const WRITE_LOCK: i64 = 0x0068_7970_6f64;
+
+/// The columns a proposal is read from (bodies as text, parsed here, so a bad one is reported
+/// as corrupt with its id).
+const PROPOSAL_COLUMNS: &str = "p.id, p.run_id, p.status, p.approvals_required, p.created_at, \
+     p.updated_at, p.body::text AS body";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Timestamps as hypod stores them: microseconds, as PostgreSQL keeps them.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+impl PostgresStore {
+    /// Connects to `postgres://…` or `postgresql://…` (the database must exist).
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    pub async fn connect_with(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.application_name("hypod"))
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// A write transaction holding [`WRITE_LOCK`] until it commits or rolls back.
+    async fn write_tx(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    async fn append_audit(
+        tx: &mut Transaction<'_, Postgres>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let prev = prev.unwrap_or_default();
+        let now = micros(Utc::now());
+        let at = timestamp(now);
+        let hash = audit_hash(&prev, &at, actor, action, subject, detail);
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(action)
+        .bind(subject)
+        .bind(detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    fn proposal_from_row(row: &PgRow) -> Result<Proposal, StoreError> {
+        let id: String = row.try_get("id")?;
+        let what = format!("proposal {id}");
+        let body: String = row.try_get("body")?;
+        let body: ProposalBody = serde_json::from_str(&body).map_err(|e| corrupt(&what, e))?;
+        let status: String = row.try_get("status")?;
+        let status = ProposalStatus::parse(&status)
+            .ok_or_else(|| corrupt(&what, format!("unknown status {status:?}")))?;
+        let approvals: i32 = row.try_get("approvals_required")?;
+        Ok(Proposal {
+            run_id: row.try_get("run_id")?,
+            status,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            draft: body.draft,
+            enrichment: body.enrichment,
+            verdicts: body.verdicts,
+            provenance: body.provenance,
+            approvals_required: approvals.max(0) as u32,
+            id,
+        })
+    }
+
+    fn review_from_row(row: &PgRow) -> Result<Review, StoreError> {
+        let action: String = row.try_get("action")?;
+        let action = match action.as_str() {
+            "approve" => ReviewAction::Approve,
+            "reject" => ReviewAction::Reject,
+            other => return Err(corrupt("review", format!("unknown action {other:?}"))),
+        };
+        let role: String = row.try_get("role")?;
+        Ok(Review {
+            proposal_id: row.try_get("proposal_id")?,
+            actor: row.try_get("actor")?,
+            role: Role::parse(&role)
+                .ok_or_else(|| corrupt("review", format!("unknown role {role:?}")))?,
+            action,
+            note: row.try_get("note")?,
+            at: row.try_get("at")?,
+        })
+    }
+
+    async fn proposal_count(executor: impl sqlx::PgExecutor<'_>) -> Result<QueueMark, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals")
+            .fetch_one(executor)
+            .await?;
+        Ok(QueueMark(count))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn upsert_experiments(
+        &self,
+        experiments: &[Experiment],
+    ) -> Result<UpsertCounts, StoreError> {
+        let mut counts = UpsertCounts::default();
+        let now = micros(Utc::now());
+        let mut tx = self.write_tx().await?;
+        for experiment in experiments {
+            let body = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
+            // Compared as jsonb: the same experiment is unchanged whatever the key order.
+            let same: Option<bool> =
+                sqlx::query_scalar("SELECT body = $2::jsonb FROM experiments WHERE id = $1")
+                    .bind(&experiment.id)
+                    .bind(&body)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match same {
+                Some(true) => counts.unchanged += 1,
+                Some(false) => {
+                    sqlx::query(
+                        "UPDATE experiments SET moment = $1, status = $2, body = $3::jsonb, updated_at = $4 WHERE id = $5",
+                    )
+                    .bind(experiment.moment.as_str())
+                    .bind(experiment.status.as_str())
+                    .bind(&body)
+                    .bind(now)
+                    .bind(&experiment.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    counts.updated += 1;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO experiments (id, moment, status, body, imported_at, updated_at) VALUES ($1, $2, $3, $4::jsonb, $5, $5)",
+                    )
+                    .bind(&experiment.id)
+                    .bind(experiment.moment.as_str())
+                    .bind(experiment.status.as_str())
+                    .bind(&body)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    counts.inserted += 1;
+                }
+            }
+        }
+        if counts.inserted + counts.updated > 0 {
+            let detail = serde_json::to_string(&counts).map_err(|e| corrupt("audit", e))?;
+            Self::append_audit(
+                &mut tx,
+                "import",
+                "experiments.upsert",
+                "experiments",
+                &detail,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
+        use futures_util::TryStreamExt;
+        // Row by row: the JSON bodies are parsed as they arrive, never all held at once.
+        let mut rows = sqlx::query("SELECT id, body::text AS body FROM experiments ORDER BY id")
+            .fetch(&self.pool);
+        let mut experiments = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let id: &str = row.try_get("id")?;
+            let body: &str = row.try_get("body")?;
+            experiments.push(
+                serde_json::from_str(body).map_err(|e| corrupt(&format!("experiment {id}"), e))?,
+            );
+        }
+        Ok(experiments)
+    }
+
+    async fn queue_mark(&self) -> Result<QueueMark, StoreError> {
+        Self::proposal_count(&self.pool).await
+    }
+
+    async fn record_run(
+        &self,
+        run: &RunRecord,
+        proposals: &[Proposal],
+        read_at: Option<QueueMark>,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
+        let mut tx = self.write_tx().await?;
+        if let (Some(read_at), false) = (read_at, proposals.is_empty()) {
+            let now = Self::proposal_count(&mut *tx).await?;
+            if now != read_at {
+                return Err(StoreError::QueueChanged { read_at, now });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO runs (id, trigger, status, started_at, finished_at, proposer, record) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+        )
+        .bind(&run.id)
+        .bind(run.trigger.to_string())
+        .bind(run.status.as_str())
+        .bind(micros(run.started_at))
+        .bind(micros(run.finished_at))
+        .bind(&run.proposer)
+        .bind(&record)
+        .execute(&mut *tx)
+        .await?;
+        for proposal in proposals {
+            let body = serde_json::to_string(&ProposalBody::of(proposal))
+                .map_err(|e| corrupt("proposal", e))?;
+            sqlx::query(
+                "INSERT INTO proposals (id, run_id, status, moment, segment, lever, priority, approvals_required, created_at, updated_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)",
+            )
+            .bind(&proposal.id)
+            .bind(&proposal.run_id)
+            .bind(proposal.status.as_str())
+            .bind(proposal.draft.moment.as_str())
+            .bind(&proposal.draft.segment)
+            .bind(&proposal.draft.lever)
+            .bind(proposal.enrichment.priority)
+            .bind(i32::try_from(proposal.approvals_required).unwrap_or(i32::MAX))
+            .bind(micros(proposal.created_at))
+            .bind(micros(proposal.updated_at))
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+            let verdicts =
+                serde_json::to_string(&proposal.verdicts).map_err(|e| corrupt("audit", e))?;
+            Self::append_audit(
+                &mut tx,
+                &format!("proposer:{}", proposal.provenance.proposer),
+                &format!("proposal.{}", proposal.status.as_str()),
+                &proposal.id,
+                &verdicts,
+            )
+            .await?;
+        }
+        Self::append_audit(
+            &mut tx,
+            "scheduler",
+            &format!("run.{}", run.status.as_str()),
+            &run.id,
+            &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
+        )
+        .await?;
+        if let Some(fence) = fence {
+            // The fence check and the proposals commit together, or not at all.
+            let status = match run.status {
+                RunStatus::Failed => SlotStatus::Failed,
+                RunStatus::Succeeded | RunStatus::NotReady => SlotStatus::Succeeded,
+            };
+            let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE slots SET status = $1, finished_at = {DB_NOW}, run_id = $2, reason = $3 \
+                 WHERE key = $4 AND token = $5 AND status = 'running' AND lease_expires >= {DB_NOW}"
+            )))
+            .bind(status.as_str())
+            .bind(&run.id)
+            .bind(run.error.as_deref())
+            .bind(&fence.slot)
+            .bind(fence.token)
+            .execute(&mut *tx)
+            .await?;
+            if ended.rows_affected() != 1 {
+                return Err(StoreError::LeaseLost {
+                    slot: fence.slot.clone(),
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_slot(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let now: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {DB_NOW}")))
+            .fetch_one(&mut *tx)
+            .await?;
+        let expires = now + lease.as_secs_f64();
+        let row = sqlx::query("SELECT status, token, lease_expires FROM slots WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claim = match row {
+            None => {
+                sqlx::query(
+                    "INSERT INTO slots (key, status, owner, token, lease_expires, claimed_at) \
+                     VALUES ($1, 'running', $2, 1, $3, $4)",
+                )
+                .bind(key)
+                .bind(owner)
+                .bind(expires)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Claim::Claimed(Fence {
+                    slot: key.to_string(),
+                    token: 1,
+                })
+            }
+            Some(row) => {
+                let status: String = row.try_get("status")?;
+                let status = SlotStatus::parse(&status)
+                    .ok_or_else(|| corrupt(&format!("slot {key}"), &status))?;
+                let token: i64 = row.try_get("token")?;
+                let lease_expires: f64 = row.try_get("lease_expires")?;
+                match status {
+                    SlotStatus::Running if lease_expires < now => {
+                        sqlx::query(
+                            "UPDATE slots SET owner = $1, token = token + 1, lease_expires = $2, \
+                             takeovers = takeovers + 1 WHERE key = $3 AND token = $4",
+                        )
+                        .bind(owner)
+                        .bind(expires)
+                        .bind(key)
+                        .bind(token)
+                        .execute(&mut *tx)
+                        .await?;
+                        Claim::TakenOver(Fence {
+                            slot: key.to_string(),
+                            token: token + 1,
+                        })
+                    }
+                    SlotStatus::Running => Claim::Held,
+                    ended => Claim::Ended(ended),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    async fn renew_lease(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE slots SET lease_expires = {DB_NOW} + $1 \
+             WHERE key = $2 AND token = $3 AND status = 'running' AND lease_expires >= {DB_NOW}"
+        )))
+        .bind(lease.as_secs_f64())
+        .bind(&fence.slot)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn end_slot(
+        &self,
+        fence: &Fence,
+        status: SlotStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE slots SET status = $1, finished_at = {DB_NOW}, reason = $2 \
+             WHERE key = $3 AND token = $4 AND status = 'running'"
+        )))
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(&fence.slot)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(ended.rows_affected() == 1)
+    }
+
+    async fn release_slot(&self, fence: &Fence) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slots SET lease_expires = 0 WHERE key = $1 AND token = $2 AND status = 'running'",
+        )
+        .bind(&fence.slot)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn expired_slots(&self) -> Result<Vec<String>, StoreError> {
+        let keys = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT key FROM slots WHERE status = 'running' AND lease_expires < {DB_NOW} \
+             ORDER BY claimed_at"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(keys)
+    }
+
+    async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, status, owner, token, takeovers, run_id, reason FROM slots \
+             ORDER BY claimed_at DESC, key DESC LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let key: String = row.try_get("key")?;
+                let status: String = row.try_get("status")?;
+                Ok(SlotRecord {
+                    status: SlotStatus::parse(&status)
+                        .ok_or_else(|| corrupt(&format!("slot {key}"), &status))?,
+                    owner: row.try_get("owner")?,
+                    token: row.try_get("token")?,
+                    takeovers: row.try_get("takeovers")?,
+                    run_id: row.try_get("run_id")?,
+                    reason: row.try_get("reason")?,
+                    key,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, record::text AS record FROM runs ORDER BY started_at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let record: String = row.try_get("record")?;
+                serde_json::from_str(&record).map_err(|e| corrupt(&format!("run {id}"), e))
+            })
+            .collect()
+    }
+
+    async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
+        // Optional filters as `($n IS NULL OR column = $n)`: one static query, no SQL built at
+        // run time. `LIMIT NULL` is no limit.
+        let sql = select_proposals(
+            "WHERE ($1::text IS NULL OR p.status = $1) AND ($2::text IS NULL OR p.moment = $2) \
+             AND ($3::text IS NULL OR p.run_id = $3) \
+             ORDER BY p.priority DESC, p.id ASC LIMIT $4",
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.moment.map(|m| m.as_str()))
+            .bind(filter.run_id.as_deref())
+            .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::proposal_from_row).collect()
+    }
+
+    async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError> {
+        let sql = select_proposals("WHERE p.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::proposal_from_row).transpose()
+    }
+
+    async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT proposal_id, actor, role, action, note, at FROM reviews WHERE proposal_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::review_from_row).collect()
+    }
+
+    async fn recent_rejections(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Proposal, Review)>, StoreError> {
+        let sql = format!(
+            "SELECT r.proposal_id, r.actor, r.role, r.action, r.note, r.at, {PROPOSAL_COLUMNS}
+             FROM reviews r JOIN proposals p ON p.id = r.proposal_id
+             WHERE r.action = 'reject' AND r.at >= $1 ORDER BY r.at DESC LIMIT 200"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(micros(since))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((Self::proposal_from_row(row)?, Self::review_from_row(row)?)))
+            .collect()
+    }
+
+    async fn review(&self, review: &Review) -> Result<Proposal, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let sql = select_proposals("WHERE p.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&review.proposal_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut proposal = match row {
+            Some(row) => Self::proposal_from_row(&row)?,
+            None => return Err(ReviewError::NotFound(review.proposal_id.clone()).into()),
+        };
+        let previous: Vec<Review> = sqlx::query(
+            "SELECT proposal_id, actor, role, action, note, at FROM reviews WHERE proposal_id = $1 ORDER BY id",
+        )
+        .bind(&review.proposal_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(Self::review_from_row)
+        .collect::<Result<_, _>>()?;
+        let status = apply_review(&proposal, &previous, review)?;
+        let at = micros(review.at);
+        sqlx::query(
+            "INSERT INTO reviews (proposal_id, actor, role, action, note, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&review.proposal_id)
+        .bind(&review.actor)
+        .bind(review.role.as_str())
+        .bind(review.action.as_str())
+        .bind(&review.note)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        // Guarded on the status read above (the write lock already excludes a concurrent review).
+        let updated = sqlx::query(
+            "UPDATE proposals SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(status.as_str())
+        .bind(at)
+        .bind(&review.proposal_id)
+        .bind(proposal.status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(ReviewError::NotReviewable {
+                id: proposal.id.clone(),
+                status: proposal.status,
+            }
+            .into());
+        }
+        let detail = serde_json::json!({
+            "role": review.role, "note": review.note, "status": status.as_str()
+        })
+        .to_string();
+        Self::append_audit(
+            &mut tx,
+            &review.actor,
+            &format!("review.{}", review.action.as_str()),
+            &review.proposal_id,
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        proposal.status = status;
+        proposal.updated_at = review.at;
+        Ok(proposal)
+    }
+
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    seq: row.try_get("seq")?,
+                    at: timestamp(row.try_get("at")?),
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    subject: row.try_get("subject")?,
+                    detail: row.try_get("detail")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `SELECT <proposal columns> FROM proposals p <rest>`: the column list is a constant, `rest`
+/// is a constant clause with placeholders; no value is ever formatted into the SQL.
+fn select_proposals(rest: &'static str) -> String {
+    format!("SELECT {PROPOSAL_COLUMNS} FROM proposals p {rest}")
+}
