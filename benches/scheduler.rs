@@ -87,7 +87,9 @@ fn main() {
         async move {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&server).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await?;
             Ok::<(), sqlx::Error>(())
         }
     };
@@ -99,8 +101,12 @@ fn main() {
         Some((base, _)) => format!("{base}/{name}"),
         None => server.clone(),
     };
-    let store = runtime.block_on(hypod::store::open(&pg_url)).expect("PostgreSQL");
+    let store = runtime
+        .block_on(hypod::store::open(&pg_url))
+        .expect("PostgreSQL");
     report("postgres", runtime.block_on(measure(store.as_ref(), slots)));
     drop(store);
-    let _ = runtime.block_on(admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+    let _ = runtime.block_on(admin(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )));
 }

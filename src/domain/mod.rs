@@ -2,6 +2,7 @@
 //! that belong to the types themselves (a review's state machine, how verdicts decide a status).
 //! It imports nothing else from the crate; every other module may import it.
 
+pub mod audit;
 pub mod catalog;
 pub mod draft;
 pub mod experiment;
@@ -11,6 +12,7 @@ pub mod run;
 pub mod slot;
 pub mod verdict;
 
+pub use audit::AuditAction;
 pub use catalog::Catalog;
 pub use draft::{
     EvidenceRef, LlmUsage, ProposalDraft, ProposedDraft, RejectedDraft, Rendering, Risk, Strategy,

@@ -92,7 +92,7 @@ pub struct AuditEntry {
     /// RFC 3339, as hashed.
     pub at: String,
     pub actor: String,
-    pub action: String,
+    pub action: crate::domain::AuditAction,
     pub subject: String,
     pub detail: String,
     pub prev_hash: String,
@@ -243,7 +243,7 @@ pub fn verify_chain(entries: &[AuditEntry]) -> AuditVerification {
             &prev,
             &entry.at,
             &entry.actor,
-            &entry.action,
+            &entry.action.to_string(),
             &entry.subject,
             &entry.detail,
         );

@@ -10,8 +10,8 @@ use super::{
     UpsertCounts,
 };
 use crate::domain::{
-    apply_review, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction,
-    ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+    apply_review, AuditAction, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review,
+    ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -70,7 +70,7 @@ impl PostgresStore {
     async fn append_audit(
         tx: &mut Transaction<'_, Postgres>,
         actor: &str,
-        action: &str,
+        action: AuditAction,
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
@@ -81,7 +81,8 @@ impl PostgresStore {
         let prev = prev.unwrap_or_default();
         let now = micros(Utc::now());
         let at = timestamp(now);
-        let hash = audit_hash(&prev, &at, actor, action, subject, detail);
+        let action = action.to_string();
+        let hash = audit_hash(&prev, &at, actor, &action, subject, detail);
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -207,7 +208,7 @@ impl Store for PostgresStore {
             Self::append_audit(
                 &mut tx,
                 "import",
-                "experiments.upsert",
+                AuditAction::ExperimentsUpsert,
                 "experiments",
                 &detail,
             )
@@ -288,7 +289,7 @@ impl Store for PostgresStore {
             Self::append_audit(
                 &mut tx,
                 &format!("proposer:{}", proposal.provenance.proposer),
-                &format!("proposal.{}", proposal.status.as_str()),
+                AuditAction::Proposal(proposal.status),
                 &proposal.id,
                 &verdicts,
             )
@@ -297,7 +298,7 @@ impl Store for PostgresStore {
         Self::append_audit(
             &mut tx,
             "scheduler",
-            &format!("run.{}", run.status.as_str()),
+            AuditAction::Run(run.status),
             &run.id,
             &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
         )
@@ -600,7 +601,7 @@ impl Store for PostgresStore {
         Self::append_audit(
             &mut tx,
             &review.actor,
-            &format!("review.{}", review.action.as_str()),
+            AuditAction::Review(review.action),
             &review.proposal_id,
             &detail,
         )
@@ -623,7 +624,12 @@ impl Store for PostgresStore {
                     seq: row.try_get("seq")?,
                     at: timestamp(row.try_get("at")?),
                     actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
+                    action: {
+                        let text: String = row.try_get("action")?;
+                        AuditAction::parse(&text).ok_or_else(|| {
+                            corrupt("audit log", format!("unknown action {text:?}"))
+                        })?
+                    },
                     subject: row.try_get("subject")?,
                     detail: row.try_get("detail")?,
                     prev_hash: row.try_get("prev_hash")?,

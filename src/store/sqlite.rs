@@ -10,8 +10,8 @@ use super::{
     UpsertCounts,
 };
 use crate::domain::{
-    apply_review, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction,
-    ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+    apply_review, AuditAction, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review,
+    ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
 };
 
 use crate::history::Experiment;
@@ -61,7 +61,7 @@ impl SqliteStore {
     async fn append_audit(
         tx: &mut Transaction<'_, Sqlite>,
         actor: &str,
-        action: &str,
+        action: AuditAction,
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
@@ -71,7 +71,8 @@ impl SqliteStore {
                 .await?;
         let prev = prev.unwrap_or_default();
         let at = timestamp(Utc::now());
-        let hash = audit_hash(&prev, &at, actor, action, subject, detail);
+        let action = action.to_string();
+        let hash = audit_hash(&prev, &at, actor, &action, subject, detail);
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -199,7 +200,7 @@ impl Store for SqliteStore {
             Self::append_audit(
                 &mut tx,
                 "import",
-                "experiments.upsert",
+                AuditAction::ExperimentsUpsert,
                 "experiments",
                 &detail,
             )
@@ -288,7 +289,7 @@ impl Store for SqliteStore {
             Self::append_audit(
                 &mut tx,
                 &format!("proposer:{}", proposal.provenance.proposer),
-                &format!("proposal.{}", proposal.status.as_str()),
+                AuditAction::Proposal(proposal.status),
                 &proposal.id,
                 &verdicts,
             )
@@ -297,7 +298,7 @@ impl Store for SqliteStore {
         Self::append_audit(
             &mut tx,
             "scheduler",
-            &format!("run.{}", run.status.as_str()),
+            AuditAction::Run(run.status),
             &run.id,
             &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
         )
@@ -451,7 +452,7 @@ impl Store for SqliteStore {
         Self::append_audit(
             &mut tx,
             &review.actor,
-            &format!("review.{}", review.action.as_str()),
+            AuditAction::Review(review.action),
             &review.proposal_id,
             &detail,
         )
@@ -615,7 +616,12 @@ impl Store for SqliteStore {
                     seq: row.try_get("seq")?,
                     at: row.try_get("at")?,
                     actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
+                    action: {
+                        let text: String = row.try_get("action")?;
+                        AuditAction::parse(&text).ok_or_else(|| {
+                            corrupt("audit log", format!("unknown action {text:?}"))
+                        })?
+                    },
                     subject: row.try_get("subject")?,
                     detail: row.try_get("detail")?,
                     prev_hash: row.try_get("prev_hash")?,

@@ -178,7 +178,9 @@ async fn upserts_count_new_updated_and_unchanged_experiments(db: Arc<TestDb>) {
     // Only writes are audited: two imports that changed something.
     let audit = store.audit_log().await.expect("audit");
     assert_eq!(audit.len(), 2, "{audit:#?}");
-    assert!(audit.iter().all(|e| e.action == "experiments.upsert"));
+    assert!(audit
+        .iter()
+        .all(|e| e.action == hypod::domain::AuditAction::ExperimentsUpsert));
 }
 
 async fn experiments_load_in_bytewise_id_order(db: Arc<TestDb>) {
@@ -249,16 +251,16 @@ async fn a_run_and_its_proposals_are_stored_together(db: Arc<TestDb>) {
     assert!(store.get_proposal("p-none").await.expect("get").is_none());
     // One audit entry per proposal, then the run's.
     let audit = store.audit_log().await.expect("audit");
-    let actions: Vec<(&str, &str)> = audit
+    let actions: Vec<(String, &str)> = audit
         .iter()
-        .map(|e| (e.action.as_str(), e.subject.as_str()))
+        .map(|e| (e.action.to_string(), e.subject.as_str()))
         .collect();
     assert_eq!(
         actions,
         vec![
-            ("proposal.pending_review", "p-1"),
-            ("proposal.pending_review", "p-2"),
-            ("run.succeeded", "run-1"),
+            ("proposal.pending_review".to_string(), "p-1"),
+            ("proposal.pending_review".to_string(), "p-2"),
+            ("run.succeeded".to_string(), "run-1"),
         ]
     );
     assert_eq!(audit[0].actor, "proposer:builtin");
@@ -522,7 +524,7 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
     let audit = store.audit_log().await.expect("audit");
     let reviews_audited = audit
         .iter()
-        .filter(|e| e.action.starts_with("review."))
+        .filter(|e| matches!(e.action, hypod::domain::AuditAction::Review(_)))
         .count();
     assert_eq!(reviews_audited, 4, "one entry per review that was recorded");
     assert!(verify_chain(&audit).broken_at.is_none());
