@@ -1,14 +1,29 @@
-//! Command-line and storage tests, in one test binary (one link on CI). `support` holds the
-//! typed helpers, `snapshots` the `--json` outputs pinned as files, `storage` the storage suite
-//! that runs on every backend (`backends` makes the databases), `concurrency` several `hypod`
-//! processes on one database at once.
+//! Every test but the opt-in real-model one, in one test binary (one link on CI, where each
+//! extra binary costs a link of the whole crate). `support` and `common` hold the typed
+//! helpers, `snapshots` the `--json` outputs pinned as files, `storage` the storage suite that
+//! runs on every backend (`backends` makes the databases), `concurrency` several `hypod`
+//! processes on one database at once, `serve` the daemon as real processes; `spine`,
+//! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour.
+//! Run one part with `cargo test --test cli spine::` (a module path filter).
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../synthetic/mod.rs"]
+mod synthetic;
 
 mod backends;
+mod builtin;
 mod concurrency;
 #[path = "../fake_openai/mod.rs"]
 mod fake_openai;
+mod governance;
+mod llm_prompt;
+mod llm_proposer;
+mod llm_run;
 mod pipes;
+mod policy_cli;
 mod serve;
 mod snapshots;
+mod spine;
 mod storage;
 mod support;

@@ -2,9 +2,7 @@
 //! model or its server does (issue #4, part 3): what the proposer returns — drafts, rejected
 //! drafts with reasons, or the error a run records — and what it sent.
 
-mod fake_openai;
-
-use fake_openai::{closed_port, draft_with, valid_draft, FakeOpenAi, Fixture, Scripted};
+use crate::fake_openai::{closed_port, draft_with, valid_draft, FakeOpenAi, Fixture, Scripted};
 use hypod::proposer::openai::{render_messages, LlmConfig, OpenAiProposer, StructuredOutput};
 use hypod::proposer::{Proposer, ProposerError, ProposerOutput};
 use hypod::validate::{check_draft, References};

@@ -1,9 +1,7 @@
 //! The spine end to end, through the real binary: demo, import (good and bad input), analyze,
 //! run, queue review, export, audit. Each test has its own folder and SQLite database.
 
-mod common;
-
-use common::{sample_experiments, stderr, stdout, Workspace, SAMPLE};
+use crate::common::{sample_experiments, stderr, stdout, Workspace, SAMPLE};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::process::Command;
@@ -27,7 +25,7 @@ fn demo_works_from_an_empty_directory() {
     assert!(demo.join("policies/catalog.toml").exists());
 
     // The commands it suggests work on what it made.
-    let list = common::hypod_in(
+    let list = crate::common::hypod_in(
         cwd.path(),
         &demo.join("hypod.toml"),
         &["queue", "list", "--status", "pending_review", "--json"],
@@ -390,7 +388,7 @@ fn a_wrong_configuration_key_exits_2_and_names_it() {
 #[test]
 fn sitewide_experiments_return_with_normal_limit_intervals() {
     let ws = Workspace::new();
-    let reference = include_str!("reference/sitewide.csv");
+    let reference = include_str!("../reference/sitewide.csv");
     let mut lines = Vec::new();
     let mut expected = Vec::new();
     for (i, row) in reference.lines().skip(1).enumerate() {

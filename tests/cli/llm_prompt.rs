@@ -2,10 +2,7 @@
 //! whatever the history's size, every moment represented, templates overridable per file,
 //! digests stable, the schema in the prompt only in JSON mode.
 
-mod fake_openai;
-mod synthetic;
-
-use fake_openai::Fixture;
+use crate::fake_openai::Fixture;
 use hypod::proposer::openai::prompt::{policy_summaries_from_dir, render_messages_with_policies};
 use hypod::proposer::openai::{estimate_tokens, render_messages, LlmConfig, StructuredOutput};
 use hypod::proposer::ProposerError;
@@ -141,7 +138,7 @@ fn every_moment_is_represented_and_evidence_is_concluded_history() {
 
 #[test]
 fn large_histories_stay_within_budget() {
-    let fixture = Fixture::with(synthetic::history(10_000));
+    let fixture = Fixture::with(crate::synthetic::history(10_000));
     for budget in [3_000, 12_000] {
         let rendered = render_messages(&fixture.ctx(), &config(budget), None).unwrap();
         assert!(rendered.estimated_tokens <= budget);

@@ -2,9 +2,7 @@
 //! broken policy file stops a run with nothing queued, and `policy replay` shows the impact of
 //! an edit before it merges.
 
-mod common;
-
-use common::{stderr, Workspace};
+use crate::common::{stderr, Workspace};
 use std::path::Path;
 
 /// A workspace with its own copy of the shipped policies, so a test can edit them.

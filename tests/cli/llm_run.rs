@@ -4,11 +4,8 @@
 //! records model, tokens, latency and cost; a failing model fails the run (or falls back);
 //! `hypod prompt render` prints exactly what the run sends.
 
-mod common;
-mod fake_openai;
-
-use common::{sample_experiments, stderr, Workspace};
-use fake_openai::{draft_with, valid_draft, FakeOpenAi, Scripted};
+use crate::common::{sample_experiments, stderr, Workspace};
+use crate::fake_openai::{draft_with, valid_draft, FakeOpenAi, Scripted};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::process::Output;
@@ -42,7 +39,7 @@ async fn hypod(ws: &Workspace, args: &[&str]) -> Output {
     let cwd = ws.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::hypod_in(&cwd, &cwd.join("hypod.toml"), &refs)
+        crate::common::hypod_in(&cwd, &cwd.join("hypod.toml"), &refs)
     })
     .await
     .expect("hypod ran")
