@@ -100,6 +100,9 @@ pub async fn run(
         }
     }
 
+    // Slots that came due during the catch-up are not run one after another either.
+    cursor = cursor.max(Utc::now());
+
     while !stopped(&stop) {
         let now = Utc::now();
         let next = schedule.next_after(cursor);
@@ -135,8 +138,11 @@ pub async fn run(
         if Utc::now() < next {
             continue;
         }
-        cursor = next;
         run_slot(&config, &store, &metrics, &slot_key(next), &owner, &stop).await;
+        // Slots that came due while this run went on are not queued up behind it (no backlog):
+        // the next one this process tries is the first after now. Another daemon that was idle
+        // may have run them.
+        cursor = next.max(Utc::now());
         let upcoming = schedule.next_after(cursor);
         tracing::info!(next_slot = ?upcoming, "next slot");
     }
