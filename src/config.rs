@@ -148,6 +148,9 @@ pub enum AuthMode {
 pub struct ServerConfig {
     pub listen: String,
     pub auth: AuthMode,
+    /// The address people reach the server at (e.g. `https://hypod.example.com`), for links
+    /// in notifications; "" = no links.
+    pub public_url: String,
 }
 
 impl Default for ServerConfig {
@@ -155,14 +158,27 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             auth: AuthMode::Token,
+            public_url: String::new(),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
+    /// Where `hypod serve` posts a Slack-compatible summary after each run ("" = off).
     pub webhook_url: String,
+    /// First retry delay of a failed delivery, doubled each attempt (at most an hour).
+    pub retry_seconds: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            webhook_url: String::new(),
+            retry_seconds: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -311,6 +327,15 @@ impl Config {
             && !self.notify.webhook_url.starts_with("http://")
         {
             return Err("key `notify.webhook_url`: must be an http(s) URL".into());
+        }
+        if self.notify.retry_seconds == 0 {
+            return Err("key `notify.retry_seconds`: must be at least 1".into());
+        }
+        if !self.server.public_url.is_empty()
+            && !self.server.public_url.starts_with("https://")
+            && !self.server.public_url.starts_with("http://")
+        {
+            return Err("key `server.public_url`: must be an http(s) URL".into());
         }
         Ok(())
     }

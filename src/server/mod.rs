@@ -4,6 +4,7 @@
 //! server. The review API and web UI will mount on the same router.
 
 pub mod metrics;
+pub mod notify;
 pub mod scheduler;
 
 use crate::app::{self, AppError, AppResult};
@@ -61,6 +62,9 @@ pub async fn serve(config: Config) -> AppResult<()> {
         status_tx,
         metrics.clone(),
     ));
+    // Notifications go out from their own task: a slow webhook never holds up a run.
+    let notifier = (!config.notify.webhook_url.is_empty())
+        .then(|| tokio::spawn(notify::run(config.clone(), store.clone(), stop_rx.clone())));
     let state = Arc::new(ServerState {
         config,
         store,
@@ -84,6 +88,9 @@ pub async fn serve(config: Config) -> AppResult<()> {
     };
     let (served, ()) = tokio::join!(server, signals);
     served.map_err(AppError::from)?;
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
+    }
     match scheduler.await {
         Ok(result) => result,
         Err(join) => Err(AppError::runtime(format!("the scheduler stopped: {join}"))),

@@ -39,6 +39,15 @@ pub enum StoreError {
     LeaseLost { slot: String },
 }
 
+/// One notification waiting in the outbox: the run it is about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub run_id: String,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
 /// What an import wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct UpsertCounts {
@@ -162,6 +171,27 @@ pub trait Store: Send + Sync {
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Up to `limit` undelivered notifications that are due, each held for `hold` (its next
+    /// attempt moved that far ahead and its attempts counted) so that no other process sends
+    /// it meanwhile. Rows older than `max_age` are given up (marked, never sent).
+    async fn claim_notifications(
+        &self,
+        limit: usize,
+        hold: Duration,
+        max_age: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Records a delivery attempt: delivered, or failed with the error and the next attempt
+    /// `retry_in` from now.
+    async fn finish_notification(
+        &self,
+        id: i64,
+        outcome: Result<(), String>,
+        retry_in: Duration,
+    ) -> Result<(), StoreError>;
+    /// (delivered, pending) notification counts.
+    async fn notification_counts(&self) -> Result<(usize, usize), StoreError>;
 
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError>;
     async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError>;

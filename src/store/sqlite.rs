@@ -6,8 +6,8 @@
 //! to be upgraded to a write.
 
 use super::{
-    audit_hash, corrupt, timestamp, AuditEntry, ProposalBody, QueueMark, Store, StoreError,
-    UpsertCounts,
+    audit_hash, corrupt, timestamp, AuditEntry, OutboxItem, ProposalBody, QueueMark, Store,
+    StoreError, UpsertCounts,
 };
 use crate::domain::{
     apply_review, AuditAction, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review,
@@ -303,6 +303,13 @@ impl Store for SqliteStore {
             &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
         )
         .await?;
+        // The run's notification, in the run's own transaction (the outbox).
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO outbox (run_id, created_at, next_attempt_at) VALUES (?, {DB_NOW}, {DB_NOW})"
+        )))
+        .bind(&run.id)
+        .execute(&mut *tx)
+        .await?;
         if let Some(fence) = fence {
             // The fence check and the proposals commit together, or not at all.
             let status = match run.status {
@@ -461,6 +468,100 @@ impl Store for SqliteStore {
         proposal.status = status;
         proposal.updated_at = review.at;
         Ok(proposal)
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let record: Option<String> = sqlx::query_scalar("SELECT record FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt(&format!("run {id}"), e)))
+            .transpose()
+    }
+
+    async fn claim_notifications(
+        &self,
+        limit: usize,
+        hold: Duration,
+        max_age: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET delivered_at = -1, last_error = 'given up: older than the delivery window' \
+             WHERE delivered_at IS NULL AND created_at < {DB_NOW} - ?"
+        )))
+        .bind(max_age.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, run_id, attempts FROM outbox WHERE delivered_at IS NULL \
+             AND next_attempt_at <= {DB_NOW} ORDER BY id LIMIT ?"
+        )))
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE outbox SET next_attempt_at = {DB_NOW} + ?, attempts = attempts + 1 WHERE id = ?"
+            )))
+            .bind(hold.as_secs_f64())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            items.push(OutboxItem {
+                id,
+                run_id: row.try_get("run_id")?,
+                attempts: row.try_get::<i64, _>("attempts")? + 1,
+            });
+        }
+        tx.commit().await?;
+        Ok(items)
+    }
+
+    async fn finish_notification(
+        &self,
+        id: i64,
+        outcome: Result<(), String>,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        match outcome {
+            Ok(()) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE outbox SET delivered_at = {DB_NOW}, last_error = NULL WHERE id = ?"
+                )))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Err(error) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE outbox SET next_attempt_at = {DB_NOW} + ?, last_error = ? WHERE id = ?"
+                )))
+                .bind(retry_in.as_secs_f64())
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn notification_counts(&self) -> Result<(usize, usize), StoreError> {
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at > 0")
+                .fetch_one(&self.pool)
+                .await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((delivered as usize, pending as usize))
     }
 
     async fn claim_slot(

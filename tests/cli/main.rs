@@ -20,6 +20,7 @@ mod governance;
 mod llm_prompt;
 mod llm_proposer;
 mod llm_run;
+mod notify;
 mod pipes;
 mod policy_cli;
 mod serve;

@@ -31,6 +31,7 @@ on_every_backend!(
     a_slot_is_claimed_once_and_taken_over_only_after_its_lease,
     a_fenced_commit_is_refused_once_the_lease_is_lost,
     concurrent_claims_of_one_slot_give_it_to_one,
+    every_run_leaves_one_notification_delivered_once,
 );
 
 fn now() -> DateTime<Utc> {
@@ -976,4 +977,59 @@ async fn concurrent_claims_of_one_slot_give_it_to_one(db: Arc<TestDb>) {
         }
     }
     assert_eq!(won, 1);
+}
+
+async fn every_run_leaves_one_notification_delivered_once(db: Arc<TestDb>) {
+    let store = db.store();
+    let hold = std::time::Duration::from_secs(60);
+    let day = std::time::Duration::from_secs(86_400);
+    record(store, "run-1", &[]).await;
+    record(store, "run-2", &[]).await;
+    assert_eq!(store.notification_counts().await.expect("counts"), (0, 2));
+    let claimed = store
+        .claim_notifications(10, hold, day)
+        .await
+        .expect("claim");
+    let runs: Vec<&str> = claimed.iter().map(|i| i.run_id.as_str()).collect();
+    assert_eq!(runs, vec!["run-1", "run-2"]);
+    assert!(claimed.iter().all(|i| i.attempts == 1));
+    // Held: a second daemon gets nothing while the first is sending.
+    assert!(store
+        .claim_notifications(10, hold, day)
+        .await
+        .expect("claim")
+        .is_empty());
+    store
+        .finish_notification(claimed[0].id, Ok(()), hold)
+        .await
+        .expect("delivered");
+    // A failure comes back when its retry is due (here at once), with its attempts counted.
+    store
+        .finish_notification(
+            claimed[1].id,
+            Err("webhook answered 500".into()),
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("failed");
+    let retried = store
+        .claim_notifications(10, hold, day)
+        .await
+        .expect("claim");
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].run_id.as_str(), retried[0].attempts),
+        ("run-2", 2)
+    );
+    store
+        .finish_notification(retried[0].id, Ok(()), hold)
+        .await
+        .expect("delivered");
+    assert_eq!(store.notification_counts().await.expect("counts"), (2, 0));
+    assert!(store
+        .get_run("run-2")
+        .await
+        .expect("get")
+        .is_some_and(|r| r.id == "run-2"));
+    assert!(store.get_run("run-9").await.expect("get").is_none());
 }
