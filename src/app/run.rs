@@ -134,6 +134,13 @@ pub async fn run_once(
     let run_id = uuid::Uuid::now_v7().to_string();
     let config = plan.config;
 
+    let mut stages: Vec<(&'static str, f64)> = Vec::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |name: &'static str, stages: &mut Vec<(&'static str, f64)>| {
+        stages.push((name, clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
+
     // 1. Load.
     let Loaded {
         experiments,
@@ -143,6 +150,7 @@ pub async fn run_once(
     } = load(store, config, plan.now)
         .instrument(tracing::info_span!("load"))
         .await?;
+    lap("load", &mut stages);
     let input_digest = crate::digest(
         &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
     );
@@ -151,6 +159,7 @@ pub async fn run_once(
     let settings = analysis_settings(config, plan.governance, plan.now);
     let analysis =
         tracing::info_span!("analyse").in_scope(|| analysis::analyze(&experiments, &settings));
+    lap("analyse", &mut stages);
     let mut record = RunRecord {
         id: run_id.clone(),
         trigger: plan.trigger.clone(),
@@ -169,6 +178,7 @@ pub async fn run_once(
         input_digest: input_digest.clone(),
         rejected_drafts: Vec::new(),
         notes: Vec::new(),
+        stage_seconds: Vec::new(),
     };
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
@@ -217,6 +227,8 @@ pub async fn run_once(
             }
         },
     };
+    lap("propose", &mut stages);
+    record.stage_seconds = stages.clone();
     record.proposer = used.kind().to_string();
     record.usage = output.usage.clone();
     record.summary.drafts = output.drafts.len() + output.rejected.len();
@@ -239,6 +251,7 @@ pub async fn run_once(
             .iter()
             .map(|(p, _)| p.clone())
             .collect();
+        let assessing = std::time::Instant::now();
         let assessed = tracing::info_span!("validate_govern").in_scope(|| {
             assess(
                 &output,
@@ -253,6 +266,9 @@ pub async fn run_once(
                 &mut record.summary,
             )
         });
+        record
+            .stage_seconds
+            .push(("validate_govern", assessing.elapsed().as_secs_f64()));
         let proposals = match assessed {
             Ok(proposals) => proposals,
             // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
@@ -394,10 +410,14 @@ async fn finish(
     read_at: Option<QueueMark>,
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
     record.finished_at = Utc::now().max(record.started_at);
+    let writing = std::time::Instant::now();
     store
         .record_run(&record, &proposals, read_at, fence)
         .instrument(tracing::info_span!("queue"))
         .await?;
+    record
+        .stage_seconds
+        .push(("queue", writing.elapsed().as_secs_f64()));
     Ok((record, proposals))
 }
 

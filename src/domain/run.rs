@@ -104,4 +104,8 @@ pub struct RunRecord {
     pub input_digest: String,
     pub rejected_drafts: Vec<RejectedDraft>,
     pub notes: Vec<String>,
+    /// Seconds each stage took in this process (`load`, `analyse`, `propose`,
+    /// `validate_govern`, `queue`), for the daemon's metrics; not stored.
+    #[serde(skip)]
+    pub stage_seconds: Vec<(&'static str, f64)>,
 }

@@ -35,6 +35,10 @@ pub struct Metrics {
     model_calls: AtomicU64,
     cost_micros: AtomicU64,
     next_slot: Mutex<Option<DateTime<Utc>>>,
+    /// stage → (seconds, runs)
+    stages: Mutex<std::collections::BTreeMap<&'static str, (f64, u64)>>,
+    /// queued / escalated / blocked / duplicate → drafts, over the committed runs
+    verdicts: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -57,6 +61,24 @@ impl Metrics {
                     self.model_calls.fetch_add(1, Ordering::Relaxed);
                     self.cost_micros
                         .fetch_add((usage.cost.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+                }
+                if let Ok(mut stages) = self.stages.lock() {
+                    for (stage, seconds) in &record.stage_seconds {
+                        let entry = stages.entry(stage).or_insert((0.0, 0));
+                        entry.0 += seconds;
+                        entry.1 += 1;
+                    }
+                }
+                if let Ok(mut verdicts) = self.verdicts.lock() {
+                    let s = &record.summary;
+                    for (kind, n) in [
+                        ("queued", s.queued),
+                        ("escalated", s.escalated),
+                        ("blocked", s.blocked),
+                        ("duplicate", s.duplicates),
+                    ] {
+                        *verdicts.entry(kind).or_insert(0) += n as u64;
+                    }
                 }
                 record.status.as_str()
             }
@@ -143,6 +165,30 @@ impl Metrics {
             load(&self.model_latency_ms_sum) as f64 / 1e3,
             load(&self.model_calls)
         );
+        let _ = writeln!(
+            out,
+            "# HELP hypod_stage_duration_seconds Time in each stage of the runs this process committed.\n\
+             # TYPE hypod_stage_duration_seconds summary"
+        );
+        if let Ok(stages) = self.stages.lock() {
+            for (stage, (seconds, count)) in stages.iter() {
+                let _ = writeln!(
+                    out,
+                    "hypod_stage_duration_seconds_sum{{stage=\"{stage}\"}} {seconds}\n\
+                     hypod_stage_duration_seconds_count{{stage=\"{stage}\"}} {count}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hypod_drafts_total Drafts of the committed runs, by what governance made of them.\n\
+             # TYPE hypod_drafts_total counter"
+        );
+        if let Ok(verdicts) = self.verdicts.lock() {
+            for (verdict, n) in verdicts.iter() {
+                let _ = writeln!(out, "hypod_drafts_total{{verdict=\"{verdict}\"}} {n}");
+            }
+        }
         let next = self.next_slot.lock().ok().and_then(|s| *s);
         if let Some(next) = next {
             let seconds = (next - Utc::now()).num_milliseconds() as f64 / 1e3;

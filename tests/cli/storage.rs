@@ -78,6 +78,7 @@ fn run(id: &str, started_at: DateTime<Utc>) -> RunRecord {
         input_digest: "i".repeat(64),
         rejected_drafts: Vec::new(),
         notes: vec!["a note".into()],
+        stage_seconds: Vec::new(),
     }
 }
 
