@@ -21,6 +21,8 @@ pub struct Status {
     pub next_slot: Option<DateTime<Utc>>,
     /// Set when the loop has ended (shutdown or a fatal error).
     pub stopped: Option<String>,
+    /// The slot a run is in flight for (the loop does not tick meanwhile).
+    pub running: Option<String>,
 }
 
 impl Status {
@@ -28,6 +30,9 @@ impl Status {
     pub fn alive(&self) -> Result<(), String> {
         if let Some(reason) = &self.stopped {
             return Err(format!("stopped: {reason}"));
+        }
+        if self.running.is_some() {
+            return Ok(());
         }
         match self.last_tick {
             Some(at) if Utc::now() - at < ChronoDuration::minutes(2) => Ok(()),
@@ -84,7 +89,9 @@ pub async fn run(
         let key = slot_key(missed);
         match config.schedule.missed {
             MissedSlot::RunOnce => {
+                status.send_modify(|s| s.running = Some(key.clone()));
                 run_slot(&config, &store, &metrics, &key, &owner, &stop).await;
+                status.send_modify(|s| s.running = None);
             }
             MissedSlot::Skip => {
                 if let Ok(Claim::Claimed(fence)) = store.claim_slot(&key, &owner, lease).await {
@@ -118,7 +125,9 @@ pub async fn run(
                     if stopped(&stop) {
                         break;
                     }
+                    status.send_modify(|s| s.running = Some(key.clone()));
                     run_slot(&config, &store, &metrics, &key, &owner, &stop).await;
+                    status.send_modify(|s| s.running = None);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read expired slots"),
@@ -138,7 +147,9 @@ pub async fn run(
         if Utc::now() < next {
             continue;
         }
+        status.send_modify(|s| s.running = Some(slot_key(next)));
         run_slot(&config, &store, &metrics, &slot_key(next), &owner, &stop).await;
+        status.send_modify(|s| s.running = None);
         // Slots that came due while this run went on are not queued up behind it (no backlog):
         // the next one this process tries is the first after now. Another daemon that was idle
         // may have run them.
