@@ -1,5 +1,6 @@
-//! `hypod serve` as real processes: several daemons on one SQLite file run each slot of a
-//! two-second schedule exactly once, and SIGTERM leaves a consistent database.
+//! `hypod serve` as real processes: several daemons on one SQLite file (or PostgreSQL
+//! database) run each slot of a two-second schedule exactly once, and `kill -9`, SIGTERM and a
+//! lost database connection mid-run leave a consistent database, on both backends.
 
 use crate::support::Hypod;
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,13 +113,6 @@ struct Seen {
     fencing: BTreeMap<String, (i64, i64)>,
     runs_per_trigger: BTreeMap<String, usize>,
     proposals: Vec<(String, String, String)>,
-}
-
-fn read_database(hypod: &Hypod) -> Seen {
-    read_store(&format!(
-        "sqlite://{}",
-        hypod.path().join("hypod.db").display()
-    ))
 }
 
 /// What the database holds, read through hypod's own store (any backend).
@@ -318,18 +312,7 @@ fn a_killed_holder_is_taken_over_and_the_slot_commits_once() {
 /// The same with two replicas on PostgreSQL (skipped loudly without a server; fails in CI).
 #[test]
 fn a_killed_replica_on_postgresql_is_taken_over() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        killed_holder_is_taken_over(Some(&db.url))
-    }));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    on_postgresql(killed_holder_is_taken_over);
 }
 
 fn killed_holder_is_taken_over(database_url: Option<&str>) {
@@ -384,13 +367,42 @@ fn killed_holder_is_taken_over(database_url: Option<&str>) {
 /// lease and exits 0, having written nothing; the slot stays claimable by another process.
 #[test]
 fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
+    sigterm_mid_run(None);
+}
+
+/// The same on PostgreSQL (skipped loudly without a server; fails in CI).
+#[test]
+fn sigterm_mid_run_on_postgresql_writes_nothing_and_releases_the_slot() {
+    on_postgresql(sigterm_mid_run);
+}
+
+/// Runs `check` with the URL of a fresh PostgreSQL database, dropped afterwards also when the
+/// check panics (the panic is passed on). Returns without running it when there is no server
+/// (after the SKIPPED banner; with `CI` set that is a failure instead).
+fn on_postgresql(check: fn(Option<&str>)) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(Some(&db.url))));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn sigterm_mid_run(database_url: Option<&str>) {
     use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(FakeOpenAi::start(vec![Scripted::proposals(vec![
         valid_draft(0),
     ])
     .after(Duration::from_secs(60))]));
-    let (hypod, cron, key) = slow_model_workspace(&server, None);
+    let (hypod, cron, key) = slow_model_workspace(&server, database_url);
+    let url = database_url
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", hypod.path().join("hypod.db").display()));
     let daemon = Daemon::start_with(&hypod, &cron, "3");
     wait_for("the model call", Duration::from_secs(30), || {
         server.requests().len() == 1
@@ -398,7 +410,7 @@ fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
     let stopped = Instant::now();
     assert_eq!(daemon.terminate(), Some(0));
     assert!(stopped.elapsed() < Duration::from_secs(20));
-    let seen = read_database(&hypod);
+    let seen = read_store(&url);
     assert!(
         seen.runs_per_trigger.is_empty(),
         "{:?}",
