@@ -1,5 +1,6 @@
-//! `hypod serve` as real processes: several daemons on one SQLite file run each slot of a
-//! two-second schedule exactly once, and SIGTERM leaves a consistent database.
+//! `hypod serve` as real processes: several daemons on one SQLite file (or PostgreSQL
+//! database) run each slot of a two-second schedule exactly once, and `kill -9`, SIGTERM and a
+//! lost database connection mid-run leave a consistent database, on both backends.
 
 use crate::support::Hypod;
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,13 +113,11 @@ struct Seen {
     fencing: BTreeMap<String, (i64, i64)>,
     runs_per_trigger: BTreeMap<String, usize>,
     proposals: Vec<(String, String, String)>,
-}
-
-fn read_database(hypod: &Hypod) -> Seen {
-    read_store(&format!(
-        "sqlite://{}",
-        hypod.path().join("hypod.db").display()
-    ))
+    /// slot key → its row (status, run, reason)
+    slot_rows: BTreeMap<String, hypod::domain::SlotRecord>,
+    runs: Vec<hypod::domain::RunRecord>,
+    /// The run each proposal belongs to, in the order of `proposals`.
+    proposal_runs: Vec<String>,
 }
 
 /// What the database holds, read through hypod's own store (any backend).
@@ -136,14 +135,18 @@ fn read_store(url: &str) -> Seen {
                 .iter()
                 .map(|r| (r.key.clone(), (r.token, r.takeovers)))
                 .collect();
+            let slot_rows = rows.iter().map(|r| (r.key.clone(), r.clone())).collect();
+            let runs = store.list_runs(100_000).await.expect("runs");
             let mut runs_per_trigger = BTreeMap::new();
-            for run in store.list_runs(100_000).await.expect("runs") {
+            for run in &runs {
                 *runs_per_trigger.entry(run.trigger.to_string()).or_insert(0) += 1;
             }
-            let proposals = store
+            let stored = store
                 .list_proposals(&hypod::domain::ProposalFilter::default())
                 .await
-                .expect("proposals")
+                .expect("proposals");
+            let proposal_runs = stored.iter().map(|p| p.run_id.clone()).collect();
+            let proposals = stored
                 .iter()
                 .map(|p| {
                     (
@@ -158,6 +161,9 @@ fn read_store(url: &str) -> Seen {
                 fencing,
                 runs_per_trigger,
                 proposals,
+                slot_rows,
+                runs,
+                proposal_runs,
             }
         })
 }
@@ -318,18 +324,7 @@ fn a_killed_holder_is_taken_over_and_the_slot_commits_once() {
 /// The same with two replicas on PostgreSQL (skipped loudly without a server; fails in CI).
 #[test]
 fn a_killed_replica_on_postgresql_is_taken_over() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        killed_holder_is_taken_over(Some(&db.url))
-    }));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    on_postgresql(killed_holder_is_taken_over);
 }
 
 fn killed_holder_is_taken_over(database_url: Option<&str>) {
@@ -384,13 +379,42 @@ fn killed_holder_is_taken_over(database_url: Option<&str>) {
 /// lease and exits 0, having written nothing; the slot stays claimable by another process.
 #[test]
 fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
+    sigterm_mid_run(None);
+}
+
+/// The same on PostgreSQL (skipped loudly without a server; fails in CI).
+#[test]
+fn sigterm_mid_run_on_postgresql_writes_nothing_and_releases_the_slot() {
+    on_postgresql(sigterm_mid_run);
+}
+
+/// Runs `check` with the URL of a fresh PostgreSQL database, dropped afterwards also when the
+/// check panics (the panic is passed on). Returns without running it when there is no server
+/// (after the SKIPPED banner; with `CI` set that is a failure instead).
+fn on_postgresql(check: fn(Option<&str>)) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(Some(&db.url))));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn sigterm_mid_run(database_url: Option<&str>) {
     use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(FakeOpenAi::start(vec![Scripted::proposals(vec![
         valid_draft(0),
     ])
     .after(Duration::from_secs(60))]));
-    let (hypod, cron, key) = slow_model_workspace(&server, None);
+    let (hypod, cron, key) = slow_model_workspace(&server, database_url);
+    let url = database_url
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", hypod.path().join("hypod.db").display()));
     let daemon = Daemon::start_with(&hypod, &cron, "3");
     wait_for("the model call", Duration::from_secs(30), || {
         server.requests().len() == 1
@@ -398,7 +422,7 @@ fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
     let stopped = Instant::now();
     assert_eq!(daemon.terminate(), Some(0));
     assert!(stopped.elapsed() < Duration::from_secs(20));
-    let seen = read_database(&hypod);
+    let seen = read_store(&url);
     assert!(
         seen.runs_per_trigger.is_empty(),
         "{:?}",
@@ -407,4 +431,114 @@ fn sigterm_mid_run_writes_nothing_and_releases_the_slot() {
     assert!(seen.proposals.is_empty());
     // Still running, with its lease released: the next daemon takes it over at once.
     assert_eq!(seen.slots.get(&key).map(String::as_str), Some("running"));
+}
+
+/// PostgreSQL drops the daemon's connections while its run waits on a slow model (a restart,
+/// a failover, an idle-connection reaper): when the model answers, the run either commits once
+/// (the pool reconnects) or its slot ends failed with a reason or is taken over and run
+/// again; never half-written, and the daemon stays ready. Skipped loudly without a server.
+#[test]
+fn a_lost_database_connection_mid_run_ends_the_run_cleanly_on_postgresql() {
+    on_postgresql(lost_connection_mid_run);
+}
+
+/// Terminates every connection to the database `url` names but this one; how many it ended.
+async fn terminate_backends(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to the test database");
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t WHERE ended",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("pg_terminate_backend");
+    let _ = conn.close().await;
+    ended
+}
+
+fn lost_connection_mid_run(database_url: Option<&str>) {
+    use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
+    let url = database_url.expect("a PostgreSQL database");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(FakeOpenAi::start(vec![
+        // Answers after the connections are gone.
+        Scripted::proposals(vec![valid_draft(0), valid_draft(1)]).after(Duration::from_secs(5)),
+        // A second call only if the slot was taken over (the first lease was lost).
+        Scripted::proposals(vec![valid_draft(0), valid_draft(1)]),
+    ]));
+    let (hypod, cron, key) = slow_model_workspace(&server, Some(url));
+    let daemon = Daemon::start_with(&hypod, &cron, "3");
+    wait_for("the model call", Duration::from_secs(30), || {
+        server.requests().len() == 1
+    });
+    let ended = runtime.block_on(terminate_backends(url));
+    assert!(ended >= 1, "the daemon held no connection to terminate");
+    wait_for("the slot to end", Duration::from_secs(40), || {
+        read_store(url)
+            .slots
+            .get(&key)
+            .is_some_and(|status| status != "running")
+    });
+    // The database check reconnects: the daemon is still ready.
+    let (code, ready) = daemon.get("/readyz");
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(daemon.terminate(), Some(0));
+
+    let seen = read_store(url);
+    let slot = &seen.slot_rows[&key];
+    eprintln!(
+        "after the lost connection: slot {:?} (token {}, reason {:?}), {} model call(s)",
+        slot.status,
+        slot.token,
+        slot.reason,
+        server.requests().len()
+    );
+    let runs: Vec<_> = seen
+        .runs
+        .iter()
+        .filter(|r| r.trigger.to_string() == key)
+        .collect();
+    match slot.status.as_str() {
+        // Committed once: the slot names its run, which holds every proposal it counted.
+        "succeeded" => {
+            assert_eq!(runs.len(), 1, "{:?}", seen.runs_per_trigger);
+            let run = runs[0];
+            assert_eq!(slot.run_id.as_deref(), Some(run.id.as_str()), "{slot:?}");
+            assert_eq!(run.status.as_str(), "succeeded", "{:?}", run.error);
+            let queued = seen
+                .proposal_runs
+                .iter()
+                .filter(|id| **id == run.id)
+                .count();
+            assert_eq!(queued, run.summary.queued + run.summary.blocked, "{run:?}");
+            assert!(queued >= 1, "{run:?}");
+        }
+        // Failed with a reason the operator can read, and nothing queued for it.
+        "failed" => {
+            assert!(
+                slot.reason.as_deref().is_some_and(|r| !r.trim().is_empty()),
+                "{slot:?}"
+            );
+            assert!(
+                runs.iter().all(|r| r.status.as_str() == "failed"),
+                "{runs:?}"
+            );
+            assert!(seen.proposals.is_empty(), "{:?}", seen.proposals);
+        }
+        other => panic!("slot {key} ended {other}: {slot:?}"),
+    }
+    // Never half-written: no proposal without its run, no idea queued twice.
+    let run_ids: BTreeSet<&str> = seen.runs.iter().map(|r| r.id.as_str()).collect();
+    assert!(
+        seen.proposal_runs
+            .iter()
+            .all(|id| run_ids.contains(id.as_str())),
+        "proposals without their run: {:?} / {run_ids:?}",
+        seen.proposal_runs
+    );
+    let distinct: BTreeSet<_> = seen.proposals.iter().collect();
+    assert_eq!(distinct.len(), seen.proposals.len(), "{:?}", seen.proposals);
 }
