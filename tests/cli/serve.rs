@@ -220,6 +220,8 @@ fn each_slot_once_with_two_daemons(hypod: &Hypod, url: &str) {
         "hypod_runs_total{outcome=\"succeeded\"}",
         "hypod_proposals{status=\"pending_review\"}",
         "hypod_next_slot_seconds",
+        "hypod_stage_duration_seconds_count{stage=\"propose\"}",
+        "hypod_drafts_total{verdict=\"queued\"}",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
