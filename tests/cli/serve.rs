@@ -544,3 +544,32 @@ fn lost_connection_mid_run(database_url: Option<&str>) {
     let distinct: BTreeSet<_> = seen.proposals.iter().collect();
     assert_eq!(distinct.len(), seen.proposals.len(), "{:?}", seen.proposals);
 }
+
+/// `schedule.max_run_seconds`: a run whose model never answers is ended after it, its slot
+/// marked failed with the reason, nothing written, and the daemon goes on (ready, exits 0).
+#[test]
+fn a_run_past_max_run_seconds_is_ended_and_its_slot_failed() {
+    use crate::fake_openai::{valid_draft, FakeOpenAi, Scripted};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(FakeOpenAi::start(vec![Scripted::proposals(vec![
+        valid_draft(0),
+    ])
+    .after(Duration::from_secs(120))]));
+    let (hypod, cron, key) = slow_model_workspace(&server, None);
+    let config = hypod.path().join("hypod.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("[schedule]\nmax_run_seconds = 3\n");
+    std::fs::write(&config, text).expect("config");
+    let url = format!("sqlite://{}", hypod.path().join("hypod.db").display());
+    let daemon = Daemon::start_with(&hypod, &cron, "30");
+    wait_for("the slot to be ended", Duration::from_secs(30), || {
+        read_store(&url).slots.get(&key).map(String::as_str) == Some("failed")
+    });
+    assert_eq!(daemon.get("/readyz").0, 200);
+    assert_eq!(daemon.terminate(), Some(0));
+    let seen = read_store(&url);
+    let reason = seen.slot_rows[&key].reason.clone().unwrap_or_default();
+    assert!(reason.contains("max_run_seconds = 3"), "{reason}");
+    assert!(seen.runs.is_empty(), "{:?}", seen.runs_per_trigger);
+    assert!(seen.proposals.is_empty());
+}
