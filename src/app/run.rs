@@ -46,6 +46,27 @@ pub struct RunPlan<'a> {
     pub fence: Option<Fence>,
 }
 
+impl<'a> RunPlan<'a> {
+    /// A plan for a run starting now with the configured proposer (and fallback); the slot's
+    /// fence is set when the slot is claimed.
+    pub fn now(
+        config: &'a Config,
+        governance: &'a Governance,
+        proposers: &'a super::ProposerPair,
+        trigger: Trigger,
+    ) -> RunPlan<'a> {
+        RunPlan {
+            config,
+            governance,
+            proposer: proposers.0.as_ref(),
+            fallback: proposers.1.as_deref(),
+            trigger,
+            now: crate::now(),
+            fence: None,
+        }
+    }
+}
+
 /// The analysis settings a configuration and catalog imply, for the day of `now`.
 pub fn analysis_settings(
     config: &Config,
@@ -589,18 +610,10 @@ impl RunView {
 pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunView> {
     let governance = super::load_governance(config)?;
     let store: std::sync::Arc<dyn Store> = super::open_store(config).await?.into();
-    let (proposer, fallback) = super::proposers(config, &governance)?;
+    let proposers = super::proposers(config, &governance)?;
     // A manual run claims a slot of its own, like a scheduled one: same lease, same fence.
     let key = format!("{trigger}:{}", uuid::Uuid::now_v7());
-    let plan = RunPlan {
-        config,
-        governance: &governance,
-        proposer: proposer.as_ref(),
-        fallback: fallback.as_deref(),
-        trigger,
-        now: crate::now(),
-        fence: None,
-    };
+    let plan = RunPlan::now(config, &governance, &proposers, trigger);
     let (record, proposals) = match run_in_slot(store, plan, &key, &owner_id()).await? {
         SlotOutcome::Ran {
             record, proposals, ..

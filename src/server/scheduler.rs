@@ -177,7 +177,7 @@ async fn run_slot(
         let proposers = app::proposers(config, &governance)?;
         Ok((governance, proposers))
     });
-    let (governance, (proposer, fallback)) = match prepared {
+    let (governance, proposers) = match prepared {
         Ok(ready) => ready,
         Err(e) => {
             tracing::error!(slot = key, error = %e, "cannot prepare the run");
@@ -185,15 +185,7 @@ async fn run_slot(
         }
     };
     let trigger = Trigger::try_from(key.to_string()).unwrap_or(Trigger::Schedule(key.into()));
-    let plan = RunPlan {
-        config,
-        governance: &governance,
-        proposer: proposer.as_ref(),
-        fallback: fallback.as_deref(),
-        trigger,
-        now: crate::now(),
-        fence: None,
-    };
+    let plan = RunPlan::now(config, &governance, &proposers, trigger);
     let mut shutdown = stop.clone();
     let grace = async move {
         let _ = shutdown.wait_for(|s| *s).await;
