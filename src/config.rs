@@ -119,8 +119,9 @@ impl Default for AnalysisConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GovernanceConfig {
-    /// Folder of policy files and `catalog.toml`. When it does not exist, the policies built
-    /// into the binary are used.
+    /// Folder of policy files and `catalog.toml`. When the key is not set and `./policies` does
+    /// not exist, the policies built into the binary are used; a folder that is named must
+    /// exist.
     pub policies: PathBuf,
     pub approvals_required: u32,
     pub escalated_approvals_required: u32,
@@ -257,6 +258,12 @@ impl Config {
             message: e.to_string(),
         })?;
         apply_env(&mut table, env)?;
+        // A policies folder someone named (in the file or the environment) must exist: a typo
+        // must not swap a governance lead's rules for the built-in ones without a word.
+        let policies_named = table
+            .get("governance")
+            .and_then(|g| g.get("policies"))
+            .is_some();
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| ConfigError::Invalid {
                 path: name.clone(),
@@ -270,9 +277,18 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         config.source = file;
         config.validate().map_err(|message| ConfigError::Invalid {
-            path: name,
+            path: name.clone(),
             message,
         })?;
+        if policies_named && !config.policies_dir().is_dir() {
+            return Err(ConfigError::Invalid {
+                path: name,
+                message: format!(
+                    "key `governance.policies`: the folder {} does not exist; create it (`hypod init` writes the defaults) or remove the key to use the built-in policies",
+                    config.policies_dir().display()
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -486,6 +502,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.schedule.timezone, "Europe/Berlin");
+    }
+
+    /// A named policies folder that does not exist is an error, not a silent switch to the
+    /// built-in policies; without the key, the built-ins still apply.
+    #[test]
+    fn a_named_policies_folder_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(&path, "[governance]\npolicies = \"polcies\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("governance.policies") && err.contains("polcies"),
+            "{err}"
+        );
+        let err = Config::load_with_env(
+            None,
+            &env(&[("HYPOD_GOVERNANCE__POLICIES", "/no/such/folder")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/no/such/folder"), "{err}");
+        std::fs::create_dir(dir.path().join("polcies")).unwrap();
+        assert!(Config::load_with_env(Some(&path), &[]).is_ok());
+        assert!(Config::load_with_env(None, &[]).is_ok());
     }
 
     #[test]
