@@ -258,6 +258,18 @@ impl Config {
             message: e.to_string(),
         })?;
         apply_env(&mut table, env)?;
+        // The fixed clock of reproducible runs: a value that does not parse must not quietly
+        // become the real clock.
+        if let Some((_, value)) = env.iter().find(|(var, _)| var == "HYPOD_NOW") {
+            if chrono::DateTime::parse_from_rfc3339(value.trim()).is_err() {
+                return Err(ConfigError::Env {
+                    var: "HYPOD_NOW".into(),
+                    message: format!(
+                        "{value:?} is not an RFC 3339 instant such as 2026-10-15T09:00:00Z"
+                    ),
+                });
+            }
+        }
         // A policies folder someone named (in the file or the environment) must exist: a typo
         // must not swap a governance lead's rules for the built-in ones without a word.
         let policies_named = table
@@ -293,6 +305,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.database.url.starts_with("sqlite:")
+            && (self.database.url.contains(":memory:") || self.database.url.contains("mode=memory"))
+        {
+            return Err(format!(
+                "key `database.url`: {:?} is an in-memory database, which keeps nothing after the command ends; use sqlite://PATH",
+                self.database.url
+            ));
+        }
         if !self.database.url.starts_with("sqlite:") && !self.database.url.starts_with("postgres") {
             return Err(format!(
                 "key `database.url`: {:?} is not a sqlite:// or postgres:// URL",
@@ -525,6 +545,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("/no/such/folder"), "{err}");
+        let err = Config::load_with_env(None, &env(&[("HYPOD_DATABASE__URL", "sqlite::memory:")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in-memory"), "{err}");
+        let err = Config::load_with_env(None, &env(&[("HYPOD_NOW", "yesterday")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HYPOD_NOW") && err.contains("yesterday"),
+            "{err}"
+        );
         std::fs::create_dir(dir.path().join("polcies")).unwrap();
         assert!(Config::load_with_env(Some(&path), &[]).is_ok());
         assert!(Config::load_with_env(None, &[]).is_ok());
