@@ -108,6 +108,7 @@ pub fn parse_sources(sources: &[Source]) -> ImportReport {
     let mut report = ImportReport::default();
     for source in sources {
         let name = source.to_string();
+        let (records_before, problems_before) = (report.records_read, report.problems.len());
         let result = match source {
             Source::Stdin => {
                 let stdin = std::io::stdin();
@@ -122,13 +123,27 @@ pub fn parse_sources(sources: &[Source]) -> ImportReport {
                 Err(err) => Err(err),
             },
         };
-        if let Err(err) = result {
-            report.problems.push(Problem {
+        match result {
+            Err(err) => report.problems.push(Problem {
                 source: name,
                 location: Location::Whole,
                 field: None,
                 message: format!("cannot read: {err}"),
-            });
+            }),
+            // A source with no record at all is a mistake (a wrong or truncated file), not a
+            // successful import of nothing.
+            Ok(())
+                if report.records_read == records_before
+                    && report.problems.len() == problems_before =>
+            {
+                report.problems.push(Problem {
+                    source: name,
+                    location: Location::Whole,
+                    field: None,
+                    message: "holds no experiment: the file is empty (or only a header)".into(),
+                })
+            }
+            Ok(()) => {}
         }
     }
     deduplicate(&mut report.experiments);
@@ -851,6 +866,29 @@ mod tests {
         assert!(parse_text("h.ndjson", Format::Ndjson, &text)
             .problems
             .is_empty());
+    }
+
+    #[test]
+    fn an_empty_source_is_a_problem_not_an_import_of_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("empty.ndjson", ""),
+            ("blank.json", "  \n"),
+            (
+                "header.csv",
+                "id,name,moment,primary_kpi,status,variant,control,visitors,conversions\n",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let report = parse_sources(&[Source::File(path)]);
+            assert_eq!(report.problems.len(), 1, "{name}: {:?}", report.problems);
+            let problem = report.problems[0].to_string();
+            assert!(
+                problem.contains(name) && problem.contains("holds no experiment"),
+                "{problem}"
+            );
+        }
     }
 
     #[test]
