@@ -42,6 +42,15 @@ const MAX_TERMS: usize = 10_000;
 const EPS: f64 = 1e-16;
 const TINY: f64 = 1e-300;
 
+/// Lentz's guard: a continued fraction's running numerator or denominator never becomes 0.
+fn off_zero(x: f64) -> f64 {
+    if x.abs() < TINY {
+        TINY
+    } else {
+        x
+    }
+}
+
 /// Upper tail of the standard normal, `P(Z > z)`.
 pub fn normal_sf(z: f64) -> f64 {
     0.5 * erfc(z / SQRT_2)
@@ -140,36 +149,18 @@ fn beta_cf(a: f64, b: f64, x: f64, ln_x: f64, ln_y: f64, ln_beta: f64) -> f64 {
     }
     let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
     let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < TINY {
-        d = TINY;
-    }
-    d = 1.0 / d;
+    let mut d = 1.0 / off_zero(1.0 - qab * x / qap);
     let mut h = d;
     for m in 1..=MAX_TERMS {
         let m = m as f64;
         let m2 = 2.0 * m;
         let even = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + even * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + even / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
+        d = 1.0 / off_zero(1.0 + even * d);
+        c = off_zero(1.0 + even / c);
         h *= d * c;
         let odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + odd * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + odd / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
+        d = 1.0 / off_zero(1.0 + odd * d);
+        c = off_zero(1.0 + odd / c);
         let delta = d * c;
         h *= delta;
         if (delta - 1.0).abs() < EPS {
@@ -464,15 +455,8 @@ fn gamma_q(a: f64, x: f64) -> f64 {
             let i = i as f64;
             let an = -i * (i - a);
             b += 2.0;
-            d = an * d + b;
-            if d.abs() < TINY {
-                d = TINY;
-            }
-            c = b + an / c;
-            if c.abs() < TINY {
-                c = TINY;
-            }
-            d = 1.0 / d;
+            d = 1.0 / off_zero(an * d + b);
+            c = off_zero(b + an / c);
             let delta = d * c;
             h *= delta;
             if (delta - 1.0).abs() < EPS {

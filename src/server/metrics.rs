@@ -1,6 +1,7 @@
 //! Prometheus metrics of the daemon, kept as plain atomics and rendered in the text exposition
 //! format at `/metrics` (no exporter crate: nothing here grows without bound, so there is no
-//! upkeep to forget). The queue depth is read from the store at each scrape.
+//! upkeep to forget). The queue depth is read from the store at each scrape, the next slot
+//! from the scheduler's status.
 
 use crate::app::run::SlotOutcome;
 use crate::domain::{ProposalFilter, ProposalStatus};
@@ -34,7 +35,6 @@ pub struct Metrics {
     model_latency_ms_sum: AtomicU64,
     model_calls: AtomicU64,
     cost_micros: AtomicU64,
-    next_slot: Mutex<Option<DateTime<Utc>>>,
     /// stage → (seconds, runs)
     stages: Mutex<std::collections::BTreeMap<&'static str, (f64, u64)>>,
     /// queued / escalated / blocked / duplicate → drafts, over the committed runs
@@ -99,14 +99,8 @@ impl Metrics {
         }
     }
 
-    pub fn set_next_slot(&self, next: Option<DateTime<Utc>>) {
-        if let Ok(mut slot) = self.next_slot.lock() {
-            *slot = next;
-        }
-    }
-
     /// The text exposition format.
-    pub async fn render(&self, store: &dyn Store) -> String {
+    pub async fn render(&self, store: &dyn Store, next_slot: Option<DateTime<Utc>>) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -189,8 +183,7 @@ impl Metrics {
                 let _ = writeln!(out, "hypod_drafts_total{{verdict=\"{verdict}\"}} {n}");
             }
         }
-        let next = self.next_slot.lock().ok().and_then(|s| *s);
-        if let Some(next) = next {
+        if let Some(next) = next_slot {
             let seconds = (next - Utc::now()).num_milliseconds() as f64 / 1e3;
             let _ = writeln!(
                 out,
@@ -202,17 +195,14 @@ impl Metrics {
             out,
             "# HELP hypod_proposals Proposals in the queue, by status.\n# TYPE hypod_proposals gauge"
         );
-        for status in ProposalStatus::ALL {
-            let filter = ProposalFilter {
-                status: Some(status),
-                ..ProposalFilter::default()
-            };
-            if let Ok(found) = store.list_proposals(&filter).await {
+        // One read of the queue, counted by status.
+        if let Ok(all) = store.list_proposals(&ProposalFilter::default()).await {
+            for status in ProposalStatus::ALL {
+                let count = all.iter().filter(|p| p.status == status).count();
                 let _ = writeln!(
                     out,
-                    "hypod_proposals{{status=\"{}\"}} {}",
-                    status.as_str(),
-                    found.len()
+                    "hypod_proposals{{status=\"{}\"}} {count}",
+                    status.as_str()
                 );
             }
         }

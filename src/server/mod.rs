@@ -128,7 +128,10 @@ async fn metrics_text(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(state.store.as_ref()).await,
+        {
+            let next_slot = state.scheduler.borrow().next_slot;
+            state.metrics.render(state.store.as_ref(), next_slot).await
+        },
     )
 }
 

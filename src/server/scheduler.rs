@@ -117,7 +117,6 @@ pub async fn run(
             s.last_tick = Some(now);
             s.next_slot = next;
         });
-        metrics.set_next_slot(next);
         // Slots whose holder died (its lease expired) are run again from scratch.
         match store.expired_slots().await {
             Ok(keys) => {

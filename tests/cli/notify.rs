@@ -2,13 +2,12 @@
 //! (and their outbox rows), `hypod serve` delivers them to a local webhook, retries the one the
 //! webhook refused, and a restarted daemon sends nothing twice.
 
+use crate::serve::Daemon;
 use crate::support::{Hypod, SAMPLE};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,37 +26,6 @@ async fn hook(
     let status = if hook.received.is_empty() { 500 } else { 200 };
     hook.received.push((status, body.0));
     StatusCode::from_u16(status).expect("status")
-}
-
-fn serve(hypod: &Hypod) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hypod"))
-        .arg("serve")
-        .current_dir(hypod.path())
-        .env("HYPOD_CONFIG", hypod.path().join("hypod.toml"))
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("HYPOD_NOW")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hypod serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on") => break,
-            Some(Ok(_)) => {}
-            other => panic!("hypod serve did not start: {other:?}"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
@@ -94,18 +62,18 @@ fn runs_are_announced_once_through_the_outbox_with_retries() {
     // Nothing is sent by `hypod run` itself: the outbox waits for the daemon.
     assert!(state.lock().expect("hook").received.is_empty());
 
-    let daemon = serve(&hypod);
+    let daemon = Daemon::spawn(&hypod, &[]);
     let started = Instant::now();
     while state.lock().expect("hook").received.len() < 3 {
         assert!(started.elapsed() < Duration::from_secs(30), "no deliveries");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    stop(daemon);
+    assert_eq!(daemon.terminate(), Some(0));
     // A restarted daemon finds nothing left to send.
-    let again = serve(&hypod);
+    let again = Daemon::spawn(&hypod, &[]);
     std::thread::sleep(Duration::from_secs(3));
-    stop(again);
+    assert_eq!(again.terminate(), Some(0));
 
     let received = &state.lock().expect("hook").received;
     assert_eq!(received.len(), 3, "one refused, then each run once");

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `hypod serve` child, stopped with SIGTERM when dropped.
-struct Daemon {
+/// A `hypod serve` child, killed when dropped.
+pub(crate) struct Daemon {
     child: Child,
     /// `127.0.0.1:PORT` it listens on.
     addr: String,
@@ -21,14 +21,24 @@ impl Daemon {
     }
 
     fn start_with(hypod: &Hypod, cron: &str, lease_seconds: &str) -> Daemon {
+        Daemon::spawn(
+            hypod,
+            &[
+                ("HYPOD_SERVER__LISTEN", "127.0.0.1:0"),
+                ("HYPOD_SCHEDULE__CRON", cron),
+                ("HYPOD_SCHEDULE__MISSED", "skip"),
+                ("HYPOD_SCHEDULE__LEASE_SECONDS", lease_seconds),
+            ],
+        )
+    }
+
+    /// `hypod serve` in `hypod`'s folder with these environment overrides, once it listens.
+    pub(crate) fn spawn(hypod: &Hypod, overrides: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hypod"))
             .arg("serve")
             .current_dir(hypod.path())
             .env("HYPOD_CONFIG", hypod.path().join("hypod.toml"))
-            .env("HYPOD_SERVER__LISTEN", "127.0.0.1:0")
-            .env("HYPOD_SCHEDULE__CRON", cron)
-            .env("HYPOD_SCHEDULE__MISSED", "skip")
-            .env("HYPOD_SCHEDULE__LEASE_SECONDS", lease_seconds)
+            .envs(overrides.iter().copied())
             .env_remove("OPENAI_API_KEY")
             .env_remove("HYPOD_NOW")
             .stderr(Stdio::piped())
@@ -81,7 +91,7 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
-    fn terminate(mut self) -> Option<i32> {
+    pub(crate) fn terminate(mut self) -> Option<i32> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
