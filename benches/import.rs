@@ -45,7 +45,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store = runtime
-        .block_on(hypod::store::open(&url))
+        .block_on(hypod::store::open(&url, bench_key()))
         .expect("open store");
 
     let started = Instant::now();
@@ -86,4 +86,9 @@ fn main() {
         "  total first import {:>8.2} s",
         (parsed + written).as_secs_f64()
     );
+}
+
+/// The audit key of the benchmark databases.
+fn bench_key() -> hypod::store::AuditKey {
+    hypod::store::AuditKey::new(b"bench-audit-key-0123456789").expect("key")
 }

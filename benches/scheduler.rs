@@ -77,7 +77,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = runtime.block_on(hypod::store::open(&url)).expect("SQLite");
+    let store = runtime.block_on(hypod::store::open(&url, bench_key())).expect("SQLite");
     report("sqlite", runtime.block_on(measure(store.as_ref(), slots)));
 
     let server = std::env::var("HYPOD_TEST_DATABASE_URL")
@@ -103,11 +103,16 @@ fn main() {
         None => server.clone(),
     };
     let store = runtime
-        .block_on(hypod::store::open(&pg_url))
+        .block_on(hypod::store::open(&pg_url, bench_key()))
         .expect("PostgreSQL");
     report("postgres", runtime.block_on(measure(store.as_ref(), slots)));
     drop(store);
     let _ = runtime.block_on(admin(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )));
+}
+
+/// The audit key of the benchmark databases.
+fn bench_key() -> hypod::store::AuditKey {
+    hypod::store::AuditKey::new(b"bench-audit-key-0123456789").expect("key")
 }

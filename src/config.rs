@@ -148,10 +148,18 @@ pub enum AuthMode {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
+    /// `token`: `Authorization: Bearer` tokens from `hypod token create` (and a login form
+    /// for the web UI); `proxy`: the user and groups from `X-Forwarded-User` /
+    /// `X-Forwarded-Groups`, believed only from `trusted_proxies`.
     pub auth: AuthMode,
     /// The address people reach the server at (e.g. `https://hypod.example.com`), for links
     /// in notifications; "" = no links.
     pub public_url: String,
+    /// With `auth = "proxy"`: the IP addresses of the reverse proxies whose identity headers
+    /// are believed. Requests from anywhere else are 401.
+    pub trusted_proxies: Vec<String>,
+    /// With `auth = "proxy"`: which group names give which role (the highest one counts).
+    pub proxy_groups: ProxyGroups,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +168,46 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             auth: AuthMode::Token,
             public_url: String::new(),
+            trusted_proxies: Vec::new(),
+            proxy_groups: ProxyGroups::default(),
+        }
+    }
+}
+
+/// Group names (from `X-Forwarded-Groups`) for each role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyGroups {
+    pub viewer: Vec<String>,
+    pub reviewer: Vec<String>,
+    pub governance: Vec<String>,
+    pub admin: Vec<String>,
+}
+
+impl Default for ProxyGroups {
+    fn default() -> Self {
+        ProxyGroups {
+            viewer: vec!["hypod-viewers".into()],
+            reviewer: vec!["hypod-reviewers".into()],
+            governance: vec!["hypod-governance".into()],
+            admin: vec!["hypod-admins".into()],
+        }
+    }
+}
+
+/// `[audit]`: where the audit key comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The environment variable holding the audit key (at least 16 bytes; every replica
+    /// the same). Unset on SQLite: a key file beside the database, created on first use.
+    pub key_env: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_env: "HYPOD_AUDIT_KEY".into(),
         }
     }
 }
@@ -193,6 +241,7 @@ pub struct Config {
     pub governance: GovernanceConfig,
     pub server: ServerConfig,
     pub notify: NotifyConfig,
+    pub audit: AuditConfig,
     /// Where relative paths are resolved from (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -203,7 +252,8 @@ pub struct Config {
 
 const ENV_PREFIX: &str = "HYPOD_";
 /// Environment variables that are not configuration overrides.
-const ENV_NOT_KEYS: [&str; 4] = [
+const ENV_NOT_KEYS: [&str; 5] = [
+    "HYPOD_AUDIT_KEY",
     "HYPOD_CONFIG",
     "HYPOD_LOG",
     "HYPOD_NOW",
@@ -366,6 +416,19 @@ impl Config {
         }
         if self.notify.retry_seconds == 0 {
             return Err("key `notify.retry_seconds`: must be at least 1".into());
+        }
+        for proxy in &self.server.trusted_proxies {
+            if proxy.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!(
+                    "key `server.trusted_proxies`: {proxy:?} is not an IP address such as \"127.0.0.1\""
+                ));
+            }
+        }
+        if self.server.auth == AuthMode::Proxy && self.server.trusted_proxies.is_empty() {
+            return Err("key `server.trusted_proxies`: auth = \"proxy\" believes identity headers only from listed proxies; list at least one address".into());
+        }
+        if self.audit.key_env.trim().is_empty() {
+            return Err("key `audit.key_env`: must name an environment variable".into());
         }
         if !self.server.public_url.is_empty()
             && !self.server.public_url.starts_with("https://")

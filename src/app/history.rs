@@ -48,6 +48,32 @@ pub async fn import(
     let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
     let started = std::time::Instant::now();
     let report = import::parse_sources(&sources);
+    let store = open_store(config).await?;
+    store_import(store.as_ref(), report, skip_invalid, started).await
+}
+
+/// `POST /api/v1/experiments`: an uploaded body, validated like a file, all or nothing.
+pub async fn import_body(
+    store: &dyn crate::store::Store,
+    format: import::Format,
+    text: &str,
+) -> AppResult<ImportSummary> {
+    let started = std::time::Instant::now();
+    if text.trim().is_empty() {
+        return Err(AppError::input(
+            "nothing was imported: the request body holds no experiment",
+        ));
+    }
+    let report = import::parse_text("request body", format, text);
+    store_import(store, report, false, started).await
+}
+
+async fn store_import(
+    store: &dyn crate::store::Store,
+    report: import::ImportReport,
+    skip_invalid: bool,
+    started: std::time::Instant,
+) -> AppResult<ImportSummary> {
     let unreadable = report
         .problems
         .iter()
@@ -68,7 +94,6 @@ pub async fn import(
         }
         return Err(AppError::input(message));
     }
-    let store = open_store(config).await?;
     let counts = store.upsert_experiments(&report.experiments).await?;
     Ok(ImportSummary {
         records: report.records_read,
@@ -90,8 +115,16 @@ pub async fn import(
 
 /// `analyze`: per-experiment statistics and program health, computed as they are written.
 pub async fn analyze(config: &Config) -> AppResult<AnalysisReport> {
-    let governance = load_governance(config)?;
     let store = open_store(config).await?;
+    analyze_with(config, store.as_ref()).await
+}
+
+/// `analyze` from an open store (the server's).
+pub async fn analyze_with(
+    config: &Config,
+    store: &dyn crate::store::Store,
+) -> AppResult<AnalysisReport> {
+    let governance = load_governance(config)?;
     let experiments = store.load_experiments().await?;
     let settings = super::run::analysis_settings(config, &governance, crate::now());
     Ok(AnalysisReport::new(experiments, settings))
@@ -123,20 +156,6 @@ pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
     super::openai_proposer(config, &governance)?
         .render(&context)
         .map_err(|e| AppError::config(e.to_string()))
-}
-
-/// `audit verify`: the number of entries when the hash chain holds.
-pub async fn verify_audit(config: &Config) -> AppResult<usize> {
-    let store = open_store(config).await?;
-    let entries = store.audit_log().await?;
-    let result = crate::store::verify_chain(&entries);
-    match result.broken_at {
-        None => Ok(result.entries),
-        Some(seq) => Err(AppError::runtime(format!(
-            "audit log tampered with: entry {seq} does not match the hash chain ({} entries)",
-            result.entries
-        ))),
-    }
 }
 
 /// `migrate`: opens (and so migrates) the database; returns its URL.

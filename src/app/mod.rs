@@ -4,6 +4,8 @@
 //! use cases load configuration-dependent pieces (store, governance, proposers) through the
 //! helpers here; they never parse command lines and never print.
 
+pub mod access;
+pub mod audit;
 pub mod history;
 pub mod policy;
 pub mod queue;
@@ -27,6 +29,30 @@ pub enum ErrorKind {
     Config,
     /// Anything else: the database, the model, a failed run.
     Runtime,
+    /// What was asked for does not exist (a proposal, run, experiment or token id).
+    NotFound,
+    /// The request conflicts with the current state (a decided or blocked proposal, a second
+    /// approval by the same person).
+    Conflict,
+    /// No credentials, or credentials that identify nobody.
+    Unauthenticated,
+    /// The person is known but their role does not allow this.
+    Forbidden,
+}
+
+impl ErrorKind {
+    /// The stable code the HTTP API answers with in `{"code": …, "message": …}`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Input => "invalid_input",
+            ErrorKind::Config => "configuration",
+            ErrorKind::Runtime => "internal",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
+        }
+    }
 }
 
 /// A failed use case: its kind and a message for people.
@@ -58,20 +84,32 @@ impl AppError {
         }
     }
 
-    /// The process exit code: 2 for bad usage, configuration or input, 1 for runtime failures.
-    pub fn exit_code(&self) -> u8 {
-        match self.kind {
-            ErrorKind::Input | ErrorKind::Config => 2,
-            ErrorKind::Runtime => 1,
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> AppError {
+        AppError {
+            kind,
+            message: message.into(),
         }
     }
 
-    /// The HTTP status the API will answer with.
+    /// The process exit code: 1 for runtime failures, 2 for everything the person can fix
+    /// (usage, configuration, input, an unknown id, a refused review).
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            ErrorKind::Runtime => 1,
+            _ => 2,
+        }
+    }
+
+    /// The HTTP status the API answers with.
     pub fn http_status(&self) -> u16 {
         match self.kind {
             ErrorKind::Input => 400,
             ErrorKind::Config => 422,
             ErrorKind::Runtime => 500,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
         }
     }
 }
@@ -108,9 +146,72 @@ pub fn load_config(path: Option<&Path>) -> AppResult<Config> {
 
 pub async fn open_store(config: &Config) -> AppResult<Box<dyn Store>> {
     let url = config.database_url();
-    store::open(&url)
+    let key = audit_key(config)?;
+    store::open(&url, key)
         .await
         .map_err(|e| AppError::runtime(format!("cannot open the database {url}: {e}")))
+}
+
+/// The audit key: from the environment variable `audit.key_env` names; without it, on SQLite,
+/// from a key file beside the database (created with 32 random bytes, readable by its owner
+/// only). PostgreSQL replicas must share one key, so there it must come from the environment.
+pub fn audit_key(config: &Config) -> AppResult<store::AuditKey> {
+    let var = &config.audit.key_env;
+    if let Some(secret) = std::env::var_os(var).filter(|s| !s.is_empty()) {
+        let secret = secret.into_encoded_bytes();
+        return store::AuditKey::new(&secret)
+            .map_err(|e| AppError::config(format!("environment variable {var}: {e}")));
+    }
+    let url = config.database_url();
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+    else {
+        return Err(AppError::config(format!(
+            "set {var} to the audit key (at least 16 random bytes, e.g. `openssl rand -hex 32`): on PostgreSQL every replica must share it, so it cannot come from a local file"
+        )));
+    };
+    let key_file = PathBuf::from(format!("{path}.audit-key"));
+    read_or_create_key_file(&key_file)
+        .map_err(|e| AppError::config(format!("audit key file {}: {e} (or set {var})", key_file.display())))
+}
+
+fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
+    use rand::RngCore as _;
+    use std::io::Write as _;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return store::AuditKey::new(text.trim().as_bytes());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    // Written whole to a private temporary file, then linked into place: a process starting
+    // at the same moment either links first or reads the complete key of the one that did.
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let text = hex::encode(secret);
+    let temporary = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let written = options
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => store::AuditKey::new(text.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            store::AuditKey::new(text.trim().as_bytes())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn load_governance(config: &Config) -> AppResult<Governance> {

@@ -2,18 +2,19 @@
 //! review history), approve or reject, and export approved proposals as drafts for an
 //! experimentation platform.
 
-use super::{open_store, AppError, AppResult};
+use super::access::{Permission, Principal};
+use super::{open_store, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
 use crate::config::Config;
 use crate::domain::{
     escalates, Effect, EvidenceRef, Moment, Proposal, ProposalFilter, ProposalStatus, Rendering,
-    Review, ReviewAction, Role, Strategy,
+    Review, ReviewAction, ReviewError, Strategy,
 };
-use crate::store::StoreError;
+use crate::store::{AuditProblem, Store, StoreError};
 use serde::Serialize;
 
 /// A failed rule in a [`ProposalSummary`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailedRule {
     pub rule_id: String,
     pub effect: Effect,
@@ -21,7 +22,7 @@ pub struct FailedRule {
 }
 
 /// The compact form of a proposal in `run --json`, `queue list --json` and reviews.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProposalSummary {
     pub id: String,
     pub status: ProposalStatus,
@@ -97,8 +98,13 @@ pub async fn list(
         ..ProposalFilter::default()
     };
     let store = open_store(config).await?;
+    list_with(store.as_ref(), &filter).await
+}
+
+/// The queue as `filter` selects it, from an open store (the server's).
+pub async fn list_with(store: &dyn Store, filter: &ProposalFilter) -> AppResult<QueueList> {
     Ok(QueueList {
-        proposals: store.list_proposals(&filter).await?,
+        proposals: store.list_proposals(filter).await?,
     })
 }
 
@@ -120,13 +126,16 @@ pub struct ProposalView {
 
 pub async fn show(config: &Config, id: &str) -> AppResult<ProposalView> {
     let store = open_store(config).await?;
-    let proposal = store
-        .get_proposal(id)
-        .await?
-        .ok_or_else(|| AppError::input(format!("proposal {id} does not exist")))?;
+    show_with(config, store.as_ref(), id).await
+}
+
+/// `show` from an open store.
+pub async fn show_with(config: &Config, store: &dyn Store, id: &str) -> AppResult<ProposalView> {
+    let proposal = store.get_proposal(id).await?.ok_or_else(|| {
+        AppError::new(ErrorKind::NotFound, format!("proposal {id} does not exist"))
+    })?;
     let reviews = store.proposal_reviews(id).await?;
-    drop(store);
-    let analysis = super::history::analyze(config).await?;
+    let analysis = super::history::analyze_with(config, store).await?;
     let evidence = proposal
         .draft
         .evidence
@@ -144,12 +153,11 @@ pub async fn show(config: &Config, id: &str) -> AppResult<ProposalView> {
     })
 }
 
-/// A review request: who, in which role, does what, with which note or reason.
+/// A review request: who (identified, with their role) does what, with which note or reason.
 #[derive(Debug, Clone)]
 pub struct ReviewRequest {
     pub id: String,
-    pub actor: String,
-    pub role: Role,
+    pub principal: Principal,
     pub action: ReviewAction,
     pub note: Option<String>,
 }
@@ -168,19 +176,55 @@ pub struct ReviewOutcome {
     pub escalated: bool,
 }
 
-/// Approve or reject: the domain's review rules decide, the store records.
-pub async fn review(config: &Config, request: ReviewRequest) -> AppResult<ReviewOutcome> {
+/// Approve, reject or comment from the command line: `--as USER` must hold a live token, and
+/// acts in that token's role.
+pub async fn review_as(
+    config: &Config,
+    id: String,
+    user: &str,
+    action: ReviewAction,
+    note: Option<String>,
+) -> AppResult<ReviewOutcome> {
     let store = open_store(config).await?;
+    let principal = super::access::cli_principal(store.as_ref(), user).await?;
+    review_with(
+        store.as_ref(),
+        ReviewRequest {
+            id,
+            principal,
+            action,
+            note,
+        },
+    )
+    .await
+}
+
+/// Approve, reject or comment: the principal's role is checked, the domain's review rules
+/// decide, the store records.
+pub async fn review_with(store: &dyn Store, request: ReviewRequest) -> AppResult<ReviewOutcome> {
+    request.principal.require(Permission::Review)?;
     let review = Review {
         proposal_id: request.id,
-        actor: request.actor,
-        role: request.role,
+        actor: request.principal.user.to_string(),
+        role: request.principal.role,
         action: request.action,
         note: request.note,
         at: crate::now(),
     };
     let proposal = store.review(&review).await.map_err(|e| match e {
-        StoreError::Review(err) => AppError::input(err.to_string()),
+        StoreError::Review(err) => {
+            let kind = match err {
+                ReviewError::NotFound(_) => ErrorKind::NotFound,
+                ReviewError::NotReviewable { .. }
+                | ReviewError::AlreadyApproved { .. }
+                | ReviewError::Blocked { .. } => ErrorKind::Conflict,
+                ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
+                ReviewError::ReasonRequired | ReviewError::ActorRequired | ReviewError::Text(_) => {
+                    ErrorKind::Input
+                }
+            };
+            AppError::new(kind, err.to_string())
+        }
         other => AppError::runtime(other.to_string()),
     })?;
     Ok(ReviewOutcome {
@@ -262,14 +306,60 @@ impl ExportDraft {
     }
 }
 
-/// `export`: the proposals with `status` as drafts.
-pub async fn export(config: &Config, status: ProposalStatus) -> AppResult<Vec<ExportDraft>> {
+/// What `export` ships, and what it withheld because the audit log does not explain it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Export {
+    pub drafts: Vec<ExportDraft>,
+    pub withheld: Vec<AuditProblem>,
+}
+
+/// `export`: the proposals with `status` as drafts — only those whose status and reviews a
+/// verified audit log explains. A log that does not verify exports nothing.
+pub async fn export(config: &Config, status: ProposalStatus) -> AppResult<Export> {
+    let key = super::audit_key(config)?;
     let store = open_store(config).await?;
+    export_with(store.as_ref(), &key, status).await
+}
+
+pub async fn export_with(
+    store: &dyn Store,
+    key: &crate::store::AuditKey,
+    status: ProposalStatus,
+) -> AppResult<Export> {
+    let report = super::audit::verify_store(store, key, None).await?;
+    if !report.chain_intact() {
+        let first = report
+            .problems
+            .iter()
+            .find(|p| p.proposal_id.is_none())
+            .map(|p| match p.seq {
+                Some(seq) => format!("entry {seq}: {}", p.problem),
+                None => p.problem.clone(),
+            })
+            .unwrap_or_default();
+        return Err(AppError::runtime(format!(
+            "the audit log does not verify ({first}); nothing was exported. Run `hypod audit verify` for every problem"
+        )));
+    }
     let proposals = store
         .list_proposals(&ProposalFilter {
             status: Some(status),
             ..ProposalFilter::default()
         })
         .await?;
-    Ok(proposals.iter().map(ExportDraft::of).collect())
+    let (shipped, withheld): (Vec<&Proposal>, Vec<&Proposal>) =
+        proposals.iter().partition(|p| report.explains(&p.id));
+    Ok(Export {
+        drafts: shipped.into_iter().map(ExportDraft::of).collect(),
+        withheld: report
+            .problems
+            .iter()
+            .filter(|problem| {
+                withheld
+                    .iter()
+                    .any(|p| problem.proposal_id.as_deref() == Some(p.id.as_str()))
+            })
+            .cloned()
+            .collect(),
+    })
 }

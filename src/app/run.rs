@@ -199,6 +199,7 @@ pub async fn run_once(
         input_digest: input_digest.clone(),
         rejected_drafts: Vec::new(),
         notes: Vec::new(),
+        audit_head: None,
         stage_seconds: Vec::new(),
     };
     if !analysis.program.ready_for_proposals {
@@ -432,10 +433,11 @@ async fn finish(
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
     record.finished_at = Utc::now().max(record.started_at);
     let writing = std::time::Instant::now();
-    store
+    let head = store
         .record_run(&record, &proposals, read_at, fence)
         .instrument(tracing::info_span!("queue"))
         .await?;
+    record.audit_head = Some(head);
     record
         .stage_seconds
         .push(("queue", writing.elapsed().as_secs_f64()));
@@ -608,8 +610,17 @@ impl RunView {
 
 /// The run use case: loads governance and the proposers the configuration names, runs once.
 pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunView> {
-    let governance = super::load_governance(config)?;
     let store: std::sync::Arc<dyn Store> = super::open_store(config).await?.into();
+    run_now_with(config, store, trigger).await
+}
+
+/// One run now on an open store (`POST /api/v1/runs`), in a slot of its own.
+pub async fn run_now_with(
+    config: &Config,
+    store: std::sync::Arc<dyn Store>,
+    trigger: Trigger,
+) -> super::AppResult<RunView> {
+    let governance = super::load_governance(config)?;
     let proposers = super::proposers(config, &governance)?;
     // A manual run claims a slot of its own, like a scheduled one: same lease, same fence.
     let key = format!("{trigger}:{}", uuid::Uuid::now_v7());

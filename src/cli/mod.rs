@@ -107,10 +107,15 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// The audit log.
+    /// The audit log: verify, head, export.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// API tokens: create (printed once, stored hashed), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Apply database migrations (also done on start).
     Migrate,
@@ -147,31 +152,56 @@ enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a proposal.
+    /// Approve a proposal, as USER (who must hold a token: their role is the token's).
     Approve {
         id: String,
         #[arg(long = "as", value_name = "USER")]
         actor: String,
         #[arg(long)]
         note: Option<String>,
-        /// Your role: reviewer, governance or admin.
-        #[arg(long, value_enum, default_value = "reviewer")]
-        role: Role,
         #[arg(long)]
         json: bool,
     },
-    /// Reject a proposal, with a reason.
+    /// Reject a proposal, with a reason, as USER (who must hold a token).
     Reject {
         id: String,
         #[arg(long = "as", value_name = "USER")]
         actor: String,
         #[arg(long)]
         reason: String,
-        #[arg(long, value_enum, default_value = "reviewer")]
+        #[arg(long)]
+        json: bool,
+    },
+    /// Comment on a proposal (changes no status), as USER (who must hold a token).
+    Comment {
+        id: String,
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for USER in ROLE; the token is printed once and only its hash kept.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long, value_enum)]
         role: Role,
         #[arg(long)]
         json: bool,
     },
+    /// Every token (never its secret), revoked ones included.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -209,8 +239,27 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of the audit log.
-    Verify,
+    /// Check every link and key of the audit log, its sealed head, and that it explains every
+    /// proposal's status and reviews. Exit 1 when anything is wrong.
+    Verify {
+        /// A head kept earlier (SEQ:HASH from `audit head`, a run record or a notification):
+        /// also check that the log still holds it.
+        #[arg(long)]
+        head: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The current head of the chain (SEQ:HASH), to keep somewhere else.
+    Head {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The log as NDJSON (one entry a line, oldest first), for a SIEM.
+    Export {
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
 }
 
 /// Where stdout went: a closed pipe is not an error (`hypod analyze --json | head`).
@@ -240,6 +289,12 @@ fn write_json_stdout(view: &impl serde::Serialize) -> AppResult<Result<(), Close
     }
 }
 
+/// Text for people: stored text (titles, names, reasons) may hold control characters, so
+/// every one but the line feed is shown escaped (`\u{1b}`), never sent to the terminal.
+fn write_text_stdout(text: &str) -> Result<(), Closed> {
+    write_stdout(&crate::domain::escape_for_terminal(text, true))
+}
+
 fn write_stdout(text: &str) -> Result<(), Closed> {
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -261,37 +316,38 @@ fn present<T: serde::Serialize>(
     if json {
         let _ = write_json_stdout(view)?;
     } else {
-        let _ = write_stdout(&text(view));
+        let _ = write_text_stdout(&text(view));
     }
     Ok(())
 }
 
 fn eprint(text: &str) {
+    let text = crate::domain::escape_for_terminal(text, true);
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-/// `queue approve` and `queue reject`.
+/// `queue approve`, `queue reject` and `queue comment`.
 async fn review(
     config: &crate::config::Config,
     id: String,
     actor: String,
-    role: Role,
     action: ReviewAction,
     note: Option<String>,
     json: bool,
 ) -> AppResult<()> {
-    let request = app::queue::ReviewRequest {
-        id,
-        actor,
-        role,
-        action,
-        note,
-    };
     present(
-        &app::queue::review(config, request).await?,
+        &app::queue::review_as(config, id, &actor, action, note).await?,
         json,
         text::review,
     )
+}
+
+/// Who a token is created or revoked by, in the audit log: the shell account.
+fn shell_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{}", crate::domain::escape_for_terminal(&user, false))
 }
 
 async fn dispatch(args: Args) -> AppResult<()> {
@@ -343,30 +399,46 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 id,
                 actor,
                 note,
-                role,
                 json,
-            } => review(&config, id, actor, role, ReviewAction::Approve, note, json).await,
+            } => review(&config, id, actor, ReviewAction::Approve, note, json).await,
             QueueCommand::Reject {
                 id,
                 actor,
                 reason,
-                role,
                 json,
-            } => {
-                review(
-                    &config,
-                    id,
-                    actor,
-                    role,
-                    ReviewAction::Reject,
-                    Some(reason),
-                    json,
-                )
-                .await
+            } => review(&config, id, actor, ReviewAction::Reject, Some(reason), json).await,
+            QueueCommand::Comment {
+                id,
+                actor,
+                text,
+                json,
+            } => review(&config, id, actor, ReviewAction::Comment, Some(text), json).await,
+        },
+        Command::Token { command } => match command {
+            TokenCommand::Create { user, role, json } => {
+                let created = app::access::create_token(&config, &user, role, &shell_actor())
+                    .await?;
+                present(&created, json, text::token_created)
+            }
+            TokenCommand::List { json } => {
+                present(&app::access::list_tokens(&config).await?, json, text::tokens)
+            }
+            TokenCommand::Revoke { id } => {
+                app::access::revoke_token(&config, &id, &shell_actor()).await?;
+                let _ = write_text_stdout(&format!("token {id} revoked\n"));
+                Ok(())
             }
         },
         Command::Export { status, format } => {
-            let drafts = app::queue::export(&config, status).await?;
+            let export = app::queue::export(&config, status).await?;
+            for problem in &export.withheld {
+                eprint(&format!(
+                    "hypod: withheld proposal {}: {}\n",
+                    problem.proposal_id.as_deref().unwrap_or("?"),
+                    problem.problem
+                ));
+            }
+            let drafts = export.drafts;
             match format {
                 ExportFormat::Json => present(&drafts, true, |_| String::new()),
                 ExportFormat::Ndjson => {
@@ -410,15 +482,43 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 present(&report, json, |r| text::replay(r, &since))
             }
         },
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
-            let entries = app::history::verify_audit(&config).await?;
-            let _ = write_stdout(&format!(
-                "audit log intact: {entries} entries, hash chain verified\n"
-            ));
-            Ok(())
-        }
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { head, json } => {
+                let expected = head.as_deref().map(app::audit::parse_head).transpose()?;
+                let report = app::audit::verify(&config, expected.as_ref()).await?;
+                present(&report, json, text::audit_report)?;
+                if report.intact {
+                    Ok(())
+                } else {
+                    Err(AppError::runtime(""))
+                }
+            }
+            AuditCommand::Head { json } => {
+                let head = app::audit::head(&config).await?;
+                present(&head, json, |h| match h {
+                    Some(h) => format!("{h}\n"),
+                    None => "the audit log is empty\n".into(),
+                })
+            }
+            AuditCommand::Export { after } => {
+                let store = app::open_store(&config).await?;
+                let mut after = after;
+                loop {
+                    let page = app::audit::entries(store.as_ref(), after, 1000).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.seq;
+                    let mut out = String::new();
+                    for entry in &page {
+                        out.push_str(&serde_json::to_string(entry)?);
+                        out.push('\n');
+                    }
+                    if write_stdout(&out).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        },
         Command::Migrate => {
             let url = app::history::migrate(&config).await?;
             let _ = write_stdout(&format!("database {url} is migrated\n"));
@@ -472,7 +572,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError { message, .. }) if message.is_empty() => ExitCode::from(1),
         Err(err) => {
-            eprintln!("hypod: {}", err.message);
+            eprintln!(
+                "hypod: {}",
+                crate::domain::escape_for_terminal(&err.message, true)
+            );
             ExitCode::from(err.exit_code())
         }
     }

@@ -4,7 +4,9 @@
 use crate::analysis::AnalysisReport;
 use crate::app::history::{Demo, ImportSummary};
 use crate::app::policy::{CheckReport, Evaluation, PolicyTests};
+use crate::app::access::CreatedToken;
 use crate::app::queue::{ProposalView, QueueList, ReviewOutcome};
+use crate::store::{AuditReport, TokenRecord};
 use crate::app::run::RunView;
 use crate::domain::{Proposal, ProposalStatus, ReviewAction, RunRecord};
 use crate::governance::explain::Explanation;
@@ -361,6 +363,7 @@ pub fn review(outcome: &ReviewOutcome) -> String {
         match outcome.action {
             ReviewAction::Approve => "approved",
             ReviewAction::Reject => "rejected",
+            ReviewAction::Comment => "commented on",
         },
         s.id,
         s.status
@@ -376,6 +379,91 @@ pub fn review(outcome: &ReviewOutcome) -> String {
                 ""
             }
         );
+    }
+    out
+}
+
+pub fn token_created(created: &CreatedToken) -> String {
+    let mut out = String::new();
+    say!(
+        out,
+        "token {} for {} ({}):",
+        created.id,
+        created.user,
+        created.role
+    );
+    say!(out);
+    say!(out, "    {}", created.token);
+    say!(out);
+    say!(
+        out,
+        "It is shown this once and only its hash is kept. Send it as `Authorization: Bearer <token>`, or paste it into the web UI's sign-in page."
+    );
+    out
+}
+
+pub fn tokens(tokens: &Vec<TokenRecord>) -> String {
+    let mut out = String::new();
+    if tokens.is_empty() {
+        say!(
+            out,
+            "no tokens; create one with `hypod token create --user USER --role ROLE`"
+        );
+        return out;
+    }
+    say!(
+        out,
+        "{:<36}  {:<24} {:<10} {:<20} {}",
+        "id",
+        "user",
+        "role",
+        "created",
+        "state"
+    );
+    for t in tokens {
+        say!(
+            out,
+            "{:<36}  {:<24} {:<10} {:<20} {}",
+            t.id,
+            t.user,
+            t.role,
+            t.created_at.format("%Y-%m-%d %H:%M"),
+            match t.revoked_at {
+                Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                None => "live".into(),
+            }
+        );
+    }
+    out
+}
+
+pub fn audit_report(report: &AuditReport) -> String {
+    let mut out = String::new();
+    if report.intact {
+        say!(
+            out,
+            "audit log intact: {} entries, every link and key verified; {} proposals explained by the log",
+            report.entries,
+            report.proposals_explained
+        );
+        if let Some(head) = &report.head {
+            say!(out, "head {head}");
+        }
+        return out;
+    }
+    say!(
+        out,
+        "AUDIT LOG DOES NOT VERIFY: {} problem(s) in {} entries",
+        report.problems.len(),
+        report.entries
+    );
+    for p in &report.problems {
+        let place = match (&p.seq, &p.proposal_id) {
+            (Some(seq), _) => format!("entry {seq}"),
+            (None, Some(id)) => format!("proposal {id}"),
+            (None, None) => "log".into(),
+        };
+        say!(out, "  {place}: {}", p.problem);
     }
     out
 }
@@ -629,7 +717,15 @@ pub fn demo(demo: &Demo) -> String {
     say!(out, "  hypod --config {config_arg} queue show ID           # evidence, statistics, verdicts, provenance");
     say!(
         out,
+        "  hypod --config {config_arg} token create --user you --role reviewer   # who you are, printed once"
+    );
+    say!(
+        out,
         "  hypod --config {config_arg} queue approve ID --as you --note \"worth it\""
+    );
+    say!(
+        out,
+        "  hypod --config {config_arg} serve                     # the web UI on http://127.0.0.1:8080/ui"
     );
     say!(
         out,

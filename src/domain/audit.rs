@@ -1,6 +1,6 @@
 //! What the audit log records: the actions, typed, with the one text form each is hashed and
 //! stored under (`experiments.upsert`, `proposal.<status>`, `run.<status>`,
-//! `review.<action>`).
+//! `review.<action>`, `token.create`, `token.revoke`, `policies.changed`).
 
 use super::{ProposalStatus, ReviewAction, RunStatus};
 use serde::{Serialize, Serializer};
@@ -16,6 +16,13 @@ pub enum AuditAction {
     Run(RunStatus),
     /// A person reviewed a proposal.
     Review(ReviewAction),
+    /// An API token was created (subject: its id; detail: user and role).
+    TokenCreate,
+    /// An API token was revoked.
+    TokenRevoke,
+    /// A run evaluated its drafts against a policy set other than the last one logged
+    /// (subject: the policy-set digest).
+    PoliciesChanged,
 }
 
 impl fmt::Display for AuditAction {
@@ -25,6 +32,9 @@ impl fmt::Display for AuditAction {
             AuditAction::Proposal(status) => write!(f, "proposal.{}", status.as_str()),
             AuditAction::Run(status) => write!(f, "run.{}", status.as_str()),
             AuditAction::Review(action) => write!(f, "review.{}", action.as_str()),
+            AuditAction::TokenCreate => f.write_str("token.create"),
+            AuditAction::TokenRevoke => f.write_str("token.revoke"),
+            AuditAction::PoliciesChanged => f.write_str("policies.changed"),
         }
     }
 }
@@ -32,8 +42,12 @@ impl fmt::Display for AuditAction {
 impl AuditAction {
     /// The action a stored text stands for, `None` for a text hypod never writes.
     pub fn parse(text: &str) -> Option<AuditAction> {
-        if text == "experiments.upsert" {
-            return Some(AuditAction::ExperimentsUpsert);
+        match text {
+            "experiments.upsert" => return Some(AuditAction::ExperimentsUpsert),
+            "token.create" => return Some(AuditAction::TokenCreate),
+            "token.revoke" => return Some(AuditAction::TokenRevoke),
+            "policies.changed" => return Some(AuditAction::PoliciesChanged),
+            _ => {}
         }
         let (kind, value) = text.split_once('.')?;
         match kind {
@@ -42,12 +56,45 @@ impl AuditAction {
                 .into_iter()
                 .find(|s| s.as_str() == value)
                 .map(AuditAction::Run),
-            "review" => [ReviewAction::Approve, ReviewAction::Reject]
-                .into_iter()
-                .find(|a| a.as_str() == value)
-                .map(AuditAction::Review),
+            "review" => ReviewAction::parse(value).map(AuditAction::Review),
             _ => None,
         }
+    }
+}
+
+/// The head of the audit chain: the last entry's sequence number and hash. Keep one elsewhere
+/// to detect later that entries were cut off or the database rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl fmt::Display for AuditHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for AuditHead {
+    type Err = String;
+
+    /// `SEQ:HASH`, as `hypod audit head` prints it.
+    fn from_str(text: &str) -> Result<AuditHead, String> {
+        let (seq, hash) = text
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} is not an audit head: expected SEQ:HASH"))?;
+        let seq = seq
+            .parse::<i64>()
+            .map_err(|_| format!("{seq:?} is not a sequence number"))?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{hash:?} is not a SHA-256 hash (64 hex digits)"));
+        }
+        Ok(AuditHead {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -68,7 +115,12 @@ mod tests {
         all.extend(
             [RunStatus::Succeeded, RunStatus::NotReady, RunStatus::Failed].map(AuditAction::Run),
         );
-        all.extend([ReviewAction::Approve, ReviewAction::Reject].map(AuditAction::Review));
+        all.extend(ReviewAction::ALL.map(AuditAction::Review));
+        all.extend([
+            AuditAction::TokenCreate,
+            AuditAction::TokenRevoke,
+            AuditAction::PoliciesChanged,
+        ]);
         for action in all {
             assert_eq!(AuditAction::parse(&action.to_string()), Some(action));
         }

@@ -95,7 +95,7 @@ pub struct ProposalDraft {
 }
 
 /// How the builtin proposer came to a draft.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// A lever proven in one moment or segment, tried in a related one.

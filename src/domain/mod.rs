@@ -6,13 +6,14 @@ pub mod audit;
 pub mod catalog;
 pub mod draft;
 pub mod experiment;
+pub mod identity;
 pub mod proposal;
 pub mod review;
 pub mod run;
 pub mod slot;
 pub mod verdict;
 
-pub use audit::AuditAction;
+pub use audit::{AuditAction, AuditHead};
 pub use catalog::Catalog;
 pub use draft::{
     EvidenceRef, LlmUsage, ProposalDraft, ProposedDraft, RejectedDraft, Rendering, Risk, Strategy,
@@ -21,8 +22,9 @@ pub use experiment::{
     is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
     COMMERCIAL_KPIS,
 };
+pub use identity::{escape_for_terminal, Identity, TextError};
 pub use proposal::{
-    DuplicateKind, DuplicateRef, Enrichment, Proposal, ProposalFilter, ProposalStatus, Provenance,
+    DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter, ProposalStatus, Provenance,
 };
 pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};

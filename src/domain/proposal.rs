@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum ProposalStatus {
@@ -144,11 +146,48 @@ pub struct Proposal {
     pub approvals_required: u32,
 }
 
-/// Filters for listing the queue.
+/// Filters for listing the queue, highest priority first (ties by id).
 #[derive(Debug, Clone, Default)]
 pub struct ProposalFilter {
     pub status: Option<ProposalStatus>,
     pub moment: Option<Moment>,
+    pub segment: Option<String>,
     pub run_id: Option<String>,
+    /// Case-insensitive words that must appear in the title or hypothesis.
+    pub text: Option<String>,
+    /// Keyset pagination: only proposals after this one in the listing order.
+    pub after: Option<PageCursor>,
     pub limit: Option<usize>,
+}
+
+/// Where a page of the queue ended: the last proposal's priority and id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageCursor {
+    pub priority: f64,
+    pub id: String,
+}
+
+impl PageCursor {
+    pub fn of(p: &Proposal) -> PageCursor {
+        PageCursor {
+            priority: p.enrichment.priority,
+            id: p.id.clone(),
+        }
+    }
+
+    /// An opaque text form for URLs: the priority's bits in hex, a dot, the id.
+    pub fn encode(&self) -> String {
+        format!("{:016x}.{}", self.priority.to_bits(), self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<PageCursor> {
+        let (bits, id) = text.split_once('.')?;
+        let priority = f64::from_bits(u64::from_str_radix(bits, 16).ok()?);
+        (bits.len() == 16 && priority.is_finite() && !id.is_empty() && id.len() <= 64).then(
+            || PageCursor {
+                priority,
+                id: id.to_string(),
+            },
+        )
+    }
 }

@@ -1,14 +1,19 @@
 //! Reviews: one person's decision on one proposal, and the state rules that decide what it does
 //! (who may review, nobody approves twice, escalated proposals need governance, a rejection needs
-//! a reason). The store only persists what these rules allow.
+//! a reason, a blocked proposal is approved by nobody). People are compared by their normalised
+//! [`Identity`], so one person cannot count twice by spelling their name two ways. The store
+//! only persists what these rules allow.
 
+use super::identity::{self, Identity, TextError};
 use super::proposal::{Proposal, ProposalStatus};
 use super::verdict::escalates;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What a person may do: viewer, reviewer, governance, admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Role {
@@ -55,19 +60,32 @@ impl std::fmt::Display for Role {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewAction {
     Approve,
     Reject,
+    /// A remark on the record; it changes no status.
+    Comment,
 }
 
 impl ReviewAction {
+    pub const ALL: [ReviewAction; 3] = [
+        ReviewAction::Approve,
+        ReviewAction::Reject,
+        ReviewAction::Comment,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReviewAction::Approve => "approve",
             ReviewAction::Reject => "reject",
+            ReviewAction::Comment => "comment",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<ReviewAction> {
+        ReviewAction::ALL.into_iter().find(|a| a.as_str() == text)
     }
 }
 
@@ -96,6 +114,10 @@ pub enum ReviewError {
     ActorRequired,
     #[error("role {0}: only reviewer, governance or admin may review")]
     RoleMayNotReview(Role),
+    #[error("proposal {id} is blocked by a deny verdict: nobody may approve it, admin included")]
+    Blocked { id: String },
+    #[error(transparent)]
+    Text(#[from] TextError),
 }
 
 /// Decides what a review does to a proposal; returns the new status.
@@ -106,11 +128,34 @@ pub fn apply_review(
     previous: &[Review],
     review: &Review,
 ) -> Result<ProposalStatus, ReviewError> {
-    if review.actor.trim().is_empty() {
-        return Err(ReviewError::ActorRequired);
-    }
+    let actor = match Identity::parse(&review.actor) {
+        Ok(actor) => actor,
+        Err(TextError::Empty { .. }) => return Err(ReviewError::ActorRequired),
+        Err(other) => return Err(other.into()),
+    };
     if !review.role.may_review() {
         return Err(ReviewError::RoleMayNotReview(review.role));
+    }
+    match review.action {
+        ReviewAction::Comment => {
+            identity::note("comment", review.note.as_deref(), true)?;
+            return Ok(proposal.status);
+        }
+        ReviewAction::Reject => {
+            let required = identity::note("reason", review.note.as_deref(), true);
+            if let Err(TextError::Empty { .. }) = required {
+                return Err(ReviewError::ReasonRequired);
+            }
+            required?;
+        }
+        ReviewAction::Approve => {
+            identity::note("note", review.note.as_deref(), false)?;
+        }
+    }
+    if proposal.status == ProposalStatus::Blocked {
+        return Err(ReviewError::Blocked {
+            id: proposal.id.clone(),
+        });
     }
     if proposal.status != ProposalStatus::PendingReview {
         return Err(ReviewError::NotReviewable {
@@ -119,27 +164,22 @@ pub fn apply_review(
         });
     }
     match review.action {
-        ReviewAction::Reject => {
-            if review
-                .note
-                .as_deref()
-                .map(str::trim)
-                .unwrap_or("")
-                .is_empty()
-            {
-                return Err(ReviewError::ReasonRequired);
-            }
-            Ok(ProposalStatus::Rejected)
-        }
+        ReviewAction::Reject => Ok(ProposalStatus::Rejected),
+        ReviewAction::Comment => Ok(proposal.status),
         ReviewAction::Approve => {
             let approvals: Vec<&Review> = previous
                 .iter()
                 .filter(|r| r.action == ReviewAction::Approve)
                 .collect();
-            if approvals.iter().any(|r| r.actor == review.actor) {
+            // Stored names are normalised already; folding them again costs nothing and keeps
+            // a row written by an older version from counting twice.
+            let same_person = |r: &&Review| {
+                Identity::parse(&r.actor).map_or(r.actor == review.actor, |a| a == actor)
+            };
+            if approvals.iter().any(same_person) {
                 return Err(ReviewError::AlreadyApproved {
                     id: proposal.id.clone(),
-                    actor: review.actor.clone(),
+                    actor: actor.to_string(),
                 });
             }
             let count = approvals.len() as u32 + 1;
@@ -253,6 +293,39 @@ mod tests {
     }
 
     #[test]
+    fn one_person_under_two_spellings_approves_once() {
+        let p = proposal(PENDING, true, 2);
+        let first = review("alice", Role::Reviewer, ReviewAction::Approve, None);
+        for again in ["Alice", "alice ", " ALICE", "ａｌｉｃｅ"] {
+            let second = review(again, Role::Governance, ReviewAction::Approve, None);
+            assert!(
+                matches!(
+                    apply_review(&p, std::slice::from_ref(&first), &second),
+                    Err(ReviewError::AlreadyApproved { .. })
+                ),
+                "{again:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_comment_changes_nothing_and_an_invisible_reason_is_no_reason() {
+        let p = proposal(PENDING, false, 1);
+        let comment = review("ada", Role::Reviewer, ReviewAction::Comment, Some("why Q4?"));
+        assert_eq!(apply_review(&p, &[], &comment), Ok(PENDING));
+        let zero_width = review("ada", Role::Reviewer, ReviewAction::Reject, Some("\u{200B}"));
+        assert!(matches!(
+            apply_review(&p, &[], &zero_width),
+            Err(ReviewError::Text(TextError::Invisible { .. }))
+        ));
+        let long_name = review(&"a".repeat(100_000), Role::Reviewer, ReviewAction::Approve, None);
+        assert!(matches!(
+            apply_review(&p, &[], &long_name),
+            Err(ReviewError::Text(TextError::TooLong { .. }))
+        ));
+    }
+
+    #[test]
     fn nobody_approves_twice() {
         let p = proposal(PENDING, false, 2);
         let first = review("ada", Role::Reviewer, ReviewAction::Approve, None);
@@ -265,11 +338,13 @@ mod tests {
 
     #[test]
     fn blocked_and_decided_proposals_cannot_be_reviewed() {
-        for status in [
-            ProposalStatus::Blocked,
-            ProposalStatus::Approved,
-            ProposalStatus::Rejected,
-        ] {
+        let blocked = proposal(ProposalStatus::Blocked, false, 1);
+        let admin = review("ada", Role::Admin, ReviewAction::Approve, None);
+        assert_eq!(
+            apply_review(&blocked, &[], &admin),
+            Err(ReviewError::Blocked { id: "p1".into() })
+        );
+        for status in [ProposalStatus::Approved, ProposalStatus::Rejected] {
             let p = proposal(status, false, 1);
             let r = review("ada", Role::Admin, ReviewAction::Approve, None);
             assert!(matches!(

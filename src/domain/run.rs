@@ -104,6 +104,10 @@ pub struct RunRecord {
     pub input_digest: String,
     pub rejected_drafts: Vec<RejectedDraft>,
     pub notes: Vec<String>,
+    /// The audit chain's head after this run's entries: keep it to detect later that entries
+    /// were cut off or the database rolled back. Set by the store when the run is recorded.
+    #[serde(default)]
+    pub audit_head: Option<super::audit::AuditHead>,
     /// Seconds each stage took in this process (`load`, `analyse`, `propose`,
     /// `validate_govern`, `queue`), for the daemon's metrics; not stored.
     #[serde(skip)]

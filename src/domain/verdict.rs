@@ -6,7 +6,9 @@ use super::proposal::ProposalStatus;
 use serde::{Deserialize, Serialize};
 
 /// What a failed rule does to a proposal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Blocks the proposal (kept with status `blocked`, not reviewable).

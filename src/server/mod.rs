@@ -1,11 +1,15 @@
-//! `hypod serve`: the daemon. It runs the scheduler and an HTTP server (`/healthz`,
-//! `/readyz`, `/metrics`) until SIGTERM or SIGINT, then shuts down gracefully: it stops claiming slots,
+//! `hypod serve`: the daemon. It runs the scheduler and an HTTP server — `/healthz`,
+//! `/readyz`, `/metrics`, the review API under `/api/v1` ([`api`]) and the web UI under `/ui`
+//! ([`ui`]) — until SIGTERM or SIGINT, then shuts down gracefully: it stops claiming slots,
 //! gives a run in flight [`GRACE`] to finish, releases its lease otherwise, and closes the
-//! server. The review API and web UI will mount on the same router.
+//! server.
 
+pub mod api;
+pub mod auth;
 pub mod metrics;
 pub mod notify;
 pub mod scheduler;
+pub mod ui;
 
 use crate::app::{self, AppError, AppResult};
 use crate::config::Config;
@@ -29,6 +33,24 @@ pub struct ServerState {
     pub store: Arc<dyn Store>,
     pub scheduler: watch::Receiver<scheduler::Status>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The key the audit log is verified with.
+    pub audit_key: crate::store::AuditKey,
+    /// The OpenAPI document, rendered once.
+    pub openapi: String,
+}
+
+/// Every route of the server, on `state`.
+pub fn router(state: Arc<ServerState>) -> Router {
+    let (api, _) = api::router();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .merge(api)
+        .merge(ui::router())
+        .layer(axum::extract::DefaultBodyLimit::max(api::BODY_LIMIT))
+        .with_state(state)
 }
 
 /// Starts the daemon and returns when it has shut down.
@@ -37,6 +59,7 @@ pub async fn serve(config: Config) -> AppResult<()> {
         .map_err(|e| AppError::config(e.to_string()))?;
     // Fail at start, not at the first slot: the database, the policies and the port.
     let store: Arc<dyn Store> = Arc::from(app::open_store(&config).await?);
+    let audit_key = app::audit_key(&config)?;
     app::load_governance(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -65,19 +88,23 @@ pub async fn serve(config: Config) -> AppResult<()> {
     // Notifications go out from their own task: a slow webhook never holds up a run.
     let notifier = (!config.notify.webhook_url.is_empty())
         .then(|| tokio::spawn(notify::run(config.clone(), store.clone(), stop_rx.clone())));
+    let openapi = api::router()
+        .1
+        .to_json()
+        .map_err(|e| AppError::runtime(format!("the OpenAPI document: {e}")))?;
     let state = Arc::new(ServerState {
         config,
         store,
         scheduler: status_rx,
         metrics,
+        audit_key,
+        openapi,
     });
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state);
+    let router = router(state);
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    // The peer address reaches the handlers: proxy authentication trusts listed proxies only.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = server_stop.wait_for(|stop| *stop).await;
     });
     let signals = async {

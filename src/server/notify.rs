@@ -100,8 +100,11 @@ async fn deliver(
         })
         .await
         .map_err(|e| e.to_string())?;
+    // `audit_head`: the chain's head after the run, published so that anyone keeping the
+    // notifications can later detect a cut-off log (`hypod audit verify --head SEQ:HASH`).
     let body = serde_json::json!({
-        "text": message(&run, &proposals, &config.server.public_url)
+        "text": message(&run, &proposals, &config.server.public_url),
+        "audit_head": run.audit_head.as_ref().map(ToString::to_string),
     });
     let response = http
         .post(&config.notify.webhook_url)

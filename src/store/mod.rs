@@ -7,11 +7,15 @@
 //! inside one of them (the audit chain's head, a review's previous status, an import's existing
 //! rows, the queue mark a run was assessed against) sees no concurrent writer.
 
+pub mod audit;
 pub mod postgres;
 pub mod sqlite;
 
+pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
+
 use crate::domain::{
-    Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
+    AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, Role, RunRecord,
+    SlotRecord, SlotStatus,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -95,17 +99,40 @@ pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
 }
 
 /// One entry of the hash-chained audit log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     /// RFC 3339, as hashed.
     pub at: String,
     pub actor: String,
+    #[schema(value_type = String)]
     pub action: crate::domain::AuditAction,
     pub subject: String,
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// HMAC of `hash` under the audit key (`None` only on a tampered row).
+    pub mac: Option<String>,
+}
+
+/// The audit log with what it must explain, as of one moment.
+pub struct AuditSnapshot {
+    pub entries: Vec<AuditEntry>,
+    pub sealed: Option<SealedHead>,
+    pub state: StoredState,
+}
+
+/// An API token as stored: who it identifies and in which role. Its secret is never stored,
+/// only the secret's SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    /// The normalised identity of the person it belongs to.
+    pub user: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// The one timestamp format hypod stores (RFC 3339, microseconds, UTC).
@@ -113,12 +140,10 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Result of checking the audit chain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditVerification {
-    pub entries: usize,
-    /// The first entry whose hash does not match, if any.
-    pub broken_at: Option<i64>,
+/// The SHA-256 of an API token's secret: what is stored and looked up.
+pub fn token_hash(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// The hash of an audit entry: sha256 over the previous hash and the entry's fields.
@@ -169,7 +194,7 @@ pub trait Store: Send + Sync {
         proposals: &[Proposal],
         read_at: Option<QueueMark>,
         fence: Option<&Fence>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<AuditHead, StoreError>;
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
 
@@ -205,7 +230,25 @@ pub trait Store: Send + Sync {
     /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically.
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
 
+    /// The whole audit log, oldest first.
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Up to `limit` audit entries after sequence number `after`, oldest first.
+    async fn audit_entries(&self, after: i64, limit: usize)
+        -> Result<Vec<AuditEntry>, StoreError>;
+    /// The sealed head of the audit chain, if anything was ever logged.
+    async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError>;
+    /// The log, its sealed head and what it is replayed against (every proposal's status and
+    /// every review), read in one snapshot.
+    async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError>;
+
+    /// Stores a new token (`hash`: the SHA-256 of its secret) with its audit entry.
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<(), StoreError>;
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token with its audit entry; `false` when no live token has that id.
+    async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError>;
+    /// The live (not revoked) token whose secret hashes to `hash`.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Claims a slot for `owner` with a lease of `lease` on the database's clock: a new slot,
     /// or a running one whose lease expired (taken over, with the next fencing token).
@@ -254,39 +297,13 @@ impl Backend {
 }
 
 /// Opens the database a URL names (a SQLite file is created if needed; a PostgreSQL database
-/// must exist), and migrates it.
-pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+/// must exist), and migrates it. Audit entries are keyed with `key`.
+pub async fn open(url: &str, key: AuditKey) -> Result<Box<dyn Store>, StoreError> {
     let store: Box<dyn Store> = match Backend::of_url(url) {
-        Some(Backend::Sqlite) => Box::new(sqlite::SqliteStore::connect(url).await?),
-        Some(Backend::Postgres) => Box::new(postgres::PostgresStore::connect(url).await?),
+        Some(Backend::Sqlite) => Box::new(sqlite::SqliteStore::connect(url, key).await?),
+        Some(Backend::Postgres) => Box::new(postgres::PostgresStore::connect(url, key).await?),
         None => return Err(StoreError::UnsupportedUrl(url.to_string())),
     };
     store.migrate().await?;
     Ok(store)
-}
-
-/// Checks the audit chain entry by entry.
-pub fn verify_chain(entries: &[AuditEntry]) -> AuditVerification {
-    let mut prev = String::new();
-    for entry in entries {
-        let expected = audit_hash(
-            &prev,
-            &entry.at,
-            &entry.actor,
-            &entry.action.to_string(),
-            &entry.subject,
-            &entry.detail,
-        );
-        if entry.prev_hash != prev || entry.hash != expected {
-            return AuditVerification {
-                entries: entries.len(),
-                broken_at: Some(entry.seq),
-            };
-        }
-        prev = entry.hash.clone();
-    }
-    AuditVerification {
-        entries: entries.len(),
-        broken_at: None,
-    }
 }

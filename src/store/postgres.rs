@@ -6,12 +6,12 @@
 //! was assessed against are read and written with no other writer in between, on every replica.
 
 use super::{
-    audit_hash, corrupt, timestamp, AuditEntry, OutboxItem, ProposalBody, QueueMark, Store,
-    StoreError, UpsertCounts,
+    audit_hash, corrupt, timestamp, AuditEntry, AuditKey, OutboxItem, ProposalBody, QueueMark,
+    AuditSnapshot, SealedHead, Store, StoreError, StoredState, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
-    apply_review, AuditAction, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review,
-    ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+    apply_review, AuditAction, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus,
+    Review, ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -35,6 +35,7 @@ const PROPOSAL_COLUMNS: &str = "p.id, p.run_id, p.status, p.approvals_required, 
 
 pub struct PostgresStore {
     pool: PgPool,
+    key: AuditKey,
 }
 
 /// Timestamps as hypod stores them: microseconds, as PostgreSQL keeps them.
@@ -44,17 +45,20 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
 
 impl PostgresStore {
     /// Connects to `postgres://…` or `postgresql://…` (the database must exist).
-    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        PostgresStore::connect_with(PgConnectOptions::from_str(url)?).await
+    pub async fn connect(url: &str, key: AuditKey) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(PgConnectOptions::from_str(url)?, key).await
     }
 
-    pub async fn connect_with(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        key: AuditKey,
+    ) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.application_name("hypod"))
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, key })
     }
 
     /// A write transaction holding [`WRITE_LOCK`] until it commits or rolls back.
@@ -67,13 +71,15 @@ impl PostgresStore {
         Ok(tx)
     }
 
+    /// Appends one entry to the chain, keyed, and seals the new head, inside `tx`.
     async fn append_audit(
+        &self,
         tx: &mut Transaction<'_, Postgres>,
         actor: &str,
         action: AuditAction,
         subject: &str,
         detail: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AuditHead, StoreError> {
         let prev: Option<String> =
             sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)
@@ -83,8 +89,8 @@ impl PostgresStore {
         let at = timestamp(now);
         let action = action.to_string();
         let hash = audit_hash(&prev, &at, actor, &action, subject, detail);
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
         )
         .bind(now)
         .bind(actor)
@@ -93,9 +99,62 @@ impl PostgresStore {
         .bind(detail)
         .bind(&prev)
         .bind(&hash)
+        .bind(self.key.entry_mac(&hash))
+        .fetch_one(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+        )
+        .bind(seq)
+        .bind(&hash)
+        .bind(self.key.head_mac(seq, &hash))
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(AuditHead { seq, hash })
+    }
+
+    fn audit_entry_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
+        Ok(AuditEntry {
+            seq: row.try_get("seq")?,
+            at: timestamp(row.try_get("at")?),
+            actor: row.try_get("actor")?,
+            action: {
+                let text: String = row.try_get("action")?;
+                AuditAction::parse(&text)
+                    .ok_or_else(|| corrupt("audit log", format!("unknown action {text:?}")))?
+            },
+            subject: row.try_get("subject")?,
+            detail: row.try_get("detail")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+            mac: row.try_get("mac")?,
+        })
+    }
+
+    fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let role: String = row.try_get("role")?;
+        Ok(TokenRecord {
+            user: row.try_get("user_name")?,
+            role: Role::parse(&role)
+                .ok_or_else(|| corrupt(&format!("token {id}"), format!("unknown role {role:?}")))?,
+            created_at: row.try_get("created_at")?,
+            created_by: row.try_get("created_by")?,
+            revoked_at: row.try_get("revoked_at")?,
+            id,
+        })
+    }
+
+    fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let record: String = row.try_get("record")?;
+        let mut run: RunRecord =
+            serde_json::from_str(&record).map_err(|e| corrupt(&format!("run {id}"), e))?;
+        let seq: Option<i64> = row.try_get("audit_seq")?;
+        let hash: Option<String> = row.try_get("audit_hash")?;
+        run.audit_head = seq.zip(hash).map(|(seq, hash)| AuditHead { seq, hash });
+        Ok(run)
     }
 
     fn proposal_from_row(row: &PgRow) -> Result<Proposal, StoreError> {
@@ -123,11 +182,8 @@ impl PostgresStore {
 
     fn review_from_row(row: &PgRow) -> Result<Review, StoreError> {
         let action: String = row.try_get("action")?;
-        let action = match action.as_str() {
-            "approve" => ReviewAction::Approve,
-            "reject" => ReviewAction::Reject,
-            other => return Err(corrupt("review", format!("unknown action {other:?}"))),
-        };
+        let action = ReviewAction::parse(&action)
+            .ok_or_else(|| corrupt("review", format!("unknown action {action:?}")))?;
         let role: String = row.try_get("role")?;
         Ok(Review {
             proposal_id: row.try_get("proposal_id")?,
@@ -205,7 +261,7 @@ impl Store for PostgresStore {
         }
         if counts.inserted + counts.updated > 0 {
             let detail = serde_json::to_string(&counts).map_err(|e| corrupt("audit", e))?;
-            Self::append_audit(
+            self.append_audit(
                 &mut tx,
                 "import",
                 AuditAction::ExperimentsUpsert,
@@ -244,7 +300,7 @@ impl Store for PostgresStore {
         proposals: &[Proposal],
         read_at: Option<QueueMark>,
         fence: Option<&Fence>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AuditHead, StoreError> {
         let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
         let mut tx = self.write_tx().await?;
         if let (Some(read_at), false) = (read_at, proposals.is_empty()) {
@@ -286,7 +342,7 @@ impl Store for PostgresStore {
             .await?;
             let verdicts =
                 serde_json::to_string(&proposal.verdicts).map_err(|e| corrupt("audit", e))?;
-            Self::append_audit(
+            self.append_audit(
                 &mut tx,
                 &format!("proposer:{}", proposal.provenance.proposer),
                 AuditAction::Proposal(proposal.status),
@@ -295,14 +351,37 @@ impl Store for PostgresStore {
             )
             .await?;
         }
-        Self::append_audit(
-            &mut tx,
-            "scheduler",
-            AuditAction::Run(run.status),
-            &run.id,
-            &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
+        // A run evaluated against a policy set other than the last one logged logs the change.
+        let last_policies: Option<String> = sqlx::query_scalar(
+            "SELECT subject FROM audit_log WHERE action = 'policies.changed' ORDER BY seq DESC LIMIT 1",
         )
+        .fetch_optional(&mut *tx)
         .await?;
+        if !run.policy_digest.is_empty() && last_policies.as_deref() != Some(&run.policy_digest) {
+            self.append_audit(
+                &mut tx,
+                "scheduler",
+                AuditAction::PoliciesChanged,
+                &run.policy_digest,
+                &serde_json::json!({ "run_id": run.id, "previous": last_policies }).to_string(),
+            )
+            .await?;
+        }
+        let head = self
+            .append_audit(
+                &mut tx,
+                "scheduler",
+                AuditAction::Run(run.status),
+                &run.id,
+                &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
+            )
+            .await?;
+        sqlx::query("UPDATE runs SET audit_seq = $1, audit_hash = $2 WHERE id = $3")
+            .bind(head.seq)
+            .bind(&head.hash)
+            .bind(&run.id)
+            .execute(&mut *tx)
+            .await?;
         // The run's notification, in the run's own transaction (the outbox).
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO outbox (run_id, created_at, next_attempt_at) VALUES ($1, {DB_NOW}, {DB_NOW})"
@@ -334,18 +413,17 @@ impl Store for PostgresStore {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(head)
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let record: Option<String> =
-            sqlx::query_scalar("SELECT record::text FROM runs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt(&format!("run {id}"), e)))
-            .transpose()
+        let row = sqlx::query(
+            "SELECT id, record::text AS record, audit_seq, audit_hash FROM runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::run_from_row).transpose()
     }
 
     async fn claim_notifications(
@@ -578,18 +656,12 @@ impl Store for PostgresStore {
 
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, record::text AS record FROM runs ORDER BY started_at DESC, id DESC LIMIT $1",
+            "SELECT id, record::text AS record, audit_seq, audit_hash FROM runs ORDER BY started_at DESC, id DESC LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let record: String = row.try_get("record")?;
-                serde_json::from_str(&record).map_err(|e| corrupt(&format!("run {id}"), e))
-            })
-            .collect()
+        rows.iter().map(Self::run_from_row).collect()
     }
 
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
@@ -597,13 +669,20 @@ impl Store for PostgresStore {
         // run time. `LIMIT NULL` is no limit.
         let sql = select_proposals(
             "WHERE ($1::text IS NULL OR p.status = $1) AND ($2::text IS NULL OR p.moment = $2) \
-             AND ($3::text IS NULL OR p.run_id = $3) \
-             ORDER BY p.priority DESC, p.id ASC LIMIT $4",
+             AND ($3::text IS NULL OR p.run_id = $3) AND ($4::text IS NULL OR p.segment = $4) \
+             AND ($5::text IS NULL OR p.body->'draft'->>'title' ILIKE $5 \
+                  OR p.body->'draft'->>'hypothesis' ILIKE $5) \
+             AND ($6::float8 IS NULL OR p.priority < $6 OR (p.priority = $6 AND p.id > $7)) \
+             ORDER BY p.priority DESC, p.id ASC LIMIT $8",
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(filter.status.map(|s| s.as_str()))
             .bind(filter.moment.map(|m| m.as_str()))
             .bind(filter.run_id.as_deref())
+            .bind(filter.segment.as_deref())
+            .bind(filter.text.as_deref().map(super::sqlite::like_pattern))
+            .bind(filter.after.as_ref().map(|c| c.priority))
+            .bind(filter.after.as_ref().map(|c| c.id.as_str()))
             .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
             .fetch_all(&self.pool)
             .await?;
@@ -701,7 +780,7 @@ impl Store for PostgresStore {
             "role": review.role, "note": review.note, "status": status.as_str()
         })
         .to_string();
-        Self::append_audit(
+        self.append_audit(
             &mut tx,
             &review.actor,
             AuditAction::Review(review.action),
@@ -716,30 +795,155 @@ impl Store for PostgresStore {
     }
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_entries(0, usize::MAX).await
+    }
+
+    async fn audit_entries(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, mac FROM audit_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
+        rows.iter().map(Self::audit_entry_from_row).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(SealedHead {
+                head: AuditHead {
                     seq: row.try_get("seq")?,
-                    at: timestamp(row.try_get("at")?),
-                    actor: row.try_get("actor")?,
-                    action: {
-                        let text: String = row.try_get("action")?;
-                        AuditAction::parse(&text).ok_or_else(|| {
-                            corrupt("audit log", format!("unknown action {text:?}"))
-                        })?
-                    },
-                    subject: row.try_get("subject")?,
-                    detail: row.try_get("detail")?,
-                    prev_hash: row.try_get("prev_hash")?,
                     hash: row.try_get("hash")?,
+                },
+                mac: row.try_get("mac")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError> {
+        // One snapshot: the log and what it must explain, from the same moment.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query("SELECT id, status FROM proposals ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let statuses = rows
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let status: String = row.try_get("status")?;
+                let status = ProposalStatus::parse(&status).ok_or_else(|| {
+                    corrupt(&format!("proposal {id}"), format!("unknown status {status:?}"))
+                })?;
+                Ok((id, status))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let reviews = sqlx::query(
+            "SELECT proposal_id, actor, role, action, note, at FROM reviews ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(Self::review_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let entries = sqlx::query(
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, mac FROM audit_log ORDER BY seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(Self::audit_entry_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let sealed = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| -> Result<SealedHead, StoreError> {
+                Ok(SealedHead {
+                    head: AuditHead {
+                        seq: row.try_get("seq")?,
+                        hash: row.try_get("hash")?,
+                    },
+                    mac: row.try_get("mac")?,
                 })
             })
-            .collect()
+            .transpose()?;
+        tx.commit().await?;
+        Ok(AuditSnapshot {
+            entries,
+            sealed,
+            state: StoredState { statuses, reviews },
+        })
+    }
+
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, user_name, role, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token.id)
+        .bind(&token.user)
+        .bind(token.role.as_str())
+        .bind(hash)
+        .bind(micros(token.created_at))
+        .bind(&token.created_by)
+        .execute(&mut *tx)
+        .await?;
+        self.append_audit(
+            &mut tx,
+            &token.created_by,
+            AuditAction::TokenCreate,
+            &token.id,
+            &serde_json::json!({ "user": token.user, "role": token.role }).to_string(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(micros(Utc::now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if revoked {
+            self.append_audit(&mut tx, by, AuditAction::TokenRevoke, id, "{}")
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::token_from_row).transpose()
     }
 }
 

@@ -6,12 +6,12 @@
 //! to be upgraded to a write.
 
 use super::{
-    audit_hash, corrupt, timestamp, AuditEntry, OutboxItem, ProposalBody, QueueMark, Store,
-    StoreError, UpsertCounts,
+    audit_hash, corrupt, timestamp, AuditEntry, AuditKey, OutboxItem, ProposalBody, QueueMark,
+    AuditSnapshot, SealedHead, Store, StoreError, StoredState, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
-    apply_review, AuditAction, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review,
-    ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+    apply_review, AuditAction, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus,
+    Review, ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
 };
 
 use crate::history::Experiment;
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    key: AuditKey,
 }
 
 /// The database's clock, in seconds since the epoch: leases never trust a replica's clock.
@@ -39,7 +40,7 @@ fn parse_time(what: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+    pub async fn connect(url: &str, key: AuditKey) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -50,7 +51,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, key })
     }
 
     /// A write transaction holding the database's write lock from the start.
@@ -58,13 +59,15 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Appends one entry to the chain, keyed, and seals the new head, inside `tx`.
     async fn append_audit(
+        &self,
         tx: &mut Transaction<'_, Sqlite>,
         actor: &str,
         action: AuditAction,
         subject: &str,
         detail: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AuditHead, StoreError> {
         let prev: Option<String> =
             sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)
@@ -73,8 +76,8 @@ impl SqliteStore {
         let at = timestamp(Utc::now());
         let action = action.to_string();
         let hash = audit_hash(&prev, &at, actor, &action, subject, detail);
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        let seq = sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, subject, detail, prev_hash, hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&at)
         .bind(actor)
@@ -83,9 +86,67 @@ impl SqliteStore {
         .bind(detail)
         .bind(&prev)
         .bind(&hash)
+        .bind(self.key.entry_mac(&hash))
+        .execute(&mut **tx)
+        .await?
+        .last_insert_rowid();
+        sqlx::query(
+            "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+        )
+        .bind(seq)
+        .bind(&hash)
+        .bind(self.key.head_mac(seq, &hash))
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(AuditHead { seq, hash })
+    }
+
+    fn audit_entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, StoreError> {
+        Ok(AuditEntry {
+            seq: row.try_get("seq")?,
+            at: row.try_get("at")?,
+            actor: row.try_get("actor")?,
+            action: {
+                let text: String = row.try_get("action")?;
+                AuditAction::parse(&text)
+                    .ok_or_else(|| corrupt("audit log", format!("unknown action {text:?}")))?
+            },
+            subject: row.try_get("subject")?,
+            detail: row.try_get("detail")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+            mac: row.try_get("mac")?,
+        })
+    }
+
+    fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let record: String = row.try_get("record")?;
+        let mut run: RunRecord =
+            serde_json::from_str(&record).map_err(|e| corrupt(&format!("run {id}"), e))?;
+        let seq: Option<i64> = row.try_get("audit_seq")?;
+        let hash: Option<String> = row.try_get("audit_hash")?;
+        run.audit_head = seq.zip(hash).map(|(seq, hash)| AuditHead { seq, hash });
+        Ok(run)
+    }
+
+    fn token_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let what = format!("token {id}");
+        let role: String = row.try_get("role")?;
+        Ok(TokenRecord {
+            user: row.try_get("user_name")?,
+            role: Role::parse(&role)
+                .ok_or_else(|| corrupt(&what, format!("unknown role {role:?}")))?,
+            created_at: parse_time(&what, &row.try_get::<String, _>("created_at")?)?,
+            created_by: row.try_get("created_by")?,
+            revoked_at: row
+                .try_get::<Option<String>, _>("revoked_at")?
+                .map(|t| parse_time(&what, &t))
+                .transpose()?,
+            id,
+        })
     }
 
     fn proposal_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Proposal, StoreError> {
@@ -113,11 +174,8 @@ impl SqliteStore {
 
     fn review_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Review, StoreError> {
         let action: String = row.try_get("action")?;
-        let action = match action.as_str() {
-            "approve" => ReviewAction::Approve,
-            "reject" => ReviewAction::Reject,
-            other => return Err(corrupt("review", format!("unknown action {other:?}"))),
-        };
+        let action = ReviewAction::parse(&action)
+            .ok_or_else(|| corrupt("review", format!("unknown action {action:?}")))?;
         Ok(Review {
             proposal_id: row.try_get("proposal_id")?,
             actor: row.try_get("actor")?,
@@ -197,7 +255,7 @@ impl Store for SqliteStore {
         }
         if counts.inserted + counts.updated > 0 {
             let detail = serde_json::to_string(&counts).map_err(|e| corrupt("audit", e))?;
-            Self::append_audit(
+            self.append_audit(
                 &mut tx,
                 "import",
                 AuditAction::ExperimentsUpsert,
@@ -239,7 +297,7 @@ impl Store for SqliteStore {
         proposals: &[Proposal],
         read_at: Option<QueueMark>,
         fence: Option<&Fence>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AuditHead, StoreError> {
         let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
         let mut tx = self.write_tx().await?;
         if let (Some(read_at), false) = (read_at, proposals.is_empty()) {
@@ -286,7 +344,7 @@ impl Store for SqliteStore {
             .await?;
             let verdicts =
                 serde_json::to_string(&proposal.verdicts).map_err(|e| corrupt("audit", e))?;
-            Self::append_audit(
+            self.append_audit(
                 &mut tx,
                 &format!("proposer:{}", proposal.provenance.proposer),
                 AuditAction::Proposal(proposal.status),
@@ -295,14 +353,37 @@ impl Store for SqliteStore {
             )
             .await?;
         }
-        Self::append_audit(
-            &mut tx,
-            "scheduler",
-            AuditAction::Run(run.status),
-            &run.id,
-            &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
+        // A run evaluated against a policy set other than the last one logged logs the change.
+        let last_policies: Option<String> = sqlx::query_scalar(
+            "SELECT subject FROM audit_log WHERE action = 'policies.changed' ORDER BY seq DESC LIMIT 1",
         )
+        .fetch_optional(&mut *tx)
         .await?;
+        if !run.policy_digest.is_empty() && last_policies.as_deref() != Some(&run.policy_digest) {
+            self.append_audit(
+                &mut tx,
+                "scheduler",
+                AuditAction::PoliciesChanged,
+                &run.policy_digest,
+                &serde_json::json!({ "run_id": run.id, "previous": last_policies }).to_string(),
+            )
+            .await?;
+        }
+        let head = self
+            .append_audit(
+                &mut tx,
+                "scheduler",
+                AuditAction::Run(run.status),
+                &run.id,
+                &serde_json::to_string(&run.summary).map_err(|e| corrupt("audit", e))?,
+            )
+            .await?;
+        sqlx::query("UPDATE runs SET audit_seq = ?, audit_hash = ? WHERE id = ?")
+            .bind(head.seq)
+            .bind(&head.hash)
+            .bind(&run.id)
+            .execute(&mut *tx)
+            .await?;
         // The run's notification, in the run's own transaction (the outbox).
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO outbox (run_id, created_at, next_attempt_at) VALUES (?, {DB_NOW}, {DB_NOW})"
@@ -334,37 +415,38 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(head)
     }
 
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, record FROM runs ORDER BY started_at DESC, id DESC LIMIT ?")
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let record: String = row.try_get("record")?;
-                serde_json::from_str(&record).map_err(|e| corrupt(&format!("run {id}"), e))
-            })
-            .collect()
+        let rows = sqlx::query(
+            "SELECT id, record, audit_seq, audit_hash FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::run_from_row).collect()
     }
 
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
         // Optional filters as `(? IS NULL OR column = ?)`: one static query, no SQL built at run time.
+        let text = filter.text.as_deref().map(like_pattern);
         let rows = sqlx::query(
             "SELECT * FROM proposals
-             WHERE (? IS NULL OR status = ?) AND (? IS NULL OR moment = ?) AND (? IS NULL OR run_id = ?)
-             ORDER BY priority DESC, id ASC LIMIT ?",
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2)
+               AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4)
+               AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\'
+                    OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\')
+               AND (?6 IS NULL OR priority < ?6 OR (priority = ?6 AND id > ?7))
+             ORDER BY priority DESC, id ASC LIMIT ?8",
         )
         .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.moment.map(|m| m.as_str()))
         .bind(filter.moment.map(|m| m.as_str()))
         .bind(filter.run_id.as_deref())
-        .bind(filter.run_id.as_deref())
+        .bind(filter.segment.as_deref())
+        .bind(text)
+        .bind(filter.after.as_ref().map(|c| c.priority))
+        .bind(filter.after.as_ref().map(|c| c.id.as_str()))
         .bind(filter.limit.map(|l| l as i64).unwrap_or(-1))
         .fetch_all(&self.pool)
         .await?;
@@ -456,7 +538,7 @@ impl Store for SqliteStore {
             "role": review.role, "note": review.note, "status": status.as_str()
         })
         .to_string();
-        Self::append_audit(
+        self.append_audit(
             &mut tx,
             &review.actor,
             AuditAction::Review(review.action),
@@ -471,13 +553,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let record: Option<String> = sqlx::query_scalar("SELECT record FROM runs WHERE id = ?")
+        let row = sqlx::query("SELECT id, record, audit_seq, audit_hash FROM runs WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt(&format!("run {id}"), e)))
-            .transpose()
+        row.as_ref().map(Self::run_from_row).transpose()
     }
 
     async fn claim_notifications(
@@ -708,27 +788,158 @@ impl Store for SqliteStore {
     }
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit_log ORDER BY seq")
+        self.audit_entries(0, usize::MAX).await
+    }
+
+    async fn audit_entries(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
+        rows.iter().map(Self::audit_entry_from_row).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(SealedHead {
+                head: AuditHead {
                     seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    actor: row.try_get("actor")?,
-                    action: {
-                        let text: String = row.try_get("action")?;
-                        AuditAction::parse(&text).ok_or_else(|| {
-                            corrupt("audit log", format!("unknown action {text:?}"))
-                        })?
-                    },
-                    subject: row.try_get("subject")?,
-                    detail: row.try_get("detail")?,
-                    prev_hash: row.try_get("prev_hash")?,
                     hash: row.try_get("hash")?,
+                },
+                mac: row.try_get("mac")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError> {
+        // One read transaction: the log and what it must explain, from the same moment.
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, status FROM proposals ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let statuses = rows
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let status: String = row.try_get("status")?;
+                let status = ProposalStatus::parse(&status).ok_or_else(|| {
+                    corrupt(&format!("proposal {id}"), format!("unknown status {status:?}"))
+                })?;
+                Ok((id, status))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let reviews = sqlx::query("SELECT * FROM reviews ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(Self::review_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries = sqlx::query("SELECT * FROM audit_log ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(Self::audit_entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sealed = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| -> Result<SealedHead, StoreError> {
+                Ok(SealedHead {
+                    head: AuditHead {
+                        seq: row.try_get("seq")?,
+                        hash: row.try_get("hash")?,
+                    },
+                    mac: row.try_get("mac")?,
                 })
             })
-            .collect()
+            .transpose()?;
+        tx.commit().await?;
+        Ok(AuditSnapshot {
+            entries,
+            sealed,
+            state: StoredState { statuses, reviews },
+        })
     }
+
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, user_name, role, hash, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.user)
+        .bind(token.role.as_str())
+        .bind(hash)
+        .bind(timestamp(token.created_at))
+        .bind(&token.created_by)
+        .execute(&mut *tx)
+        .await?;
+        self.append_audit(
+            &mut tx,
+            &token.created_by,
+            AuditAction::TokenCreate,
+            &token.id,
+            &serde_json::json!({ "user": token.user, "role": token.role }).to_string(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(timestamp(Utc::now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if revoked {
+            self.append_audit(&mut tx, by, AuditAction::TokenRevoke, id, "{}")
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::token_from_row).transpose()
+    }
+}
+
+/// A LIKE pattern matching `text` anywhere, with `%`, `_` and `\\` taken literally.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }

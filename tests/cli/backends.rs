@@ -18,6 +18,11 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// The audit key of the stores the tests open themselves (the CLI's is the same).
+pub fn audit_key() -> hypod::store::AuditKey {
+    hypod::store::AuditKey::new(crate::review_audit::TEST_AUDIT_KEY.as_bytes()).expect("key")
+}
+
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The server URL the PostgreSQL tests use.
@@ -152,7 +157,7 @@ impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("hypod.db").display());
-        let store = SqliteStore::connect(&url).await.expect("open SQLite");
+        let store = SqliteStore::connect(&url, audit_key()).await.expect("open SQLite");
         store.migrate().await.expect("migrate SQLite");
         TestDb {
             backend: "sqlite",
@@ -167,7 +172,7 @@ impl TestDb {
     pub async fn postgres() -> Option<TestDb> {
         let server = postgres_server().await?;
         let db = PgDatabase::create(&server).await;
-        let store = PostgresStore::connect(&db.url)
+        let store = PostgresStore::connect(&db.url, audit_key())
             .await
             .expect("open PostgreSQL");
         store.migrate().await.expect("migrate PostgreSQL");

@@ -12,6 +12,7 @@ mod common;
 mod synthetic;
 
 mod backends;
+mod browser;
 mod builtin;
 mod concurrency;
 #[path = "../fake_openai/mod.rs"]
@@ -23,6 +24,8 @@ mod llm_run;
 mod notify;
 mod pipes;
 mod policy_cli;
+mod review;
+mod review_audit;
 mod serve;
 mod snapshots;
 mod spine;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Daemon {
     child: Child,
     /// `127.0.0.1:PORT` it listens on.
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Daemon {
@@ -38,6 +38,7 @@ impl Daemon {
             .arg("serve")
             .current_dir(hypod.path())
             .env("HYPOD_CONFIG", hypod.path().join("hypod.toml"))
+            .env("HYPOD_AUDIT_KEY", crate::review_audit::TEST_AUDIT_KEY)
             .envs(overrides.iter().copied())
             .env_remove("OPENAI_API_KEY")
             .env_remove("HYPOD_NOW")
@@ -135,7 +136,7 @@ fn read_store(url: &str) -> Seen {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
-            let store = hypod::store::open(url).await.expect("open the database");
+            let store = hypod::store::open(url, crate::backends::audit_key()).await.expect("open the database");
             let rows = store.list_slots(100_000).await.expect("slots");
             let slots = rows
                 .iter()

@@ -47,6 +47,7 @@ fn every_json_output_on_the_sample_is_unchanged() {
         "policy_explain",
         &hypod.ok(&["policy", "explain", &pending, "--json"]).json(),
     );
+    hypod.ok(&["token", "create", "--user", "ada", "--role", "reviewer"]);
     snap.check(
         "queue_approve",
         &hypod

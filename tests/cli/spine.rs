@@ -264,6 +264,10 @@ fn reviews_record_who_and_why_and_the_audit_chain_holds() {
         .map(|p| p["id"].as_str().unwrap().to_string())
         .collect();
     assert!(ids.len() >= 2);
+    for user in ["ana", "bob"] {
+        let created = ws.hypod(&["token", "create", "--user", user, "--role", "reviewer"]);
+        assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    }
 
     let approved = ws.json(&[
         "queue",

@@ -10,7 +10,7 @@ use hypod::domain::{
     Review, ReviewAction, ReviewError, Role, RunRecord, RunStatus, RunSummary, SlotStatus, Trigger,
 };
 use hypod::history::Experiment;
-use hypod::store::{verify_chain, QueueMark, Store, StoreError, UpsertCounts};
+use hypod::store::{AuditReport, QueueMark, Store, StoreError, UpsertCounts};
 use std::sync::Arc;
 
 on_every_backend!(
@@ -33,6 +33,13 @@ on_every_backend!(
     concurrent_claims_of_one_slot_give_it_to_one,
     every_run_leaves_one_notification_delivered_once,
 );
+
+/// The audit log verified under the test key: links, MACs, head and replay.
+async fn verify(store: &dyn Store) -> AuditReport {
+    hypod::app::audit::verify_store(store, &crate::backends::audit_key(), None)
+        .await
+        .expect("verify")
+}
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(FIXED_NOW)
@@ -78,6 +85,7 @@ fn run(id: &str, started_at: DateTime<Utc>) -> RunRecord {
         input_digest: "i".repeat(64),
         rejected_drafts: Vec::new(),
         notes: vec!["a note".into()],
+        audit_head: None,
         stage_seconds: Vec::new(),
     }
 }
@@ -286,9 +294,8 @@ async fn a_failing_run_write_leaves_nothing_behind(db: Arc<TestDb>) {
     assert_eq!(store.list_runs(10).await.expect("runs").len(), 1);
     assert!(store.get_proposal("p-2").await.expect("get").is_none());
     assert_eq!(store.audit_log().await.expect("audit").len(), before);
-    assert!(verify_chain(&store.audit_log().await.expect("audit"))
-        .broken_at
-        .is_none());
+    let report = verify(store).await;
+    assert!(report.intact, "{:?}", report.problems);
 }
 
 async fn proposals_are_listed_by_priority_and_filtered(db: Arc<TestDb>) {
@@ -529,7 +536,8 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
         .filter(|e| matches!(e.action, hypod::domain::AuditAction::Review(_)))
         .count();
     assert_eq!(reviews_audited, 4, "one entry per review that was recorded");
-    assert!(verify_chain(&audit).broken_at.is_none());
+    let report = verify(store).await;
+    assert!(report.intact, "{:?}", report.problems);
 }
 
 fn err_review(err: &StoreError) -> Option<&ReviewError> {
@@ -651,13 +659,20 @@ async fn the_audit_chain_holds_and_tampering_is_found(db: Arc<TestDb>) {
         assert_eq!(pair[1].prev_hash, pair[0].hash);
         assert!(pair[1].seq > pair[0].seq);
     }
-    let ok = verify_chain(&audit);
-    assert_eq!((ok.entries, ok.broken_at), (4, None));
+    let ok = verify(store).await;
+    assert_eq!((ok.entries, ok.intact), (4, true), "{:?}", ok.problems);
 
     db.execute("UPDATE audit_log SET detail = 'rewritten' WHERE seq = 2")
         .await;
-    let tampered = verify_chain(&store.audit_log().await.expect("audit"));
-    assert_eq!(tampered.broken_at, Some(2), "{} finds the edit", db.backend);
+    let tampered = verify(store).await;
+    assert!(!tampered.intact);
+    assert_eq!(
+        tampered.problems[0].seq,
+        Some(2),
+        "{} finds the edit: {:?}",
+        db.backend,
+        tampered.problems
+    );
 }
 
 async fn concurrent_writers_keep_one_audit_chain(db: Arc<TestDb>) {
@@ -688,10 +703,11 @@ async fn concurrent_writers_keep_one_audit_chain(db: Arc<TestDb>) {
     }
     let audit = db.store().audit_log().await.expect("audit");
     assert_eq!(audit.len(), 6 * 3);
-    let verified = verify_chain(&audit);
-    assert_eq!(
-        verified.broken_at, None,
-        "appends are serialised: one chain, no fork"
+    let verified = verify(db.store()).await;
+    assert!(
+        verified.intact,
+        "appends are serialised: one chain, no fork: {:?}",
+        verified.problems
     );
 }
 
@@ -753,7 +769,9 @@ async fn migrating_twice_changes_nothing(db: Arc<TestDb>) {
     let store = db.store();
     record(store, "run-1", &[proposal("p-1", "run-1", "s1", 0.5)]).await;
     store.migrate().await.expect("migrate again");
-    let reopened = hypod::store::open(&db.url).await.expect("open by URL");
+    let reopened = hypod::store::open(&db.url, crate::backends::audit_key())
+        .await
+        .expect("open by URL");
     assert!(reopened.get_proposal("p-1").await.expect("get").is_some());
 }
 
@@ -845,9 +863,8 @@ async fn a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice(db:
         .expect("list");
     assert_eq!(all.len(), stored_by_rival);
     assert_eq!(store.list_runs(10).await.expect("runs").len(), 2);
-    assert!(verify_chain(&store.audit_log().await.expect("audit"))
-        .broken_at
-        .is_none());
+    let report = verify(store).await;
+    assert!(report.intact, "{:?}", report.problems);
 }
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30);

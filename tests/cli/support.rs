@@ -95,6 +95,7 @@ impl Hypod {
             .args(args)
             .current_dir(self.path())
             .env("HYPOD_CONFIG", self.path().join("hypod.toml"))
+            .env("HYPOD_AUDIT_KEY", crate::review_audit::TEST_AUDIT_KEY)
             .env_remove("OPENAI_API_KEY")
             .env_remove("HYPOD_NOW");
         if let Some(now) = self.now {

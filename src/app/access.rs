@@ -1,0 +1,307 @@
+//! Who is asking, and what they may do. API tokens (created with the secret printed once and
+//! only its SHA-256 stored; listed; revoked), the resolution of credentials — a bearer token, a
+//! trusted proxy's `X-Forwarded-User` / `X-Forwarded-Groups`, a command-line `--as USER`
+//! checked against the tokens' users — into one [`Principal`], and the one table of which role
+//! each [`Permission`] needs, checked by every route and command that acts.
+
+use super::{open_store, AppError, AppResult, ErrorKind};
+use crate::config::{Config, ProxyGroups};
+use crate::domain::{Identity, Role};
+use crate::store::{token_hash, Store, TokenRecord};
+use serde::Serialize;
+
+/// What a request wants to do; each needs a least role ([`Permission::least_role`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Read the queue, runs, experiments, health, policies.
+    Read,
+    /// Approve, reject or comment on a proposal.
+    Review,
+    /// Export approved proposals for an experimentation platform.
+    Export,
+    /// Read and verify the audit log.
+    Audit,
+    /// Start a run now.
+    TriggerRun,
+    /// Import experiments.
+    Import,
+}
+
+impl Permission {
+    /// The least role that may do this; roles are ordered viewer < reviewer < governance <
+    /// admin and each may do what the ones below it may.
+    pub fn least_role(self) -> Role {
+        match self {
+            Permission::Read => Role::Viewer,
+            Permission::Review | Permission::Export => Role::Reviewer,
+            Permission::Audit | Permission::TriggerRun => Role::Governance,
+            Permission::Import => Role::Admin,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Permission::Read => "read the queue",
+            Permission::Review => "review proposals",
+            Permission::Export => "export proposals",
+            Permission::Audit => "read the audit log",
+            Permission::TriggerRun => "start a run",
+            Permission::Import => "import experiments",
+        }
+    }
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Viewer => 0,
+        Role::Reviewer => 1,
+        Role::Governance => 2,
+        Role::Admin => 3,
+    }
+}
+
+/// How a principal was identified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum AuthSource {
+    /// A bearer token (its id).
+    Token(String),
+    /// A trusted reverse proxy's headers.
+    Proxy,
+    /// The command line, checked against the tokens' users.
+    Cli,
+}
+
+/// A person, identified, with the role they act in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub user: Identity,
+    pub role: Role,
+    pub via: AuthSource,
+}
+
+impl Principal {
+    /// `Ok` when this principal's role allows `permission`, else a 403-kind error.
+    pub fn require(&self, permission: Permission) -> AppResult<()> {
+        let least = permission.least_role();
+        if rank(self.role) >= rank(least) {
+            Ok(())
+        } else {
+            Err(AppError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "{} is {} and may not {}: that needs {} or above",
+                    self.user,
+                    self.role,
+                    permission.describe(),
+                    least
+                ),
+            ))
+        }
+    }
+
+    pub fn may(&self, permission: Permission) -> bool {
+        self.require(permission).is_ok()
+    }
+}
+
+/// A token just created: the secret is in `token`, shown this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedToken {
+    pub id: String,
+    pub user: String,
+    pub role: Role,
+    pub token: String,
+}
+
+fn user_identity(raw: &str) -> AppResult<Identity> {
+    Identity::parse(raw).map_err(|e| AppError::input(format!("--user {raw:?}: {e}")))
+}
+
+/// `token create`: a new random secret for `user` in `role`; only its hash is stored.
+pub async fn create_token(
+    config: &Config,
+    user: &str,
+    role: Role,
+    by: &str,
+) -> AppResult<CreatedToken> {
+    use rand::RngCore as _;
+    let user = user_identity(user)?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("hypod_{}", hex::encode(secret));
+    let record = TokenRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        user: user.to_string(),
+        role,
+        created_at: crate::now(),
+        created_by: by.to_string(),
+        revoked_at: None,
+    };
+    let store = open_store(config).await?;
+    store.create_token(&record, &token_hash(&token)).await?;
+    Ok(CreatedToken {
+        id: record.id,
+        user: record.user,
+        role,
+        token,
+    })
+}
+
+/// `token list`: every token (never a secret), revoked ones included.
+pub async fn list_tokens(config: &Config) -> AppResult<Vec<TokenRecord>> {
+    Ok(open_store(config).await?.list_tokens().await?)
+}
+
+/// `token revoke ID`.
+pub async fn revoke_token(config: &Config, id: &str, by: &str) -> AppResult<()> {
+    let store = open_store(config).await?;
+    if store.revoke_token(id, by).await? {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            ErrorKind::NotFound,
+            format!("no live token has id {id:?} (`hypod token list` shows them)"),
+        ))
+    }
+}
+
+/// The principal a bearer token identifies.
+pub async fn principal_for_token(store: &dyn Store, secret: &str) -> AppResult<Principal> {
+    let unknown = || {
+        AppError::new(
+            ErrorKind::Unauthenticated,
+            "the token is unknown or revoked",
+        )
+    };
+    // Token secrets are short ASCII; anything else is not one (and is never hashed at length).
+    if secret.len() > 128 || !secret.is_ascii() {
+        return Err(unknown());
+    }
+    let record = store
+        .token_by_hash(&token_hash(secret))
+        .await?
+        .ok_or_else(unknown)?;
+    let user = Identity::parse(&record.user)
+        .map_err(|e| AppError::runtime(format!("token {}: stored user: {e}", record.id)))?;
+    Ok(Principal {
+        user,
+        role: record.role,
+        via: AuthSource::Token(record.id),
+    })
+}
+
+/// The principal a trusted proxy's headers name: the highest role among the groups.
+pub fn principal_from_proxy(
+    groups_config: &ProxyGroups,
+    user: &str,
+    groups: &str,
+) -> AppResult<Principal> {
+    let user = Identity::parse(user).map_err(|e| {
+        AppError::new(
+            ErrorKind::Unauthenticated,
+            format!("X-Forwarded-User: {e}"),
+        )
+    })?;
+    let groups: Vec<&str> = groups
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .collect();
+    let has = |names: &[String]| names.iter().any(|n| groups.contains(&n.as_str()));
+    let role = [
+        (Role::Admin, &groups_config.admin),
+        (Role::Governance, &groups_config.governance),
+        (Role::Reviewer, &groups_config.reviewer),
+        (Role::Viewer, &groups_config.viewer),
+    ]
+    .into_iter()
+    .find(|(_, names)| has(names))
+    .map(|(role, _)| role)
+    .ok_or_else(|| {
+        AppError::new(
+            ErrorKind::Forbidden,
+            format!("{user} is in none of hypod's groups (server.proxy_groups)"),
+        )
+    })?;
+    Ok(Principal {
+        user,
+        role,
+        via: AuthSource::Proxy,
+    })
+}
+
+/// The principal a command-line review names with `--as USER`: a user who holds a live token,
+/// in the highest role among their tokens. The shell cannot declare a role of its own.
+pub async fn cli_principal(store: &dyn Store, user: &str) -> AppResult<Principal> {
+    let user = Identity::parse(user)
+        .map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
+    let role = store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.user == user.as_str())
+        .map(|t| t.role)
+        .max_by_key(|r| rank(*r))
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "{user} holds no live token, so hypod does not know their role; an admin gives them one with `hypod token create --user {user} --role reviewer`"
+                ),
+            )
+        })?;
+    Ok(Principal {
+        user,
+        role,
+        via: AuthSource::Cli,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_may_what_the_roles_below_it_may() {
+        let principal = |role| Principal {
+            user: Identity::parse("ada").unwrap(),
+            role,
+            via: AuthSource::Cli,
+        };
+        let all = [
+            Permission::Read,
+            Permission::Review,
+            Permission::Export,
+            Permission::Audit,
+            Permission::TriggerRun,
+            Permission::Import,
+        ];
+        let allowed = |role| -> Vec<Permission> {
+            all.into_iter()
+                .filter(|p| principal(role).may(*p))
+                .collect()
+        };
+        assert_eq!(allowed(Role::Viewer), [Permission::Read]);
+        assert_eq!(
+            allowed(Role::Reviewer),
+            [Permission::Read, Permission::Review, Permission::Export]
+        );
+        assert_eq!(allowed(Role::Governance).len(), 5);
+        assert_eq!(allowed(Role::Admin).len(), 6);
+        let refused = principal(Role::Viewer).require(Permission::Review);
+        assert_eq!(refused.map_err(|e| e.kind), Err(ErrorKind::Forbidden));
+    }
+
+    #[test]
+    fn proxy_groups_give_the_highest_role_and_unknown_groups_none() {
+        let groups = ProxyGroups::default();
+        let p = principal_from_proxy(&groups, " Ada ", "staff, hypod-reviewers,hypod-admins")
+            .unwrap();
+        assert_eq!((p.user.as_str(), p.role), ("ada", Role::Admin));
+        let none = principal_from_proxy(&groups, "ada", "staff");
+        assert_eq!(none.map_err(|e| e.kind), Err(ErrorKind::Forbidden));
+        let hidden = principal_from_proxy(&groups, "ada\u{200B}", "hypod-admins");
+        assert_eq!(hidden.map_err(|e| e.kind), Err(ErrorKind::Unauthenticated));
+    }
+}

@@ -1,0 +1,615 @@
+//! The HTTP API under `/api/v1`: JSON views of the same use cases the command line calls
+//! (the queue and its reviews, runs, experiments, program health, policies, the audit log,
+//! export), each route checking the caller's role ([`Permission`]) before it acts. The
+//! OpenAPI document at `/api/v1/openapi.json` is generated from these handlers' annotations
+//! (utoipa), so the document and the routes cannot drift apart.
+
+use super::auth::{
+    ApiError, Auditor, Caller, ErrorBody, Exporter, Importer, JsonBody, QueryParams, Reader,
+    Reviewer, Runner,
+};
+use super::ServerState;
+use crate::app::access::Permission;
+use crate::app::queue::{ProposalSummary, ReviewRequest};
+use crate::app::{self, AppError, ErrorKind};
+use crate::domain::{Moment, PageCursor, ProposalFilter, ProposalStatus, ReviewAction, Trigger};
+use crate::history::import::Format;
+use crate::store::{AuditEntry, AuditReport};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The largest JSON request body, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// The largest experiment import body, in bytes.
+pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
+/// The most items one page of a listing holds.
+pub const MAX_PAGE: usize = 200;
+
+type ApiResult<T> = Result<T, ApiError>;
+type Shared = State<Arc<ServerState>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hypod",
+        description = "The review queue of hypod: AI-drafted experiment proposals, governed, waiting for people. Every route but this document needs a bearer token (`hypod token create`) or a trusted proxy's identity headers."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The API's routes and its OpenAPI document.
+pub fn router() -> (axum::Router<Arc<ServerState>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(me))
+        .routes(routes!(list_proposals))
+        .routes(routes!(show_proposal))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(comment))
+        .routes(routes!(list_runs, trigger_run))
+        .routes(routes!(show_run))
+        .routes(routes!(list_experiments, import_experiments))
+        .routes(routes!(show_experiment))
+        .routes(routes!(health))
+        .routes(routes!(policies))
+        .routes(routes!(evaluate_policies))
+        .routes(routes!(audit_entries))
+        .routes(routes!(audit_verify))
+        .routes(routes!(audit_head))
+        .routes(routes!(export))
+        .split_for_parts()
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
+        .into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+struct Me {
+    user: String,
+    role: crate::domain::Role,
+    may_review: bool,
+    may_audit: bool,
+}
+
+/// Who the credentials identify, and in which role.
+#[utoipa::path(get, path = "/api/v1/me", tag = "access",
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(Caller(caller): Caller) -> Json<Me> {
+    Json(Me {
+        user: caller.user.to_string(),
+        role: caller.role,
+        may_review: caller.may(Permission::Review),
+        may_audit: caller.may(Permission::Audit),
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ProposalQuery {
+    status: Option<ProposalStatus>,
+    moment: Option<Moment>,
+    segment: Option<String>,
+    run: Option<String>,
+    /// Words that must appear in the title or hypothesis (case-insensitive).
+    q: Option<String>,
+    /// At most 200; 50 by default.
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// One page of a listing; `next_cursor` fetches the next (absent on the last page).
+#[derive(Serialize, ToSchema)]
+struct ProposalPage {
+    items: Vec<ProposalSummary>,
+    next_cursor: Option<String>,
+}
+
+fn bounded(what: &str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(ApiError::input(format!(
+            "query `{what}` is longer than {max} characters"
+        ))),
+        Some(v) if v.chars().any(char::is_control) => Err(ApiError::input(format!(
+            "query `{what}` contains a control character"
+        ))),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+pub fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit.unwrap_or(50) {
+        0 => Err(ApiError::input("query `limit` must be at least 1")),
+        n if n > MAX_PAGE => Err(ApiError::input(format!(
+            "query `limit` must be at most {MAX_PAGE}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// The queue, highest priority first, filtered, one page at a time (keyset pagination).
+#[utoipa::path(get, path = "/api/v1/proposals", tag = "proposals", params(ProposalQuery),
+    responses((status = 200, body = ProposalPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn list_proposals(
+    State(state): Shared,
+    Reader(_): Reader,
+    QueryParams(query): QueryParams<ProposalQuery>,
+) -> ApiResult<Json<ProposalPage>> {
+    let limit = page_limit(query.limit)?;
+    let after = match query.cursor.as_deref() {
+        Some(text) => Some(
+            PageCursor::decode(text)
+                .ok_or_else(|| ApiError::input("query `cursor` is not a cursor this API gave"))?,
+        ),
+        None => None,
+    };
+    let filter = ProposalFilter {
+        status: query.status,
+        moment: query.moment,
+        segment: bounded("segment", query.segment, 200)?,
+        run_id: bounded("run", query.run, 64)?,
+        text: bounded("q", query.q, 200)?,
+        after,
+        limit: Some(limit + 1),
+    };
+    let mut proposals = app::queue::list_with(state.store.as_ref(), &filter)
+        .await?
+        .proposals;
+    let next_cursor = if proposals.len() > limit {
+        proposals.truncate(limit);
+        proposals.last().map(|p| PageCursor::of(p).encode())
+    } else {
+        None
+    };
+    Ok(Json(ProposalPage {
+        items: proposals.iter().map(ProposalSummary::of).collect(),
+        next_cursor,
+    }))
+}
+
+/// One proposal with its evidence (and the cited experiments' statistics), verdicts,
+/// provenance and reviews.
+#[utoipa::path(get, path = "/api/v1/proposals/{id}", tag = "proposals",
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn show_proposal(
+    State(state): Shared,
+    Reader(_): Reader,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let view = app::queue::show_with(&state.config, state.store.as_ref(), &id).await?;
+    Ok(Json(view).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// Optional, at most 2 000 characters.
+    note: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    /// Required: why. At most 2 000 characters.
+    reason: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    text: String,
+}
+
+async fn review(
+    state: &ServerState,
+    caller: crate::app::access::Principal,
+    id: String,
+    action: ReviewAction,
+    note: Option<String>,
+) -> ApiResult<Json<ProposalSummary>> {
+    let outcome = app::queue::review_with(
+        state.store.as_ref(),
+        ReviewRequest {
+            id,
+            principal: caller,
+            action,
+            note,
+        },
+    )
+    .await?;
+    Ok(Json(outcome.summary))
+}
+
+/// Approve, as the caller: distinct people count, an escalated proposal needs governance
+/// among them, a blocked one can be approved by nobody.
+#[utoipa::path(post, path = "/api/v1/proposals/{id}/approve", tag = "proposals",
+    request_body = ApproveBody,
+    responses((status = 200, body = ProposalSummary), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn approve(
+    State(state): Shared,
+    Reviewer(caller): Reviewer,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ApproveBody>,
+) -> ApiResult<Json<ProposalSummary>> {
+    review(&state, caller, id, ReviewAction::Approve, body.note).await
+}
+
+/// Reject, with a reason.
+#[utoipa::path(post, path = "/api/v1/proposals/{id}/reject", tag = "proposals",
+    request_body = RejectBody,
+    responses((status = 200, body = ProposalSummary), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn reject(
+    State(state): Shared,
+    Reviewer(caller): Reviewer,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RejectBody>,
+) -> ApiResult<Json<ProposalSummary>> {
+    review(&state, caller, id, ReviewAction::Reject, Some(body.reason)).await
+}
+
+/// Comment (changes no status).
+#[utoipa::path(post, path = "/api/v1/proposals/{id}/comments", tag = "proposals",
+    request_body = CommentBody,
+    responses((status = 200, body = ProposalSummary), (status = 403, body = ErrorBody)))]
+async fn comment(
+    State(state): Shared,
+    Reviewer(caller): Reviewer,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CommentBody>,
+) -> ApiResult<Json<ProposalSummary>> {
+    review(&state, caller, id, ReviewAction::Comment, Some(body.text)).await
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    /// At most 200; 50 by default.
+    limit: Option<usize>,
+}
+
+/// Recent runs, newest first, each with the audit head it published.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(LimitQuery),
+    responses((status = 200, body = Object)))]
+async fn list_runs(
+    State(state): Shared,
+    Reader(_): Reader,
+    QueryParams(query): QueryParams<LimitQuery>,
+) -> ApiResult<Response> {
+    let runs = state
+        .store
+        .list_runs(page_limit(query.limit)?)
+        .await
+        .map_err(AppError::from)?;
+    Ok(Json(runs).into_response())
+}
+
+/// One run.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn show_run(
+    State(state): Shared,
+    Reader(_): Reader,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = state
+        .store
+        .get_run(&id)
+        .await
+        .map_err(AppError::from)?
+        .ok_or_else(|| AppError::new(ErrorKind::NotFound, format!("run {id} does not exist")))?;
+    Ok(Json(run).into_response())
+}
+
+/// Start a run now (trigger `api`), through the same slot claim as scheduled runs; answers
+/// when it has finished, with its record and queued proposals.
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs",
+    responses((status = 201, body = Object), (status = 403, body = ErrorBody)))]
+async fn trigger_run(State(state): Shared, Runner(_): Runner) -> ApiResult<Response> {
+    let view = app::run::run_now_with(&state.config, state.store.clone(), Trigger::Api).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ExperimentQuery {
+    /// At most 200; 50 by default.
+    limit: Option<usize>,
+    /// Only experiments whose id sorts after this one.
+    after: Option<String>,
+    moment: Option<Moment>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ExperimentPage {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<crate::history::Experiment>,
+    next_after: Option<String>,
+}
+
+/// The imported history, by id.
+#[utoipa::path(get, path = "/api/v1/experiments", tag = "experiments", params(ExperimentQuery),
+    responses((status = 200, body = ExperimentPage)))]
+async fn list_experiments(
+    State(state): Shared,
+    Reader(_): Reader,
+    QueryParams(query): QueryParams<ExperimentQuery>,
+) -> ApiResult<Json<ExperimentPage>> {
+    let limit = page_limit(query.limit)?;
+    let mut items: Vec<crate::history::Experiment> = state
+        .store
+        .load_experiments()
+        .await
+        .map_err(AppError::from)?
+        .into_iter()
+        .filter(|e| query.after.as_deref().is_none_or(|a| e.id.as_str() > a))
+        .filter(|e| query.moment.is_none_or(|m| e.moment == m))
+        .take(limit + 1)
+        .collect();
+    let next_after = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|e| e.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(ExperimentPage { items, next_after }))
+}
+
+/// One experiment with its statistics.
+#[utoipa::path(get, path = "/api/v1/experiments/{id}", tag = "experiments",
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn show_experiment(
+    State(state): Shared,
+    Reader(_): Reader,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let analysis = app::history::analyze_with(&state.config, state.store.as_ref()).await?;
+    let statistics = analysis.experiment(&id).ok_or_else(|| {
+        AppError::new(
+            ErrorKind::NotFound,
+            format!("experiment {id} does not exist"),
+        )
+    })?;
+    Ok(Json(statistics).into_response())
+}
+
+/// Import experiments: the body is NDJSON (`application/x-ndjson`, the default), a JSON array
+/// (`application/json`) or CSV (`text/csv`), validated like a file; nothing is written unless
+/// every record is valid.
+#[utoipa::path(post, path = "/api/v1/experiments", tag = "experiments",
+    request_body(content = String, content_type = "application/x-ndjson"),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+async fn import_experiments(
+    State(state): Shared,
+    Importer(_): Importer,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-ndjson")
+        .to_ascii_lowercase();
+    let format = if content_type.starts_with("application/json") {
+        Format::JsonArray
+    } else if content_type.starts_with("text/csv") {
+        Format::Csv
+    } else {
+        Format::Ndjson
+    };
+    let bytes = axum::body::to_bytes(request.into_body(), IMPORT_LIMIT)
+        .await
+        .map_err(|_| ApiError::too_large(IMPORT_LIMIT))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ApiError::input(format!("the request body is not UTF-8: {e}")))?;
+    let summary = app::history::import_body(state.store.as_ref(), format, text).await?;
+    Ok(Json(summary).into_response())
+}
+
+/// Program health: the playbook's signals over the whole history.
+#[utoipa::path(get, path = "/api/v1/health", tag = "program",
+    responses((status = 200, body = Object)))]
+async fn health(State(state): Shared, Reader(_): Reader) -> ApiResult<Response> {
+    let analysis = app::history::analyze_with(&state.config, state.store.as_ref()).await?;
+    Ok(Json(&analysis.program).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RuleView {
+    pub id: String,
+    pub file: String,
+    pub line: usize,
+    pub effect: crate::domain::Effect,
+    pub description: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PolicySetView {
+    /// Digest of the catalog and every policy file: what each proposal's provenance names.
+    pub digest: String,
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+    pub rules: Vec<RuleView>,
+}
+
+/// The loaded policy set, as the governance leads wrote it.
+pub fn policy_set(config: &crate::config::Config) -> Result<PolicySetView, AppError> {
+    let governance = app::load_governance(config)?;
+    Ok(PolicySetView {
+        digest: governance.digest.clone(),
+        approvals_required: governance.approvals_required,
+        escalated_approvals_required: governance.escalated_approvals_required,
+        rules: governance
+            .policies
+            .rules
+            .iter()
+            .map(|r| RuleView {
+                id: r.id.clone(),
+                file: r.file.clone(),
+                line: r.line,
+                effect: r.effect,
+                description: r.description.clone(),
+                message: r.message.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// The loaded policy set with its digest.
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
+    responses((status = 200, body = PolicySetView)))]
+async fn policies(State(state): Shared, Reader(_): Reader) -> ApiResult<Json<PolicySetView>> {
+    Ok(Json(policy_set(&state.config)?))
+}
+
+/// Dry run: the verdicts a draft (the proposal draft schema) would get; nothing is queued.
+#[utoipa::path(post, path = "/api/v1/policies/evaluate", tag = "policies",
+    request_body = Object,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+async fn evaluate_policies(
+    State(state): Shared,
+    Reader(_): Reader,
+    JsonBody(draft): JsonBody<crate::domain::ProposalDraft>,
+) -> ApiResult<Response> {
+    let evaluation = app::policy::eval(&state.config, &draft).await?;
+    Ok(Json(evaluation).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only entries after this sequence number.
+    after: Option<i64>,
+    /// At most 1 000; 100 by default.
+    limit: Option<usize>,
+    /// `ndjson` for one entry a line (for a SIEM); JSON array otherwise.
+    format: Option<String>,
+}
+
+/// Audit entries, oldest first, from `after`.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody)))]
+async fn audit_entries(
+    State(state): Shared,
+    Auditor(_): Auditor,
+    QueryParams(query): QueryParams<AuditQuery>,
+) -> ApiResult<Response> {
+    let limit = match query.limit.unwrap_or(100) {
+        n @ 1..=1000 => n,
+        _ => return Err(ApiError::input("query `limit` must be between 1 and 1000")),
+    };
+    let entries =
+        app::audit::entries(state.store.as_ref(), query.after.unwrap_or(0), limit).await?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(entries).into_response()),
+        Some("ndjson") => {
+            let mut out = String::new();
+            for entry in &entries {
+                out.push_str(&serde_json::to_string(entry).map_err(AppError::from)?);
+                out.push('\n');
+            }
+            Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+        }
+        Some(other) => Err(ApiError::input(format!(
+            "query `format`: {other:?} is not json or ndjson"
+        ))),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    /// A head kept earlier (`SEQ:HASH`): also check that the log still holds it.
+    head: Option<String>,
+}
+
+/// Verifies every link and MAC, the sealed head, an optional kept head, and replays the log
+/// against the stored proposals and reviews. `intact: false` lists every problem.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", params(VerifyQuery),
+    responses((status = 200, body = AuditReport), (status = 403, body = ErrorBody)))]
+async fn audit_verify(
+    State(state): Shared,
+    Auditor(_): Auditor,
+    QueryParams(query): QueryParams<VerifyQuery>,
+) -> ApiResult<Json<AuditReport>> {
+    let expected = query
+        .head
+        .as_deref()
+        .map(app::audit::parse_head)
+        .transpose()?;
+    let report =
+        app::audit::verify_store(state.store.as_ref(), &state.audit_key, expected.as_ref())
+            .await?;
+    Ok(Json(report))
+}
+
+/// The current head of the chain.
+#[utoipa::path(get, path = "/api/v1/audit/head", tag = "audit",
+    responses((status = 200, body = Option<crate::domain::AuditHead>)))]
+async fn audit_head(State(state): Shared, Reader(_): Reader) -> ApiResult<Response> {
+    let head = state
+        .store
+        .audit_head()
+        .await
+        .map_err(AppError::from)?
+        .map(|s| s.head);
+    Ok(Json(head).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// `approved` by default.
+    status: Option<ProposalStatus>,
+}
+
+/// Approved proposals as drafts for an experimentation platform — only those a verified
+/// audit log explains; `withheld` lists the others and why.
+#[utoipa::path(get, path = "/api/v1/export", tag = "proposals", params(ExportQuery),
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
+async fn export(
+    State(state): Shared,
+    Exporter(_): Exporter,
+    QueryParams(query): QueryParams<ExportQuery>,
+) -> ApiResult<Response> {
+    let export = app::queue::export_with(
+        state.store.as_ref(),
+        &state.audit_key,
+        query.status.unwrap_or(ProposalStatus::Approved),
+    )
+    .await?;
+    Ok(Json(export).into_response())
+}

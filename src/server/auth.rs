@@ -1,0 +1,271 @@
+//! Who is calling the server, on every route that needs to know: a bearer token (or the web
+//! UI's cookie holding one) with `auth = "token"`, or a trusted reverse proxy's
+//! `X-Forwarded-User` / `X-Forwarded-Groups` with `auth = "proxy"` — believed only when the
+//! connection comes from an address in `server.trusted_proxies`. Also the JSON error answer
+//! every API failure uses, and the extractors that turn bad bodies and queries into it.
+
+use super::ServerState;
+use crate::app::access::{self, Principal};
+use crate::app::{AppError, ErrorKind};
+use crate::config::AuthMode;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The web UI's cookie: the token, HttpOnly and SameSite=Strict.
+pub const SESSION_COOKIE: &str = "hypod_token";
+
+/// The JSON body of every API error: a stable `code` and a message for people.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// One of invalid_input, configuration, internal, not_found, conflict, unauthenticated,
+    /// forbidden, too_large.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(err.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: err.kind.code(),
+            message: err.message,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn input(message: impl Into<String>) -> ApiError {
+        AppError::input(message).into()
+    }
+
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: format!("the request body is larger than {limit} bytes"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                code: self.code,
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hypod\""),
+            );
+        }
+        response
+    }
+}
+
+/// The caller, identified; a route that takes it answers 401 without credentials.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Arc<ServerState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ServerState>,
+    ) -> Result<Caller, ApiError> {
+        identify(parts, state).await.map(Caller).map_err(Into::into)
+    }
+}
+
+/// Resolves the caller of a request, or says why not.
+pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, AppError> {
+    match state.config.server.auth {
+        AuthMode::Token => {
+            let secret = bearer(parts).or_else(|| cookie(parts, SESSION_COOKIE));
+            let Some(secret) = secret else {
+                return Err(AppError::new(
+                    ErrorKind::Unauthenticated,
+                    "send `Authorization: Bearer <token>` (an admin creates one with `hypod token create`)",
+                ));
+            };
+            access::principal_for_token(state.store.as_ref(), &secret).await
+        }
+        AuthMode::Proxy => {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            let trusted = peer.is_some_and(|ip| {
+                state
+                    .config
+                    .server
+                    .trusted_proxies
+                    .iter()
+                    .any(|p| p.parse::<std::net::IpAddr>().ok() == Some(ip))
+            });
+            if !trusted {
+                return Err(AppError::new(
+                    ErrorKind::Unauthenticated,
+                    "this server believes identity headers only from its trusted proxies; connect through one",
+                ));
+            }
+            let header_text = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let user = header_text("x-forwarded-user").ok_or_else(|| {
+                AppError::new(
+                    ErrorKind::Unauthenticated,
+                    "the proxy sent no X-Forwarded-User",
+                )
+            })?;
+            let groups = header_text("x-forwarded-groups").unwrap_or_default();
+            access::principal_from_proxy(&state.config.server.proxy_groups, &user, &groups)
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// The value of cookie `name`, if sent.
+pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+}
+
+/// A JSON request body: size-limited (by the router's body limit), strictly parsed (unknown
+/// fields are refused by the types), errors as [`ErrorBody`] naming the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        if !json {
+            return Err(ApiError::input(
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(super::api::BODY_LIMIT)
+                } else {
+                    ApiError::input(format!("cannot read the request body: {e}"))
+                }
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::input(if path == "." {
+                format!("request body: {}", e.inner())
+            } else {
+                format!("request body, field `{path}`: {}", e.inner())
+            })
+        })?;
+        deserializer
+            .end()
+            .map_err(|e| ApiError::input(format!("request body: {e}")))?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// Query parameters, strictly parsed, errors as [`ErrorBody`].
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<QueryParams<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_from(query)
+            .map(QueryParams)
+            .map_err(|e| ApiError::input(format!("query: {e}")))
+    }
+}
+
+fn serde_urlencoded_from<T: DeserializeOwned>(query: &str) -> Result<T, String> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| e.body_text())
+}
+
+/// Extractors that identify the caller and check one permission before anything else of the
+/// request is read (a body is never parsed for a caller who may not send it).
+macro_rules! caller_with {
+    ($($name:ident => $permission:ident),* $(,)?) => {$(
+        #[doc = concat!("A caller allowed [`Permission::", stringify!($permission), "`].")]
+        pub struct $name(pub Principal);
+
+        impl FromRequestParts<Arc<ServerState>> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &Arc<ServerState>,
+            ) -> Result<$name, ApiError> {
+                let principal = identify(parts, state).await?;
+                principal.require(access::Permission::$permission)?;
+                Ok($name(principal))
+            }
+        }
+    )*};
+}
+
+caller_with!(
+    Reader => Read,
+    Reviewer => Review,
+    Exporter => Export,
+    Auditor => Audit,
+    Runner => TriggerRun,
+    Importer => Import,
+);
