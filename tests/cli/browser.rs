@@ -3,7 +3,7 @@
 //! the queue, sees a model-written title full of markup shown as text with no script run,
 //! approves and rejects from a proposal page; a viewer sees no review forms; a form posted from
 //! another origin is refused. Skipped loudly without Chromium (a failure when `CI` is set).
-//! `HYPOD_SCREENSHOTS=DIR` saves the README's screenshots there.
+//! `UI_SCREENSHOTS=DIR` saves the README's screenshots there.
 
 use crate::review::{request, Reviewed};
 use crate::serve::Daemon;
@@ -104,9 +104,13 @@ impl Browser {
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let value: Value = self.runtime.block_on(async {
+            let post = method == reqwest::Method::POST;
             let mut request = self.http.request(method, &url);
-            if let Some(body) = body {
-                request = request.json(&body);
+            // WebDriver wants a JSON body on every POST, `{}` when there is nothing to say.
+            match body {
+                Some(body) => request = request.json(&body),
+                None if post => request = request.json(&json!({})),
+                None => {}
             }
             request
                 .send()
@@ -198,9 +202,9 @@ impl Browser {
             .to_string()
     }
 
-    /// Saves a PNG of the page when `HYPOD_SCREENSHOTS` names a folder.
+    /// Saves a PNG of the page when `UI_SCREENSHOTS` names a folder.
     fn screenshot(&self, name: &str) {
-        let Some(dir) = std::env::var_os("HYPOD_SCREENSHOTS").filter(|d| !d.is_empty()) else {
+        let Some(dir) = std::env::var_os("UI_SCREENSHOTS").filter(|d| !d.is_empty()) else {
             return;
         };
         let data = self.call(reqwest::Method::GET, "/screenshot", None);
