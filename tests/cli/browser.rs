@@ -183,6 +183,20 @@ impl Browser {
         self.call(reqwest::Method::POST, &format!("/element/{element}/click"), None);
     }
 
+    /// Clicks, then waits (up to 10 s) until the page's address contains `part`.
+    fn click_to(&self, css: &str, part: &str) {
+        self.click(css);
+        let started = Instant::now();
+        while !self.url().contains(part) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "clicking {css} did not lead to {part}: at {}",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn select(&self, css: &str, value: &str) {
         self.click(&format!("{css} option[value=\"{value}\"]"));
     }
@@ -289,10 +303,14 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     browser.screenshot("login");
     browser.type_into("#token", "hypod_not-a-token");
     browser.click("#sign-in");
+    let started = Instant::now();
+    while browser.find("#login-error").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no sign-in error shown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(browser.text("#login-error").contains("unknown or revoked"));
     browser.type_into("#token", setup.token("reviewer"));
-    browser.click("#sign-in");
-    assert!(browser.url().ends_with("/ui/queue"), "{}", browser.url());
+    browser.click_to("#sign-in", "/ui/queue");
     assert_eq!(browser.text("#who"), "rita · reviewer");
 
     // The hostile title is text: shown literally, no element made of it, no script run.
@@ -304,14 +322,14 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
 
     // Filters.
     browser.select("#filter-status", "blocked");
-    browser.click("#filter");
+    browser.click_to("#filter", "status=blocked");
     let statuses = browser.all_texts("#queue .status");
     assert!(!statuses.is_empty() && statuses.iter().all(|s| s == "blocked"), "{statuses:?}");
     browser.select("#filter-status", "pending_review");
     browser.type_into("#filter-q", "Free gift");
-    browser.click("#filter");
+    browser.click_to("#filter", "q=Free+gift");
     assert_eq!(browser.all_texts("#queue a.title"), [HOSTILE]);
-    browser.click("#queue a.title");
+    browser.click_to("#queue a.title", "/ui/proposals/");
     assert_eq!(browser.text("#title"), HOSTILE);
     assert!(browser.text("#hypothesis").contains("</table><h1>injected</h1>"));
     assert_eq!(browser.script("return document.querySelectorAll('h1').length"), 1);
@@ -333,7 +351,7 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     assert!(browser.text("#duration").ends_with("days"));
     browser.screenshot("proposal");
     browser.type_into("#approve-note", "strong evidence, small risk");
-    browser.click("#approve");
+    browser.click_to("#approve", "done=approve");
     assert_eq!(browser.text("#flash"), "Recorded: approve.");
     assert_eq!(browser.text("#status"), "approved");
     assert!(browser.all_texts("#history .review").iter().any(|r| r.contains("rita (reviewer) approve")));
@@ -341,7 +359,7 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     // Reject another, with a reason.
     browser.go(&format!("{site}/ui/proposals/{}", plain[1]));
     browser.type_into("#reject-reason", "overlaps the Q4 code freeze");
-    browser.click("#reject");
+    browser.click_to("#reject", "done=reject");
     assert_eq!(browser.text("#status"), "rejected");
     let stored = setup.hypod.ok(&["queue", "show", &plain[1], "--json"]).json();
     assert_eq!(stored["reviews"][0]["note"], "overlaps the Q4 code freeze");
@@ -353,10 +371,9 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     assert!(!browser.all_texts("#rules .mono").is_empty());
 
     // A viewer sees the proposal but no review forms.
-    browser.click("header button");
-    assert!(browser.url().ends_with("/ui/login"));
+    browser.click_to("header button", "/ui/login");
     browser.type_into("#token", setup.token("viewer"));
-    browser.click("#sign-in");
+    browser.click_to("#sign-in", "/ui/queue");
     browser.go(&format!("{site}/ui/proposals/{}", plain[2]));
     assert!(browser.find("#title").is_some());
     assert!(browser.find("#review-forms").is_none());

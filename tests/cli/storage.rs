@@ -243,11 +243,13 @@ async fn a_run_and_its_proposals_are_stored_together(db: Arc<TestDb>) {
         proposal("p-1", "run-1", "logged_in_repeat", 0.5),
         proposal("p-2", "run-1", "new_visitors", 0.9),
     ];
-    let record = run("run-1", now());
-    store
+    let mut record = run("run-1", now());
+    let head = store
         .record_run(&record, &proposals, Some(QueueMark(0)), None)
         .await
         .expect("record");
+    // The run is read back with the audit head its record published.
+    record.audit_head = Some(head);
     assert_eq!(
         store.list_runs(10).await.expect("runs"),
         vec![record.clone()]
@@ -259,7 +261,7 @@ async fn a_run_and_its_proposals_are_stored_together(db: Arc<TestDb>) {
         .expect("stored");
     assert_eq!(got, proposals[0], "a proposal comes back as it was stored");
     assert!(store.get_proposal("p-none").await.expect("get").is_none());
-    // One audit entry per proposal, then the run's.
+    // One audit entry per proposal, the policy set (new to the log), then the run.
     let audit = store.audit_log().await.expect("audit");
     let actions: Vec<(String, &str)> = audit
         .iter()
@@ -270,6 +272,7 @@ async fn a_run_and_its_proposals_are_stored_together(db: Arc<TestDb>) {
         vec![
             ("proposal.pending_review".to_string(), "p-1"),
             ("proposal.pending_review".to_string(), "p-2"),
+            ("policies.changed".to_string(), "p".repeat(64).as_str()),
             ("run.succeeded".to_string(), "run-1"),
         ]
     );
@@ -653,14 +656,15 @@ async fn the_audit_chain_holds_and_tampering_is_found(db: Arc<TestDb>) {
         .await
         .expect("approve");
     let audit = store.audit_log().await.expect("audit");
-    assert_eq!(audit.len(), 4);
+    // The import, the run's proposal, its policy set (the first logged), the run, the review.
+    assert_eq!(audit.len(), 5);
     assert_eq!(audit[0].prev_hash, "", "the chain starts empty");
     for pair in audit.windows(2) {
         assert_eq!(pair[1].prev_hash, pair[0].hash);
         assert!(pair[1].seq > pair[0].seq);
     }
     let ok = verify(store).await;
-    assert_eq!((ok.entries, ok.intact), (4, true), "{:?}", ok.problems);
+    assert_eq!((ok.entries, ok.intact), (5, true), "{:?}", ok.problems);
 
     db.execute("UPDATE audit_log SET detail = 'rewritten' WHERE seq = 2")
         .await;
@@ -702,7 +706,8 @@ async fn concurrent_writers_keep_one_audit_chain(db: Arc<TestDb>) {
         task.await.expect("a writer");
     }
     let audit = db.store().audit_log().await.expect("audit");
-    assert_eq!(audit.len(), 6 * 3);
+    // Per writer an import, a proposal and a run; once, the policy set the first run used.
+    assert_eq!(audit.len(), 6 * 3 + 1);
     let verified = verify(db.store()).await;
     assert!(
         verified.intact,
