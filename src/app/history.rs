@@ -1,7 +1,7 @@
 //! The use cases around the history and the installation: import, analyse, render the prompt
 //! the next run would send, verify the audit log, migrate, write a starter folder, and the demo.
 
-use super::{load_governance, open_store, AppError, AppResult};
+use super::{load_governance, open_store, open_store_read_only, AppError, AppResult};
 use crate::analysis::{self, AnalysisReport};
 use crate::config::Config;
 use crate::domain::Trigger;
@@ -91,7 +91,7 @@ pub async fn import(
 /// `analyze`: per-experiment statistics and program health, computed as they are written.
 pub async fn analyze(config: &Config) -> AppResult<AnalysisReport> {
     let governance = load_governance(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let experiments = store.load_experiments().await?;
     let settings = super::run::analysis_settings(config, &governance, crate::now());
     Ok(AnalysisReport::new(experiments, settings))
@@ -100,7 +100,7 @@ pub async fn analyze(config: &Config) -> AppResult<AnalysisReport> {
 /// `prompt render`: the exact messages the next run would send to the model.
 pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
     let governance = load_governance(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let now = crate::now();
     let super::run::Loaded {
         experiments,
@@ -127,7 +127,7 @@ pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
 
 /// `audit verify`: the number of entries when the hash chain holds.
 pub async fn verify_audit(config: &Config) -> AppResult<usize> {
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let entries = store.audit_log().await?;
     let result = crate::store::verify_chain(&entries);
     match result.broken_at {

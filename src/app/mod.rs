@@ -106,11 +106,88 @@ pub fn load_config(path: Option<&Path>) -> AppResult<Config> {
     Config::load(path).map_err(|e| AppError::config(e.to_string()))
 }
 
+/// Opens (creating and migrating if needed) the configured database for reading and writing.
+/// A SQLite file whose folder is missing or not writable is a configuration error that says
+/// which folder and why, before SQLite's "unable to open database file".
 pub async fn open_store(config: &Config) -> AppResult<Box<dyn Store>> {
+    if let Some(file) = config.sqlite_file() {
+        check_database_folder(&file)?;
+    }
     let url = config.database_url();
     store::open(&url)
         .await
         .map_err(|e| AppError::runtime(format!("cannot open the database {url}: {e}")))
+}
+
+/// Opens the configured database for the commands that only read (`queue list`, `queue show`,
+/// `export`, `analyze`, `audit verify`, `prompt render`, `policy explain`, `policy replay`):
+/// read-only, without migrating, so an auditor can inspect a read-only copy. A SQLite file that
+/// does not exist yet is created as before (an empty queue, not an error).
+pub async fn open_store_read_only(config: &Config) -> AppResult<Box<dyn Store>> {
+    let url = config.database_url();
+    match config.sqlite_file() {
+        Some(file) if !file.exists() => return open_store(config).await,
+        _ => {}
+    }
+    store::open_read_only(&url).await.map_err(|e| {
+        AppError::runtime(format!(
+            "cannot open the database {url} for reading: {e} (it must exist and be migrated: `hypod migrate`)"
+        ))
+    })
+}
+
+/// Says which folder and why when SQLite could not create or write the database `file`.
+fn check_database_folder(file: &Path) -> AppResult<()> {
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let problem = |why: String| {
+        AppError::config(format!(
+            "key `database.url`: cannot use the database {}: {why}",
+            file.display()
+        ))
+    };
+    match std::fs::metadata(&folder) {
+        Err(err) => {
+            return Err(problem(format!(
+                "its folder {} does not exist or cannot be read ({err}); create it or point database.url elsewhere",
+                folder.display()
+            )))
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(problem(format!("{} is not a folder", folder.display())))
+        }
+        Ok(_) => {}
+    }
+    if file.is_dir() {
+        return Err(problem("it is a folder, not a file".into()));
+    }
+    if file.exists() {
+        if let Err(err) = std::fs::OpenOptions::new().append(true).open(file) {
+            return Err(problem(format!(
+                "the file is not writable ({err}); the read-only commands (queue list, queue show, analyze, audit verify, export) work on it"
+            )));
+        }
+    }
+    // SQLite creates the database and its -wal and -shm files next to it: the folder must be
+    // writable even when the file is.
+    let probe = folder.join(format!(".hypod-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(problem(format!(
+            "its folder {} is not writable ({err}); SQLite writes the database and its -wal and -shm files there",
+            folder.display()
+        ))),
+    }
 }
 
 pub fn load_governance(config: &Config) -> AppResult<Governance> {

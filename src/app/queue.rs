@@ -2,7 +2,7 @@
 //! review history), approve or reject, and export approved proposals as drafts for an
 //! experimentation platform.
 
-use super::{open_store, AppError, AppResult};
+use super::{open_store, open_store_read_only, AppError, AppResult};
 use crate::analysis::ExperimentAnalysis;
 use crate::config::Config;
 use crate::domain::{
@@ -96,7 +96,7 @@ pub async fn list(
         moment,
         ..ProposalFilter::default()
     };
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     Ok(QueueList {
         proposals: store.list_proposals(&filter).await?,
     })
@@ -119,7 +119,7 @@ pub struct ProposalView {
 }
 
 pub async fn show(config: &Config, id: &str) -> AppResult<ProposalView> {
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let proposal = store
         .get_proposal(id)
         .await?
@@ -264,7 +264,7 @@ impl ExportDraft {
 
 /// `export`: the proposals with `status` as drafts.
 pub async fn export(config: &Config, status: ProposalStatus) -> AppResult<Vec<ExportDraft>> {
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let proposals = store
         .list_proposals(&ProposalFilter {
             status: Some(status),

@@ -265,6 +265,17 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     Ok(store)
 }
 
+/// Opens the database a URL names for reading only: no migration and nothing created (SQLite
+/// `mode=ro`, PostgreSQL read-only transactions), so the read-only commands work on a
+/// read-only copy. The database must exist and be migrated.
+pub async fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Box::new(sqlite::SqliteStore::connect_read_only(url).await?),
+        Some(Backend::Postgres) => Box::new(postgres::PostgresStore::connect_read_only(url).await?),
+        None => return Err(StoreError::UnsupportedUrl(url.to_string())),
+    })
+}
+
 /// Checks the audit chain entry by entry.
 pub fn verify_chain(entries: &[AuditEntry]) -> AuditVerification {
     let mut prev = String::new();

@@ -48,6 +48,14 @@ impl PostgresStore {
         PostgresStore::connect_with(PgConnectOptions::from_str(url)?).await
     }
 
+    /// Connects with every transaction read-only (`default_transaction_read_only`), for the
+    /// commands that only read.
+    pub async fn connect_read_only(url: &str) -> Result<PostgresStore, StoreError> {
+        let options =
+            PgConnectOptions::from_str(url)?.options([("default_transaction_read_only", "on")]);
+        PostgresStore::connect_with(options).await
+    }
+
     pub async fn connect_with(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)

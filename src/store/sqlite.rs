@@ -53,6 +53,34 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// Opens an existing database for reading only (`mode=ro`): nothing is created, migrated or
+    /// written, so it works on a read-only copy. When SQLite cannot even create its shared-memory
+    /// file next to a WAL database (a read-only folder), the file is opened as immutable.
+    pub async fn connect_read_only(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(false)
+            .read_only(true)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        match SqliteStore::open_and_read(options.clone()).await {
+            Ok(store) => Ok(store),
+            Err(_) => SqliteStore::open_and_read(options.immutable(true)).await,
+        }
+    }
+
+    /// Opens a small pool and reads once: opening is lazy about the file's contents, so a file
+    /// that is not a database (or a WAL file SQLite cannot share) fails here.
+    async fn open_and_read(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&pool)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
     /// A write transaction holding the database's write lock from the start.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
