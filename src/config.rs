@@ -282,10 +282,14 @@ impl Config {
             .map_err(|e| {
                 let key = e.path().to_string();
                 // A value that came from the environment is the variable's fault, not the file's.
-                match from_env
-                    .iter()
-                    .find(|(path, _)| key.starts_with(path.as_str()))
-                {
+                // (An unknown key is reported at its section, with the key in the message.)
+                let inner = e.inner().to_string();
+                match from_env.iter().find(|(path, _)| {
+                    key.starts_with(path.as_str())
+                        || path.rsplit_once('.').is_some_and(|(section, field)| {
+                            section == key && inner.contains(&format!("`{field}`"))
+                        })
+                }) {
                     Some((_, var)) => ConfigError::Env {
                         var: var.clone(),
                         message: format!("key `{key}`: {}", e.inner()),
@@ -703,6 +707,7 @@ mod tests {
             ("HYPOD_NOSUCH__KEY", "1"),
             ("HYPOD_PROPOSER__MAX_PROPOSALS", "0"),
             ("HYPOD_PROPOSER__KIND", "magic"),
+            ("HYPOD_PROPOSER__MAX_PROPOSAL", "3"),
         ] {
             let err = Config::load_with_env(None, &env(&[(var, value)]))
                 .unwrap_err()

@@ -26,6 +26,13 @@ fn cases() -> usize {
         .unwrap_or(DEFAULT_CASES)
 }
 
+/// Prints what a target did (shown with `--nocapture`): how many inputs were accepted.
+fn report(target: &str, accepted: usize, total: usize) {
+    eprintln!(
+        "fuzz {target}: {total} inputs, {accepted} accepted, the others refused with an error"
+    );
+}
+
 fn rng(target: u64) -> StdRng {
     let seed = std::env::var("HYPOD_FUZZ_SEED")
         .ok()
@@ -352,6 +359,7 @@ fn fuzz_importers() {
                e1,\"A, quoted\",search,conversion_rate,concluded,a|b,1|1,2025-01-01,2025-01-02,2025-01-20,2025-01-21,t,false,100,7,7,700,80000\n";
     let mut json = Mutator::new(1, JSON_TOKENS);
     let mut table = Mutator::new(2, CSV_TOKENS);
+    let mut accepted = 0;
     for case in 0..cases() {
         let (seed, other) = match case % 3 {
             0 => (ndjson.as_str(), array.as_str()),
@@ -369,9 +377,10 @@ fn fuzz_importers() {
             Some(Format::JsonArray),
             Some(Format::Csv),
         ] {
-            let report = import::parse_bytes("fuzz", format, &bytes);
+            let parsed = import::parse_bytes("fuzz", format, &bytes);
+            accepted += usize::from(parsed.problems.is_empty());
             // What is accepted is what validation accepts, and every problem names its source.
-            for experiment in &report.experiments {
+            for experiment in &parsed.experiments {
                 let value = serde_json::to_value(experiment).expect("serialisable");
                 assert!(
                     import::experiment_from_value(value).is_ok(),
@@ -379,9 +388,10 @@ fn fuzz_importers() {
                     String::from_utf8_lossy(&bytes)
                 );
             }
-            assert!(report.problems.iter().all(|p| p.source == "fuzz"));
+            assert!(parsed.problems.iter().all(|p| p.source == "fuzz"));
         }
     }
+    report("importers", accepted, cases() * 4);
 }
 
 #[test]
@@ -397,25 +407,30 @@ fn fuzz_model_answers() {
     let catalog = sample::default_catalog().expect("shipped catalog");
     let refs = crate::validate::References::new(&history.experiments, &catalog);
     let mut mutator = Mutator::new(3, JSON_TOKENS);
+    let mut accepted = 0;
     for case in 0..cases() {
         let seed = if case % 2 == 0 { &answer } else { &fenced };
         let text = mutator.mutate_text(seed, draft);
         if let Ok(items) = crate::proposer::openai::response::parse_answer(&text) {
             for item in &items {
-                let _ = crate::proposer::openai::response::check_item(item, &refs);
+                accepted +=
+                    usize::from(crate::proposer::openai::response::check_item(item, &refs).is_ok());
                 let _ = crate::proposer::openai::response::bounded_copy(item);
             }
         }
     }
+    report("model answers (drafts)", accepted, cases());
 }
 
 #[test]
 fn fuzz_catalog() {
     let seed = sample::DEFAULT_CATALOG;
     let mut mutator = Mutator::new(4, TOML_TOKENS);
+    let mut accepted = 0;
     for _ in 0..cases() {
         let text = mutator.mutate_text(seed, seed);
         if let Ok(catalog) = Catalog::parse("catalog.toml", &text) {
+            accepted += 1;
             // A catalog that loads is usable: numbers finite, shares in [0, 1].
             assert!(catalog.default_conversion_value.is_finite());
             for segment in &catalog.segments {
@@ -424,6 +439,7 @@ fn fuzz_catalog() {
             let _ = RunInputs::new(&catalog, &sample::sample_program());
         }
     }
+    report("catalog", accepted, cases());
 }
 
 #[test]
@@ -454,6 +470,7 @@ fn fuzz_policies() {
         "size(proposal.rationale) > 10 && proposal.evidence.size() > 0",
     ];
     let mut checked = 0;
+    let mut accepted = 0;
     for case in 0..cases() {
         let (name, text) = &files[case % files.len()];
         let sources = if case % 2 == 0 {
@@ -468,6 +485,7 @@ fn fuzz_policies() {
             )]
         };
         if let Ok(set) = PolicySet::from_sources(sources, None) {
+            accepted += 1;
             let _ = set.evaluate(&context);
             // `policy check` evaluates against every sample: now and then.
             if checked < cases() / 10 {
@@ -476,6 +494,7 @@ fn fuzz_policies() {
             }
         }
     }
+    report("policies", accepted, cases());
 }
 
 #[test]
@@ -498,6 +517,7 @@ fn fuzz_configuration() {
         "HYPOD_GOVERNANCE__APPROVALS_REQUIRED",
         "HYPOD_NOW",
     ];
+    let mut accepted = 0;
     let env_seeds = [
         "8",
         "0.05",
@@ -517,10 +537,12 @@ fn fuzz_configuration() {
             vec![(var.to_string(), value)]
         };
         if let Ok(config) = Config::load_with_env(Some(&path), &env) {
+            accepted += 1;
             let _ = config.database_url();
             let _ = config.sqlite_file();
             let _ =
                 crate::schedule::Schedule::parse(&config.schedule.cron, &config.schedule.timezone);
         }
     }
+    report("configuration", accepted, cases());
 }

@@ -161,10 +161,9 @@ fn line_of(text: &str, path: &[Step]) -> Option<usize> {
                     span = name.span();
                     value
                 }),
-            (Step::Index(i), _, Some(DeValue::Array(items))) => items.as_ref().get(*i).map(|v| {
-                span = v.span();
-                v
-            }),
+            (Step::Index(i), _, Some(DeValue::Array(items))) => {
+                items.as_ref().get(*i).inspect(|v| span = v.span())
+            }
             _ => None,
         };
         let Some(next) = next else { break };
@@ -260,7 +259,7 @@ impl Catalog {
                         RENDERINGS.join(", ")
                     ),
                 );
-            } else if !budget.is_finite() || *budget < 0.0 || *budget > MAX_LATENCY_BUDGET_MS {
+            } else if !(0.0..=MAX_LATENCY_BUDGET_MS).contains(budget) {
                 problem(
                     path,
                     format!(
@@ -278,7 +277,7 @@ impl Catalog {
             }
         }
         let value = self.default_conversion_value;
-        if !value.is_finite() || value < 0.0 || value > MAX_CONVERSION_VALUE {
+        if !(0.0..=MAX_CONVERSION_VALUE).contains(&value) {
             problem(
                 vec![key("default_conversion_value")],
                 format!(
