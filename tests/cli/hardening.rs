@@ -378,6 +378,17 @@ fn configuration_mistakes_are_named() {
         "{}",
         ran.stderr
     );
+    // A database folder that cannot be written (sysfs refuses new files, even to root).
+    if Path::new("/sys").is_dir() {
+        let hypod = Hypod::with_database("sqlite:///sys/hypod-test.db");
+        let ran = hypod.run(&["import", SAMPLE]);
+        assert_eq!(ran.code, Some(2), "{}", said(&ran));
+        assert!(
+            ran.stderr.contains("its folder /sys is not writable"),
+            "{}",
+            ran.stderr
+        );
+    }
     // An environment value with trailing text.
     let hypod = Hypod::new();
     for (var, value) in [
@@ -447,9 +458,21 @@ fn read_only_commands_work_on_a_read_only_copy() {
     let audit = tempfile::tempdir().unwrap();
     let copy = audit.path().join("copy.db");
     std::fs::copy(hypod.path().join("hypod.db"), &copy).unwrap();
-    let mut permissions = std::fs::metadata(&copy).unwrap().permissions();
-    permissions.set_readonly(true);
-    std::fs::set_permissions(&copy, permissions).unwrap();
+    // The write-ahead log holds what the last writer has not checkpointed yet: it belongs to
+    // the copy (read-only too).
+    let wal = hypod.path().join("hypod.db-wal");
+    let copies = if wal.exists() {
+        let copied_wal = audit.path().join("copy.db-wal");
+        std::fs::copy(&wal, &copied_wal).unwrap();
+        vec![copy.clone(), copied_wal]
+    } else {
+        vec![copy.clone()]
+    };
+    for file in &copies {
+        let mut permissions = std::fs::metadata(file).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(file, permissions).unwrap();
+    }
     let before = digest(&copy);
     let reader = Hypod::with_database(&format!("sqlite://{}", copy.display()));
     for args in [
