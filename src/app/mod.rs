@@ -129,10 +129,11 @@ pub async fn open_store_read_only(config: &Config) -> AppResult<Box<dyn Store>> 
         Some(file) if !file.exists() => return open_store(config).await,
         _ => {}
     }
-    store::open_read_only(&url).await.map_err(|e| {
-        AppError::runtime(format!(
-            "cannot open the database {url} for reading: {e} (it must exist and be migrated: `hypod migrate`)"
-        ))
+    store::open_read_only(&url).await.map_err(|e| match e {
+        store::StoreError::NotMigrated { .. } => AppError::runtime(format!("{url}: {e}")),
+        other => AppError::runtime(format!(
+            "cannot open the database {url} for reading: {other}"
+        )),
     })
 }
 

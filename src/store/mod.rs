@@ -37,6 +37,10 @@ pub enum StoreError {
     Review(#[from] crate::domain::ReviewError),
     #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]
     LeaseLost { slot: String },
+    /// A read-only open found a database its migrations have not fully reached (read-only
+    /// commands never migrate).
+    #[error("the database is at migration {have}, this hypod needs {need}: run `hypod migrate` (or any writing command) first; read-only commands never migrate")]
+    NotMigrated { have: i64, need: i64 },
 }
 
 /// One notification waiting in the outbox: the run it is about.
@@ -275,6 +279,24 @@ pub async fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
         None => return Err(StoreError::UnsupportedUrl(url.to_string())),
     })
 }
+
+/// [`StoreError::NotMigrated`] unless the latest migration applied (`applied`, `None` when
+/// there is none or no migration table) is the latest this build knows.
+pub(crate) fn check_migrated(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let need = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let have = applied.unwrap_or(0);
+    if have < need {
+        Err(StoreError::NotMigrated { have, need })
+    } else {
+        Ok(())
+    }
+}
+
+/// The latest successful migration, as sqlx records it (`None` without its table).
+const LATEST_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
 
 /// Checks the audit chain entry by entry.
 pub fn verify_chain(entries: &[AuditEntry]) -> AuditVerification {

@@ -53,7 +53,13 @@ impl PostgresStore {
     pub async fn connect_read_only(url: &str) -> Result<PostgresStore, StoreError> {
         let options =
             PgConnectOptions::from_str(url)?.options([("default_transaction_read_only", "on")]);
-        PostgresStore::connect_with(options).await
+        let store = PostgresStore::connect_with(options).await?;
+        let applied: Option<i64> = sqlx::query_scalar(super::LATEST_MIGRATION)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(None);
+        super::check_migrated(applied, &sqlx::migrate!("./migrations/postgres"))?;
+        Ok(store)
     }
 
     pub async fn connect_with(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {

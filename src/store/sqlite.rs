@@ -62,10 +62,16 @@ impl SqliteStore {
             .read_only(true)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        match SqliteStore::open_and_read(options.clone()).await {
-            Ok(store) => Ok(store),
-            Err(_) => SqliteStore::open_and_read(options.immutable(true)).await,
-        }
+        let store = match SqliteStore::open_and_read(options.clone()).await {
+            Ok(store) => store,
+            Err(_) => SqliteStore::open_and_read(options.immutable(true)).await?,
+        };
+        let applied: Option<i64> = sqlx::query_scalar(super::LATEST_MIGRATION)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(None);
+        super::check_migrated(applied, &sqlx::migrate!("./migrations/sqlite"))?;
+        Ok(store)
     }
 
     /// Opens a small pool and reads once: opening is lazy about the file's contents, so a file

@@ -491,3 +491,25 @@ fn read_only_commands_work_on_a_read_only_copy() {
         "a read-only command changed the file"
     );
 }
+
+#[test]
+fn read_only_commands_never_migrate_and_say_so() {
+    let hypod = Hypod::new();
+    // An empty file is an empty SQLite database: no table, no migration.
+    std::fs::write(hypod.path().join("hypod.db"), b"").unwrap();
+    let ran = hypod.run(&["queue", "list"]);
+    assert_eq!(ran.code, Some(1), "{}", said(&ran));
+    assert!(
+        ran.stderr.contains("is at migration 0") && ran.stderr.contains("run `hypod migrate`"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(hypod.path().join("hypod.db"))
+            .unwrap()
+            .len(),
+        0
+    );
+    hypod.ok(&["migrate"]);
+    hypod.ok(&["queue", "list"]);
+}
