@@ -548,3 +548,148 @@ fn fuzz_configuration() {
     }
     report("configuration", accepted, cases());
 }
+
+/// Random well-formed CEL: the mutation target mostly exercises the parser, this one the
+/// interpreter (overflows, conversions, regexes, macros over the context's lists, the cost
+/// meter), through the same loading and evaluation a run uses.
+struct CelGenerator {
+    rng: StdRng,
+}
+
+impl CelGenerator {
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.rng.random_range(0..items.len())]
+    }
+
+    fn expr(&mut self, depth: usize, bound: &[&str]) -> String {
+        const LEAVES: &[&str] = &[
+            "0",
+            "1",
+            "-1",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "1u",
+            "18446744073709551615u",
+            "0.0",
+            "-0.5",
+            "1e308",
+            "'a'",
+            "''",
+            "'2026-01-01T00:00:00Z'",
+            "'1h'",
+            "b'x'",
+            "true",
+            "false",
+            "null",
+            "[]",
+            "{}",
+            "now",
+            "proposal.title",
+            "proposal.expected_relative_lift",
+            "proposal.signals",
+            "proposal.evidence",
+            "proposal.duplicate_of",
+            "proposal.risk",
+            "proposal.moment",
+            "catalog.segment_names",
+            "catalog.segments",
+            "catalog.latency_budget_ms",
+            "catalog.commercial_kpis",
+            "program.maturity_stage",
+            "program.proven_rate",
+            "queue",
+        ];
+        if depth == 0 || self.rng.random_range(0..4) == 0 {
+            if !bound.is_empty() && self.rng.random_range(0..3) == 0 {
+                return bound[self.rng.random_range(0..bound.len())].to_string();
+            }
+            return self.pick(LEAVES).to_string();
+        }
+        let d = depth - 1;
+        match self.rng.random_range(0..9) {
+            0 => {
+                let op = self.pick(&["!", "-"]);
+                format!("{op}({})", self.expr(d, bound))
+            }
+            1 | 2 => {
+                let op = self.pick(&[
+                    "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "in",
+                ]);
+                format!("({} {op} {})", self.expr(d, bound), self.expr(d, bound))
+            }
+            3 => format!(
+                "({} ? {} : {})",
+                self.expr(d, bound),
+                self.expr(d, bound),
+                self.expr(d, bound)
+            ),
+            4 => {
+                let f = self.pick(&[
+                    "size",
+                    "int",
+                    "uint",
+                    "double",
+                    "string",
+                    "bytes",
+                    "timestamp",
+                    "duration",
+                    "dyn",
+                    "type",
+                ]);
+                format!("{f}({})", self.expr(d, bound))
+            }
+            5 => {
+                let m = self.pick(&["matches", "startsWith", "endsWith", "contains"]);
+                let arg = if m == "matches" {
+                    self.pick(&["'(a+)+$'", "'['", "'.*'", "'^\\\\d{1,1000}$'"])
+                        .to_string()
+                } else {
+                    self.expr(d, bound)
+                };
+                format!("{}.{m}({arg})", self.expr(d, bound))
+            }
+            6 => {
+                let var = ["x", "y", "z"][bound.len().min(2)];
+                let mut inner: Vec<&str> = bound.to_vec();
+                inner.push(var);
+                let m = self.pick(&["all", "exists", "exists_one", "map", "filter"]);
+                format!(
+                    "{}.{m}({var}, {})",
+                    self.expr(d, bound),
+                    self.expr(d, &inner)
+                )
+            }
+            7 => format!("{}[{}]", self.expr(d, bound), self.expr(d, bound)),
+            _ => format!("[{}, {}]", self.expr(d, bound), self.expr(d, bound)),
+        }
+    }
+}
+
+#[test]
+fn fuzz_cel_evaluation() {
+    let catalog = sample::default_catalog().expect("shipped catalog");
+    let run = RunInputs::new(&catalog, &sample::sample_program());
+    let draft = sample::sample_draft();
+    let enrichment = sample::sample_enrichment_populated();
+    let mut queue = QueueCounts::default();
+    queue.record_queued(&draft);
+    let context = PolicyContext::for_run(&run, &draft, &enrichment, &queue, chrono::Utc::now());
+    let mut generator = CelGenerator { rng: rng(9) };
+    let (mut compiled, mut evaluated) = (0, 0);
+    for _ in 0..cases() {
+        let depth = generator.rng.random_range(1..6);
+        let expr = toml::Value::String(generator.expr(depth, &[]));
+        let file = format!(
+            "[[rule]]\nid = \"gen\"\neffect = \"deny\"\nexpr = {expr}\nmessage = \"{{{{ {expr_msg} }}}}\"\n",
+            expr_msg = "proposal.title"
+        );
+        if let Ok(set) = PolicySet::from_sources(vec![("gen.toml".to_string(), file)], None) {
+            compiled += 1;
+            evaluated += usize::from(set.evaluate(&context).is_ok());
+        }
+    }
+    eprintln!(
+        "fuzz cel evaluation: {} generated, {compiled} compiled, {evaluated} evaluated to a verdict, the others refused with an error",
+        cases()
+    );
+}
