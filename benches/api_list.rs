@@ -26,8 +26,11 @@ fn env_number(name: &str, default: usize) -> usize {
 }
 
 fn draft() -> ProposalDraft {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/draft.json"))
-        .expect("the draft fixture");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/draft.json"
+    ))
+    .expect("the draft fixture");
     serde_json::from_str(&text).expect("a draft")
 }
 
@@ -117,7 +120,10 @@ fn wrk(url: &str, token: Option<&str>, connections: usize, seconds: usize) -> (f
     if let Some(token) = token {
         command.args(["-H", &format!("Authorization: Bearer {token}")]);
     }
-    let output = command.arg(url).output().expect("run wrk (apt install wrk)");
+    let output = command
+        .arg(url)
+        .output()
+        .expect("run wrk (apt install wrk)");
     let text = String::from_utf8_lossy(&output.stdout);
     let rps = text
         .lines()
@@ -160,7 +166,10 @@ fn measure(backend: &str, url: &str, dir: &std::path::Path) {
             .expect("open the database");
         seed(store.as_ref(), count).await
     });
-    eprintln!("{backend}: {count} proposals seeded in {:.1} s", seeding.elapsed().as_secs_f64());
+    eprintln!(
+        "{backend}: {count} proposals seeded in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
     let config = dir.join("hypod.toml");
     std::fs::write(
         &config,
@@ -178,14 +187,24 @@ fn measure(backend: &str, url: &str, dir: &std::path::Path) {
     let addr = loop {
         match lines.next() {
             Some(Ok(line)) if line.contains("listening on http://") => {
-                break line.rsplit("http://").next().unwrap_or_default().trim().to_string()
+                break line
+                    .rsplit("http://")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
             }
             Some(Ok(_)) => {}
             other => panic!("hypod serve did not start: {other:?}"),
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let hello = wrk(&format!("http://{addr}/healthz"), None, connections, seconds);
+    let hello = wrk(
+        &format!("http://{addr}/healthz"),
+        None,
+        connections,
+        seconds,
+    );
     let list = wrk(
         &format!("http://{addr}/api/v1/proposals?limit=50"),
         Some(&token),

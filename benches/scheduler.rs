@@ -77,7 +77,9 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = runtime.block_on(hypod::store::open(&url, bench_key())).expect("SQLite");
+    let store = runtime
+        .block_on(hypod::store::open(&url, bench_key()))
+        .expect("SQLite");
     report("sqlite", runtime.block_on(measure(store.as_ref(), slots)));
 
     let server = std::env::var("HYPOD_TEST_DATABASE_URL")

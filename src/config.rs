@@ -252,12 +252,14 @@ pub struct Config {
 
 const ENV_PREFIX: &str = "HYPOD_";
 /// Environment variables that are not configuration overrides.
-const ENV_NOT_KEYS: [&str; 5] = [
+const ENV_NOT_KEYS: [&str; 7] = [
     "HYPOD_AUDIT_KEY",
     "HYPOD_CONFIG",
     "HYPOD_LOG",
     "HYPOD_NOW",
     "HYPOD_TEST_DATABASE_URL",
+    "HYPOD_FUZZ_CASES",
+    "HYPOD_FUZZ_SEED",
 ];
 
 impl Config {
@@ -307,7 +309,7 @@ impl Config {
             path: name.clone(),
             message: e.to_string(),
         })?;
-        apply_env(&mut table, env)?;
+        let from_env = apply_env(&mut table, env)?;
         // The fixed clock of reproducible runs: a value that does not parse must not quietly
         // become the real clock.
         if let Some((_, value)) = env.iter().find(|(var, _)| var == "HYPOD_NOW") {
@@ -327,9 +329,26 @@ impl Config {
             .and_then(|g| g.get("policies"))
             .is_some();
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Invalid {
-                path: name.clone(),
-                message: format!("key `{}`: {}", e.path(), e.inner()),
+            .map_err(|e| {
+                let key = e.path().to_string();
+                // A value that came from the environment is the variable's fault, not the file's.
+                // (An unknown key is reported at its section, with the key in the message.)
+                let inner = e.inner().to_string();
+                match from_env.iter().find(|(path, _)| {
+                    key.starts_with(path.as_str())
+                        || path.rsplit_once('.').is_some_and(|(section, field)| {
+                            section == key && inner.contains(&format!("`{field}`"))
+                        })
+                }) {
+                    Some((_, var)) => ConfigError::Env {
+                        var: var.clone(),
+                        message: format!("key `{key}`: {}", e.inner()),
+                    },
+                    None => ConfigError::Invalid {
+                        path: name.clone(),
+                        message: format!("key `{key}`: {}", e.inner()),
+                    },
+                }
             })?;
         config.base_dir = file
             .as_ref()
@@ -338,9 +357,21 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         config.source = file;
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: name.clone(),
-            message,
+        config.validate().map_err(|message| {
+            // Name the variable when the key the message is about was set by one.
+            match from_env
+                .iter()
+                .find(|(path, _)| message.starts_with(&format!("key `{path}`")))
+            {
+                Some((_, var)) => ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                },
+                None => ConfigError::Invalid {
+                    path: name.clone(),
+                    message,
+                },
+            }
         })?;
         if policies_named && !config.policies_dir().is_dir() {
             return Err(ConfigError::Invalid {
@@ -363,12 +394,7 @@ impl Config {
                 self.database.url
             ));
         }
-        if !self.database.url.starts_with("sqlite:") && !self.database.url.starts_with("postgres") {
-            return Err(format!(
-                "key `database.url`: {:?} is not a sqlite:// or postgres:// URL",
-                self.database.url
-            ));
-        }
+        check_database_url(&self.database.url)?;
         if self.proposer.max_proposals == 0 || self.proposer.max_proposals > 100 {
             return Err("key `proposer.max_proposals`: must be between 1 and 100".into());
         }
@@ -448,13 +474,11 @@ impl Config {
         }
     }
 
-    /// The database URL with a relative SQLite path resolved against the configuration's directory.
+    /// The database URL with a relative SQLite path (`sqlite://h.db` or `sqlite:h.db`) resolved
+    /// against the configuration's directory.
     pub fn database_url(&self) -> String {
         let url = &self.database.url;
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let (path, query) = rest
-                .split_once('?')
-                .map_or((rest, None), |(p, q)| (p, Some(q)));
+        if let Some((path, query)) = sqlite_path_and_query(url) {
             if path != ":memory:" && !path.is_empty() && !Path::new(path).is_absolute() {
                 let resolved = self.base_dir.join(path);
                 return match query {
@@ -466,14 +490,98 @@ impl Config {
         url.clone()
     }
 
+    /// The SQLite database file the configuration names, resolved; `None` for PostgreSQL.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let (path, _) = sqlite_path_and_query(&url)?;
+        (!path.is_empty()).then(|| PathBuf::from(path))
+    }
+
     pub fn policies_dir(&self) -> PathBuf {
         self.resolve(&self.governance.policies)
     }
 }
 
-/// Applies `HYPOD_SECTION__KEY=value` overrides. The value is read as a TOML value when it
-/// parses as one (numbers, booleans, arrays), otherwise as a string.
-fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+/// `sqlite://PATH?QUERY` or `sqlite:PATH?QUERY` as (PATH, QUERY).
+fn sqlite_path_and_query(url: &str) -> Option<(&str, Option<&str>)> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(
+        rest.split_once('?')
+            .map_or((rest, None), |(p, q)| (p, Some(q))),
+    )
+}
+
+/// A database URL must name a backend hypod has and parse as that backend's URL.
+fn check_database_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    if url.starts_with("sqlite:") {
+        let (path, _) = sqlite_path_and_query(url).unwrap_or(("", None));
+        if path.is_empty() {
+            return Err(format!(
+                "key `database.url`: {url:?} names no file; use sqlite://PATH (relative to the configuration file's folder)"
+            ));
+        }
+        sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_err(|e| format!("key `database.url`: {url:?} is not a valid SQLite URL: {e}"))?;
+        Ok(())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| {
+            format!("key `database.url`: {url:?} is not a valid PostgreSQL URL: {e}")
+        })?;
+        Ok(())
+    } else {
+        Err(format!(
+            "key `database.url`: {url:?} is not a sqlite:// or postgres:// URL"
+        ))
+    }
+}
+
+/// Parses an environment override as a whole value of the type the key has (the type of its
+/// default): a number is a number and nothing else (`8abc` or `8 # comment` is refused, never
+/// cut to 8), a boolean is `true` or `false`, a list is a TOML array, and a string is the value
+/// as it is.
+fn env_value(raw: &str, default: Option<&toml::Value>) -> Result<toml::Value, String> {
+    use std::str::FromStr;
+    let trimmed = raw.trim();
+    match default {
+        Some(toml::Value::Integer(_)) => trimmed
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, found {raw:?}")),
+        Some(toml::Value::Float(_)) => match trimmed.parse::<f64>() {
+            Ok(number) if number.is_finite() => Ok(toml::Value::Float(number)),
+            _ => Err(format!("expected a finite number, found {raw:?}")),
+        },
+        Some(toml::Value::Boolean(_)) => match trimmed {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, found {raw:?}")),
+        },
+        Some(toml::Value::Array(_)) => match toml::Value::from_str(trimmed) {
+            Ok(value @ toml::Value::Array(_)) => Ok(value),
+            _ => Err(format!(
+                "expected a TOML array such as [\"a\", \"b\"], found {raw:?}"
+            )),
+        },
+        Some(toml::Value::Table(_)) => Err("is a section, not a value".into()),
+        // Strings (and keys without a default, all of them text) are taken as they are.
+        _ => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+/// Applies `HYPOD_SECTION__KEY=value` overrides, each parsed as a whole value of its key's
+/// type ([`env_value`]). Returns which variable set which key (`section.key`).
+fn apply_env(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let defaults = match toml::Value::try_from(Config::default()) {
+        Ok(toml::Value::Table(defaults)) => defaults,
+        _ => toml::Table::new(),
+    };
+    let mut applied = Vec::new();
     for (var, raw) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -489,10 +597,23 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             });
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let Some(section_defaults) = defaults.get(&section).and_then(toml::Value::as_table) else {
+            let mut sections: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            sections.sort_unstable();
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: format!(
+                    "there is no section `{section}`; the sections are {}",
+                    sections.join(", ")
+                ),
+            });
+        };
+        let value =
+            env_value(raw, section_defaults.get(&key)).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message: format!("key `{section}.{key}`: {message}"),
+            })?;
+        applied.push((format!("{section}.{key}"), var.clone()));
         let entry = table
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -508,7 +629,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             }
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -634,5 +755,79 @@ mod tests {
             config.database_url(),
             format!("sqlite://{}", dir.path().join("q.db").display())
         );
+    }
+
+    /// An override is a whole value of its key's type, or an error naming the variable.
+    #[test]
+    fn env_values_are_whole_or_refused() {
+        for (var, value) in [
+            ("HYPOD_PROPOSER__MAX_PROPOSALS", "8abc"),
+            ("HYPOD_PROPOSER__MAX_PROPOSALS", "8 # eight"),
+            ("HYPOD_PROPOSER__MAX_PROPOSALS", "8\nper_moment = 1"),
+            ("HYPOD_ANALYSIS__ALPHA", "nan"),
+            ("HYPOD_ANALYSIS__ALPHA", "0.05 0.1"),
+            ("HYPOD_SCHEDULE__LEASE_SECONDS", "true"),
+            ("HYPOD_NOSUCH__KEY", "1"),
+            ("HYPOD_PROPOSER__MAX_PROPOSALS", "0"),
+            ("HYPOD_PROPOSER__KIND", "magic"),
+            ("HYPOD_PROPOSER__MAX_PROPOSAL", "3"),
+        ] {
+            let err = Config::load_with_env(None, &env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("environment variable {var}:")),
+                "{var}={value:?}: {err}"
+            );
+        }
+        let config = Config::load_with_env(
+            None,
+            &env(&[
+                ("HYPOD_PROPOSER__MAX_PROPOSALS", " 5 "),
+                ("HYPOD_ANALYSIS__ALPHA", "1e-2"),
+                ("HYPOD_ANALYSIS__POWER", "0.9"),
+                ("HYPOD_LLM__MODEL", "qwen 2.5 # not a comment"),
+                ("HYPOD_LLM__TIMEOUT_SECONDS", "600"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.proposer.max_proposals, 5);
+        assert_eq!(config.analysis.alpha, 0.01);
+        assert_eq!(config.llm.model, "qwen 2.5 # not a comment");
+    }
+
+    #[test]
+    fn database_urls_are_checked_for_their_backend_and_resolved() {
+        for url in [
+            "mysql://x@y/z",
+            "sqlite:",
+            "sqlite://",
+            "postgres://user@localhost:notaport/db",
+        ] {
+            let err = Config::load_with_env(None, &env(&[("HYPOD_DATABASE__URL", url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("HYPOD_DATABASE__URL") && err.contains("database.url"),
+                "{url}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        for url in ["sqlite:h.db", "sqlite://h.db", "sqlite:h.db?mode=rwc"] {
+            std::fs::write(&path, format!("[database]\nurl = \"{url}\"\n")).unwrap();
+            let config = Config::load_with_env(Some(&path), &[]).unwrap();
+            assert!(
+                config
+                    .database_url()
+                    .starts_with(&format!("sqlite://{}", dir.path().join("h.db").display())),
+                "{url}: {}",
+                config.database_url()
+            );
+            assert_eq!(config.sqlite_file(), Some(dir.path().join("h.db")));
+        }
+        std::fs::write(&path, "[database]\nurl = \"sqlite:///abs/h.db\"\n").unwrap();
+        let config = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(config.sqlite_file(), Some(PathBuf::from("/abs/h.db")));
     }
 }

@@ -21,6 +21,10 @@ pub mod server;
 pub mod store;
 pub mod validate;
 
+/// Bounded fuzzing of every input (tests only).
+#[cfg(test)]
+mod fuzz;
+
 /// The current time, or the instant in `HYPOD_NOW` (RFC 3339) when it is set: a fixed clock for
 /// reproducible runs and the snapshot tests.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

@@ -197,12 +197,8 @@ pub fn principal_from_proxy(
     user: &str,
     groups: &str,
 ) -> AppResult<Principal> {
-    let user = Identity::parse(user).map_err(|e| {
-        AppError::new(
-            ErrorKind::Unauthenticated,
-            format!("X-Forwarded-User: {e}"),
-        )
-    })?;
+    let user = Identity::parse(user)
+        .map_err(|e| AppError::new(ErrorKind::Unauthenticated, format!("X-Forwarded-User: {e}")))?;
     let groups: Vec<&str> = groups
         .split(',')
         .map(str::trim)
@@ -234,8 +230,7 @@ pub fn principal_from_proxy(
 /// The principal a command-line review names with `--as USER`: a user who holds a live token,
 /// in the highest role among their tokens. The shell cannot declare a role of its own.
 pub async fn cli_principal(store: &dyn Store, user: &str) -> AppResult<Principal> {
-    let user = Identity::parse(user)
-        .map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
+    let user = Identity::parse(user).map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
     let role = store
         .list_tokens()
         .await?
@@ -296,8 +291,8 @@ mod tests {
     #[test]
     fn proxy_groups_give_the_highest_role_and_unknown_groups_none() {
         let groups = ProxyGroups::default();
-        let p = principal_from_proxy(&groups, " Ada ", "staff, hypod-reviewers,hypod-admins")
-            .unwrap();
+        let p =
+            principal_from_proxy(&groups, " Ada ", "staff, hypod-reviewers,hypod-admins").unwrap();
         assert_eq!((p.user.as_str(), p.role), ("ada", Role::Admin));
         let none = principal_from_proxy(&groups, "ada", "staff");
         assert_eq!(none.map_err(|e| e.kind), Err(ErrorKind::Forbidden));

@@ -28,13 +28,13 @@ pub async fn verify(
     expected: Option<&AuditHead>,
 ) -> AppResult<AuditReport> {
     let key = super::audit_key(config)?;
-    let store = super::open_store(config).await?;
+    let store = super::open_store_read_only(config).await?;
     verify_store(store.as_ref(), &key, expected).await
 }
 
 /// `audit head`: the current head (`None` for an empty log).
 pub async fn head(config: &crate::config::Config) -> AppResult<Option<AuditHead>> {
-    let store = super::open_store(config).await?;
+    let store = super::open_store_read_only(config).await?;
     Ok(store.audit_head().await?.map(|sealed| sealed.head))
 }
 

@@ -1,7 +1,7 @@
 //! The use cases around the history and the installation: import, analyse, render the prompt
 //! the next run would send, verify the audit log, migrate, write a starter folder, and the demo.
 
-use super::{load_governance, open_store, AppError, AppResult};
+use super::{load_governance, open_store, open_store_read_only, AppError, AppResult};
 use crate::analysis::{self, AnalysisReport};
 use crate::config::Config;
 use crate::domain::Trigger;
@@ -48,6 +48,8 @@ pub async fn import(
     let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
     let started = std::time::Instant::now();
     let report = import::parse_sources(&sources);
+    // Refused input never opens (or creates) the database.
+    refuse_invalid(&report, skip_invalid)?;
     let store = open_store(config).await?;
     store_import(store.as_ref(), report, skip_invalid, started).await
 }
@@ -74,6 +76,29 @@ async fn store_import(
     skip_invalid: bool,
     started: std::time::Instant,
 ) -> AppResult<ImportSummary> {
+    refuse_invalid(&report, skip_invalid)?;
+    let counts = store.upsert_experiments(&report.experiments).await?;
+    Ok(ImportSummary {
+        records: report.records_read,
+        inserted: counts.inserted,
+        updated: counts.updated,
+        unchanged: counts.unchanged,
+        skipped: report
+            .problems
+            .iter()
+            .map(|p| Skipped {
+                problem: p.to_string(),
+                field: p.field.clone(),
+            })
+            .collect(),
+        seconds: started.elapsed().as_secs_f64(),
+        experiments: report.experiments.len(),
+    })
+}
+
+/// The error an import with invalid records ends with (unless `skip_invalid` and every source
+/// could be read): every problem, the first 20 listed.
+fn refuse_invalid(report: &import::ImportReport, skip_invalid: bool) -> AppResult<()> {
     let unreadable = report
         .problems
         .iter()
@@ -94,28 +119,14 @@ async fn store_import(
         }
         return Err(AppError::input(message));
     }
-    let counts = store.upsert_experiments(&report.experiments).await?;
-    Ok(ImportSummary {
-        records: report.records_read,
-        inserted: counts.inserted,
-        updated: counts.updated,
-        unchanged: counts.unchanged,
-        skipped: report
-            .problems
-            .iter()
-            .map(|p| Skipped {
-                problem: p.to_string(),
-                field: p.field.clone(),
-            })
-            .collect(),
-        seconds: started.elapsed().as_secs_f64(),
-        experiments: report.experiments.len(),
-    })
+    Ok(())
 }
 
 /// `analyze`: per-experiment statistics and program health, computed as they are written.
 pub async fn analyze(config: &Config) -> AppResult<AnalysisReport> {
-    let store = open_store(config).await?;
+    // Policies and catalog first: a mistake in them stops the command before the database.
+    load_governance(config)?;
+    let store = open_store_read_only(config).await?;
     analyze_with(config, store.as_ref()).await
 }
 
@@ -133,7 +144,7 @@ pub async fn analyze_with(
 /// `prompt render`: the exact messages the next run would send to the model.
 pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
     let governance = load_governance(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let now = crate::now();
     let super::run::Loaded {
         experiments,

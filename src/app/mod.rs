@@ -144,7 +144,13 @@ pub fn load_config(path: Option<&Path>) -> AppResult<Config> {
     Config::load(path).map_err(|e| AppError::config(e.to_string()))
 }
 
+/// Opens (creating and migrating if needed) the configured database for reading and writing.
+/// A SQLite file whose folder is missing or not writable is a configuration error that says
+/// which folder and why, before SQLite's "unable to open database file".
 pub async fn open_store(config: &Config) -> AppResult<Box<dyn Store>> {
+    if let Some(file) = config.sqlite_file() {
+        check_database_folder(&file)?;
+    }
     let url = config.database_url();
     let key = audit_key(config)?;
     store::open(&url, key)
@@ -173,8 +179,12 @@ pub fn audit_key(config: &Config) -> AppResult<store::AuditKey> {
         )));
     };
     let key_file = PathBuf::from(format!("{path}.audit-key"));
-    read_or_create_key_file(&key_file)
-        .map_err(|e| AppError::config(format!("audit key file {}: {e} (or set {var})", key_file.display())))
+    read_or_create_key_file(&key_file).map_err(|e| {
+        AppError::config(format!(
+            "audit key file {}: {e} (or set {var})",
+            key_file.display()
+        ))
+    })
 }
 
 fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
@@ -201,7 +211,10 @@ fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
     }
     let written = options
         .open(&temporary)
-        .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()))
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+        })
         .and_then(|()| std::fs::hard_link(&temporary, path));
     let _ = std::fs::remove_file(&temporary);
     match written {
@@ -211,6 +224,80 @@ fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
             store::AuditKey::new(text.trim().as_bytes())
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Opens the configured database for the commands that only read (`queue list`, `queue show`,
+/// `export`, `analyze`, `audit verify`, `prompt render`, `policy explain`, `policy replay`):
+/// read-only, without migrating, so an auditor can inspect a read-only copy. A SQLite file that
+/// does not exist yet is created as before (an empty queue, not an error).
+pub async fn open_store_read_only(config: &Config) -> AppResult<Box<dyn Store>> {
+    let url = config.database_url();
+    match config.sqlite_file() {
+        Some(file) if !file.exists() => return open_store(config).await,
+        _ => {}
+    }
+    store::open_read_only(&url, store::AuditKey::unused())
+        .await
+        .map_err(|e| match e {
+            store::StoreError::NotMigrated { .. } => AppError::runtime(format!("{url}: {e}")),
+            other => AppError::runtime(format!(
+                "cannot open the database {url} for reading: {other}"
+            )),
+        })
+}
+
+/// Says which folder and why when SQLite could not create or write the database `file`.
+fn check_database_folder(file: &Path) -> AppResult<()> {
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let problem = |why: String| {
+        AppError::config(format!(
+            "key `database.url`: cannot use the database {}: {why}",
+            file.display()
+        ))
+    };
+    match std::fs::metadata(&folder) {
+        Err(err) => {
+            return Err(problem(format!(
+                "its folder {} does not exist or cannot be read ({err}); create it or point database.url elsewhere",
+                folder.display()
+            )))
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(problem(format!("{} is not a folder", folder.display())))
+        }
+        Ok(_) => {}
+    }
+    if file.is_dir() {
+        return Err(problem("it is a folder, not a file".into()));
+    }
+    if file.exists() {
+        if let Err(err) = std::fs::OpenOptions::new().append(true).open(file) {
+            return Err(problem(format!(
+                "the file is not writable ({err}); the read-only commands (queue list, queue show, analyze, audit verify, export) work on it"
+            )));
+        }
+    }
+    // SQLite creates the database and its -wal and -shm files next to it: the folder must be
+    // writable even when the file is.
+    let probe = folder.join(format!(".hypod-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(problem(format!(
+            "its folder {} is not writable ({err}); SQLite writes the database and its -wal and -shm files there",
+            folder.display()
+        ))),
     }
 }
 

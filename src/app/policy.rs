@@ -2,7 +2,7 @@
 //! draft would get (a dry run through the one assessment path), why a proposal got its
 //! verdicts, and what the policies on disk would change if replayed.
 
-use super::{load_governance, open_store, AppError, AppResult};
+use super::{load_governance, open_store_read_only, AppError, AppResult};
 use crate::analysis;
 use crate::config::Config;
 use crate::domain::{
@@ -140,7 +140,7 @@ pub fn read_draft(file: &Path) -> AppResult<ProposalDraft> {
 
 pub async fn eval(config: &Config, draft: &ProposalDraft) -> AppResult<Evaluation> {
     let governance = load_governance(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let experiments = store.load_experiments().await?;
     let open = super::run::open_proposals(store.as_ref()).await?;
     let now = crate::now();
@@ -192,7 +192,7 @@ fn read_bounded(file: &Path, max_bytes: u64) -> AppResult<String> {
 /// `policy explain`: why a queued proposal got its verdicts.
 pub async fn explain(config: &Config, id: &str) -> AppResult<Explanation> {
     let governance = load_governance(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let proposal = store
         .get_proposal(id)
         .await?
@@ -212,7 +212,7 @@ pub fn parse_since(since: &str) -> AppResult<chrono::Duration> {
 /// `policy replay`: what the policies on disk would change for proposals within `window`.
 pub async fn replay(config: &Config, window: chrono::Duration) -> AppResult<ReplayReport> {
     let governance = load_governance(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let now = crate::now();
     let all = store.list_proposals(&ProposalFilter::default()).await?;
     let (recent, older): (Vec<Proposal>, Vec<Proposal>) =

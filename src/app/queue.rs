@@ -3,7 +3,7 @@
 //! experimentation platform.
 
 use super::access::{Permission, Principal};
-use super::{open_store, AppError, AppResult, ErrorKind};
+use super::{open_store, open_store_read_only, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
 use crate::config::Config;
 use crate::domain::{
@@ -97,7 +97,7 @@ pub async fn list(
         moment,
         ..ProposalFilter::default()
     };
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     list_with(store.as_ref(), &filter).await
 }
 
@@ -125,7 +125,7 @@ pub struct ProposalView {
 }
 
 pub async fn show(config: &Config, id: &str) -> AppResult<ProposalView> {
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     show_with(config, store.as_ref(), id).await
 }
 
@@ -317,7 +317,7 @@ pub struct Export {
 /// verified audit log explains. A log that does not verify exports nothing.
 pub async fn export(config: &Config, status: ProposalStatus) -> AppResult<Export> {
     let key = super::audit_key(config)?;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     export_with(store.as_ref(), &key, status).await
 }
 

@@ -416,13 +416,15 @@ async fn dispatch(args: Args) -> AppResult<()> {
         },
         Command::Token { command } => match command {
             TokenCommand::Create { user, role, json } => {
-                let created = app::access::create_token(&config, &user, role, &shell_actor())
-                    .await?;
+                let created =
+                    app::access::create_token(&config, &user, role, &shell_actor()).await?;
                 present(&created, json, text::token_created)
             }
-            TokenCommand::List { json } => {
-                present(&app::access::list_tokens(&config).await?, json, text::tokens)
-            }
+            TokenCommand::List { json } => present(
+                &app::access::list_tokens(&config).await?,
+                json,
+                text::tokens,
+            ),
             TokenCommand::Revoke { id } => {
                 app::access::revoke_token(&config, &id, &shell_actor()).await?;
                 let _ = write_text_stdout(&format!("token {id} revoked\n"));

@@ -2,16 +2,16 @@
 //! formats; nothing decides.
 
 use crate::analysis::AnalysisReport;
+use crate::app::access::CreatedToken;
 use crate::app::history::{Demo, ImportSummary};
 use crate::app::policy::{CheckReport, Evaluation, PolicyTests};
-use crate::app::access::CreatedToken;
 use crate::app::queue::{ProposalView, QueueList, ReviewOutcome};
-use crate::store::{AuditReport, TokenRecord};
 use crate::app::run::RunView;
 use crate::domain::{Proposal, ProposalStatus, ReviewAction, RunRecord};
 use crate::governance::explain::Explanation;
 use crate::governance::replay::ReplayReport;
 use crate::proposer::openai::RenderedPrompt;
+use crate::store::{AuditReport, TokenRecord};
 use std::fmt::Write as _;
 
 /// `writeln!` into a `String`, which cannot fail.

@@ -99,6 +99,83 @@ pub enum CatalogError {
     Invalid { path: String, message: String },
 }
 
+/// Largest accepted daily visitor count of a segment (ten billion: more than any site).
+pub const MAX_DAILY_VISITORS: u64 = 10_000_000_000;
+/// Largest accepted latency budget, in ms (a minute).
+pub const MAX_LATENCY_BUDGET_MS: f64 = 60_000.0;
+/// Largest accepted value of one conversion.
+pub const MAX_CONVERSION_VALUE: f64 = 1.0e9;
+/// The rendering modes a latency budget can be given for.
+pub const RENDERINGS: [&str; 3] = ["edge", "server", "client"];
+
+/// One step of a key's path in the catalog file, to find its line.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// One problem of the catalog: where (a key path) and what.
+#[derive(Debug)]
+struct CatalogProblem {
+    path: Vec<Step>,
+    message: String,
+}
+
+fn key(name: &str) -> Step {
+    Step::Key(name.to_string())
+}
+
+fn render(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Step::Index(i) => out.push_str(&format!("[{}]", i + 1)),
+        }
+    }
+    out
+}
+
+/// The line of the deepest key of `path` that the file has (1-based).
+fn line_of(text: &str, path: &[Step]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(text).ok()?;
+    let mut span = document.span();
+    let mut current: Option<&DeValue<'_>> = None;
+    let mut table: Option<&DeTable<'_>> = Some(document.get_ref());
+    for step in path {
+        let next = match (step, table, current) {
+            (Step::Key(k), Some(t), _) => t
+                .iter()
+                .find(|(name, _)| {
+                    let name: &str = name.get_ref();
+                    name == k.as_str()
+                })
+                .map(|(name, value)| {
+                    span = name.span();
+                    value
+                }),
+            (Step::Index(i), _, Some(DeValue::Array(items))) => {
+                items.as_ref().get(*i).inspect(|v| span = v.span())
+            }
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        current = Some(next.get_ref());
+        table = match next.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
+}
+
 impl Catalog {
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
         let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
@@ -108,56 +185,206 @@ impl Catalog {
         Catalog::parse(&path.display().to_string(), &text)
     }
 
+    /// Parses and validates the catalog as a whole: every problem is reported, each with its
+    /// line and key (`FILE:LINE: key `segment[2].consent.analytics`: ...`).
     pub fn parse(name: &str, text: &str) -> Result<Catalog, CatalogError> {
-        let invalid = |message: String| CatalogError::Invalid {
+        let catalog: Catalog = toml::from_str(text).map_err(|err| CatalogError::Invalid {
             path: name.to_string(),
-            message,
+            message: err.to_string().trim_end().to_string(),
+        })?;
+        let problems = catalog.problems();
+        if problems.is_empty() {
+            return Ok(catalog);
+        }
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                let at = match line_of(text, &p.path) {
+                    Some(line) => format!("{name}:{line}"),
+                    None => name.to_string(),
+                };
+                format!("{at}: key `{}`: {}", render(&p.path), p.message)
+            })
+            .collect();
+        let (first, rest) = lines.split_at(1);
+        let mut message = first[0].clone();
+        // The first problem's location is the error's; the others follow, one per line.
+        if let Some(colon) = message.find(": key `") {
+            message = message[colon + 2..].to_string();
+        }
+        for more in rest {
+            message.push_str("\n  ");
+            message.push_str(more);
+        }
+        let path = match line_of(text, &problems[0].path) {
+            Some(line) => format!("{name}:{line}"),
+            None => name.to_string(),
         };
-        let catalog: Catalog = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
-        catalog.check().map_err(invalid)?;
-        Ok(catalog)
+        Err(CatalogError::Invalid { path, message })
     }
 
-    fn check(&self) -> Result<(), String> {
-        let mut seen = std::collections::HashSet::new();
-        for segment in &self.segments {
-            if !seen.insert(("segment", segment.name.as_str())) {
-                return Err(format!("segment {:?} is defined twice", segment.name));
+    /// Every problem of the catalog: numbers that are not finite, negative or absurd, shares
+    /// outside [0, 1], names defined twice, references to purposes that do not exist.
+    fn problems(&self) -> Vec<CatalogProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: Vec<Step>, message: String| {
+            problems.push(CatalogProblem { path, message });
+        };
+        if self.commercial_kpis.is_empty() {
+            problem(
+                vec![key("commercial_kpis")],
+                "is empty: proposals need at least one commercial KPI".into(),
+            );
+        }
+        for (i, kpi) in self.commercial_kpis.iter().enumerate() {
+            if kpi.trim().is_empty() {
+                problem(
+                    vec![key("commercial_kpis"), Step::Index(i)],
+                    "is empty".into(),
+                );
+            } else if self.commercial_kpis[..i].contains(kpi) {
+                problem(
+                    vec![key("commercial_kpis"), Step::Index(i)],
+                    format!("{kpi:?} is listed twice"),
+                );
+            }
+        }
+        for (rendering, budget) in &self.latency_budget_ms {
+            let path = vec![key("latency_budget_ms"), key(rendering)];
+            if !RENDERINGS.contains(&rendering.as_str()) {
+                problem(
+                    path,
+                    format!(
+                        "{rendering:?} is not a rendering mode; they are {}",
+                        RENDERINGS.join(", ")
+                    ),
+                );
+            } else if !(0.0..=MAX_LATENCY_BUDGET_MS).contains(budget) {
+                problem(
+                    path,
+                    format!(
+                        "{budget} is not a latency budget: give milliseconds between 0 and {MAX_LATENCY_BUDGET_MS}"
+                    ),
+                );
+            }
+        }
+        for rendering in RENDERINGS {
+            if !self.latency_budget_ms.contains_key(rendering) {
+                problem(
+                    vec![key("latency_budget_ms"), key(rendering)],
+                    "is missing: every rendering mode needs a budget".into(),
+                );
+            }
+        }
+        let value = self.default_conversion_value;
+        if !(0.0..=MAX_CONVERSION_VALUE).contains(&value) {
+            problem(
+                vec![key("default_conversion_value")],
+                format!(
+                    "{value} is not a value: give a number between 0 and {MAX_CONVERSION_VALUE}"
+                ),
+            );
+        }
+        for (i, purpose) in self.purposes.iter().enumerate() {
+            let path = vec![key("purpose"), Step::Index(i), key("name")];
+            if purpose.name.trim().is_empty() {
+                problem(path, "is empty".into());
+            } else if let Some(first) = self.purposes[..i]
+                .iter()
+                .position(|p| p.name == purpose.name)
+            {
+                problem(
+                    path,
+                    format!(
+                        "purpose {:?} is defined twice (first as purpose {}); names must be unique",
+                        purpose.name,
+                        first + 1
+                    ),
+                );
+            }
+        }
+        for (i, segment) in self.segments.iter().enumerate() {
+            let at = |rest: &[Step]| {
+                let mut path = vec![key("segment"), Step::Index(i)];
+                path.extend_from_slice(rest);
+                path
+            };
+            if segment.name.trim().is_empty() {
+                problem(at(&[key("name")]), "is empty".into());
+            } else if let Some(first) = self.segments[..i]
+                .iter()
+                .position(|s| s.name == segment.name)
+            {
+                problem(
+                    at(&[key("name")]),
+                    format!(
+                        "segment {:?} is defined twice (first as segment {}); names must be unique",
+                        segment.name,
+                        first + 1
+                    ),
+                );
+            }
+            if segment.daily_visitors > MAX_DAILY_VISITORS {
+                problem(
+                    at(&[key("daily_visitors")]),
+                    format!(
+                        "{} is not a daily visitor count: at most {MAX_DAILY_VISITORS}",
+                        segment.daily_visitors
+                    ),
+                );
+            }
+            if segment.region.trim().is_empty() {
+                problem(at(&[key("region")]), "is empty (use \"global\")".into());
             }
             for (purpose, share) in &segment.consent {
+                let path = at(&[key("consent"), key(purpose)]);
                 if !(0.0..=1.0).contains(share) {
-                    return Err(format!(
-                        "segment {:?}: consent.{purpose} = {share} is not a share between 0 and 1",
-                        segment.name
-                    ));
+                    problem(path, format!("{share} is not a share between 0 and 1"));
+                } else if self.purpose(purpose).is_none() {
+                    problem(
+                        path,
+                        format!("consent purpose {purpose:?} is not a [[purpose]]"),
+                    );
                 }
+            }
+        }
+        for (i, signal) in self.signals.iter().enumerate() {
+            let at = |rest: &[Step]| {
+                let mut path = vec![key("signal"), Step::Index(i)];
+                path.extend_from_slice(rest);
+                path
+            };
+            if signal.name.trim().is_empty() {
+                problem(at(&[key("name")]), "is empty".into());
+            } else if let Some(first) = self.signals[..i].iter().position(|s| s.name == signal.name)
+            {
+                problem(
+                    at(&[key("name")]),
+                    format!(
+                        "signal {:?} is defined twice (first as signal {}); names must be unique",
+                        signal.name,
+                        first + 1
+                    ),
+                );
+            }
+            for (j, purpose) in signal.purposes.iter().enumerate() {
                 if self.purpose(purpose).is_none() {
-                    return Err(format!(
-                        "segment {:?}: consent purpose {purpose:?} is not a [[purpose]]",
-                        segment.name
-                    ));
+                    problem(
+                        at(&[key("purposes"), Step::Index(j)]),
+                        format!("purpose {purpose:?} is not a [[purpose]]"),
+                    );
+                }
+            }
+            for (j, region) in signal.restricted_regions.iter().enumerate() {
+                if region.trim().is_empty() {
+                    problem(
+                        at(&[key("restricted_regions"), Step::Index(j)]),
+                        "is empty".into(),
+                    );
                 }
             }
         }
-        for signal in &self.signals {
-            if !seen.insert(("signal", signal.name.as_str())) {
-                return Err(format!("signal {:?} is defined twice", signal.name));
-            }
-            for purpose in &signal.purposes {
-                if self.purpose(purpose).is_none() {
-                    return Err(format!(
-                        "signal {:?}: purpose {purpose:?} is not a [[purpose]]",
-                        signal.name
-                    ));
-                }
-            }
-        }
-        for rendering in ["edge", "server", "client"] {
-            if !self.latency_budget_ms.contains_key(rendering) {
-                return Err(format!("latency_budget_ms.{rendering} is missing"));
-            }
-        }
-        Ok(())
+        problems
     }
 
     pub fn segment(&self, name: &str) -> Option<&Segment> {

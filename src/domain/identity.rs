@@ -194,7 +194,13 @@ mod tests {
 
     #[test]
     fn names_with_hidden_characters_or_no_length_limit_are_refused() {
-        for raw in ["bob\u{200B}", "bob\r", "\u{1b}[2Jbob", "bo\u{202E}b", "b\u{FEFF}ob"] {
+        for raw in [
+            "bob\u{200B}",
+            "bob\r",
+            "\u{1b}[2Jbob",
+            "bo\u{202E}b",
+            "b\u{FEFF}ob",
+        ] {
             assert!(
                 matches!(Identity::parse(raw), Err(TextError::Forbidden { .. })),
                 "{raw:?}"

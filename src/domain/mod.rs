@@ -24,7 +24,8 @@ pub use experiment::{
 };
 pub use identity::{escape_for_terminal, Identity, TextError};
 pub use proposal::{
-    DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter, ProposalStatus, Provenance,
+    DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter, ProposalStatus,
+    Provenance,
 };
 pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};

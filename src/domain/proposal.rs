@@ -9,7 +9,16 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -183,11 +192,11 @@ impl PageCursor {
     pub fn decode(text: &str) -> Option<PageCursor> {
         let (bits, id) = text.split_once('.')?;
         let priority = f64::from_bits(u64::from_str_radix(bits, 16).ok()?);
-        (bits.len() == 16 && priority.is_finite() && !id.is_empty() && id.len() <= 64).then(
-            || PageCursor {
+        (bits.len() == 16 && priority.is_finite() && !id.is_empty() && id.len() <= 64).then(|| {
+            PageCursor {
                 priority,
                 id: id.to_string(),
-            },
-        )
+            }
+        })
     }
 }

@@ -12,7 +12,16 @@ use serde::{Deserialize, Serialize};
 
 /// What a person may do: viewer, reviewer, governance, admin.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -311,14 +320,29 @@ mod tests {
     #[test]
     fn a_comment_changes_nothing_and_an_invisible_reason_is_no_reason() {
         let p = proposal(PENDING, false, 1);
-        let comment = review("ada", Role::Reviewer, ReviewAction::Comment, Some("why Q4?"));
+        let comment = review(
+            "ada",
+            Role::Reviewer,
+            ReviewAction::Comment,
+            Some("why Q4?"),
+        );
         assert_eq!(apply_review(&p, &[], &comment), Ok(PENDING));
-        let zero_width = review("ada", Role::Reviewer, ReviewAction::Reject, Some("\u{200B}"));
+        let zero_width = review(
+            "ada",
+            Role::Reviewer,
+            ReviewAction::Reject,
+            Some("\u{200B}"),
+        );
         assert!(matches!(
             apply_review(&p, &[], &zero_width),
             Err(ReviewError::Text(TextError::Invisible { .. }))
         ));
-        let long_name = review(&"a".repeat(100_000), Role::Reviewer, ReviewAction::Approve, None);
+        let long_name = review(
+            &"a".repeat(100_000),
+            Role::Reviewer,
+            ReviewAction::Approve,
+            None,
+        );
         assert!(matches!(
             apply_review(&p, &[], &long_name),
             Err(ReviewError::Text(TextError::TooLong { .. }))

@@ -25,6 +25,24 @@ use toml::Spanned;
 /// The catalog's file name inside the policies folder (not a policy file).
 pub const CATALOG_FILE: &str = "catalog.toml";
 
+/// Longest accepted CEL expression, in bytes (the shipped ones are under 250).
+pub const MAX_EXPRESSION_BYTES: usize = 2_048;
+/// Deepest accepted nesting of brackets in an expression.
+pub const MAX_EXPRESSION_NESTING: usize = 24;
+/// Most operators, calls, field selections and indexes in one expression: each is a level of
+/// the parser's recursion when they chain (`a + a + ... + a`).
+pub const MAX_EXPRESSION_OPERATORS: usize = 128;
+/// Deepest accepted expression tree after parsing (macros expand a little).
+pub const MAX_EXPRESSION_DEPTH: usize = 160;
+/// Work one evaluation of one rule part may do, in units: one per value an operator, call or
+/// loop step makes, plus one per element of a list or map it makes, plus one per 32 bytes of a
+/// string. A rule over the catalog and a proposal needs a few hundred.
+pub const MAX_EVALUATION_COST: u64 = 100_000;
+/// Largest accepted policy file, in bytes.
+pub const MAX_POLICY_FILE_BYTES: usize = 1 << 20;
+/// Most rules in one policy set.
+pub const MAX_RULES: usize = 1_000;
+
 /// Which part of a rule an error or lint is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,6 +64,14 @@ impl fmt::Display for RulePart {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    #[error("{file}:{file_line}: rule {rule:?}: {part} is too large to be a policy: {message}")]
+    TooLarge {
+        file: String,
+        rule: String,
+        part: RulePart,
+        file_line: usize,
+        message: String,
+    },
     #[error("{path}: cannot read the policies: {source}")]
     Read {
         path: String,
@@ -113,11 +139,315 @@ struct PolicyFile {
     rules: Vec<RuleSpec>,
 }
 
-/// A compiled CEL expression with its source.
+/// A compiled CEL expression with its source, and the form that is evaluated: the same tree
+/// with every value-making node wrapped in the cost meter ([`cost`]).
 #[derive(Debug)]
 pub struct CompiledExpr {
     pub source: String,
     program: Program,
+    metered: IdedExpr,
+}
+
+impl CompiledExpr {
+    /// Evaluates within [`MAX_EVALUATION_COST`]: a rule that would do more fails with an error
+    /// (and so never passes) instead of running for minutes.
+    fn execute(&self, context: &cel::Context<'_, '_>) -> cel::ResolveResult {
+        cost::reset(MAX_EVALUATION_COST);
+        let result = Value::resolve(&self.metered, context);
+        cost::reset(u64::MAX);
+        result
+    }
+}
+
+/// The evaluation cost meter. The cel crate has no budget of its own, so each compiled
+/// expression is rewritten once: every call, list, map and comprehension result passes through
+/// [`cost::FUNCTION`], which charges for the value it makes against a per-thread budget and
+/// fails the evaluation when the budget is spent. Comprehension loop steps keep the shape the
+/// interpreter optimises (`@result + [x]`, `@result && p`) with their inner values metered, so
+/// every iteration costs at least one unit.
+pub mod cost {
+    use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedExpr, ListExpr};
+    use cel::{ExecutionError, FunctionContext, Value};
+    use std::cell::Cell;
+
+    /// The meter's name: `@` cannot be written in CEL source, so no rule can call it.
+    pub const FUNCTION: &str = "@hypod_cost";
+
+    thread_local! {
+        static REMAINING: Cell<u64> = const { Cell::new(u64::MAX) };
+    }
+
+    /// Sets this thread's budget for the next evaluation.
+    pub fn reset(budget: u64) {
+        REMAINING.with(|r| r.set(budget));
+    }
+
+    fn size(value: &Value) -> u64 {
+        match value {
+            Value::List(items) => items.len() as u64,
+            Value::Map(map) => map.map.len() as u64,
+            Value::String(text) => text.len() as u64 / 32,
+            Value::Bytes(bytes) => bytes.len() as u64 / 32,
+            _ => 0,
+        }
+    }
+
+    /// The meter: passes its argument through, charging for it.
+    pub fn charge(ftx: &FunctionContext, value: Value) -> Result<Value, ExecutionError> {
+        let price = 1 + size(&value);
+        REMAINING.with(|remaining| {
+            let left = remaining.get();
+            if left < price {
+                remaining.set(0);
+                Err(ftx.error(format!(
+                    "evaluation cost limit exceeded: more than {} units of work (one per value made, list element or 32 bytes of text); loop over fewer or smaller lists",
+                    super::MAX_EVALUATION_COST
+                )))
+            } else {
+                remaining.set(left - price);
+                Ok(value)
+            }
+        })
+    }
+
+    fn wrap(expr: IdedExpr) -> IdedExpr {
+        if matches!(&expr.expr, Expr::Call(call) if call.func_name == FUNCTION) {
+            return expr;
+        }
+        IdedExpr {
+            id: expr.id,
+            expr: Expr::Call(CallExpr {
+                func_name: FUNCTION.to_string(),
+                target: None,
+                args: vec![expr],
+            }),
+        }
+    }
+
+    /// The expression with its value-making nodes metered.
+    pub fn meter(expr: &IdedExpr) -> IdedExpr {
+        let id = expr.id;
+        let rebuilt = |e: Expr| IdedExpr { id, expr: e };
+        match &expr.expr {
+            Expr::Call(call) => wrap(rebuilt(Expr::Call(CallExpr {
+                func_name: call.func_name.clone(),
+                target: call.target.as_ref().map(|t| Box::new(meter(t))),
+                args: call.args.iter().map(meter).collect(),
+            }))),
+            Expr::List(list) => wrap(rebuilt(Expr::List(ListExpr {
+                elements: list.elements.iter().map(meter).collect(),
+                optional_indices: list.optional_indices.clone(),
+            }))),
+            Expr::Map(map) => {
+                let mut map = map.clone();
+                for entry in &mut map.entries {
+                    if let EntryExpr::MapEntry(entry) = &mut entry.expr {
+                        entry.key = meter(&entry.key);
+                        entry.value = meter(&entry.value);
+                    }
+                }
+                wrap(rebuilt(Expr::Map(map)))
+            }
+            Expr::Struct(structure) => {
+                let mut structure = structure.clone();
+                for entry in &mut structure.entries {
+                    if let EntryExpr::StructField(field) = &mut entry.expr {
+                        field.value = meter(&field.value);
+                    }
+                }
+                wrap(rebuilt(Expr::Struct(structure)))
+            }
+            Expr::Select(select) => {
+                let mut select = select.clone();
+                select.operand = Box::new(meter(&select.operand));
+                rebuilt(Expr::Select(select))
+            }
+            Expr::Comprehension(c) => {
+                let loop_cond = match &c.loop_cond.expr {
+                    // map/filter keep a literal condition (the interpreter's fast path).
+                    Expr::Literal(_) => c.loop_cond.clone(),
+                    _ => meter(&c.loop_cond),
+                };
+                wrap(rebuilt(Expr::Comprehension(Box::new(ComprehensionExpr {
+                    iter_range: meter(&c.iter_range),
+                    iter_var: c.iter_var.clone(),
+                    iter_var2: c.iter_var2.clone(),
+                    accu_var: c.accu_var.clone(),
+                    accu_init: meter(&c.accu_init),
+                    loop_cond,
+                    loop_step: step(&c.loop_step, &c.accu_var),
+                    result: meter(&c.result),
+                }))))
+            }
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => expr.clone(),
+        }
+    }
+
+    /// A comprehension's loop step: the accumulating shape kept, what it adds metered.
+    fn step(expr: &IdedExpr, accu: &str) -> IdedExpr {
+        let is_accu = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(name) if name == accu);
+        let rebuilt = |call: &CallExpr, args: Vec<IdedExpr>| IdedExpr {
+            id: expr.id,
+            expr: Expr::Call(CallExpr {
+                func_name: call.func_name.clone(),
+                target: None,
+                args,
+            }),
+        };
+        match &expr.expr {
+            Expr::Ident(name) if name == accu => expr.clone(),
+            Expr::Call(call) if call.target.is_none() => {
+                match (call.func_name.as_str(), call.args.as_slice()) {
+                    ("_&&_" | "_||_", [first, second]) if is_accu(first) => {
+                        rebuilt(call, vec![first.clone(), wrap(meter(second))])
+                    }
+                    ("_+_", [first, second]) if is_accu(first) => match &second.expr {
+                        Expr::List(list) => {
+                            let items = IdedExpr {
+                                id: second.id,
+                                expr: Expr::List(ListExpr {
+                                    elements: list
+                                        .elements
+                                        .iter()
+                                        .map(|e| wrap(meter(e)))
+                                        .collect(),
+                                    optional_indices: list.optional_indices.clone(),
+                                }),
+                            };
+                            rebuilt(call, vec![first.clone(), items])
+                        }
+                        _ => wrap(meter(expr)),
+                    },
+                    ("_?_:_", [guard, then, otherwise]) => rebuilt(
+                        call,
+                        vec![wrap(meter(guard)), step(then, accu), step(otherwise, accu)],
+                    ),
+                    _ => wrap(meter(expr)),
+                }
+            }
+            _ => wrap(meter(expr)),
+        }
+    }
+}
+
+/// The depth of an expression tree, without recursion.
+fn tree_depth<'a>(expr: &'a IdedExpr) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&'a IdedExpr, usize)> = vec![(expr, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        let mut push = |child: &'a IdedExpr| stack.push((child, depth + 1));
+        match &node.expr {
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    push(target);
+                }
+                call.args.iter().for_each(&mut push);
+            }
+            Expr::Select(select) => push(&select.operand),
+            Expr::List(list) => list.elements.iter().for_each(&mut push),
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(entry) = &entry.expr {
+                        push(&entry.key);
+                        push(&entry.value);
+                    }
+                }
+            }
+            Expr::Struct(structure) => {
+                for entry in &structure.entries {
+                    if let EntryExpr::StructField(field) = &entry.expr {
+                        push(&field.value);
+                    }
+                }
+            }
+            Expr::Comprehension(c) => {
+                for child in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    push(child);
+                }
+            }
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    deepest
+}
+
+/// Size limits checked on the source text before the CEL parser sees it: the parser and the
+/// interpreter recurse once per nesting level and per chained operator, so an expression of
+/// thousands of `+` overflowed the stack. String literals are skipped (their brackets and
+/// operators are text).
+pub fn check_source_limits(source: &str) -> Result<(), String> {
+    if source.len() > MAX_EXPRESSION_BYTES {
+        return Err(format!(
+            "it is {} bytes long; the limit is {MAX_EXPRESSION_BYTES} (split it into several rules)",
+            source.len()
+        ));
+    }
+    let chars: Vec<char> = source.chars().collect();
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' {
+            // A raw string (r'..', rb'..') has no escapes: look at the letters just before it.
+            let mut j = i;
+            let mut raw = false;
+            while j > 0 && chars[j - 1].is_ascii_alphabetic() {
+                j -= 1;
+                raw |= matches!(chars[j], 'r' | 'R');
+            }
+            let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
+            let mut k = if triple { i + 3 } else { i + 1 };
+            loop {
+                if k >= chars.len() {
+                    break;
+                }
+                if chars[k] == '\\' && !raw {
+                    k += 2;
+                    continue;
+                }
+                if chars[k] == c
+                    && (!triple || (k + 2 < chars.len() && chars[k + 1] == c && chars[k + 2] == c))
+                {
+                    k += if triple { 3 } else { 1 };
+                    break;
+                }
+                k += 1;
+            }
+            i = k;
+            continue;
+        }
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                operators += 1;
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '?' | '.' | ',' => {
+                operators += 1
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if deepest > MAX_EXPRESSION_NESTING {
+        return Err(format!(
+            "it nests brackets {deepest} deep; the limit is {MAX_EXPRESSION_NESTING}"
+        ));
+    }
+    if operators > MAX_EXPRESSION_OPERATORS {
+        return Err(format!(
+            "it has {operators} operators, calls, selections and indexes; the limit is {MAX_EXPRESSION_OPERATORS} (split it into several rules)"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -192,11 +522,28 @@ fn compile_at(
             message: format!("{part} is empty"),
         });
     }
+    let too_large = |message: String| PolicyError::TooLarge {
+        file: file.into(),
+        rule: rule.into(),
+        part,
+        file_line,
+        message,
+    };
+    check_source_limits(source).map_err(too_large)?;
     match Program::compile(source) {
-        Ok(program) => Ok(CompiledExpr {
-            source: source.to_string(),
-            program,
-        }),
+        Ok(program) => {
+            let depth = tree_depth(program.expression());
+            if depth > MAX_EXPRESSION_DEPTH {
+                return Err(too_large(format!(
+                    "its expression tree is {depth} levels deep; the limit is {MAX_EXPRESSION_DEPTH}"
+                )));
+            }
+            Ok(CompiledExpr {
+                source: source.to_string(),
+                metered: cost::meter(program.expression()),
+                program,
+            })
+        }
         Err(errors) => {
             let first = errors.errors.first();
             Err(PolicyError::Compile {
@@ -323,7 +670,7 @@ impl PolicyRule {
         part: RulePart,
         context: &cel::Context<'_, '_>,
     ) -> Result<bool, PolicyError> {
-        match expr.program.execute(context) {
+        match expr.execute(context) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(PolicyError::NotBoolean {
                 file: self.file.clone(),
@@ -345,7 +692,7 @@ impl PolicyRule {
         for part in &self.message_parts {
             match part {
                 MessagePart::Text(text) => out.push_str(text),
-                MessagePart::Expr(expr) => match expr.program.execute(context) {
+                MessagePart::Expr(expr) => match expr.execute(context) {
                     Ok(value) => out.push_str(&display_value(&value)),
                     Err(err) => {
                         return Err(PolicyError::Evaluate {
@@ -430,6 +777,15 @@ impl PolicySet {
         let mut rules: Vec<PolicyRule> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
         for (file, text) in &files {
+            if text.len() > MAX_POLICY_FILE_BYTES {
+                return Err(PolicyError::Parse {
+                    file: file.clone(),
+                    message: format!(
+                        "the file is {} bytes long; the limit is {MAX_POLICY_FILE_BYTES}",
+                        text.len()
+                    ),
+                });
+            }
             let parsed: PolicyFile = toml::from_str(text).map_err(|err| PolicyError::Parse {
                 file: file.clone(),
                 message: err.to_string().trim_end().to_string(),
@@ -465,6 +821,11 @@ impl PolicySet {
                     });
                 }
                 seen.insert(id.clone(), file.clone());
+                if seen.len() > MAX_RULES {
+                    return Err(invalid(format!(
+                        "the policy set has more than {MAX_RULES} rules"
+                    )));
+                }
                 let when = spec
                     .when
                     .as_ref()
@@ -526,35 +887,36 @@ impl PolicySet {
 
     /// `policy check`: lints every rule. Fields are checked against a sample context (a sample
     /// proposal, this catalog and `program`), and every rule is run against the sample
-    /// proposal with and without its optional fields, so an unknown field, a type error or a
-    /// non-boolean result shows before a run.
+    /// proposals ([`sample::sample_proposals`]: every moment, rendering, risk and segment of
+    /// the catalog, with and without optional fields), so an unknown field, a type error, a
+    /// non-boolean result or a rule that no proposal can pass shows before a run.
     pub fn check(&self, catalog: &Catalog, program: &ProgramHealth) -> Vec<Lint> {
         let mut lints = Vec::new();
         let run = RunInputs::new(catalog, program);
         let now = chrono::Utc::now();
-        let draft = sample::sample_draft();
-        let mut risky = draft.clone();
-        risky.moment = crate::history::Moment::CartCheckout;
-        risky.risk = crate::domain::Risk::High;
-        let mut busy_queue = QueueCounts::default();
-        busy_queue.record_queued(&risky);
-        let contexts = [
-            PolicyContext::for_run(
-                &run,
-                &draft,
-                &sample::sample_enrichment(),
-                &QueueCounts::default(),
-                now,
-            ),
-            PolicyContext::for_run(
-                &run,
-                &risky,
-                &sample::sample_enrichment_populated(),
-                &busy_queue,
-                now,
-            ),
-        ];
-        let schema = contexts[1].to_json();
+        let samples = sample::sample_proposals(catalog);
+        let contexts: Vec<(&str, PolicyContext)> = samples
+            .iter()
+            .map(|sample| {
+                let mut queue = QueueCounts::default();
+                if sample.busy_queue {
+                    queue.record_queued(&sample.draft);
+                }
+                (
+                    sample.label.as_str(),
+                    PolicyContext::for_run(&run, &sample.draft, &sample.enrichment, &queue, now),
+                )
+            })
+            .collect();
+        let Some(schema) = contexts
+            .iter()
+            .rev()
+            .find(|(_, c)| c.to_json()["proposal"]["duplicate_of"] != Json::Null)
+            .or(contexts.first())
+            .map(|(_, c)| c.to_json())
+        else {
+            return lints;
+        };
         for rule in &self.rules {
             let parts = [
                 rule.when.as_ref().map(|w| (RulePart::When, w)),
@@ -590,34 +952,78 @@ impl PolicySet {
                     ));
                 }
             }
-            let mut errors: Vec<String> = Vec::new();
             let found_statically = lints
                 .iter()
                 .any(|l| l.severity == Severity::Error && l.rule.as_deref() == Some(&rule.id));
-            for context in contexts.iter().filter(|_| !found_statically) {
+            if found_statically {
+                continue;
+            }
+            // (message, first sample it happened on, how many samples)
+            let mut errors: Vec<(String, &str, usize)> = Vec::new();
+            let (mut applied, mut failed) = (0usize, 0usize);
+            for (label, context) in &contexts {
                 let cel_context = context.cel_context();
-                if let Err(err) = rule.evaluate(&cel_context) {
-                    let text = match err {
-                        PolicyError::Evaluate { part, message, .. } => {
-                            format!("{part} failed to evaluate: {message}")
+                match rule.evaluate(&cel_context) {
+                    Ok(verdict) => {
+                        let not_applicable = rule.when.is_some()
+                            && verdict.passed
+                            && verdict.message.starts_with("not applicable");
+                        if !not_applicable {
+                            applied += 1;
+                            failed += usize::from(!verdict.passed);
                         }
-                        PolicyError::NotBoolean { part, got, .. } => {
-                            format!("{part} must be true or false, but gave {got}")
+                    }
+                    Err(err) => {
+                        let text = match err {
+                            PolicyError::Evaluate { part, message, .. } => {
+                                format!("{part} failed to evaluate: {message}")
+                            }
+                            PolicyError::NotBoolean { part, got, .. } => {
+                                format!("{part} must be true or false, but gave {got}")
+                            }
+                            other => other.to_string(),
+                        };
+                        let too_costly = text.contains("evaluation cost limit exceeded");
+                        match errors.iter_mut().find(|(t, _, _)| *t == text) {
+                            Some(entry) => entry.2 += 1,
+                            None => errors.push((text, label, 1)),
                         }
-                        other => other.to_string(),
-                    };
-                    if !errors.contains(&text) {
-                        errors.push(text);
+                        if too_costly {
+                            // Every sample would spend the whole budget again: one is enough.
+                            break;
+                        }
                     }
                 }
             }
-            for text in errors {
+            for (text, label, count) in errors {
+                let others = if count > 1 {
+                    format!(" (and {} more samples)", count - 1)
+                } else {
+                    String::new()
+                };
                 lints.push(Lint {
                     severity: Severity::Error,
                     file: rule.file.clone(),
                     rule: Some(rule.id.clone()),
                     part: None,
-                    message: format!("fails on the sample proposal: {text}"),
+                    message: format!("fails on {label}{others}: {text}"),
+                });
+            }
+            if applied > 0 && failed == applied {
+                let (severity, consequence) = match rule.effect {
+                    Effect::Deny => (Severity::Error, "it would block every proposal"),
+                    Effect::Escalate => (Severity::Warning, "it would escalate every proposal"),
+                    Effect::Warn => (Severity::Warning, "it would warn on every proposal"),
+                };
+                lints.push(Lint {
+                    severity,
+                    file: rule.file.clone(),
+                    rule: Some(rule.id.clone()),
+                    part: Some(RulePart::Expr),
+                    message: format!(
+                        "`{}` is false for every one of the {applied} sample proposals it applies to (every moment, rendering, risk and segment of the catalog): {consequence}; can it ever be true?",
+                        rule.expr.source
+                    ),
                 });
             }
             if rule.description.trim().is_empty() {
@@ -896,7 +1302,6 @@ pub fn evaluate_expression(source: &str, context: &PolicyContext) -> Result<Json
     let expr = compile_at("<expression>", "<expression>", RulePart::Expr, 1, source)?;
     let cel_context = context.cel_context();
     let value = expr
-        .program
         .execute(&cel_context)
         .map_err(|err| PolicyError::Evaluate {
             file: "<expression>".into(),
@@ -912,4 +1317,180 @@ pub fn evaluate_expression(source: &str, context: &PolicyContext) -> Result<Json
 /// Rule ids referenced anywhere, for callers that want to know which rules exist.
 pub fn rule_ids(set: &PolicySet) -> HashSet<&str> {
     set.rules.iter().map(|r| r.id.as_str()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governance::sample::{
+        default_catalog, sample_draft, sample_enrichment, sample_program,
+    };
+
+    fn rule_file(expr: &str) -> Vec<(String, String)> {
+        let expr = toml::Value::String(expr.to_string());
+        vec![(
+            "policies/hostile.toml".to_string(),
+            format!(
+                "# a hostile rule\n[[rule]]\nid = \"hostile\"\neffect = \"deny\"\nexpr = {expr}\nmessage = \"no\"\n"
+            ),
+        )]
+    }
+
+    fn load(expr: &str) -> Result<PolicySet, PolicyError> {
+        PolicySet::from_sources(rule_file(expr), None)
+    }
+
+    /// Runs `f` on a thread with the stack of a tokio worker (2 MiB), where a run evaluates.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow")
+    }
+
+    #[test]
+    fn huge_and_deep_expressions_are_refused_before_parsing() {
+        let cases = [
+            (
+                format!("proposal.expected_relative_lift{}", " + 1".repeat(8_000)),
+                "bytes long",
+            ),
+            (
+                format!("proposal.expected_relative_lift{}", "+1".repeat(200)),
+                "operators",
+            ),
+            (
+                format!("{}true{}", "(".repeat(10_000), ")".repeat(10_000)),
+                "bytes long",
+            ),
+            (
+                format!("{}true{}", "(".repeat(30), ")".repeat(30)),
+                "nests brackets 30 deep",
+            ),
+            (format!("{}true", "!".repeat(1_000)), "operators"),
+            (format!("{}1 > 0", "-".repeat(500)), "operators"),
+        ];
+        for (expr, expected) in cases {
+            let err = on_small_stack(move || load(&expr).map(|_| ()).unwrap_err().to_string());
+            assert!(
+                err.starts_with("policies/hostile.toml:5: rule \"hostile\": expr is too large"),
+                "{err}"
+            );
+            assert!(err.contains(expected), "{err}");
+        }
+        // Brackets and operators inside strings are text.
+        let text = format!("proposal.title != '{}'", "((((+".repeat(100));
+        assert!(load(&text).is_ok());
+        assert!(load(r#"proposal.title != r'\' && proposal.title != "(\"(""#).is_ok());
+    }
+
+    /// The largest expression the limits let through evaluates on a small stack.
+    #[test]
+    fn the_largest_accepted_expression_evaluates_on_a_small_stack() {
+        // `size(` `.` `>` and one `+` per term: exactly at the limit.
+        let chain = format!(
+            "size(proposal.title){} > 0",
+            " + 1".repeat(MAX_EXPRESSION_OPERATORS - 3)
+        );
+        assert!(check_source_limits(&chain).is_ok());
+        assert!(check_source_limits(&format!("{chain} + 1")).is_err());
+        let nested = format!(
+            "{}proposal.expected_relative_lift{} > 0.0",
+            "(".repeat(MAX_EXPRESSION_NESTING),
+            ")".repeat(MAX_EXPRESSION_NESTING)
+        );
+        for expr in [chain, nested] {
+            let passed = on_small_stack(move || {
+                let set = load(&expr).expect("within the limits");
+                let catalog = default_catalog().unwrap();
+                let run = RunInputs::new(&catalog, &sample_program());
+                let context = PolicyContext::for_run(
+                    &run,
+                    &sample_draft(),
+                    &sample_enrichment(),
+                    &QueueCounts::default(),
+                    chrono::Utc::now(),
+                );
+                set.evaluate(&context).expect("evaluates")[0].passed
+            });
+            assert!(passed);
+        }
+    }
+
+    #[test]
+    fn an_expensive_rule_fails_quickly_with_the_cost_limit() {
+        let loops = "catalog.segment_names.all(a, ".repeat(8);
+        let expr = format!("{loops}a != ''{}", ")".repeat(8));
+        let set = load(&expr).expect("compiles");
+        let catalog = default_catalog().unwrap();
+        let run = RunInputs::new(&catalog, &sample_program());
+        let context = PolicyContext::for_run(
+            &run,
+            &sample_draft(),
+            &sample_enrichment(),
+            &QueueCounts::default(),
+            chrono::Utc::now(),
+        );
+        let started = std::time::Instant::now();
+        let err = set.evaluate(&context).unwrap_err().to_string();
+        assert!(
+            err.contains("rule \"hostile\"") && err.contains("evaluation cost limit exceeded"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // A list built by doubling is charged for its elements, so memory stays bounded too.
+        let doubling = format!(
+            "{}a.size() > 0{}",
+            "[[1,2,3,4,5,6,7,8] + [1,2,3,4,5,6,7,8]].all(a, [a + a].all(a, [a + a].all(a, [a + a].all(a, ",
+            "))))"
+        );
+        assert!(load(&doubling).is_ok());
+        // Ordinary rules, the shipped ones included, stay far below the limit.
+        let shipped = PolicySet::defaults().unwrap();
+        assert!(shipped.evaluate(&context).is_ok());
+        let set = load("catalog.segment_names.map(s, catalog.segments[s].name).filter(n, n != '').exists(n, n == proposal.segment) && [1, 2, 3].exists_one(x, x == 2) && catalog.segment_names.all(s, catalog.segments[s].daily_visitors >= 0)").unwrap();
+        assert!(set.evaluate(&context).unwrap()[0].passed);
+    }
+
+    #[test]
+    fn check_reports_a_rule_no_proposal_can_pass_and_errors_with_their_sample() {
+        let catalog = default_catalog().unwrap();
+        let set =
+            load("proposal.expected_relative_lift > 1.0 && proposal.expected_relative_lift < 0.0")
+                .unwrap();
+        let lints = set.check(&catalog, &sample_program());
+        let lint = lints
+            .iter()
+            .find(|l| l.severity == Severity::Error)
+            .expect("an error");
+        assert!(
+            lint.message.contains("is false for every one of the")
+                && lint.message.contains("it would block every proposal"),
+            "{lint}"
+        );
+        // A rule that only fails for one moment is fine...
+        let set = load("proposal.moment != 'search' || proposal.risk != 'high'").unwrap();
+        assert!(set
+            .check(&catalog, &sample_program())
+            .iter()
+            .all(|l| l.severity != Severity::Error));
+        // ...but one that errors for one sample is named with that sample.
+        let set =
+            load("proposal.moment != 'search' || proposal.risk != 'high' || 1 / 0 == 1").unwrap();
+        let lints = set.check(&catalog, &sample_program());
+        let lint = lints
+            .iter()
+            .find(|l| l.severity == Severity::Error)
+            .expect("an error");
+        assert!(
+            lint.message.starts_with("fails on sample ") && lint.message.contains("(search, "),
+            "{lint}"
+        );
+    }
 }

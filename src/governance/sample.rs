@@ -124,6 +124,62 @@ pub fn sample_enrichment_populated() -> Enrichment {
     }
 }
 
+/// One input `policy check` evaluates every rule against, with a label that names it.
+#[derive(Debug, Clone)]
+pub struct SampleProposal {
+    pub label: String,
+    pub draft: ProposalDraft,
+    pub enrichment: Enrichment,
+    /// Whether the queue already holds a proposal like this one.
+    pub busy_queue: bool,
+}
+
+/// The sample proposals of `policy check`: [`sample_draft`] varied so that together they cover
+/// every moment, every rendering, every risk and every segment of `catalog` (each combination
+/// of moment, rendering and risk once, segments in turn), alternately with the plain and the
+/// populated enrichment and with an empty and a busy queue.
+pub fn sample_proposals(catalog: &Catalog) -> Vec<SampleProposal> {
+    const RENDERINGS: [Rendering; 3] = [Rendering::Edge, Rendering::Server, Rendering::Client];
+    const RISKS: [Risk; 3] = [Risk::Low, Risk::Medium, Risk::High];
+    let combinations = Moment::ALL.len() * RENDERINGS.len() * RISKS.len();
+    let count = combinations.max(catalog.segments.len());
+    (0..count)
+        .map(|i| {
+            let mut draft = sample_draft();
+            draft.moment = Moment::ALL[i % Moment::ALL.len()];
+            draft.rendering = RENDERINGS[(i / Moment::ALL.len()) % RENDERINGS.len()];
+            draft.risk = RISKS[(i / (Moment::ALL.len() * RENDERINGS.len())) % RISKS.len()];
+            if let Some(segment) = catalog.segments.get(i % catalog.segments.len().max(1)) {
+                draft.segment = segment.name.clone();
+            }
+            let populated = i % 2 == 1;
+            let enrichment = if populated {
+                sample_enrichment_populated()
+            } else {
+                sample_enrichment()
+            };
+            let risk = match draft.risk {
+                Risk::Low => "low",
+                Risk::Medium => "medium",
+                Risk::High => "high",
+            };
+            SampleProposal {
+                label: format!(
+                    "sample {} of {count} ({}, {}, {risk} risk, segment {}{})",
+                    i + 1,
+                    draft.moment,
+                    draft.rendering.as_str(),
+                    draft.segment,
+                    if populated { ", a near-duplicate" } else { "" }
+                ),
+                draft,
+                enrichment,
+                busy_queue: i % 4 == 3,
+            }
+        })
+        .collect()
+}
+
 /// A Stage 3 program, ready for agentic proposals.
 pub fn sample_program() -> ProgramHealth {
     let moments = |value: usize| -> BTreeMap<String, usize> {
@@ -170,6 +226,24 @@ pub fn sample_program() -> ProgramHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_samples_cover_every_moment_rendering_risk_and_segment() {
+        let catalog = default_catalog().expect("shipped catalog parses");
+        let samples = sample_proposals(&catalog);
+        for moment in Moment::ALL {
+            for rendering in [Rendering::Edge, Rendering::Server, Rendering::Client] {
+                for risk in [Risk::Low, Risk::Medium, Risk::High] {
+                    assert!(samples.iter().any(|s| s.draft.moment == moment
+                        && s.draft.rendering == rendering
+                        && s.draft.risk == risk));
+                }
+            }
+        }
+        for segment in &catalog.segments {
+            assert!(samples.iter().any(|s| s.draft.segment == segment.name));
+        }
+    }
 
     #[test]
     fn the_embedded_catalog_parses() {

@@ -7,6 +7,7 @@
 //! (or when the user asked to skip invalid records).
 
 use super::model::{Experiment, Variant};
+use super::strict_json::{self, StrictError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -95,7 +96,8 @@ pub struct ImportOptions {
     pub skip_invalid: bool,
 }
 
-/// What parsing found: the valid experiments (deduplicated by id, last one wins) and the problems.
+/// What parsing found: the valid experiments and the problems. An id twice in one source is a
+/// problem; across the sources of one import the last one wins (upsert semantics).
 #[derive(Debug, Default)]
 pub struct ImportReport {
     pub experiments: Vec<Experiment>,
@@ -166,6 +168,23 @@ pub fn parse_text(name: &str, format: Format, text: &str) -> ImportReport {
     report
 }
 
+/// Parses bytes already in memory as a file of that name would be (the format sniffed when
+/// `format` is `None`); for the fuzz tests, which feed it bytes that are not always UTF-8.
+pub fn parse_bytes(name: &str, format: Option<Format>, bytes: &[u8]) -> ImportReport {
+    let mut report = ImportReport::default();
+    let mut reader = BufReader::new(bytes);
+    if let Err(err) = parse_reader(name, format, &mut reader, &mut report) {
+        report.problems.push(Problem {
+            source: name.to_string(),
+            location: Location::Whole,
+            field: None,
+            message: format!("cannot read: {err}"),
+        });
+    }
+    deduplicate(&mut report.experiments);
+    report
+}
+
 fn format_from_extension(path: &Path) -> Option<Format> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     match ext.as_str() {
@@ -199,12 +218,74 @@ fn sniff<R: BufRead>(reader: &mut R) -> std::io::Result<Format> {
     }
 }
 
+/// Skips a UTF-8 byte-order mark (spreadsheet programs write one) so that it is neither taken
+/// for the start of a CSV header nor refused as invalid JSON.
+fn skip_bom<R: BufRead>(reader: &mut R) -> std::io::Result<()> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let mut matched = 0;
+    while matched < BOM.len() {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let take = (BOM.len() - matched).min(buf.len());
+        if buf[..take] != BOM[matched..matched + take] {
+            // A partial match can only happen when the buffer holds fewer than three bytes at
+            // the very start, which BufReader never does for files; treat it as no BOM.
+            break;
+        }
+        reader.consume(take);
+        matched += take;
+    }
+    Ok(())
+}
+
+/// Ids already read from one source, with where, so that a second record with the same id is
+/// an error naming both places (within one file it is a mistake, not an update).
+#[derive(Default)]
+struct SeenIds(HashMap<String, Location>);
+
+impl SeenIds {
+    fn check(&mut self, id: &str, here: Location) -> Result<(), FieldError> {
+        match self.0.get(id) {
+            Some(first) => Err(field_error(
+                "id",
+                format!(
+                    "duplicate id {id:?}: {} has the same id; an experiment may appear only once in a file",
+                    match first {
+                        Location::Line(n) => format!("line {n}"),
+                        Location::Record(n) => format!("record {n}"),
+                        Location::Whole => "another record".to_string(),
+                    }
+                ),
+            )),
+            None => {
+                self.0.insert(id.to_string(), here);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Parses one JSON record strictly; a repeated key names its path.
+fn strict_value(text: &str) -> Result<Value, FieldError> {
+    strict_json::parse(text).map_err(|err| match err {
+        StrictError::DuplicateKey(path) => (
+            Some(strict_json::render_path(&path)),
+            "the key appears twice in the same object; JSON readers would keep only one of them"
+                .to_string(),
+        ),
+        StrictError::Syntax(message) => (None, format!("invalid JSON: {message}")),
+    })
+}
+
 fn parse_reader<R: BufRead>(
     name: &str,
     format: Option<Format>,
     reader: &mut R,
     report: &mut ImportReport,
 ) -> std::io::Result<()> {
+    skip_bom(reader)?;
     let format = match format {
         Some(format) => format,
         None => sniff(reader)?,
@@ -223,6 +304,7 @@ fn parse_ndjson<R: BufRead>(
 ) -> std::io::Result<()> {
     let mut line_number = 0u64;
     let mut buf = Vec::new();
+    let mut seen = SeenIds::default();
     loop {
         buf.clear();
         // Read at most one byte past the bound so an endless line cannot exhaust memory.
@@ -263,16 +345,17 @@ fn parse_ndjson<R: BufRead>(
             continue;
         }
         report.records_read += 1;
-        let value: Value = match serde_json::from_str(text) {
+        let value: Value = match strict_value(text) {
             Ok(value) => value,
-            Err(err) => {
-                report
-                    .problems
-                    .push(problem(None, format!("invalid JSON: {err}")));
+            Err((field, message)) => {
+                report.problems.push(problem(field, message));
                 continue;
             }
         };
-        match experiment_from_value(value) {
+        match experiment_from_value(value).and_then(|experiment| {
+            seen.check(&experiment.id, Location::Line(line_number))?;
+            Ok(experiment)
+        }) {
             Ok(experiment) => report.experiments.push(experiment),
             Err((field, message)) => report.problems.push(problem(field, message)),
         }
@@ -302,18 +385,43 @@ fn parse_json_array<R: BufRead>(
         )));
         return Ok(());
     }
-    let records: Vec<Value> = match serde_json::from_str(&text) {
-        Ok(records) => records,
-        Err(err) => {
+    let records: Vec<Value> = match strict_json::parse(&text) {
+        Ok(Value::Array(records)) => records,
+        Ok(_) => {
+            report.problems.push(whole(
+                "not a JSON array of experiments: the file holds one JSON value that is not an array".into(),
+            ));
+            return Ok(());
+        }
+        Err(StrictError::DuplicateKey(path)) => {
+            // The path starts with the record's index.
+            let (location, rest) = match path.split_first() {
+                Some((strict_json::Step::Index(i), rest)) => (Location::Record(i + 1), rest),
+                _ => (Location::Whole, &path[..]),
+            };
+            report.records_read += 1;
+            report.problems.push(Problem {
+                source: name.to_string(),
+                location,
+                field: Some(strict_json::render_path(rest)),
+                message: "the key appears twice in the same object; JSON readers would keep only one of them".into(),
+            });
+            return Ok(());
+        }
+        Err(StrictError::Syntax(err)) => {
             report
                 .problems
                 .push(whole(format!("not a JSON array of experiments: {err}")));
             return Ok(());
         }
     };
+    let mut seen = SeenIds::default();
     for (index, value) in records.into_iter().enumerate() {
         report.records_read += 1;
-        match experiment_from_value(value) {
+        match experiment_from_value(value).and_then(|experiment| {
+            seen.check(&experiment.id, Location::Record(index + 1))?;
+            Ok(experiment)
+        }) {
             Ok(experiment) => report.experiments.push(experiment),
             Err((field, message)) => report.problems.push(Problem {
                 source: name.to_string(),
@@ -366,6 +474,8 @@ struct CsvExperiment {
     first_line: u64,
     fields: Map<String, Value>,
     variants: Vec<Value>,
+    /// Variant names with the line of their row.
+    variant_lines: Vec<(String, u64)>,
     problem: Option<(Option<String>, String, u64)>,
 }
 
@@ -396,14 +506,31 @@ fn parse_csv<R: BufRead>(
         }
     };
     let mut header_ok = true;
-    for column in headers.iter() {
+    for (index, column) in headers.iter().enumerate() {
         if !VARIANT_COLUMNS.contains(&column) && !EXPERIMENT_COLUMNS.contains(&column) {
             report.problems.push(problem_at(
                 1,
                 Some(column.to_string()),
-                "unknown column".into(),
+                format!(
+                    "unknown column (header column {}); the columns are the JSON fields and {}",
+                    index + 1,
+                    VARIANT_COLUMNS.join(", ")
+                ),
             ));
             header_ok = false;
+        } else if let Some(first) = headers.iter().position(|c| c == column) {
+            if first < index {
+                report.problems.push(problem_at(
+                    1,
+                    Some(column.to_string()),
+                    format!(
+                        "duplicate column: the header names it twice (columns {} and {}); which one holds the data?",
+                        first + 1,
+                        index + 1
+                    ),
+                ));
+                header_ok = false;
+            }
         }
     }
     for required in ["id", "variant", "control", "visitors", "conversions"] {
@@ -489,9 +616,31 @@ fn parse_csv<R: BufRead>(
                 first_line: line,
                 fields: experiment_fields.clone(),
                 variants: Vec::new(),
+                variant_lines: Vec::new(),
                 problem: None,
             }
         });
+        let variant_name = variant
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if entry.problem.is_none() {
+            if let Some((_, first)) = entry
+                .variant_lines
+                .iter()
+                .find(|(name, _)| *name == variant_name)
+            {
+                entry.problem = Some((
+                    Some("variant".into()),
+                    format!(
+                        "duplicate id {id:?}: line {first} already holds its variant {variant_name:?}; an experiment may appear only once in a file"
+                    ),
+                    line,
+                ));
+            }
+        }
+        entry.variant_lines.push((variant_name, line));
         if entry.problem.is_none() && entry.fields != experiment_fields {
             let differing = EXPERIMENT_COLUMNS
                 .iter()
@@ -679,6 +828,7 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
         false,
     )?;
     check_finite("attributed_revenue", experiment.attributed_revenue, false)?;
+    check_dates(experiment)?;
 
     let variants = &experiment.variants;
     if variants.len() < 2 {
@@ -727,6 +877,41 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
             return Err(field_error(
                 "allocation",
                 "weights must be positive numbers",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Dates follow the life of an experiment: idea, start, end; a decision comes after the idea
+/// and the start. Out of order, the time-to-decision figures would be nonsense (or negative).
+fn check_dates(experiment: &Experiment) -> Result<(), FieldError> {
+    let dates = [
+        ("idea_at", experiment.idea_at),
+        ("started_at", experiment.started_at),
+        ("ended_at", experiment.ended_at),
+    ];
+    // Each later date against every earlier one that is given.
+    let mut checks: Vec<(&str, chrono::NaiveDate, &str, chrono::NaiveDate)> = Vec::new();
+    for (i, (later, later_date)) in dates.iter().enumerate() {
+        for (earlier, earlier_date) in &dates[..i] {
+            if let (Some(l), Some(e)) = (later_date, earlier_date) {
+                checks.push((*later, *l, *earlier, *e));
+            }
+        }
+    }
+    if let Some(decided) = experiment.decided_at {
+        for (earlier, date) in &dates[..2] {
+            if let Some(date) = date {
+                checks.push(("decided_at", decided, *earlier, *date));
+            }
+        }
+    }
+    for (later, later_date, earlier, earlier_date) in checks {
+        if later_date < earlier_date {
+            return Err(field_error(
+                later,
+                format!("{later_date} is before {earlier} {earlier_date}"),
             ));
         }
     }
@@ -939,5 +1124,137 @@ mod tests {
             report.problems[0].to_string(),
             "h.csv:3: field `visitors`: expected a whole number ≥ 0, found \"ten\""
         );
+    }
+
+    #[test]
+    fn a_duplicate_id_in_one_file_names_both_places() {
+        let second = GOOD.replace("\"name\":\"A\"", "\"name\":\"B\"");
+        let report = parse_text("h.ndjson", Format::Ndjson, &format!("{GOOD}\n{second}\n"));
+        assert_eq!(report.experiments.len(), 1);
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.ndjson:2: field `id`: duplicate id \"e1\": line 1 has the same id; an experiment may appear only once in a file"
+        );
+        let report = parse_text("h.json", Format::JsonArray, &format!("[{GOOD},{second}]"));
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.json: record 2: field `id`: duplicate id \"e1\": record 1 has the same id; an experiment may appear only once in a file"
+        );
+        let csv = "id,name,moment,primary_kpi,status,variant,control,visitors,conversions\n\
+                   e1,A,search,conversion_rate,concluded,control,true,100,5\n\
+                   e1,A,search,conversion_rate,concluded,t,false,100,7\n\
+                   e1,A,search,conversion_rate,concluded,control,true,100,5\n\
+                   e1,A,search,conversion_rate,concluded,t,false,100,7\n";
+        let report = parse_text("h.csv", Format::Csv, csv);
+        assert!(report.experiments.is_empty());
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.csv:4: field `variant`: duplicate id \"e1\": line 2 already holds its variant \"control\"; an experiment may appear only once in a file"
+        );
+    }
+
+    #[test]
+    fn a_key_twice_in_one_object_is_refused_with_its_path() {
+        let twice = GOOD.replace(
+            "\"visitors\":100,\"conversions\":7",
+            "\"visitors\":100,\"conversions\":7,\"visitors\":9000",
+        );
+        let report = parse_text("h.ndjson", Format::Ndjson, &twice);
+        assert!(report.experiments.is_empty());
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.ndjson:1: field `variants[1].visitors`: the key appears twice in the same object; JSON readers would keep only one of them"
+        );
+        let report = parse_text("h.json", Format::JsonArray, &format!("[{GOOD},\n{twice}]"));
+        assert!(report.experiments.is_empty());
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.json: record 2: field `variants[1].visitors`: the key appears twice in the same object; JSON readers would keep only one of them"
+        );
+    }
+
+    #[test]
+    fn dates_out_of_order_name_the_later_field() {
+        let dated = |dates: &str| GOOD.replace("\"status\"", &format!("{dates},\"status\""));
+        for (dates, expected) in [
+            (
+                r#""started_at":"2025-03-10","ended_at":"2025-03-01""#,
+                "field `ended_at`: 2025-03-01 is before started_at 2025-03-10",
+            ),
+            (
+                r#""idea_at":"2025-03-10","decided_at":"2025-03-01""#,
+                "field `decided_at`: 2025-03-01 is before idea_at 2025-03-10",
+            ),
+            (
+                r#""started_at":"2025-03-10","decided_at":"2025-03-01""#,
+                "field `decided_at`: 2025-03-01 is before started_at 2025-03-10",
+            ),
+            (
+                r#""idea_at":"2025-03-10","started_at":"2025-03-01""#,
+                "field `started_at`: 2025-03-01 is before idea_at 2025-03-10",
+            ),
+        ] {
+            let report = parse_text("h.ndjson", Format::Ndjson, &dated(dates));
+            assert!(report.experiments.is_empty(), "{dates}");
+            assert_eq!(
+                report.problems[0].to_string(),
+                format!("h.ndjson:1: {expected}")
+            );
+        }
+        let ok = dated(
+            r#""idea_at":"2025-03-01","started_at":"2025-03-01","ended_at":"2025-03-20","decided_at":"2025-03-20""#,
+        );
+        assert!(parse_text("h.ndjson", Format::Ndjson, &ok)
+            .problems
+            .is_empty());
+        let csv = "id,name,moment,primary_kpi,status,started_at,ended_at,variant,control,visitors,conversions\n\
+                   e1,A,search,conversion_rate,concluded,2025-03-10,2025-03-01,control,true,100,5\n\
+                   e1,A,search,conversion_rate,concluded,2025-03-10,2025-03-01,t,false,100,7\n";
+        let report = parse_text("h.csv", Format::Csv, csv);
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.csv:2: field `ended_at`: 2025-03-01 is before started_at 2025-03-10"
+        );
+    }
+
+    #[test]
+    fn csv_header_mistakes_are_named_as_such() {
+        let csv =
+            "id,name,moment,primary_kpi,status,variant,control,visitors,conversions,visitors\n\
+                   e1,A,search,conversion_rate,concluded,control,true,100,5,9000\n\
+                   e1,A,search,conversion_rate,concluded,t,false,100,7,9000\n";
+        let report = parse_text("h.csv", Format::Csv, csv);
+        assert!(report.experiments.is_empty());
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(
+            report.problems[0].to_string(),
+            "h.csv:1: field `visitors`: duplicate column: the header names it twice (columns 8 and 10); which one holds the data?"
+        );
+        let csv = "id,name,moment,primary_kpi,status,variant,control,visitors,conversions,colour\n";
+        let report = parse_text("h.csv", Format::Csv, csv);
+        assert!(report.problems[0]
+            .to_string()
+            .starts_with("h.csv:1: field `colour`: unknown column (header column 10)"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_in_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "id,name,moment,primary_kpi,status,variant,control,visitors,conversions\n\
+                   e1,A,search,conversion_rate,concluded,control,true,100,5\n\
+                   e1,A,search,conversion_rate,concluded,t,false,100,7\n";
+        for (name, text) in [
+            ("a.json", format!("[{GOOD}]")),
+            ("b.json", format!("{GOOD}\n")),
+            ("c.ndjson", format!("{GOOD}\n")),
+            ("d.csv", csv.to_string()),
+            ("e.txt", csv.to_string()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("\u{FEFF}{text}")).unwrap();
+            let report = parse_sources(&[Source::File(path)]);
+            assert!(report.problems.is_empty(), "{name}: {:?}", report.problems);
+            assert_eq!(report.experiments.len(), 1, "{name}");
+        }
     }
 }

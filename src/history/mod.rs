@@ -1,7 +1,8 @@
 //! The program's experiment history: the validated model and the importers that build it from
-//! NDJSON, JSON arrays and CSV.
+//! NDJSON, JSON arrays and CSV (`strict_json` refuses a key written twice in one object).
 
 pub mod import;
+pub mod strict_json;
 
 pub use crate::domain::experiment as model;
 pub use import::{ImportOptions, ImportReport, Problem, Source};

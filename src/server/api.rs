@@ -571,8 +571,7 @@ async fn audit_verify(
         .map(app::audit::parse_head)
         .transpose()?;
     let report =
-        app::audit::verify_store(state.store.as_ref(), &state.audit_key, expected.as_ref())
-            .await?;
+        app::audit::verify_store(state.store.as_ref(), &state.audit_key, expected.as_ref()).await?;
     Ok(Json(report))
 }
 

@@ -57,10 +57,7 @@ fn templates() -> &'static Environment<'static> {
 
 /// A rendered page, or an error page with the right status.
 fn render(name: &str, ctx: minijinja::Value) -> Response {
-    match templates()
-        .get_template(name)
-        .and_then(|t| t.render(ctx))
-    {
+    match templates().get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => {
             let mut response = Html(html).into_response();
             let headers = response.headers_mut();
@@ -120,7 +117,10 @@ impl FromRequestParts<Arc<ServerState>> for Viewer {
     ) -> Result<Viewer, Response> {
         match identify(parts, state).await {
             Ok(p) => Ok(Viewer(p)),
-            Err(e) if e.kind == ErrorKind::Unauthenticated && state.config.server.auth == AuthMode::Token => {
+            Err(e)
+                if e.kind == ErrorKind::Unauthenticated
+                    && state.config.server.auth == AuthMode::Token =>
+            {
                 Err(Redirect::to("/ui/login").into_response())
             }
             Err(e) => Err(error_page(e, None)),
@@ -225,7 +225,9 @@ async fn logout(headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/ui/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        header::HeaderValue::from_static("hypod_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        header::HeaderValue::from_static(
+            "hypod_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     response
 }
@@ -259,14 +261,18 @@ async fn queue(
             None | Some("all") => None,
             Some(s) => match ProposalStatus::parse(s) {
                 Some(s) => Some(s),
-                None => return error_page(AppError::input(format!("unknown status {s:?}")), Some(&me)),
+                None => {
+                    return error_page(AppError::input(format!("unknown status {s:?}")), Some(&me))
+                }
             },
         },
         moment: match moment.as_deref() {
             None => None,
             Some(m) => match Moment::parse(m) {
                 Some(m) => Some(m),
-                None => return error_page(AppError::input(format!("unknown moment {m:?}")), Some(&me)),
+                None => {
+                    return error_page(AppError::input(format!("unknown moment {m:?}")), Some(&me))
+                }
             },
         },
         text: text.clone(),
@@ -345,7 +351,12 @@ async fn review(
         "approve" => ReviewAction::Approve,
         "reject" => ReviewAction::Reject,
         "comment" => ReviewAction::Comment,
-        _ => return error_page(AppError::new(ErrorKind::NotFound, "no such action"), Some(&me)),
+        _ => {
+            return error_page(
+                AppError::new(ErrorKind::NotFound, "no such action"),
+                Some(&me),
+            )
+        }
     };
     let request = ReviewRequest {
         id: id.clone(),
@@ -386,7 +397,12 @@ async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Resp
     };
     let program = &analysis.program;
     // Small charts, drawn as bars in the template: queued per run, coverage per moment.
-    let max_queued = runs.iter().map(|r| r.summary.queued).max().unwrap_or(0).max(1);
+    let max_queued = runs
+        .iter()
+        .map(|r| r.summary.queued)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let bars: Vec<serde_json::Value> = runs
         .iter()
         .rev()

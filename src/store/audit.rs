@@ -43,6 +43,15 @@ impl AuditKey {
         Ok(AuditKey(secret.to_vec()))
     }
 
+    /// A random key for a store that appends nothing (the read-only commands): entries are
+    /// verified with the configured key, never with this one.
+    pub fn unused() -> AuditKey {
+        use rand::RngCore as _;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        AuditKey(secret.to_vec())
+    }
+
     fn mac(&self, parts: &[&[u8]]) -> String {
         // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
         let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) {
@@ -162,7 +171,10 @@ pub fn verify(
             report.push(
                 Some(e.seq),
                 None,
-                format!("entry {} comes after entry {last_seq}: the log was reordered", e.seq),
+                format!(
+                    "entry {} comes after entry {last_seq}: the log was reordered",
+                    e.seq
+                ),
             );
         }
         if e.prev_hash != prev {

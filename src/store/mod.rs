@@ -14,8 +14,8 @@ pub mod sqlite;
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 
 use crate::domain::{
-    AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, Role, RunRecord,
-    SlotRecord, SlotStatus,
+    AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, Role, RunRecord, SlotRecord,
+    SlotStatus,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -41,6 +41,10 @@ pub enum StoreError {
     Review(#[from] crate::domain::ReviewError),
     #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]
     LeaseLost { slot: String },
+    /// A read-only open found a database its migrations have not fully reached (read-only
+    /// commands never migrate).
+    #[error("the database is at migration {have}, this hypod needs {need}: run `hypod migrate` (or any writing command) first; read-only commands never migrate")]
+    NotMigrated { have: i64, need: i64 },
 }
 
 /// One notification waiting in the outbox: the run it is about.
@@ -233,8 +237,7 @@ pub trait Store: Send + Sync {
     /// The whole audit log, oldest first.
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
     /// Up to `limit` audit entries after sequence number `after`, oldest first.
-    async fn audit_entries(&self, after: i64, limit: usize)
-        -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// The sealed head of the audit chain, if anything was ever logged.
     async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError>;
     /// The log, its sealed head and what it is replayed against (every proposal's status and
@@ -307,3 +310,34 @@ pub async fn open(url: &str, key: AuditKey) -> Result<Box<dyn Store>, StoreError
     store.migrate().await?;
     Ok(store)
 }
+
+/// Opens the database a URL names for reading only: no migration and nothing created (SQLite
+/// `mode=ro`, PostgreSQL read-only transactions), so the read-only commands work on a
+/// read-only copy. The database must exist and be migrated.
+pub async fn open_read_only(url: &str, key: AuditKey) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Box::new(sqlite::SqliteStore::connect_read_only(url, key).await?),
+        Some(Backend::Postgres) => {
+            Box::new(postgres::PostgresStore::connect_read_only(url, key).await?)
+        }
+        None => return Err(StoreError::UnsupportedUrl(url.to_string())),
+    })
+}
+
+/// [`StoreError::NotMigrated`] unless the latest migration applied (`applied`, `None` when
+/// there is none or no migration table) is the latest this build knows.
+pub(crate) fn check_migrated(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let need = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let have = applied.unwrap_or(0);
+    if have < need {
+        Err(StoreError::NotMigrated { have, need })
+    } else {
+        Ok(())
+    }
+}
+
+/// The latest successful migration, as sqlx records it (`None` without its table).
+const LATEST_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";

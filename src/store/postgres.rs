@@ -6,8 +6,8 @@
 //! was assessed against are read and written with no other writer in between, on every replica.
 
 use super::{
-    audit_hash, corrupt, timestamp, AuditEntry, AuditKey, OutboxItem, ProposalBody, QueueMark,
-    AuditSnapshot, SealedHead, Store, StoreError, StoredState, TokenRecord, UpsertCounts,
+    audit_hash, corrupt, timestamp, AuditEntry, AuditKey, AuditSnapshot, OutboxItem, ProposalBody,
+    QueueMark, SealedHead, Store, StoreError, StoredState, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     apply_review, AuditAction, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus,
@@ -47,6 +47,20 @@ impl PostgresStore {
     /// Connects to `postgres://…` or `postgresql://…` (the database must exist).
     pub async fn connect(url: &str, key: AuditKey) -> Result<PostgresStore, StoreError> {
         PostgresStore::connect_with(PgConnectOptions::from_str(url)?, key).await
+    }
+
+    /// Connects with every transaction read-only (`default_transaction_read_only`), for the
+    /// commands that only read.
+    pub async fn connect_read_only(url: &str, key: AuditKey) -> Result<PostgresStore, StoreError> {
+        let options =
+            PgConnectOptions::from_str(url)?.options([("default_transaction_read_only", "on")]);
+        let store = PostgresStore::connect_with(options, key).await?;
+        let applied: Option<i64> = sqlx::query_scalar(super::LATEST_MIGRATION)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(None);
+        super::check_migrated(applied, &sqlx::migrate!("./migrations/postgres"))?;
+        Ok(store)
     }
 
     pub async fn connect_with(
@@ -798,11 +812,7 @@ impl Store for PostgresStore {
         self.audit_entries(0, usize::MAX).await
     }
 
-    async fn audit_entries(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, mac FROM audit_log \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -845,7 +855,10 @@ impl Store for PostgresStore {
                 let id: String = row.try_get("id")?;
                 let status: String = row.try_get("status")?;
                 let status = ProposalStatus::parse(&status).ok_or_else(|| {
-                    corrupt(&format!("proposal {id}"), format!("unknown status {status:?}"))
+                    corrupt(
+                        &format!("proposal {id}"),
+                        format!("unknown status {status:?}"),
+                    )
                 })?;
                 Ok((id, status))
             })
@@ -921,15 +934,14 @@ impl Store for PostgresStore {
 
     async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let revoked = sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(micros(Utc::now()))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let revoked =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(micros(Utc::now()))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if revoked {
             self.append_audit(&mut tx, by, AuditAction::TokenRevoke, id, "{}")
                 .await?;

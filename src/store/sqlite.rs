@@ -6,8 +6,8 @@
 //! to be upgraded to a write.
 
 use super::{
-    audit_hash, corrupt, timestamp, AuditEntry, AuditKey, OutboxItem, ProposalBody, QueueMark,
-    AuditSnapshot, SealedHead, Store, StoreError, StoredState, TokenRecord, UpsertCounts,
+    audit_hash, corrupt, timestamp, AuditEntry, AuditKey, AuditSnapshot, OutboxItem, ProposalBody,
+    QueueMark, SealedHead, Store, StoreError, StoredState, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     apply_review, AuditAction, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus,
@@ -50,6 +50,43 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool, key })
+    }
+
+    /// Opens an existing database for reading only (`mode=ro`): nothing is created, migrated or
+    /// written, so it works on a read-only copy. When SQLite cannot even create its shared-memory
+    /// file next to a WAL database (a read-only folder), the file is opened as immutable.
+    pub async fn connect_read_only(url: &str, key: AuditKey) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(false)
+            .read_only(true)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let store = match SqliteStore::open_and_read(options.clone(), key.clone()).await {
+            Ok(store) => store,
+            Err(_) => SqliteStore::open_and_read(options.immutable(true), key).await?,
+        };
+        let applied: Option<i64> = sqlx::query_scalar(super::LATEST_MIGRATION)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(None);
+        super::check_migrated(applied, &sqlx::migrate!("./migrations/sqlite"))?;
+        Ok(store)
+    }
+
+    /// Opens a small pool and reads once: opening is lazy about the file's contents, so a file
+    /// that is not a database (or a WAL file SQLite cannot share) fails here.
+    async fn open_and_read(
+        options: SqliteConnectOptions,
+        key: AuditKey,
+    ) -> Result<SqliteStore, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&pool)
             .await?;
         Ok(SqliteStore { pool, key })
     }
@@ -791,11 +828,7 @@ impl Store for SqliteStore {
         self.audit_entries(0, usize::MAX).await
     }
 
-    async fn audit_entries(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
             .bind(after)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -832,7 +865,10 @@ impl Store for SqliteStore {
                 let id: String = row.try_get("id")?;
                 let status: String = row.try_get("status")?;
                 let status = ProposalStatus::parse(&status).ok_or_else(|| {
-                    corrupt(&format!("proposal {id}"), format!("unknown status {status:?}"))
+                    corrupt(
+                        &format!("proposal {id}"),
+                        format!("unknown status {status:?}"),
+                    )
                 })?;
                 Ok((id, status))
             })
@@ -904,15 +940,14 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let revoked = sqlx::query(
-            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(timestamp(Utc::now()))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let revoked =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(timestamp(Utc::now()))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if revoked {
             self.append_audit(&mut tx, by, AuditAction::TokenRevoke, id, "{}")
                 .await?;

@@ -157,7 +157,9 @@ impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("hypod.db").display());
-        let store = SqliteStore::connect(&url, audit_key()).await.expect("open SQLite");
+        let store = SqliteStore::connect(&url, audit_key())
+            .await
+            .expect("open SQLite");
         store.migrate().await.expect("migrate SQLite");
         TestDb {
             backend: "sqlite",

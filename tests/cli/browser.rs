@@ -84,7 +84,10 @@ impl Browser {
             });
             match answer {
                 Ok(value) if value["value"]["sessionId"].is_string() => {
-                    break value["value"]["sessionId"].as_str().unwrap_or_default().to_string()
+                    break value["value"]["sessionId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
                 }
                 other if started.elapsed() > Duration::from_secs(30) => {
                     panic!("no browser session within 30 s: {other:?}")
@@ -159,10 +162,14 @@ impl Browser {
     }
 
     fn text_of(&self, element: &str) -> String {
-        self.call(reqwest::Method::GET, &format!("/element/{element}/text"), None)
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{element}/text"),
+            None,
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
     }
 
     fn text(&self, css: &str) -> String {
@@ -180,7 +187,11 @@ impl Browser {
 
     fn click(&self, css: &str) {
         let element = self.element(css);
-        self.call(reqwest::Method::POST, &format!("/element/{element}/click"), None);
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            None,
+        );
     }
 
     /// Clicks, then waits (up to 10 s) until the page's address contains `part`.
@@ -279,9 +290,13 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     let draft = std::fs::read_to_string(crate::support::fixture("draft.json")).expect("draft");
     let mut draft: Value = serde_json::from_str(&draft).expect("JSON");
     draft["title"] = Value::String(HOSTILE.into());
-    draft["hypothesis"] = Value::String(format!("{} </td></tr></table><h1>injected</h1>", draft["hypothesis"].as_str().unwrap_or_default()));
+    draft["hypothesis"] = Value::String(format!(
+        "{} </td></tr></table><h1>injected</h1>",
+        draft["hypothesis"].as_str().unwrap_or_default()
+    ));
     crate::review_audit::queue_draft(&setup.hypod, draft);
-    let plain_draft = std::fs::read_to_string(crate::support::fixture("draft.json")).expect("draft");
+    let plain_draft =
+        std::fs::read_to_string(crate::support::fixture("draft.json")).expect("draft");
     crate::review_audit::queue_draft_as(
         &setup.hypod,
         serde_json::from_str(&plain_draft).expect("JSON"),
@@ -305,7 +320,10 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     browser.click("#sign-in");
     let started = Instant::now();
     while browser.find("#login-error").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(10), "no sign-in error shown");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no sign-in error shown"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(browser.text("#login-error").contains("unknown or revoked"));
@@ -317,22 +335,33 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     let titles = browser.all_texts("#queue a.title");
     assert!(titles.iter().any(|t| t == HOSTILE), "{titles:?}");
     assert_eq!(browser.script("return typeof window.__pwned"), "undefined");
-    assert_eq!(browser.script("return document.querySelectorAll('main script, main img').length"), 0);
+    assert_eq!(
+        browser.script("return document.querySelectorAll('main script, main img').length"),
+        0
+    );
     browser.screenshot("queue");
 
     // Filters.
     browser.select("#filter-status", "blocked");
     browser.click_to("#filter", "status=blocked");
     let statuses = browser.all_texts("#queue .status");
-    assert!(!statuses.is_empty() && statuses.iter().all(|s| s == "blocked"), "{statuses:?}");
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| s == "blocked"),
+        "{statuses:?}"
+    );
     browser.select("#filter-status", "pending_review");
     browser.type_into("#filter-q", "Free gift");
     browser.click_to("#filter", "q=Free+gift");
     assert_eq!(browser.all_texts("#queue a.title"), [HOSTILE]);
     browser.click_to("#queue a.title", "/ui/proposals/");
     assert_eq!(browser.text("#title"), HOSTILE);
-    assert!(browser.text("#hypothesis").contains("</table><h1>injected</h1>"));
-    assert_eq!(browser.script("return document.querySelectorAll('h1').length"), 1);
+    assert!(browser
+        .text("#hypothesis")
+        .contains("</table><h1>injected</h1>"));
+    assert_eq!(
+        browser.script("return document.querySelectorAll('h1').length"),
+        1
+    );
     assert_eq!(browser.script("return typeof window.__pwned"), "undefined");
 
     // Approve a plain pending proposal from its page.
@@ -354,14 +383,20 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     browser.click_to("#approve", "done=approve");
     assert_eq!(browser.text("#flash"), "Recorded: approve.");
     assert_eq!(browser.text("#status"), "approved");
-    assert!(browser.all_texts("#history .review").iter().any(|r| r.contains("rita (reviewer) approve")));
+    assert!(browser
+        .all_texts("#history .review")
+        .iter()
+        .any(|r| r.contains("rita (reviewer) approve")));
 
     // Reject another, with a reason.
     browser.go(&format!("{site}/ui/proposals/{}", plain[1]));
     browser.type_into("#reject-reason", "overlaps the Q4 code freeze");
     browser.click_to("#reject", "done=reject");
     assert_eq!(browser.text("#status"), "rejected");
-    let stored = setup.hypod.ok(&["queue", "show", &plain[1], "--json"]).json();
+    let stored = setup
+        .hypod
+        .ok(&["queue", "show", &plain[1], "--json"])
+        .json();
     assert_eq!(stored["reviews"][0]["note"], "overlaps the Q4 code freeze");
 
     browser.go(&format!("{site}/ui/runs"));
@@ -389,5 +424,7 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     );
     assert_eq!(forged.status, 403, "{}", forged.body);
     assert!(forged.body.contains("not sent from this site"));
-    assert!(forged.header("content-security-policy").is_some_and(|c| c.contains("default-src 'none'")));
+    assert!(forged
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("default-src 'none'")));
 }

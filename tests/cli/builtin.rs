@@ -21,11 +21,18 @@ fn experiment(
     treatment: (u64, u64),
     started: &str,
 ) -> String {
+    // Dates in the order of an experiment's life: the idea a month before the start, two weeks
+    // of traffic, a decision three days after the end (a running test has neither yet).
+    let start = chrono::NaiveDate::parse_from_str(started, "%Y-%m-%d").expect("a date");
+    let idea = (start - chrono::Duration::days(30)).to_string();
+    let running = status == "running";
+    let ended = (!running).then(|| (start + chrono::Duration::days(14)).to_string());
+    let decided = (!running).then(|| (start + chrono::Duration::days(17)).to_string());
     json!({
         "id": id, "name": format!("{lever} for {segment}"), "moment": moment, "lever": lever,
         "segment": segment, "channel": "web", "rendering": "server", "primary_kpi": "conversion_rate",
         "signals": ["page_context"], "status": status, "decision": decision,
-        "idea_at": "2026-01-01", "started_at": started, "ended_at": started, "decided_at": "2026-03-01",
+        "idea_at": idea, "started_at": started, "ended_at": ended, "decided_at": decided,
         "variants": [
             {"name": "control", "control": true, "visitors": control.0, "conversions": control.1, "orders": control.1, "revenue": control.1 as f64 * 70.0, "revenue_sq": control.1 as f64 * 70.0 * 70.0},
             {"name": "treatment", "control": false, "visitors": treatment.0, "conversions": treatment.1, "orders": treatment.1, "revenue": treatment.1 as f64 * 70.0, "revenue_sq": treatment.1 as f64 * 70.0 * 70.0}

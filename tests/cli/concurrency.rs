@@ -101,7 +101,14 @@ fn parallel_imports_approvals_and_listings_on_one_sqlite_file_all_succeed() {
     assert!(pending.len() >= 3, "{run:#}");
 
     for k in 0..pending.len().min(4) {
-        hypod.ok(&["token", "create", "--user", &format!("reviewer{k}"), "--role", "reviewer"]);
+        hypod.ok(&[
+            "token",
+            "create",
+            "--user",
+            &format!("reviewer{k}"),
+            "--role",
+            "reviewer",
+        ]);
     }
     let copies = renamed_copies(&hypod, 4);
     let mut commands: Vec<Vec<String>> = Vec::new();

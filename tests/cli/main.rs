@@ -3,7 +3,8 @@
 //! helpers, `snapshots` the `--json` outputs pinned as files, `storage` the storage suite that
 //! runs on every backend (`backends` makes the databases), `concurrency` several `hypod`
 //! processes on one database at once, `serve` the daemon as real processes; `spine`,
-//! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour.
+//! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour,
+//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use).
 //! Run one part with `cargo test --test cli spine::` (a module path filter).
 
 #[path = "../common/mod.rs"]
@@ -18,6 +19,7 @@ mod concurrency;
 #[path = "../fake_openai/mod.rs"]
 mod fake_openai;
 mod governance;
+mod hardening;
 mod llm_prompt;
 mod llm_proposer;
 mod llm_run;

@@ -18,8 +18,7 @@ pub(crate) struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -191,24 +190,126 @@ fn every_route_answers_401_without_credentials_and_403_below_its_role() {
     // the matrix changes nothing but the two runs it starts.
     let routes: Vec<(&str, &str, String, Option<(&str, String)>, &str)> = vec![
         ("GET", "/api/v1/me", "/api/v1/me".into(), None, "viewer"),
-        ("GET", "/api/v1/proposals", "/api/v1/proposals?limit=5".into(), None, "viewer"),
-        ("GET", "/api/v1/proposals/{id}", format!("/api/v1/proposals/{pending}"), None, "viewer"),
-        ("POST", "/api/v1/proposals/{id}/approve", "/api/v1/proposals/nope/approve".into(), Some(("application/json", "{}".into())), "reviewer"),
-        ("POST", "/api/v1/proposals/{id}/reject", "/api/v1/proposals/nope/reject".into(), Some(("application/json", r#"{"reason":"no"}"#.into())), "reviewer"),
-        ("POST", "/api/v1/proposals/{id}/comments", "/api/v1/proposals/nope/comments".into(), Some(("application/json", r#"{"text":"why?"}"#.into())), "reviewer"),
+        (
+            "GET",
+            "/api/v1/proposals",
+            "/api/v1/proposals?limit=5".into(),
+            None,
+            "viewer",
+        ),
+        (
+            "GET",
+            "/api/v1/proposals/{id}",
+            format!("/api/v1/proposals/{pending}"),
+            None,
+            "viewer",
+        ),
+        (
+            "POST",
+            "/api/v1/proposals/{id}/approve",
+            "/api/v1/proposals/nope/approve".into(),
+            Some(("application/json", "{}".into())),
+            "reviewer",
+        ),
+        (
+            "POST",
+            "/api/v1/proposals/{id}/reject",
+            "/api/v1/proposals/nope/reject".into(),
+            Some(("application/json", r#"{"reason":"no"}"#.into())),
+            "reviewer",
+        ),
+        (
+            "POST",
+            "/api/v1/proposals/{id}/comments",
+            "/api/v1/proposals/nope/comments".into(),
+            Some(("application/json", r#"{"text":"why?"}"#.into())),
+            "reviewer",
+        ),
         ("GET", "/api/v1/runs", "/api/v1/runs".into(), None, "viewer"),
-        ("POST", "/api/v1/runs", "/api/v1/runs".into(), None, "governance"),
-        ("GET", "/api/v1/runs/{id}", format!("/api/v1/runs/{run_id}"), None, "viewer"),
-        ("GET", "/api/v1/experiments", "/api/v1/experiments?limit=3".into(), None, "viewer"),
-        ("POST", "/api/v1/experiments", "/api/v1/experiments".into(), Some(("application/x-ndjson", "\n".into())), "admin"),
-        ("GET", "/api/v1/experiments/{id}", "/api/v1/experiments/EXP-0001".into(), None, "viewer"),
-        ("GET", "/api/v1/health", "/api/v1/health".into(), None, "viewer"),
-        ("GET", "/api/v1/policies", "/api/v1/policies".into(), None, "viewer"),
-        ("POST", "/api/v1/policies/evaluate", "/api/v1/policies/evaluate".into(), Some(("application/json", draft.clone())), "viewer"),
-        ("GET", "/api/v1/audit", "/api/v1/audit?limit=5".into(), None, "governance"),
-        ("GET", "/api/v1/audit/verify", "/api/v1/audit/verify".into(), None, "governance"),
-        ("GET", "/api/v1/audit/head", "/api/v1/audit/head".into(), None, "viewer"),
-        ("GET", "/api/v1/export", "/api/v1/export".into(), None, "reviewer"),
+        (
+            "POST",
+            "/api/v1/runs",
+            "/api/v1/runs".into(),
+            None,
+            "governance",
+        ),
+        (
+            "GET",
+            "/api/v1/runs/{id}",
+            format!("/api/v1/runs/{run_id}"),
+            None,
+            "viewer",
+        ),
+        (
+            "GET",
+            "/api/v1/experiments",
+            "/api/v1/experiments?limit=3".into(),
+            None,
+            "viewer",
+        ),
+        (
+            "POST",
+            "/api/v1/experiments",
+            "/api/v1/experiments".into(),
+            Some(("application/x-ndjson", "\n".into())),
+            "admin",
+        ),
+        (
+            "GET",
+            "/api/v1/experiments/{id}",
+            "/api/v1/experiments/EXP-0001".into(),
+            None,
+            "viewer",
+        ),
+        (
+            "GET",
+            "/api/v1/health",
+            "/api/v1/health".into(),
+            None,
+            "viewer",
+        ),
+        (
+            "GET",
+            "/api/v1/policies",
+            "/api/v1/policies".into(),
+            None,
+            "viewer",
+        ),
+        (
+            "POST",
+            "/api/v1/policies/evaluate",
+            "/api/v1/policies/evaluate".into(),
+            Some(("application/json", draft.clone())),
+            "viewer",
+        ),
+        (
+            "GET",
+            "/api/v1/audit",
+            "/api/v1/audit?limit=5".into(),
+            None,
+            "governance",
+        ),
+        (
+            "GET",
+            "/api/v1/audit/verify",
+            "/api/v1/audit/verify".into(),
+            None,
+            "governance",
+        ),
+        (
+            "GET",
+            "/api/v1/audit/head",
+            "/api/v1/audit/head".into(),
+            None,
+            "viewer",
+        ),
+        (
+            "GET",
+            "/api/v1/export",
+            "/api/v1/export".into(),
+            None,
+            "reviewer",
+        ),
     ];
     // The matrix covers every route of the OpenAPI document, and nothing else.
     let document = request(&addr, "GET", "/api/v1/openapi.json", &[], None).json();
@@ -234,14 +335,32 @@ fn every_route_answers_401_without_credentials_and_403_below_its_role() {
         let body = body.as_ref().map(|(t, b)| (*t, b.as_str()));
         let anonymous = request(&addr, method, path, &[], body);
         if anonymous.status != 401 || anonymous.json()["code"] != "unauthenticated" {
-            failures.push(format!("{method} {template} without credentials: {} {}", anonymous.status, anonymous.body));
+            failures.push(format!(
+                "{method} {template} without credentials: {} {}",
+                anonymous.status, anonymous.body
+            ));
         }
-        let forged = request(&addr, method, path, &[("Authorization", "Bearer hypod_0000")], body);
+        let forged = request(
+            &addr,
+            method,
+            path,
+            &[("Authorization", "Bearer hypod_0000")],
+            body,
+        );
         if forged.status != 401 {
-            failures.push(format!("{method} {template} with an unknown token: {}", forged.status));
+            failures.push(format!(
+                "{method} {template} with an unknown token: {}",
+                forged.status
+            ));
         }
         for role in ROLES {
-            let answer = request(&addr, method, path, &[("Authorization", &bearer(setup.token(role)))], body);
+            let answer = request(
+                &addr,
+                method,
+                path,
+                &[("Authorization", &bearer(setup.token(role)))],
+                body,
+            );
             let allowed = rank(role) >= rank(least);
             let ok = if allowed {
                 answer.status != 401 && answer.status != 403 && answer.status < 500
@@ -249,7 +368,10 @@ fn every_route_answers_401_without_credentials_and_403_below_its_role() {
                 answer.status == 403 && answer.json()["code"] == "forbidden"
             };
             if !ok {
-                failures.push(format!("{method} {template} as {role}: {} {}", answer.status, answer.body));
+                failures.push(format!(
+                    "{method} {template} as {role}: {} {}",
+                    answer.status, answer.body
+                ));
             }
         }
     }
@@ -265,19 +387,53 @@ fn api_errors_are_json_with_a_stable_code_and_bodies_are_strict_and_bounded() {
     let auth = [("Authorization", reviewer.as_str())];
     let (pending, _) = setup.pending()[0].clone();
     let approve = format!("/api/v1/proposals/{pending}/approve");
-    let unknown_field = request(&addr, "POST", &approve, &auth, Some(("application/json", r#"{"note":"ok","role":"admin"}"#)));
+    let unknown_field = request(
+        &addr,
+        "POST",
+        &approve,
+        &auth,
+        Some(("application/json", r#"{"note":"ok","role":"admin"}"#)),
+    );
     assert_eq!(unknown_field.status, 400, "{}", unknown_field.body);
     assert_eq!(unknown_field.json()["code"], "invalid_input");
-    assert!(unknown_field.json()["message"].as_str().unwrap().contains("unknown field `role`"), "{}", unknown_field.body);
+    assert!(
+        unknown_field.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `role`"),
+        "{}",
+        unknown_field.body
+    );
     let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(100_000));
-    let too_large = request(&addr, "POST", &approve, &auth, Some(("application/json", &big)));
+    let too_large = request(
+        &addr,
+        "POST",
+        &approve,
+        &auth,
+        Some(("application/json", &big)),
+    );
     assert_eq!(too_large.status, 413, "{}", too_large.body);
     assert_eq!(too_large.json()["code"], "too_large");
-    let not_json = request(&addr, "POST", &approve, &auth, Some(("text/plain", "approve!")));
+    let not_json = request(
+        &addr,
+        "POST",
+        &approve,
+        &auth,
+        Some(("text/plain", "approve!")),
+    );
     assert_eq!(not_json.status, 400);
     let missing = request(&addr, "GET", "/api/v1/proposals/nope", &auth, None);
-    assert_eq!((missing.status, missing.json()["code"].as_str()), (404, Some("not_found")));
-    let bad_query = request(&addr, "GET", "/api/v1/proposals?stauts=approved", &auth, None);
+    assert_eq!(
+        (missing.status, missing.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let bad_query = request(
+        &addr,
+        "GET",
+        "/api/v1/proposals?stauts=approved",
+        &auth,
+        None,
+    );
     assert_eq!(bad_query.status, 400, "{}", bad_query.body);
     let bad_limit = request(&addr, "GET", "/api/v1/proposals?limit=100000", &auth, None);
     assert_eq!(bad_limit.status, 400);
@@ -291,9 +447,24 @@ fn keyset_pages_walk_the_whole_queue_once_in_priority_order() {
     let daemon = serve(&setup.hypod);
     let viewer = bearer(setup.token("viewer"));
     let auth = [("Authorization", viewer.as_str())];
-    let all = request(&daemon.addr, "GET", "/api/v1/proposals?limit=200", &auth, None).json();
-    let all: Vec<String> = all["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
-    assert!(all.len() >= 4, "the sample run queues several proposals: {all:?}");
+    let all = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/proposals?limit=200",
+        &auth,
+        None,
+    )
+    .json();
+    let all: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        all.len() >= 4,
+        "the sample run queues several proposals: {all:?}"
+    );
     let mut walked = Vec::new();
     let mut path = "/api/v1/proposals?limit=3".to_string();
     loop {
@@ -307,8 +478,19 @@ fn keyset_pages_walk_the_whole_queue_once_in_priority_order() {
         }
     }
     assert_eq!(walked, all);
-    let filtered = request(&daemon.addr, "GET", "/api/v1/proposals?status=blocked&limit=200", &auth, None).json();
-    assert!(filtered["items"].as_array().unwrap().iter().all(|p| p["status"] == "blocked"));
+    let filtered = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/proposals?status=blocked&limit=200",
+        &auth,
+        None,
+    )
+    .json();
+    assert!(filtered["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["status"] == "blocked"));
 }
 
 #[test]
@@ -329,10 +511,16 @@ fn one_person_cannot_approve_twice_under_another_spelling_or_another_token() {
     for again in ["Alice", "alice ", "ＡＬＩＣＥ"] {
         let twice = hypod.run(&["queue", "approve", &escalated, "--as", again]);
         assert_eq!(twice.code, Some(2), "{again:?}: {}", twice.stdout);
-        assert!(twice.stderr.contains("alice has already approved"), "{}", twice.stderr);
+        assert!(
+            twice.stderr.contains("alice has already approved"),
+            "{}",
+            twice.stderr
+        );
     }
     // Two distinct reviewers are not enough for an escalated proposal: governance must approve.
-    let bob = hypod.ok(&["queue", "approve", &escalated, "--as", "bob", "--json"]).json();
+    let bob = hypod
+        .ok(&["queue", "approve", &escalated, "--as", "bob", "--json"])
+        .json();
     assert_eq!(bob["status"], "pending_review");
     let gus = hypod.token("gus", "governance");
     let daemon = serve(hypod);
@@ -341,7 +529,10 @@ fn one_person_cannot_approve_twice_under_another_spelling_or_another_token() {
         "POST",
         &format!("/api/v1/proposals/{escalated}/approve"),
         &[("Authorization", &bearer(&gus))],
-        Some(("application/json", r#"{"note":"governance: consent checked"}"#)),
+        Some((
+            "application/json",
+            r#"{"note":"governance: consent checked"}"#,
+        )),
     );
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(approved.json()["status"], "approved");
@@ -350,7 +541,12 @@ fn one_person_cannot_approve_twice_under_another_spelling_or_another_token() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["actor"].as_str().unwrap().into(), r["role"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().into(),
+                r["role"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         reviews,
@@ -376,39 +572,106 @@ fn blocked_proposals_are_approved_by_nobody_and_rejections_need_a_visible_reason
     let blocked = setup.with_status("blocked");
     let blocked = blocked.first().expect("a blocked proposal");
     let admin = bearer(setup.token("admin"));
-    let refused = request(&daemon.addr, "POST", &format!("/api/v1/proposals/{blocked}/approve"), &[("Authorization", &admin)], Some(("application/json", "{}")));
+    let refused = request(
+        &daemon.addr,
+        "POST",
+        &format!("/api/v1/proposals/{blocked}/approve"),
+        &[("Authorization", &admin)],
+        Some(("application/json", "{}")),
+    );
     assert_eq!(refused.status, 409, "{}", refused.body);
-    assert!(refused.json()["message"].as_str().unwrap().contains("nobody may approve it, admin included"));
+    assert!(refused.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("nobody may approve it, admin included"));
     let (pending, _) = setup.pending()[0].clone();
     let reviewer = bearer(setup.token("reviewer"));
     for (reason, expected) in [
         ("\u{200B}", "no visible character"),
         ("   ", "needs a reason"),
-        ("APPROVED BY CFO\r\u{1b}[2J", "control or invisible character U+000D"),
+        (
+            "APPROVED BY CFO\r\u{1b}[2J",
+            "control or invisible character U+000D",
+        ),
     ] {
         let body = serde_json::json!({ "reason": reason }).to_string();
-        let answer = request(&daemon.addr, "POST", &format!("/api/v1/proposals/{pending}/reject"), &[("Authorization", &reviewer)], Some(("application/json", &body)));
+        let answer = request(
+            &daemon.addr,
+            "POST",
+            &format!("/api/v1/proposals/{pending}/reject"),
+            &[("Authorization", &reviewer)],
+            Some(("application/json", &body)),
+        );
         assert_eq!(answer.status, 400, "{reason:?}: {}", answer.body);
-        assert!(answer.json()["message"].as_str().unwrap().contains(expected), "{reason:?}: {}", answer.body);
+        assert!(
+            answer.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{reason:?}: {}",
+            answer.body
+        );
     }
-    let long_name = setup.hypod.run(&["token", "create", "--user", &"a".repeat(100_000), "--role", "reviewer"]);
+    let long_name = setup.hypod.run(&[
+        "token",
+        "create",
+        "--user",
+        &"a".repeat(100_000),
+        "--role",
+        "reviewer",
+    ]);
     assert_eq!(long_name.code, Some(2));
-    assert!(long_name.stderr.contains("at most 64 are allowed"), "{}", long_name.stderr);
-    let rejected = request(&daemon.addr, "POST", &format!("/api/v1/proposals/{pending}/reject"), &[("Authorization", &reviewer)], Some(("application/json", r#"{"reason":"overlaps the Q4 freeze"}"#)));
+    assert!(
+        long_name.stderr.contains("at most 64 are allowed"),
+        "{}",
+        long_name.stderr
+    );
+    let rejected = request(
+        &daemon.addr,
+        "POST",
+        &format!("/api/v1/proposals/{pending}/reject"),
+        &[("Authorization", &reviewer)],
+        Some(("application/json", r#"{"reason":"overlaps the Q4 freeze"}"#)),
+    );
     assert_eq!(rejected.json()["status"], "rejected");
     // The shell cannot declare a role any more, and a name without a token reviews nothing.
-    let declared = setup.hypod.run(&["queue", "approve", &pending, "--as", "mallory", "--role", "admin"]);
+    let declared = setup.hypod.run(&[
+        "queue", "approve", &pending, "--as", "mallory", "--role", "admin",
+    ]);
     assert_eq!(declared.code, Some(2));
-    let stranger = setup.hypod.run(&["queue", "comment", &pending, "--as", "mallory", "--text", "hi"]);
+    let stranger = setup.hypod.run(&[
+        "queue", "comment", &pending, "--as", "mallory", "--text", "hi",
+    ]);
     assert_eq!(stranger.code, Some(2));
-    assert!(stranger.stderr.contains("mallory holds no live token"), "{}", stranger.stderr);
+    assert!(
+        stranger.stderr.contains("mallory holds no live token"),
+        "{}",
+        stranger.stderr
+    );
     // A revoked token identifies nobody.
     let list = setup.hypod.ok(&["token", "list", "--json"]).json();
-    let rita = list.as_array().unwrap().iter().find(|t| t["user"] == "rita").unwrap()["id"].as_str().unwrap().to_string();
+    let rita = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "rita")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     setup.hypod.ok(&["token", "revoke", &rita]);
-    let after = request(&daemon.addr, "GET", "/api/v1/me", &[("Authorization", &reviewer)], None);
+    let after = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/me",
+        &[("Authorization", &reviewer)],
+        None,
+    );
     assert_eq!(after.status, 401);
-    assert!(!setup.hypod.ok(&["token", "list"]).stdout.contains("hypod_"), "token list never shows a secret");
+    assert!(
+        !setup.hypod.ok(&["token", "list"]).stdout.contains("hypod_"),
+        "token list never shows a secret"
+    );
 }
 
 #[test]
@@ -423,11 +686,20 @@ fn hostile_titles_and_names_reach_the_terminal_escaped() {
     for args in [vec!["queue", "list"], vec!["policy", "explain", "LAST"]] {
         let args: Vec<String> = args
             .iter()
-            .map(|a| if *a == "LAST" { crate::review_audit::last_proposal(&hypod) } else { a.to_string() })
+            .map(|a| {
+                if *a == "LAST" {
+                    crate::review_audit::last_proposal(&hypod)
+                } else {
+                    a.to_string()
+                }
+            })
             .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = hypod.run(&args);
-        assert!(!out.stdout.contains('\u{1b}') && !out.stdout.contains('\r'), "{args:?} printed raw control characters");
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stdout.contains('\r'),
+            "{args:?} printed raw control characters"
+        );
         if args[0] == "queue" {
             assert!(out.stdout.contains("\\u{001b}[2J"), "{}", out.stdout);
         }
@@ -437,7 +709,10 @@ fn hostile_titles_and_names_reach_the_terminal_escaped() {
     assert!(!show.stdout.contains('\u{1b}'));
     // JSON keeps the text exactly, escaped by JSON itself.
     let json = hypod.ok(&["queue", "show", &id, "--json"]).json();
-    assert_eq!(json["proposal"]["draft"]["title"], "Free shipping\r\u{1b}[2J\u{1b}[1mAPPROVED BY CFO");
+    assert_eq!(
+        json["proposal"]["draft"]["title"],
+        "Free shipping\r\u{1b}[2J\u{1b}[1mAPPROVED BY CFO"
+    );
 }
 
 #[test]
@@ -453,13 +728,34 @@ fn proxy_mode_believes_identity_headers_from_trusted_proxies_only() {
             ("HYPOD_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
         ],
     );
-    let me = request(&daemon.addr, "GET", "/api/v1/me", &[("X-Forwarded-User", "Ada.Lovelace@example.com"), ("X-Forwarded-Groups", "staff,hypod-governance")], None);
+    let me = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/me",
+        &[
+            ("X-Forwarded-User", "Ada.Lovelace@example.com"),
+            ("X-Forwarded-Groups", "staff,hypod-governance"),
+        ],
+        None,
+    );
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["user"], "ada.lovelace@example.com");
     assert_eq!(me.json()["role"], "governance");
-    let none = request(&daemon.addr, "GET", "/api/v1/me", &[("X-Forwarded-User", "ada"), ("X-Forwarded-Groups", "staff")], None);
+    let none = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/me",
+        &[("X-Forwarded-User", "ada"), ("X-Forwarded-Groups", "staff")],
+        None,
+    );
     assert_eq!(none.status, 403);
-    let no_user = request(&daemon.addr, "GET", "/api/v1/me", &[("Authorization", &bearer(setup.token("admin")))], None);
+    let no_user = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/me",
+        &[("Authorization", &bearer(setup.token("admin")))],
+        None,
+    );
     assert_eq!(no_user.status, 401, "tokens do not count in proxy mode");
     drop(daemon);
     // The same headers from an address that is not a trusted proxy are not believed.
@@ -473,6 +769,15 @@ fn proxy_mode_believes_identity_headers_from_trusted_proxies_only() {
             ("HYPOD_SERVER__TRUSTED_PROXIES", "[\"10.0.0.7\"]"),
         ],
     );
-    let forged = request(&untrusted.addr, "GET", "/api/v1/me", &[("X-Forwarded-User", "ada"), ("X-Forwarded-Groups", "hypod-admins")], None);
+    let forged = request(
+        &untrusted.addr,
+        "GET",
+        "/api/v1/me",
+        &[
+            ("X-Forwarded-User", "ada"),
+            ("X-Forwarded-Groups", "hypod-admins"),
+        ],
+        None,
+    );
     assert_eq!(forged.status, 401, "{}", forged.body);
 }

@@ -24,9 +24,12 @@ pub(crate) fn queue_draft_as(
 ) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let config = hypod::app::load_config(Some(&hypod.path().join("hypod.toml"))).expect("config");
+        let config =
+            hypod::app::load_config(Some(&hypod.path().join("hypod.toml"))).expect("config");
         let key = hypod::store::AuditKey::new(TEST_AUDIT_KEY.as_bytes()).expect("key");
-        let store = hypod::store::open(&config.database_url(), key).await.expect("store");
+        let store = hypod::store::open(&config.database_url(), key)
+            .await
+            .expect("store");
         let draft: hypod::domain::ProposalDraft = serde_json::from_value(draft).expect("a draft");
         let now = chrono::Utc::now();
         let run = hypod::domain::RunRecord {
@@ -110,9 +113,17 @@ impl Tampered {
             .collect();
         assert!(plain.len() >= 2, "two plain proposals: {list}");
         let approved = plain[0].clone();
-        hypod.ok(&["queue", "approve", &approved, "--as", "rita", "--note", "ship it"]);
+        hypod.ok(&[
+            "queue", "approve", &approved, "--as", "rita", "--note", "ship it",
+        ]);
         let verified = hypod.run(&["audit", "verify"]);
-        assert_eq!(verified.code, Some(0), "{}{}", verified.stdout, verified.stderr);
+        assert_eq!(
+            verified.code,
+            Some(0),
+            "{}{}",
+            verified.stdout,
+            verified.stderr
+        );
         assert!(verified.stdout.contains("audit log intact"));
         Tampered {
             hypod,
@@ -126,13 +137,17 @@ impl Tampered {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
             if self.url.starts_with("sqlite:") {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
                     .execute(&mut conn)
                     .await
                     .unwrap_or_else(|e| panic!("{sql}: {e}"));
             } else {
-                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
                     .execute(&mut conn)
                     .await
@@ -185,7 +200,10 @@ impl Tampered {
         let (code, out) = self.verify();
         assert_eq!(code, Some(1), "{what}: verify passed:\n{out}");
         assert!(out.contains("AUDIT LOG DOES NOT VERIFY"), "{what}: {out}");
-        assert!(out.contains(expected), "{what}: expected {expected:?} in:\n{out}");
+        assert!(
+            out.contains(expected),
+            "{what}: expected {expected:?} in:\n{out}"
+        );
     }
 }
 
@@ -202,7 +220,10 @@ fn every_tampering_is_detected(database: &dyn Fn() -> Option<String>) {
 
     let t = fresh();
     t.sql("DELETE FROM audit_log; DELETE FROM audit_head");
-    t.assert_detected("the log and its head deleted", "the audit log never recorded it");
+    t.assert_detected(
+        "the log and its head deleted",
+        "the audit log never recorded it",
+    );
 
     let t = fresh();
     t.sql("UPDATE audit_log SET detail = replace(detail, 'ship it', 'the CFO said yes') WHERE action = 'review.approve'");
@@ -221,7 +242,10 @@ fn every_tampering_is_detected(database: &dyn Fn() -> Option<String>) {
         t.pending
     ));
     t.recompute_hashes();
-    t.assert_detected("a forged approval with recomputed hashes", "its MAC does not match");
+    t.assert_detected(
+        "a forged approval with recomputed hashes",
+        "its MAC does not match",
+    );
 
     let t = fresh();
     t.sql("UPDATE audit_log SET mac = NULL WHERE seq = 2");
@@ -235,17 +259,39 @@ fn every_tampering_is_detected(database: &dyn Fn() -> Option<String>) {
            (SELECT at, actor, action, subject, detail, prev_hash, hash, mac FROM pair WHERE pair.seq = 3 - audit_log.seq) \
          WHERE seq IN (1, 2)",
     );
-    t.assert_detected("two entries swapped", "link to the previous entry is broken");
+    t.assert_detected(
+        "two entries swapped",
+        "link to the previous entry is broken",
+    );
 
     // A status changed in the database: detected, and export does not ship it.
     let t = fresh();
-    t.sql(&format!("UPDATE proposals SET status = 'approved' WHERE id = '{}'", t.pending));
-    t.assert_detected("a status set by hand", "the audit log leaves it pending_review");
+    t.sql(&format!(
+        "UPDATE proposals SET status = 'approved' WHERE id = '{}'",
+        t.pending
+    ));
+    t.assert_detected(
+        "a status set by hand",
+        "the audit log leaves it pending_review",
+    );
     let export = t.hypod.run(&["export", "--format", "ndjson"]);
     assert_eq!(export.code, Some(0), "{}", export.stderr);
-    assert!(export.stdout.contains(&t.approved), "the reviewed approval ships: {}", export.stdout);
-    assert!(!export.stdout.contains(&t.pending), "the hand-made approval does not ship");
-    assert!(export.stderr.contains(&format!("withheld proposal {}", t.pending)), "{}", export.stderr);
+    assert!(
+        export.stdout.contains(&t.approved),
+        "the reviewed approval ships: {}",
+        export.stdout
+    );
+    assert!(
+        !export.stdout.contains(&t.pending),
+        "the hand-made approval does not ship"
+    );
+    assert!(
+        export
+            .stderr
+            .contains(&format!("withheld proposal {}", t.pending)),
+        "{}",
+        export.stderr
+    );
 
     // A review row deleted: the status no longer has its reasons.
     let t = fresh();
@@ -257,7 +303,11 @@ fn every_tampering_is_detected(database: &dyn Fn() -> Option<String>) {
     t.sql("DELETE FROM audit_log WHERE seq = 3");
     let export = t.hypod.run(&["export"]);
     assert_eq!(export.code, Some(1));
-    assert!(export.stderr.contains("nothing was exported"), "{}", export.stderr);
+    assert!(
+        export.stderr.contains("nothing was exported"),
+        "{}",
+        export.stderr
+    );
 }
 
 #[test]
@@ -279,8 +329,9 @@ fn every_tampering_is_detected_on_postgresql() {
         databases.lock().expect("databases").push(db);
         Some(url)
     };
-    let checked =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| every_tampering_is_detected(&fresh)));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        every_tampering_is_detected(&fresh)
+    }));
     for db in databases.lock().expect("databases").iter() {
         runtime.block_on(db.drop_now());
     }
@@ -297,7 +348,9 @@ fn a_kept_head_detects_a_database_rolled_back_to_an_earlier_copy() {
     t.sql("PRAGMA wal_checkpoint(TRUNCATE)");
     let copy = t.hypod.path().join("copy.db");
     std::fs::copy(&db, &copy).expect("copy");
-    t.hypod.ok(&["queue", "reject", &t.pending, "--as", "rita", "--reason", "not now"]);
+    t.hypod.ok(&[
+        "queue", "reject", &t.pending, "--as", "rita", "--reason", "not now",
+    ]);
     let head = t.hypod.ok(&["audit", "head"]).stdout.trim().to_string();
     assert!(head.contains(':'), "{head}");
     // The database is put back as it was before the rejection: self-consistent, but the head
@@ -306,13 +359,23 @@ fn a_kept_head_detects_a_database_rolled_back_to_an_earlier_copy() {
     std::fs::copy(&copy, &db).expect("restore");
     let _ = std::fs::remove_file(t.hypod.path().join("hypod.db-wal"));
     let _ = std::fs::remove_file(t.hypod.path().join("hypod.db-shm"));
-    assert_eq!(t.verify().0, Some(0), "the rolled-back copy is consistent in itself");
+    assert_eq!(
+        t.verify().0,
+        Some(0),
+        "the rolled-back copy is consistent in itself"
+    );
     let kept = t.hypod.run(&["audit", "verify", "--head", &head]);
     assert_eq!(kept.code, Some(1), "{}", kept.stdout);
-    assert!(kept.stdout.contains("no longer in the log"), "{}", kept.stdout);
+    assert!(
+        kept.stdout.contains("no longer in the log"),
+        "{}",
+        kept.stdout
+    );
     // Every run publishes the head after its entries.
     let run = t.hypod.ok(&["run", "--json"]).json();
-    let published = run["run"]["audit_head"]["seq"].as_i64().expect("a published head");
+    let published = run["run"]["audit_head"]["seq"]
+        .as_i64()
+        .expect("a published head");
     let now = t.hypod.ok(&["audit", "head", "--json"]).json();
     assert_eq!(now["seq"].as_i64(), Some(published));
 }
@@ -335,10 +398,23 @@ fn the_audit_log_exports_as_ndjson_with_every_kind_of_entry() {
         "token.create",
         "review.approve",
     ] {
-        assert!(actions.contains(expected), "{expected} missing from {actions:?}");
+        assert!(
+            actions.contains(expected),
+            "{expected} missing from {actions:?}"
+        );
     }
     let first = &lines[0];
-    for field in ["seq", "at", "actor", "action", "subject", "detail", "prev_hash", "hash", "mac"] {
+    for field in [
+        "seq",
+        "at",
+        "actor",
+        "action",
+        "subject",
+        "detail",
+        "prev_hash",
+        "hash",
+        "mac",
+    ] {
         assert!(first.get(field).is_some(), "{field} missing: {first}");
     }
 }

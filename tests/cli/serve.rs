@@ -136,7 +136,9 @@ fn read_store(url: &str) -> Seen {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
-            let store = hypod::store::open(url, crate::backends::audit_key()).await.expect("open the database");
+            let store = hypod::store::open(url, crate::backends::audit_key())
+                .await
+                .expect("open the database");
             let rows = store.list_slots(100_000).await.expect("slots");
             let slots = rows
                 .iter()

@@ -356,7 +356,10 @@ fn a_tampered_audit_log_is_detected() {
     let verify = ws.hypod(&["audit", "verify"]);
     assert_eq!(verify.status.code(), Some(1));
     let out = crate::common::stdout(&verify);
-    assert!(out.contains("entry 2: its hash does not match its content"), "{out}");
+    assert!(
+        out.contains("entry 2: its hash does not match its content"),
+        "{out}"
+    );
 }
 
 #[test]
