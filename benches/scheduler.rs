@@ -28,6 +28,7 @@ fn run_record(id: String) -> RunRecord {
         input_digest: String::new(),
         rejected_drafts: Vec::new(),
         notes: Vec::new(),
+        audit_head: None,
         stage_seconds: Vec::new(),
     }
 }

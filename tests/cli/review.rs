@@ -163,6 +163,9 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// (method, path template, concrete path, body (content type, text), least role).
+type Route<'a> = (&'a str, &'a str, String, Option<(&'a str, String)>, &'a str);
+
 const ROLES: [&str; 4] = ["viewer", "reviewer", "governance", "admin"];
 
 fn rank(role: &str) -> usize {
@@ -188,7 +191,7 @@ fn every_route_answers_401_without_credentials_and_403_below_its_role() {
     // (method, path template, concrete path, body, least role). Mutations use ids or bodies
     // that fail after authorisation (an unknown proposal, an empty import), so that running
     // the matrix changes nothing but the two runs it starts.
-    let routes: Vec<(&str, &str, String, Option<(&str, String)>, &str)> = vec![
+    let routes: Vec<Route> = vec![
         ("GET", "/api/v1/me", "/api/v1/me".into(), None, "viewer"),
         (
             "GET",
