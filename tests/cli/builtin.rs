@@ -286,8 +286,13 @@ async fn the_top_8_holds_every_planted_opportunity_on_every_seed_and_vocabulary(
                     draft.title
                 );
             }
-            if failures.iter().any(|f| f.contains(&format!("seed {seed}"))) {
-                eprintln!("{} seed {seed}:", vocabulary.name);
+            let show = std::env::var_os("HYPOD_SHOW_TOP8").is_some();
+            if show || failures.iter().any(|f| f.contains(&format!("seed {seed}"))) {
+                eprintln!(
+                    "{} seed {seed} ({} experiments):",
+                    vocabulary.name,
+                    history.experiments.len()
+                );
                 for (strategy, draft) in &drafts {
                     eprintln!("  {strategy:<9} {}", draft.title);
                 }

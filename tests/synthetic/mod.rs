@@ -399,14 +399,14 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
         }
     };
     // Background levers.
-    lever_tests(&mut rng, &mut specs, SEARCH_GOOD, s, 0.03, [p, r], 22);
-    lever_tests(&mut rng, &mut specs, PDP_GOOD, p, 0.025, [s, c], 22);
-    lever_tests(&mut rng, &mut specs, CHECKOUT_GOOD, c, 0.03, [p, pp], 22);
-    lever_tests(&mut rng, &mut specs, POST_PURCHASE_GOOD, pp, 0.03, [c, r], 22);
-    lever_tests(&mut rng, &mut specs, REENGAGEMENT_GOOD, r, 0.035, [pp, s], 22);
-    lever_tests(&mut rng, &mut specs, PDP_FLAT, p, 0.0, [s, c], 20);
-    lever_tests(&mut rng, &mut specs, SEARCH_BAD, s, -0.03, [p, r], 18);
-    lever_tests(&mut rng, &mut specs, CHECKOUT_BAD, c, -0.035, [p, pp], 18);
+    lever_tests(&mut rng, &mut specs, SEARCH_GOOD, s, 0.03, [p, r], 32);
+    lever_tests(&mut rng, &mut specs, PDP_GOOD, p, 0.025, [s, c], 32);
+    lever_tests(&mut rng, &mut specs, CHECKOUT_GOOD, c, 0.03, [p, pp], 32);
+    lever_tests(&mut rng, &mut specs, POST_PURCHASE_GOOD, pp, 0.03, [c, r], 32);
+    lever_tests(&mut rng, &mut specs, REENGAGEMENT_GOOD, r, 0.035, [pp, s], 32);
+    lever_tests(&mut rng, &mut specs, PDP_FLAT, p, 0.0, [s, c], 26);
+    lever_tests(&mut rng, &mut specs, SEARCH_BAD, s, -0.03, [p, r], 22);
+    lever_tests(&mut rng, &mut specs, CHECKOUT_BAD, c, -0.035, [p, pp], 22);
     // The KPI mirage: its click-through tests "win"; on conversion it loses.
     lever_tests(&mut rng, &mut specs, MIRAGE, p, -0.03, [s, c], 10);
     for _ in 0..8 {
@@ -447,7 +447,7 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     // Planted: a moment transfer (search → product pages); tried in re-engagement long ago.
     lever_tests(&mut rng, &mut specs, TRANSFER_MOMENT, s, 0.06, [r, r], 16);
     // Planted: a retest (cart and checkout); every segment proven but one, tested far too small.
-    for i in 0..15 {
+    for i in 0..20 {
         let segment = [0, 1, 3, 4, 5][i % 5];
         specs.push(Spec::new(RETEST, c, segment, 0.04, age(&mut rng)));
     }
