@@ -280,7 +280,11 @@ impl LeverCollector {
         self.tests.entry(lever).or_default().push(LeverTest {
             id: experiment.id.clone(),
             moment: experiment.moment,
-            segment: experiment.segment.as_deref().map(normalize).unwrap_or_default(),
+            segment: experiment
+                .segment
+                .as_deref()
+                .map(normalize)
+                .unwrap_or_default(),
             date: experiment.reference_date(),
             effect,
             se,
@@ -294,7 +298,8 @@ impl LeverCollector {
         let (mut all_y, mut all_v) = (Vec::new(), Vec::new());
         let mut levers = Vec::new();
         for (lever, tests) in self.tests {
-            let (y, v): (Vec<f64>, Vec<f64>) = tests.iter().map(|t| (t.effect, t.se * t.se)).unzip();
+            let (y, v): (Vec<f64>, Vec<f64>) =
+                tests.iter().map(|t| (t.effect, t.se * t.se)).unzip();
             let Some(pool) = dersimonian_laird(&y, &v) else {
                 continue;
             };
@@ -356,7 +361,10 @@ impl LeverCollector {
                 best_test: best.remove(&lever),
                 lever,
                 pool,
-                proven: tests.iter().filter(|t| t.outcome == Outcome::Proven).count(),
+                proven: tests
+                    .iter()
+                    .filter(|t| t.outcome == Outcome::Proven)
+                    .count(),
                 last_tested: tests.iter().filter_map(|t| t.date).max(),
                 by_moment,
                 by_segment,
@@ -424,7 +432,10 @@ mod tests {
     #[test]
     fn one_test_is_its_own_pool_and_no_test_is_none() {
         let pool = dersimonian_laird(&[0.05], &[0.0004]).unwrap();
-        assert_eq!((pool.k, pool.effect, pool.tau2, pool.i2), (1, 0.05, 0.0, 0.0));
+        assert_eq!(
+            (pool.k, pool.effect, pool.tau2, pool.i2),
+            (1, 0.05, 0.0, 0.0)
+        );
         assert!((pool.se - 0.02).abs() < 1e-15);
         assert!(dersimonian_laird(&[], &[]).is_none());
         assert!(dersimonian_laird(&[0.1], &[0.0]).is_none());

@@ -342,7 +342,10 @@ impl<'a> Drafting<'a> {
             .filter_map(|s| {
                 let signals =
                     crate::governance::consent::usable_signals(&source.signals, s, catalog)?;
-                Some((s, s.daily_visitors as f64 * catalog.consented_share(s, &signals)))
+                Some((
+                    s,
+                    s.daily_visitors as f64 * catalog.consented_share(s, &signals),
+                ))
             })
             .collect();
         segments.sort_by(|(a, x), (b, y)| y.total_cmp(x).then_with(|| a.name.cmp(&b.name)));
@@ -367,7 +370,8 @@ impl<'a> Drafting<'a> {
         } = sketch;
         let lever = lever_of(source)?;
         let catalog = self.context.catalog;
-        let signals = crate::governance::consent::usable_signals(&source.signals, segment, catalog)?;
+        let signals =
+            crate::governance::consent::usable_signals(&source.signals, segment, catalog)?;
         let consent_purposes = catalog
             .required_purposes(&signals)
             .into_iter()
@@ -524,7 +528,12 @@ impl<'a> Drafting<'a> {
                 self.draft(Sketch {
                     kind: Kind::TransferSegments,
                     source,
-                    also: proven.iter().skip(1).take(MAX_CITED - 1).map(|(e, _)| *e).collect(),
+                    also: proven
+                        .iter()
+                        .skip(1)
+                        .take(MAX_CITED - 1)
+                        .map(|(e, _)| *e)
+                        .collect(),
                     segment: first,
                     moment: *moment,
                     lift: expected.lift,
@@ -690,12 +699,9 @@ impl<'a> Drafting<'a> {
             };
             let per_arm = source.control().visitors;
             let rate = source.control().conversions as f64 / per_arm.max(1) as f64;
-            let Ok(required) = stats::sample_size_proportion(
-                rate,
-                expected.lift,
-                self.alpha,
-                self.power,
-            ) else {
+            let Ok(required) =
+                stats::sample_size_proportion(rate, expected.lift, self.alpha, self.power)
+            else {
                 continue;
             };
             if power >= RETEST_MAX_POWER || required <= per_arm {
@@ -791,12 +797,7 @@ impl<'a> Drafting<'a> {
                     .iter()
                     .filter(|t| !only_here || t.moment == *moment)
                     .max_by(|a, b| (a.effect / a.se).total_cmp(&(b.effect / b.se)))
-                    .and_then(|t| {
-                        self.context
-                            .experiments
-                            .iter()
-                            .find(|e| e.id == t.id)
-                    })
+                    .and_then(|t| self.context.experiments.iter().find(|e| e.id == t.id))
             };
             let Some(source) = strongest(true).or_else(|| strongest(false)) else {
                 continue;
@@ -828,7 +829,9 @@ impl<'a> Drafting<'a> {
                 .unwrap_or(0);
             let title = format!(
                 "Restart testing {}: {} for {}",
-                at(*moment).trim_start_matches("in ").trim_start_matches("on "),
+                at(*moment)
+                    .trim_start_matches("in ")
+                    .trim_start_matches("on "),
                 words(&entry.lever),
                 words(&segment.name)
             );
@@ -901,7 +904,13 @@ impl<'a> Drafting<'a> {
             let lift = claimed.unwrap_or(HOLDBACK_LIFT);
             let pooled_here = self
                 .expected(&lever, source.moment)
-                .map(|x| format!(" The lever's pooled expectation there is {} ({}).", percent(x.lift), x.basis))
+                .map(|x| {
+                    format!(
+                        " The lever's pooled expectation there is {} ({}).",
+                        percent(x.lift),
+                        x.basis
+                    )
+                })
                 .unwrap_or_default();
             let title = format!(
                 "Check that the shipped {} still pays for {} {} (holdback)",
@@ -951,7 +960,10 @@ impl<'a> Drafting<'a> {
 /// The verb phrase of a hypothesis ("If we … for … at …").
 fn change_verb(kind: Kind, lever: &str) -> String {
     match kind {
-        Kind::Validate => format!("keep the shipped {} only where a holdback shows it pays", words(lever)),
+        Kind::Validate => format!(
+            "keep the shipped {} only where a holdback shows it pays",
+            words(lever)
+        ),
         Kind::Retest => format!("test {} again with enough traffic", words(lever)),
         _ => format!("show {}", words(lever)),
     }

@@ -172,9 +172,8 @@ impl Store for PostgresStore {
             let distinct = batch.iter().all(|e| ids.insert(e.id.as_str()));
             let mut bodies = Vec::with_capacity(batch.len());
             for experiment in batch {
-                bodies.push(
-                    serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?,
-                );
+                bodies
+                    .push(serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?);
             }
             if distinct {
                 // Inserted rows have xmax = 0; an unchanged body (compared as jsonb, whatever
@@ -205,17 +204,17 @@ impl Store for PostgresStore {
                 continue;
             }
             for (experiment, body) in batch.iter().zip(&bodies) {
-            // Compared as jsonb: the same experiment is unchanged whatever the key order.
-            let same: Option<bool> =
-                sqlx::query_scalar("SELECT body = $2::jsonb FROM experiments WHERE id = $1")
-                    .bind(&experiment.id)
-                    .bind(body)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match same {
-                Some(true) => counts.unchanged += 1,
-                Some(false) => {
-                    sqlx::query(
+                // Compared as jsonb: the same experiment is unchanged whatever the key order.
+                let same: Option<bool> =
+                    sqlx::query_scalar("SELECT body = $2::jsonb FROM experiments WHERE id = $1")
+                        .bind(&experiment.id)
+                        .bind(body)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match same {
+                    Some(true) => counts.unchanged += 1,
+                    Some(false) => {
+                        sqlx::query(
                         "UPDATE experiments SET moment = $1, status = $2, body = $3::jsonb, updated_at = $4 WHERE id = $5",
                     )
                     .bind(experiment.moment.as_str())
@@ -225,10 +224,10 @@ impl Store for PostgresStore {
                     .bind(&experiment.id)
                     .execute(&mut *tx)
                     .await?;
-                    counts.updated += 1;
-                }
-                None => {
-                    sqlx::query(
+                        counts.updated += 1;
+                    }
+                    None => {
+                        sqlx::query(
                         "INSERT INTO experiments (id, moment, status, body, imported_at, updated_at) VALUES ($1, $2, $3, $4::jsonb, $5, $5)",
                     )
                     .bind(&experiment.id)
@@ -238,9 +237,9 @@ impl Store for PostgresStore {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    counts.inserted += 1;
+                        counts.inserted += 1;
+                    }
                 }
-            }
             }
         }
         if counts.inserted + counts.updated > 0 {

@@ -380,12 +380,12 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     let age = |rng: &mut Lcg| 20 + rng.below(1_060) as i64;
     // A lever at its home moment (every segment), and flat at both neighbouring moments.
     let lever_tests = |rng: &mut Lcg,
-                           specs: &mut Vec<Spec>,
-                           lever: usize,
-                           home: Moment,
-                           effect: f64,
-                           neighbours: [Moment; 2],
-                           home_tests: usize| {
+                       specs: &mut Vec<Spec>,
+                       lever: usize,
+                       home: Moment,
+                       effect: f64,
+                       neighbours: [Moment; 2],
+                       home_tests: usize| {
         for i in 0..home_tests {
             let segment = i % 6;
             let tweak = 1.0 + 0.15 * gauss(rng);
@@ -402,8 +402,24 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     lever_tests(&mut rng, &mut specs, SEARCH_GOOD, s, 0.03, [p, r], 32);
     lever_tests(&mut rng, &mut specs, PDP_GOOD, p, 0.025, [s, c], 32);
     lever_tests(&mut rng, &mut specs, CHECKOUT_GOOD, c, 0.03, [p, pp], 32);
-    lever_tests(&mut rng, &mut specs, POST_PURCHASE_GOOD, pp, 0.03, [c, r], 32);
-    lever_tests(&mut rng, &mut specs, REENGAGEMENT_GOOD, r, 0.035, [pp, s], 32);
+    lever_tests(
+        &mut rng,
+        &mut specs,
+        POST_PURCHASE_GOOD,
+        pp,
+        0.03,
+        [c, r],
+        32,
+    );
+    lever_tests(
+        &mut rng,
+        &mut specs,
+        REENGAGEMENT_GOOD,
+        r,
+        0.035,
+        [pp, s],
+        32,
+    );
     lever_tests(&mut rng, &mut specs, PDP_FLAT, p, 0.0, [s, c], 26);
     lever_tests(&mut rng, &mut specs, SEARCH_BAD, s, -0.03, [p, r], 22);
     lever_tests(&mut rng, &mut specs, CHECKOUT_BAD, c, -0.035, [p, pp], 22);
@@ -441,7 +457,13 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     }
     for m in [s, c] {
         for _ in 0..3 {
-            specs.push(Spec::new(TRANSFER_SEGMENTS, m, 3 + rng.below(2) as usize, 0.0, age(&mut rng)));
+            specs.push(Spec::new(
+                TRANSFER_SEGMENTS,
+                m,
+                3 + rng.below(2) as usize,
+                0.0,
+                age(&mut rng),
+            ));
         }
     }
     // Planted: a moment transfer (search → product pages); tried in re-engagement long ago.
@@ -453,7 +475,13 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     }
     for m in [p, pp] {
         for _ in 0..3 {
-            specs.push(Spec::new(RETEST, m, rng.below(6) as usize, 0.0, age(&mut rng)));
+            specs.push(Spec::new(
+                RETEST,
+                m,
+                rng.below(6) as usize,
+                0.0,
+                age(&mut rng),
+            ));
         }
     }
     let mut small = Spec::new(RETEST, c, 2, 0.04, 45);
@@ -470,7 +498,13 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     }
     for m in [p, r] {
         for _ in 0..4 {
-            specs.push(Spec::new(VALIDATE, m, rng.below(6) as usize, 0.0, age(&mut rng)));
+            specs.push(Spec::new(
+                VALIDATE,
+                m,
+                rng.below(6) as usize,
+                0.0,
+                age(&mut rng),
+            ));
         }
     }
     let mut shipped = Spec::new(VALIDATE, s, 0, 0.003, 90);
@@ -501,9 +535,9 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
         }
         let rate = base_rate(spec.moment) * (0.85 + 0.3 * rng.below(1_000) as f64 / 1_000.0);
         let target_se = 0.005 + 0.003 * rng.below(1_000) as f64 / 1_000.0;
-        let visitors = spec.visitors.unwrap_or_else(|| {
-            (2.0 * (1.0 - rate) / (rate * target_se * target_se)).ceil() as u64
-        });
+        let visitors = spec
+            .visitors
+            .unwrap_or_else(|| (2.0 * (1.0 - rate) / (rate * target_se * target_se)).ceil() as u64);
         let se = (2.0 * (1.0 - rate) / (rate * visitors as f64)).sqrt();
         let lift = spec
             .exact_lift
@@ -547,7 +581,12 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
         };
         experiments.push(Experiment {
             id,
-            name: format!("{} for {} at {}", lever.replace('_', " "), segment, spec.moment.as_str()),
+            name: format!(
+                "{} for {} at {}",
+                lever.replace('_', " "),
+                segment,
+                spec.moment.as_str()
+            ),
             hypothesis: Some(format!(
                 "If we apply {lever} for {segment} at the {} moment, {} will rise.",
                 spec.moment.as_str(),
@@ -575,7 +614,12 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
             notes: None,
             variants: vec![
                 arm("control", true, visitors, control_conversions),
-                arm("treatment", false, treatment_visitors, treatment_conversions),
+                arm(
+                    "treatment",
+                    false,
+                    treatment_visitors,
+                    treatment_conversions,
+                ),
             ],
         });
     }
