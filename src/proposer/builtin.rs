@@ -1012,6 +1012,8 @@ fn portfolio(ideas: Vec<Idea>, context: &ProposalContext<'_>) -> Vec<ProposedDra
             kinds.insert(idea.kind);
         }
     }
+    // Listed by expected value per day (the passes decide what is in, not the order).
+    chosen.sort_unstable();
     let mut ideas: Vec<Option<Idea>> = ideas.into_iter().map(Some).collect();
     chosen
         .into_iter()

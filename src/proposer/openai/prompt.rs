@@ -922,7 +922,13 @@ pub fn render_with(
     let mut remaining = budget - base_tokens - EVIDENCE_HEADING_TOKENS;
     // The lever table before the evidence: pooled knowledge is worth more per token than one
     // experiment's record.
-    let levers_taken = take_within(&lever_rows, remaining / 5);
+    // It never takes the room of each moment's first experiment (every moment stays shown).
+    let first_records: usize = per_moment
+        .iter()
+        .filter_map(|(_, list)| list.first())
+        .map(|(_, e)| estimate_tokens(&evidence_line(e, analyses.get(e.id.as_str()).copied())) + 1)
+        .sum();
+    let levers_taken = take_within(&lever_rows, remaining.saturating_sub(first_records) / 5);
     vars.levers = lever_rows[..levers_taken].to_vec();
     remaining = remaining.saturating_sub(
         vars.levers
@@ -1038,9 +1044,18 @@ pub fn render_with(
         }
         // Over the budget (template text around the records): drop the last-chosen records
         // until the estimate of what is dropped covers the excess.
+        // A moment's only record goes last, so that every moment stays represented.
         let mut excess = tokens - budget;
         while excess > 0 {
-            match chosen.pop() {
+            let mut counts: HashMap<usize, usize> = HashMap::new();
+            for (slot, _, _) in &chosen {
+                *counts.entry(*slot).or_default() += 1;
+            }
+            let at = chosen
+                .iter()
+                .rposition(|(slot, _, _)| counts.get(slot).copied().unwrap_or(0) > 1)
+                .or_else(|| chosen.len().checked_sub(1));
+            match at.map(|i| chosen.remove(i)) {
                 Some((_, line, _)) => excess = excess.saturating_sub(estimate_tokens(&line) + 1),
                 None => break,
             }
