@@ -364,7 +364,7 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
     use role::*;
     let mut rng = Lcg(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7));
     let today = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-    let cover = if seed % 2 == 0 {
+    let cover = if seed.is_multiple_of(2) {
         Moment::PostPurchase
     } else {
         Moment::ReEngagement
