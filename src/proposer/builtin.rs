@@ -72,6 +72,15 @@ fn words(identifier: &str) -> String {
     identifier.replace(['_', '-'], " ")
 }
 
+/// A p-value as a person writes it ("p = 0.012", "p < 0.001").
+fn p_text(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".into()
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
 fn percent(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
 }
@@ -118,7 +127,7 @@ fn finding(experiment: &Experiment, analysis: &ExperimentAnalysis) -> String {
     let p = analysis
         .primary
         .p_value
-        .map(|p| format!("p = {p:.3}"))
+        .map(p_text)
         .unwrap_or_else(|| "no p-value".into());
     format!(
         "{} for {} at {}: {} on {} ({}, {}, {} visitors)",
@@ -501,12 +510,12 @@ impl<'a> Drafting<'a> {
                 )
             };
             let rationale = format!(
-                "{} proved {} on {} for {} (p = {:.4}); {} in all, {}. It was never tried for {} {}, the busiest of the {} segment(s) still without it.{} Expected lift {} ({}).",
+                "{} proved {} on {} for {} ({}); {} in all, {}. It was never tried for {} {}, the busiest of the {} segment(s) still without it.{} Expected lift {} ({}).",
                 source.id,
                 percent(analysis.primary.relative_lift.unwrap_or(0.0)),
                 source.primary_kpi,
                 source.segment.as_deref().unwrap_or("its segment"),
-                analysis.primary.p_value.unwrap_or(1.0),
+                p_text(analysis.primary.p_value.unwrap_or(1.0)),
                 if proven.len() > 1 { format!("{} proven tests at this moment", proven.len()) } else { "one proven test at this moment".into() },
                 pooled(entry),
                 first.name,
@@ -722,10 +731,10 @@ impl<'a> Drafting<'a> {
                 percent(expected.lift)
             );
             let rationale = format!(
-                "{} saw {} (p = {:.3}) with {} visitors per arm: only {:.0}% power for the lever's expected {} ({}). Detecting that needs {} visitors per arm.",
+                "{} saw {} ({}) with {} visitors per arm: only {:.0}% power for the lever's expected {} ({}). Detecting that needs {} visitors per arm.",
                 source.id,
                 percent(primary.relative_lift.unwrap_or(0.0)),
-                primary.p_value.unwrap_or(1.0),
+                p_text(primary.p_value.unwrap_or(1.0)),
                 per_arm,
                 power * 100.0,
                 percent(expected.lift),
@@ -923,7 +932,7 @@ impl<'a> Drafting<'a> {
                 source.id,
                 analysis.outcome.as_str().replace('_', " "),
                 analysis.primary.relative_lift.map(percent).unwrap_or_else(|| "no computable lift".into()),
-                analysis.primary.p_value.map(|p| format!("p = {p:.3}")).unwrap_or_else(|| "no p-value".into()),
+                analysis.primary.p_value.map(p_text).unwrap_or_else(|| "no p-value".into()),
                 pooled_here,
                 percent(lift)
             );
