@@ -4,15 +4,17 @@
 
 pub mod dist;
 pub mod health;
+pub mod levers;
 pub mod stats;
 
-use crate::history::{Experiment, ExperimentStatus};
+use crate::history::{Experiment, ExperimentStatus, Moment};
 use chrono::NaiveDate;
 use serde::Serialize;
 use stats::{Arm, Moments, TestError, TestResult};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub use health::ProgramHealth;
+pub use levers::LeverBase;
 
 /// Knobs of the analysis, from the configuration and the catalog.
 #[derive(Debug, Clone)]
@@ -142,6 +144,10 @@ pub struct MetricResult {
     pub absolute_ci_high: Option<f64>,
     pub absolute_p_value: Option<f64>,
     pub degrees_of_freedom: Option<f64>,
+    /// The delta-method standard error of the relative lift (what the lever knowledge base
+    /// pools); not in the JSON, where the interval says the same.
+    #[serde(skip)]
+    pub relative_se: Option<f64>,
     pub power: Option<f64>,
     /// Visitors per arm needed to detect the observed lift with the configured power.
     pub required_visitors_per_arm: Option<u64>,
@@ -198,16 +204,91 @@ pub struct DataQualityProblem {
     pub problem: String,
 }
 
-/// What `hypod analyze` reports.
+/// What `hypod analyze` reports, with the lookups every later stage makes (an experiment's
+/// analysis by id, the control totals a baseline is computed from) indexed once.
 #[derive(Debug, Clone, Serialize)]
 pub struct Analysis {
     pub program: ProgramHealth,
     pub experiments: Vec<ExperimentAnalysis>,
+    pub levers: LeverBase,
+    #[serde(skip)]
+    index: HashMap<String, usize>,
+    #[serde(skip)]
+    baselines: Baselines,
 }
 
 impl Analysis {
     pub fn experiment(&self, id: &str) -> Option<&ExperimentAnalysis> {
-        self.experiments.iter().find(|e| e.id == id)
+        self.index.get(id).and_then(|i| self.experiments.get(*i))
+    }
+
+    /// The control totals of the valid concluded experiments, by place, by moment and overall.
+    pub fn baselines(&self) -> &Baselines {
+        &self.baselines
+    }
+}
+
+/// Sums over the control arms of a set of experiments: what a baseline rate and a value per
+/// conversion are computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ControlTotals {
+    pub experiments: usize,
+    pub visitors: u64,
+    pub conversions: u64,
+    pub revenue: f64,
+    pub orders: u64,
+}
+
+impl ControlTotals {
+    fn add(&mut self, experiment: &Experiment) {
+        let control = experiment.control();
+        self.experiments += 1;
+        self.visitors += control.visitors;
+        self.conversions += control.conversions;
+        self.revenue += control.revenue.unwrap_or(0.0);
+        self.orders += control.orders.unwrap_or(0);
+    }
+}
+
+/// Control totals of the concluded experiments that are not SRM-invalid (in history order, so
+/// sums are the same as a scan would give), per (moment, segment), per moment and overall.
+#[derive(Debug, Clone, Default)]
+pub struct Baselines {
+    by_place: HashMap<(Moment, String), ControlTotals>,
+    by_moment: HashMap<Moment, ControlTotals>,
+    all: ControlTotals,
+}
+
+impl Baselines {
+    fn add(&mut self, experiment: &Experiment, analysis: &ExperimentAnalysis) {
+        if experiment.is_running() || analysis.outcome == Outcome::Invalid {
+            return;
+        }
+        if let Some(segment) = &experiment.segment {
+            self.by_place
+                .entry((experiment.moment, segment.clone()))
+                .or_default()
+                .add(experiment);
+        }
+        self.by_moment
+            .entry(experiment.moment)
+            .or_default()
+            .add(experiment);
+        self.all.add(experiment);
+    }
+
+    pub fn place(&self, moment: Moment, segment: &str) -> Option<&ControlTotals> {
+        self.by_place
+            .get(&(moment, segment.to_string()))
+            .filter(|t| t.experiments > 0)
+    }
+
+    pub fn moment(&self, moment: Moment) -> Option<&ControlTotals> {
+        self.by_moment.get(&moment).filter(|t| t.experiments > 0)
+    }
+
+    pub fn all(&self) -> &ControlTotals {
+        &self.all
     }
 }
 
@@ -218,20 +299,25 @@ impl Analysis {
 /// writing them, so computing them twice costs less than holding them.
 pub struct AnalysisReport {
     pub program: ProgramHealth,
+    pub levers: LeverBase,
     experiments: Vec<Experiment>,
     settings: AnalysisSettings,
 }
 
 impl AnalysisReport {
     pub fn new(experiments: Vec<Experiment>, settings: AnalysisSettings) -> Self {
+        let mut levers = levers::LeverCollector::default();
         let program = health::program_health_of(
-            experiments
-                .iter()
-                .map(|e| (e, analyze_experiment(e, &settings))),
+            experiments.iter().map(|e| {
+                let analysis = analyze_experiment(e, &settings);
+                levers.add(e, &analysis);
+                (e, analysis)
+            }),
             &settings,
         );
         AnalysisReport {
             program,
+            levers: levers.finish(),
             experiments,
             settings,
         }
@@ -262,9 +348,10 @@ impl Serialize for AnalysisReport {
                 serializer.collect_seq(self.0.analyses())
             }
         }
-        let mut document = serializer.serialize_struct("Analysis", 2)?;
+        let mut document = serializer.serialize_struct("Analysis", 3)?;
         document.serialize_field("program", &self.program)?;
         document.serialize_field("experiments", &Each(self))?;
+        document.serialize_field("levers", &self.levers)?;
         document.end()
     }
 }
@@ -276,9 +363,21 @@ pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analy
         .map(|e| analyze_experiment(e, settings))
         .collect();
     let program = health::program_health(experiments, &per_experiment, settings);
+    let mut levers = levers::LeverCollector::default();
+    let mut baselines = Baselines::default();
+    let mut index = HashMap::with_capacity(experiments.len());
+    for (i, (e, a)) in experiments.iter().zip(&per_experiment).enumerate() {
+        levers.add(e, a);
+        baselines.add(e, a);
+        // The first of duplicate ids wins, as a scan would find it.
+        index.entry(e.id.clone()).or_insert(i);
+    }
     Analysis {
         program,
         experiments: per_experiment,
+        levers: levers.finish(),
+        index,
+        baselines,
     }
 }
 
@@ -364,6 +463,7 @@ fn fill_test(
     result.absolute_ci_high = Some(test.absolute_ci_high);
     result.absolute_p_value = Some(test.absolute_p_value);
     result.degrees_of_freedom = Some(test.degrees_of_freedom);
+    result.relative_se = Some(test.relative_se);
     result.power = stats::achieved_power(test.relative_lift, test.relative_se, settings.alpha).ok();
     let required = if proportion {
         stats::sample_size_proportion(

@@ -141,6 +141,11 @@ pub async fn analyze_with(
     Ok(AnalysisReport::new(experiments, settings))
 }
 
+/// `levers`: the lever knowledge base (pooled effect per lever, per moment and per segment).
+pub async fn levers(config: &Config) -> AppResult<crate::analysis::LeverBase> {
+    Ok(analyze(config).await?.levers)
+}
+
 /// `prompt render`: the exact messages the next run would send to the model.
 pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
     let governance = load_governance(config)?;

@@ -82,6 +82,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The lever knowledge base: each lever's pooled effect (random-effects meta-analysis of
+    /// its valid concluded tests), per moment and per segment.
+    Levers {
+        #[arg(long)]
+        json: bool,
+    },
     /// One run now: analyse, propose, validate, govern, queue.
     Run {
         #[arg(long)]
@@ -375,6 +381,9 @@ async fn dispatch(args: Args) -> AppResult<()> {
         }
         Command::Analyze { json } => {
             present(&app::history::analyze(&config).await?, json, text::analysis)
+        }
+        Command::Levers { json } => {
+            present(&app::history::levers(&config).await?, json, text::levers)
         }
         Command::Serve => crate::server::serve(config).await,
         Command::Run { json } => {

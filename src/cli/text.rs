@@ -738,3 +738,96 @@ pub fn demo(demo: &Demo) -> String {
     );
     out
 }
+
+/// `hypod levers`: one line per lever, then its moments and segments indented.
+pub fn levers(base: &crate::analysis::LeverBase) -> String {
+    let mut out = String::new();
+    say!(
+        out,
+        "Lever knowledge base: {} lever(s), random-effects pools (DerSimonian–Laird) of valid concluded tests on commercial KPIs",
+        base.levers.len()
+    );
+    if base.levers.is_empty() {
+        say!(out, "  no lever has a valid concluded test yet");
+        return out;
+    }
+    let pct = |x: f64| format!("{:+.1}%", x * 100.0);
+    let row = |out: &mut String,
+               name: &str,
+               pool: &crate::analysis::levers::Pool,
+               proven: usize,
+               expected: Option<f64>,
+               last: Option<chrono::NaiveDate>| {
+        say!(
+            out,
+            "{:<34} {:>5} {:>6} {:>8} [{:>7}, {:>7}] {:>5.0}% {:>10.2e} {:>9} {}",
+            crate::shorten(name, 34),
+            pool.k,
+            proven,
+            pct(pool.effect),
+            pct(pool.ci_low),
+            pct(pool.ci_high),
+            pool.i2 * 100.0,
+            pool.tau2,
+            expected.map(pct).unwrap_or_default(),
+            last.map(|d| d.to_string()).unwrap_or_else(|| "—".into())
+        );
+    };
+    say!(
+        out,
+        "{:<34} {:>5} {:>6} {:>8} {:>18} {:>6} {:>10} {:>9} {}",
+        "lever / moment / segment",
+        "k",
+        "proven",
+        "pooled",
+        "95% CI",
+        "I²",
+        "τ²",
+        "expected",
+        "last tested"
+    );
+    for lever in &base.levers {
+        row(
+            &mut out,
+            &lever.lever,
+            &lever.pool,
+            lever.proven,
+            None,
+            lever.last_tested,
+        );
+        for (moment, group) in &lever.by_moment {
+            row(
+                &mut out,
+                &format!("  @ {moment}"),
+                &group.pool,
+                group.proven,
+                Some(group.expected_lift),
+                group.last_tested,
+            );
+        }
+        for (segment, group) in &lever.by_segment {
+            row(
+                &mut out,
+                &format!("  for {segment}"),
+                &group.pool,
+                group.proven,
+                Some(group.expected_lift),
+                group.last_tested,
+            );
+        }
+        if let Some(best) = lever.best_test.as_ref().filter(|b| b.srm_flagged) {
+            say!(
+                out,
+                "  ! its best test {} ({:+.1}%) had a sample ratio mismatch: never transferred",
+                best.id,
+                best.relative_lift * 100.0
+            );
+        }
+    }
+    say!(out);
+    say!(
+        out,
+        "expected: the pool shrunk toward the lever's pool (empirical Bayes), what proposals expect there."
+    );
+    out
+}

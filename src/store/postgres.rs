@@ -234,42 +234,81 @@ impl Store for PostgresStore {
         let mut counts = UpsertCounts::default();
         let now = micros(Utc::now());
         let mut tx = self.write_tx().await?;
-        for experiment in experiments {
-            let body = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
-            // Compared as jsonb: the same experiment is unchanged whatever the key order.
-            let same: Option<bool> =
-                sqlx::query_scalar("SELECT body = $2::jsonb FROM experiments WHERE id = $1")
-                    .bind(&experiment.id)
-                    .bind(&body)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match same {
-                Some(true) => counts.unchanged += 1,
-                Some(false) => {
-                    sqlx::query(
+        // One round trip per batch of rows, not per experiment. A batch that names an id twice
+        // goes row by row, so that the later record updates the earlier as it would alone.
+        const BATCH: usize = 1_000;
+        for batch in experiments.chunks(BATCH) {
+            let mut ids = std::collections::HashSet::with_capacity(batch.len());
+            let distinct = batch.iter().all(|e| ids.insert(e.id.as_str()));
+            let mut bodies = Vec::with_capacity(batch.len());
+            for experiment in batch {
+                bodies
+                    .push(serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?);
+            }
+            if distinct {
+                // Inserted rows have xmax = 0; an unchanged body (compared as jsonb, whatever
+                // the key order) is not touched and not returned.
+                let (inserted, updated): (i64, i64) = sqlx::query_as(
+                    "WITH input AS (                        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])                          AS t(id, moment, status, body)),                      changed AS (                        INSERT INTO experiments (id, moment, status, body, imported_at, updated_at)                        SELECT id, moment, status, body::jsonb, $5::timestamptz, $5::timestamptz FROM input                        ON CONFLICT (id) DO UPDATE SET moment = EXCLUDED.moment,                          status = EXCLUDED.status, body = EXCLUDED.body, updated_at = EXCLUDED.updated_at                        WHERE experiments.body IS DISTINCT FROM EXCLUDED.body                        RETURNING (xmax = 0) AS inserted)                      SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted) FROM changed",
+                )
+                .bind(batch.iter().map(|e| e.id.clone()).collect::<Vec<String>>())
+                .bind(
+                    batch
+                        .iter()
+                        .map(|e| e.moment.as_str().to_string())
+                        .collect::<Vec<String>>(),
+                )
+                .bind(
+                    batch
+                        .iter()
+                        .map(|e| e.status.as_str().to_string())
+                        .collect::<Vec<String>>(),
+                )
+                .bind(&bodies)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                counts.inserted += inserted as usize;
+                counts.updated += updated as usize;
+                counts.unchanged += batch.len() - inserted as usize - updated as usize;
+                continue;
+            }
+            for (experiment, body) in batch.iter().zip(&bodies) {
+                // Compared as jsonb: the same experiment is unchanged whatever the key order.
+                let same: Option<bool> =
+                    sqlx::query_scalar("SELECT body = $2::jsonb FROM experiments WHERE id = $1")
+                        .bind(&experiment.id)
+                        .bind(body)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match same {
+                    Some(true) => counts.unchanged += 1,
+                    Some(false) => {
+                        sqlx::query(
                         "UPDATE experiments SET moment = $1, status = $2, body = $3::jsonb, updated_at = $4 WHERE id = $5",
                     )
                     .bind(experiment.moment.as_str())
                     .bind(experiment.status.as_str())
-                    .bind(&body)
+                    .bind(body)
                     .bind(now)
                     .bind(&experiment.id)
                     .execute(&mut *tx)
                     .await?;
-                    counts.updated += 1;
-                }
-                None => {
-                    sqlx::query(
+                        counts.updated += 1;
+                    }
+                    None => {
+                        sqlx::query(
                         "INSERT INTO experiments (id, moment, status, body, imported_at, updated_at) VALUES ($1, $2, $3, $4::jsonb, $5, $5)",
                     )
                     .bind(&experiment.id)
                     .bind(experiment.moment.as_str())
                     .bind(experiment.status.as_str())
-                    .bind(&body)
+                    .bind(body)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    counts.inserted += 1;
+                        counts.inserted += 1;
+                    }
                 }
             }
         }

@@ -196,3 +196,115 @@ async fn each_strategy_finds_its_opportunity_in_an_unseen_history() {
         );
     }
 }
+
+/// The quality benchmark (README, "The builtin proposer's quality"): on realistic histories of
+/// about 420 experiments over three years (tests/synthetic `realistic`), under three
+/// vocabularies and three seeds each, the builtin proposer's top 8 (the default caps) holds
+/// every planted opportunity, and never carries a lever whose true effect is negative.
+#[tokio::test]
+async fn the_top_8_holds_every_planted_opportunity_on_every_seed_and_vocabulary() {
+    use crate::synthetic::{realistic, VOCABULARIES};
+    let mut failures = Vec::new();
+    for vocabulary in &VOCABULARIES {
+        for seed in 1..=3u64 {
+            let history = realistic(seed, vocabulary);
+            assert!(history.experiments.len() >= 400);
+            let catalog = Catalog::parse("synthetic catalog", &history.catalog_toml).unwrap();
+            let now = Utc.from_utc_datetime(&history.today.and_hms_opt(6, 0, 0).unwrap());
+            let analysis = analyze(&history.experiments, &AnalysisSettings::new(history.today));
+            let context = ProposalContext {
+                experiments: &history.experiments,
+                analysis: &analysis,
+                catalog: &catalog,
+                open_proposals: &[],
+                recent_rejections: &[],
+                max_proposals: 8,
+                per_moment: 3,
+                now,
+            };
+            let output = BuiltinProposer::default().propose(&context).await.unwrap();
+            let drafts: Vec<(&str, &hypod::proposer::ProposalDraft)> = output
+                .drafts
+                .iter()
+                .map(|d| (d.strategy.map(|s| s.as_str()).unwrap_or(""), &d.draft))
+                .collect();
+            let planted = &history.planted;
+            let has = |what: &str, found: bool| {
+                if !found {
+                    Some(format!("{} seed {seed}: no {what}", vocabulary.name))
+                } else {
+                    None
+                }
+            };
+            let cites = |d: &hypod::proposer::ProposalDraft, id: &str| {
+                d.evidence.iter().any(|e| e.experiment_id == id)
+            };
+            failures.extend(has(
+                "segment transfer",
+                drafts.iter().any(|(s, d)| {
+                    *s == "transfer"
+                        && d.lever == planted.transfer_segments.0
+                        && d.moment == planted.transfer_segments.1
+                }),
+            ));
+            failures.extend(has(
+                "moment transfer",
+                drafts.iter().any(|(s, d)| {
+                    *s == "transfer"
+                        && d.lever == planted.transfer_moment.0
+                        && d.moment == planted.transfer_moment.1
+                }),
+            ));
+            failures.extend(has(
+                "retest",
+                drafts
+                    .iter()
+                    .any(|(s, d)| *s == "retest" && cites(d, &planted.retest)),
+            ));
+            failures.extend(has(
+                "validation",
+                drafts
+                    .iter()
+                    .any(|(s, d)| *s == "validate" && cites(d, &planted.validate)),
+            ));
+            failures.extend(has(
+                "cover",
+                drafts
+                    .iter()
+                    .any(|(s, d)| *s == "cover" && d.moment == planted.cover),
+            ));
+            for (strategy, draft) in &drafts {
+                if matches!(*strategy, "transfer" | "cover")
+                    && planted.negative_levers.contains(&draft.lever)
+                {
+                    failures.push(format!(
+                        "{} seed {seed}: carries {}, whose true effect is negative",
+                        vocabulary.name, draft.lever
+                    ));
+                }
+            }
+            // One proposal per idea: no lever twice for the same strategy and moment.
+            let mut ideas = std::collections::HashSet::new();
+            for (strategy, draft) in &drafts {
+                assert!(
+                    ideas.insert((*strategy, draft.lever.clone(), draft.moment)),
+                    "{} seed {seed}: two proposals for one idea: {}",
+                    vocabulary.name,
+                    draft.title
+                );
+            }
+            let show = std::env::var_os("HYPOD_SHOW_TOP8").is_some();
+            if show || failures.iter().any(|f| f.contains(&format!("seed {seed}"))) {
+                eprintln!(
+                    "{} seed {seed} ({} experiments):",
+                    vocabulary.name,
+                    history.experiments.len()
+                );
+                for (strategy, draft) in &drafts {
+                    eprintln!("  {strategy:<9} {}", draft.title);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

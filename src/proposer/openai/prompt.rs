@@ -55,6 +55,8 @@ const MAX_RUNNING: usize = 40;
 const MAX_OPEN: usize = 40;
 const MAX_REJECTIONS: usize = 20;
 const MAX_IDS_IN_HEALTH: usize = 5;
+/// Lever × moment rows of the lever table, at most (the best expectations first).
+const MAX_LEVER_ROWS: usize = 60;
 
 /// Estimated tokens of a text (see the module comment).
 pub fn estimate_tokens(text: &str) -> usize {
@@ -668,6 +670,39 @@ fn consent_rule_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
     lines
 }
 
+/// The lever knowledge base as compact rows, one per lever × moment, best expectation first:
+/// `{"lever", "moment", "k", "proven", "pooled", "ci": [low, high], "i2", "expect"}` (relative
+/// lifts, three significant digits), where `expect` is the pooled effect shrunk toward the
+/// lever's pool: the lift a proposal there should expect.
+fn lever_lines(levers: &crate::analysis::LeverBase) -> (Vec<String>, usize) {
+    let mut rows: Vec<(f64, String)> = Vec::new();
+    for entry in &levers.levers {
+        for (moment, group) in &entry.by_moment {
+            rows.push((
+                group.expected_lift,
+                quote(&json!({
+                    "lever": entry.lever,
+                    "moment": moment.as_str(),
+                    "k": group.pool.k,
+                    "proven": group.proven,
+                    "pooled": significant(group.pool.effect, 3),
+                    "ci": [significant(group.pool.ci_low, 3), significant(group.pool.ci_high, 3)],
+                    "i2": round_to(group.pool.i2, 2),
+                    "expect": significant(group.expected_lift, 3),
+                })),
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let total = rows.len();
+    let shown = rows
+        .into_iter()
+        .take(MAX_LEVER_ROWS)
+        .map(|(_, line)| line)
+        .collect();
+    (shown, total)
+}
+
 #[derive(Serialize)]
 struct EvidenceGroup {
     moment: &'static str,
@@ -691,6 +726,8 @@ struct Vars {
     open_proposals: Vec<String>,
     open_total: usize,
     rejections: Vec<String>,
+    levers: Vec<String>,
+    levers_total: usize,
     evidence: Vec<EvidenceGroup>,
     evidence_shown: usize,
     evidence_total: usize,
@@ -783,6 +820,7 @@ pub fn render_with(
         list.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
     }
 
+    let (lever_rows, levers_total) = lever_lines(&ctx.analysis.levers);
     let mut vars = Vars {
         today: today.to_string(),
         max_proposals: ctx.max_proposals,
@@ -843,6 +881,8 @@ pub fn render_with(
         open_proposals: Vec::new(),
         open_total: ctx.open_proposals.len(),
         rejections: Vec::new(),
+        levers: Vec::new(),
+        levers_total,
         evidence: Vec::new(),
         evidence_shown: 0,
         evidence_total,
@@ -880,6 +920,22 @@ pub fn render_with(
         )));
     }
     let mut remaining = budget - base_tokens - EVIDENCE_HEADING_TOKENS;
+    // The lever table before the evidence: pooled knowledge is worth more per token than one
+    // experiment's record.
+    // It never takes the room of each moment's first experiment (every moment stays shown).
+    let first_records: usize = per_moment
+        .iter()
+        .filter_map(|(_, list)| list.first())
+        .map(|(_, e)| estimate_tokens(&evidence_line(e, analyses.get(e.id.as_str()).copied())) + 1)
+        .sum();
+    let levers_taken = take_within(&lever_rows, remaining.saturating_sub(first_records) / 5);
+    vars.levers = lever_rows[..levers_taken].to_vec();
+    remaining = remaining.saturating_sub(
+        vars.levers
+            .iter()
+            .map(|l| estimate_tokens(l) + 1)
+            .sum::<usize>(),
+    );
     let rejections_taken = take_within(&rejection_lines, remaining / 10);
     vars.rejections = rejection_lines[..rejections_taken].to_vec();
     let running_taken = take_within(&running_lines, remaining / 4);
@@ -988,9 +1044,18 @@ pub fn render_with(
         }
         // Over the budget (template text around the records): drop the last-chosen records
         // until the estimate of what is dropped covers the excess.
+        // A moment's only record goes last, so that every moment stays represented.
         let mut excess = tokens - budget;
         while excess > 0 {
-            match chosen.pop() {
+            let mut counts: HashMap<usize, usize> = HashMap::new();
+            for (slot, _, _) in &chosen {
+                *counts.entry(*slot).or_default() += 1;
+            }
+            let at = chosen
+                .iter()
+                .rposition(|(slot, _, _)| counts.get(slot).copied().unwrap_or(0) > 1)
+                .or_else(|| chosen.len().checked_sub(1));
+            match at.map(|i| chosen.remove(i)) {
                 Some((_, line, _)) => excess = excess.saturating_sub(estimate_tokens(&line) + 1),
                 None => break,
             }
