@@ -3,8 +3,8 @@
 //! server's hello-world route (`/healthz`), measured side by side in one run with `wrk`, on
 //! SQLite and (when reachable) PostgreSQL. Prints the ratio list/hello.
 //!
-//! `cargo bench --bench api_list` (needs `wrk` on PATH; `HYPOD_BENCH_PROPOSALS`, default
-//! 100000; `HYPOD_BENCH_CONNECTIONS`, default 64; `HYPOD_BENCH_SECONDS`, default 10;
+//! `cargo bench --bench api_list` (needs `wrk` on PATH; `API_BENCH_PROPOSALS`, default
+//! 100000; `API_BENCH_CONNECTIONS`, default 64; `API_BENCH_SECONDS`, default 10;
 //! `HYPOD_TEST_DATABASE_URL` for PostgreSQL, default postgres://postgres@127.0.0.1:5432/postgres).
 
 use hypod::domain::{
@@ -155,9 +155,9 @@ fn parse_duration_ms(text: &str) -> f64 {
 }
 
 fn measure(backend: &str, url: &str, dir: &std::path::Path) {
-    let count = env_number("HYPOD_BENCH_PROPOSALS", 100_000);
-    let connections = env_number("HYPOD_BENCH_CONNECTIONS", 64);
-    let seconds = env_number("HYPOD_BENCH_SECONDS", 10);
+    let count = env_number("API_BENCH_PROPOSALS", 100_000);
+    let connections = env_number("API_BENCH_CONNECTIONS", 64);
+    let seconds = env_number("API_BENCH_SECONDS", 10);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let seeding = Instant::now();
     let token = runtime.block_on(async {
@@ -194,7 +194,7 @@ fn measure(backend: &str, url: &str, dir: &std::path::Path) {
                     .trim()
                     .to_string()
             }
-            Some(Ok(_)) => {}
+            Some(Ok(line)) => eprintln!("hypod serve: {line}"),
             other => panic!("hypod serve did not start: {other:?}"),
         }
     };
