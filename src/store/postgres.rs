@@ -128,6 +128,17 @@ impl PostgresStore {
         Ok(AuditHead { seq, hash })
     }
 
+    /// The sealed head of the audit chain, from its one row.
+    fn sealed_from_row(row: &PgRow) -> Result<SealedHead, StoreError> {
+        Ok(SealedHead {
+            head: AuditHead {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            mac: row.try_get("mac")?,
+        })
+    }
+
     fn audit_entry_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             seq: row.try_get("seq")?,
@@ -867,16 +878,7 @@ impl Store for PostgresStore {
         let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(SealedHead {
-                head: AuditHead {
-                    seq: row.try_get("seq")?,
-                    hash: row.try_get("hash")?,
-                },
-                mac: row.try_get("mac")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(Self::sealed_from_row).transpose()
     }
 
     async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError> {
@@ -921,15 +923,8 @@ impl Store for PostgresStore {
         let sealed = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?
-            .map(|row| -> Result<SealedHead, StoreError> {
-                Ok(SealedHead {
-                    head: AuditHead {
-                        seq: row.try_get("seq")?,
-                        hash: row.try_get("hash")?,
-                    },
-                    mac: row.try_get("mac")?,
-                })
-            })
+            .as_ref()
+            .map(Self::sealed_from_row)
             .transpose()?;
         tx.commit().await?;
         Ok(AuditSnapshot {

@@ -139,6 +139,17 @@ impl SqliteStore {
         Ok(AuditHead { seq, hash })
     }
 
+    /// The sealed head of the audit chain, from its one row.
+    fn sealed_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SealedHead, StoreError> {
+        Ok(SealedHead {
+            head: AuditHead {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            mac: row.try_get("mac")?,
+        })
+    }
+
     fn audit_entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             seq: row.try_get("seq")?,
@@ -841,16 +852,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(SealedHead {
-                head: AuditHead {
-                    seq: row.try_get("seq")?,
-                    hash: row.try_get("hash")?,
-                },
-                mac: row.try_get("mac")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(Self::sealed_from_row).transpose()
     }
 
     async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError> {
@@ -888,15 +890,8 @@ impl Store for SqliteStore {
         let sealed = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?
-            .map(|row| -> Result<SealedHead, StoreError> {
-                Ok(SealedHead {
-                    head: AuditHead {
-                        seq: row.try_get("seq")?,
-                        hash: row.try_get("hash")?,
-                    },
-                    mac: row.try_get("mac")?,
-                })
-            })
+            .as_ref()
+            .map(Self::sealed_from_row)
             .transpose()?;
         tx.commit().await?;
         Ok(AuditSnapshot {
