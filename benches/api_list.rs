@@ -81,11 +81,12 @@ async fn seed(store: &dyn Store, count: usize) -> String {
                         ..Provenance::default()
                     },
                     approvals_required: 1,
+                    superseded_by: None,
                 }
             })
             .collect();
         store
-            .record_run(&run, &proposals, None, None)
+            .record_run(&run, &proposals, &[], None, None)
             .await
             .expect("seed proposals");
         made += batch;

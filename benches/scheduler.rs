@@ -39,7 +39,7 @@ async fn measure(store: &dyn Store, slots: usize) -> (Duration, Duration) {
     let started = Instant::now();
     for i in 0..slots {
         store
-            .record_run(&run_record(format!("plain-{i}")), &[], None, None)
+            .record_run(&run_record(format!("plain-{i}")), &[], &[], None, None)
             .await
             .expect("record");
     }
@@ -53,7 +53,13 @@ async fn measure(store: &dyn Store, slots: usize) -> (Duration, Duration) {
         };
         assert!(store.renew_lease(&fence, lease).await.expect("renew"));
         store
-            .record_run(&run_record(format!("slot-{i}")), &[], None, Some(&fence))
+            .record_run(
+                &run_record(format!("slot-{i}")),
+                &[],
+                &[],
+                None,
+                Some(&fence),
+            )
             .await
             .expect("record");
     }

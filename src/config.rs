@@ -77,6 +77,9 @@ pub struct ProposerConfig {
     pub kind: ProposerKind,
     pub max_proposals: usize,
     pub per_moment: usize,
+    /// A proposal pending review longer than this many days is `expired` by the next run
+    /// (0: never).
+    pub expire_pending_after_days: u32,
 }
 
 impl Default for ProposerConfig {
@@ -85,6 +88,7 @@ impl Default for ProposerConfig {
             kind: ProposerKind::Builtin,
             max_proposals: 8,
             per_moment: 3,
+            expire_pending_after_days: 30,
         }
     }
 }

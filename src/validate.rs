@@ -470,6 +470,12 @@ pub fn enrich_without_duplicates(
         duplicate_of: None,
         strategy,
         notes,
+        predicted_interval: around
+            .analysis
+            .levers
+            .expected_lift(&draft.lever, draft.moment)
+            .and_then(|e| e.interval(lift)),
+        supersedes: None,
     }
 }
 

@@ -179,6 +179,9 @@ pub struct LeverBase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expectation {
     pub lift: f64,
+    /// The spread of the effect a new test of the lever there would find: the posterior
+    /// standard deviation of `lift` with the lever's between-test variance τ² added.
+    pub sd: f64,
     /// Tests of the lever at the moment (0 when it was never tried there).
     pub k_here: usize,
     /// Tests of the lever anywhere.
@@ -199,8 +202,15 @@ impl LeverBase {
     pub fn expected_lift(&self, lever: &str, moment: Moment) -> Option<Expectation> {
         let entry = self.lever(lever)?;
         if let Some(group) = entry.by_moment.get(&moment) {
+            let (_, posterior_sd) = shrink(
+                group.pool.effect,
+                group.pool.se.powi(2),
+                entry.pool.effect,
+                entry.pool.tau2,
+            );
             return Some(Expectation {
                 lift: group.expected_lift,
+                sd: (posterior_sd.powi(2) + entry.pool.tau2).sqrt(),
                 k_here: group.pool.k,
                 k: entry.pool.k,
                 basis: format!(
@@ -210,7 +220,7 @@ impl LeverBase {
             });
         }
         let prior = self.moments.get(&moment).or(self.overall.as_ref())?;
-        let (lift, _) = shrink(
+        let (lift, posterior_sd) = shrink(
             entry.pool.effect,
             entry.pool.se.powi(2) + entry.pool.tau2,
             prior.effect,
@@ -218,6 +228,7 @@ impl LeverBase {
         );
         Some(Expectation {
             lift,
+            sd: (posterior_sd.powi(2) + entry.pool.tau2).sqrt(),
             k_here: 0,
             k: entry.pool.k,
             basis: format!(
@@ -227,6 +238,19 @@ impl LeverBase {
                 prior.effect * 100.0,
                 prior.k
             ),
+        })
+    }
+}
+
+impl Expectation {
+    /// The 95 % interval a lift of `center` is predicted within, given this spread.
+    pub fn interval(&self, center: f64) -> Option<[f64; 2]> {
+        (center.is_finite() && self.sd.is_finite()).then(|| {
+            let round = |x: f64| (x * 1e6).round() / 1e6;
+            [
+                round(center - Z_95 * self.sd),
+                round(center + Z_95 * self.sd),
+            ]
         })
     }
 }

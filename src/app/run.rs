@@ -8,8 +8,8 @@
 use crate::analysis::{self, Analysis, AnalysisSettings};
 use crate::config::Config;
 use crate::domain::{
-    Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord, RunStatus,
-    RunSummary, SlotStatus, Trigger,
+    Claim, Closing, Fence, Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord,
+    RunStatus, RunSummary, SlotStatus, StatusChange, Trigger,
 };
 use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
@@ -162,7 +162,8 @@ pub async fn run_once(
         clock = std::time::Instant::now();
     };
 
-    // 1. Load.
+    // 1. Load; proposals pending too long are closed (expired) by this run, so neither
+    // proposer sees them as open.
     let Loaded {
         experiments,
         open_proposals,
@@ -171,6 +172,7 @@ pub async fn run_once(
     } = load(store, config, plan.now)
         .instrument(tracing::info_span!("load"))
         .await?;
+    let (still_open, _) = expire(open_proposals.clone(), config, plan.now);
     lap("load", &mut stages);
     let input_digest = crate::digest(
         &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
@@ -205,7 +207,7 @@ pub async fn run_once(
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
-        return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
+        return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
     }
 
     // 3. Propose.
@@ -213,7 +215,7 @@ pub async fn run_once(
         experiments: &experiments,
         analysis: &analysis,
         catalog: &plan.governance.catalog,
-        open_proposals: &open_proposals,
+        open_proposals: &still_open,
         recent_rejections: &recent_rejections,
         max_proposals: config.proposer.max_proposals,
         per_moment: config.proposer.per_moment,
@@ -238,14 +240,15 @@ pub async fn run_once(
                     Err(second) => {
                         record.status = RunStatus::Failed;
                         record.error = Some(format!("{err}; the fallback failed too: {second}"));
-                        return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
+                        return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None)
+                            .await;
                     }
                 }
             }
             None => {
                 record.status = RunStatus::Failed;
                 record.error = Some(err.to_string());
-                return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
+                return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
             }
         },
     };
@@ -274,6 +277,7 @@ pub async fn run_once(
             .map(|(p, _)| p.clone())
             .collect();
         let assessing = std::time::Instant::now();
+        let (open_now, mut changes) = expire(queue.open_proposals.clone(), config, plan.now);
         let assessed = tracing::info_span!("validate_govern").in_scope(|| {
             assess(
                 &output,
@@ -281,13 +285,19 @@ pub async fn run_once(
                 &experiments,
                 &analysis,
                 plan,
-                &queue.open_proposals,
+                &open_now,
                 &rejected_proposals,
                 &run_id,
                 &input_digest,
                 &mut record.summary,
+                &mut changes,
             )
         });
+        record.summary.expired = changes
+            .iter()
+            .filter(|c| c.closing == Closing::Expired)
+            .count();
+        record.summary.superseded = changes.len() - record.summary.expired;
         record
             .stage_seconds
             .push(("validate_govern", assessing.elapsed().as_secs_f64()));
@@ -300,7 +310,7 @@ pub async fn run_once(
                 record.summary.queued = 0;
                 record.summary.blocked = 0;
                 record.summary.escalated = 0;
-                return finish(store, plan.fence.as_ref(), record, Vec::new(), None).await;
+                return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
             }
         };
         match finish(
@@ -308,6 +318,7 @@ pub async fn run_once(
             plan.fence.as_ref(),
             record,
             proposals,
+            &changes,
             Some(queue.mark),
         )
         .await
@@ -342,6 +353,7 @@ fn assess(
     run_id: &str,
     input_digest: &str,
     summary: &mut RunSummary,
+    changes: &mut Vec<StatusChange>,
 ) -> Result<Vec<Proposal>, RunError> {
     let catalog = &plan.governance.catalog;
     let known: Vec<Proposal> = open_proposals
@@ -374,20 +386,58 @@ fn assess(
             alpha: plan.config.analysis.alpha,
             power: plan.config.analysis.power,
         };
-        let enrichment = assessor.enrich(draft, proposed.strategy, &around);
-        if enrichment
+        let mut enrichment = assessor.enrich(draft, proposed.strategy, &around);
+        // A draft of an idea already open is a duplicate, unless it brings better evidence
+        // than a proposal still pending review: then it replaces that one.
+        let mut replaces = None;
+        if let Some(open) = enrichment
             .duplicate_of
             .as_ref()
-            .is_some_and(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
+            .filter(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
         {
-            summary.duplicates += 1;
-            continue;
+            match open_proposals.iter().find(|p| p.id == open.id) {
+                Some(old)
+                    if better_evidence(draft, &enrichment, old)
+                        && !changes.iter().any(|c| c.proposal_id == old.id) =>
+                {
+                    replaces = Some(old);
+                }
+                _ => {
+                    summary.duplicates += 1;
+                    continue;
+                }
+            }
+        }
+        if let Some(old) = replaces {
+            // Not a duplicate: its successor, judged as the idea it is.
+            enrichment.duplicate_of = None;
+            enrichment.supersedes = Some(old.id.clone());
         }
         // The assessor counts what it lets through, so the governance-gap limits see what
         // this run has already queued.
         let Governed { verdicts, decision } = assessor
             .judge(draft, &enrichment)
             .map_err(GovernanceError::from)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        if let Some(old) = replaces {
+            // A denied draft never replaces a proposal a reviewer may still approve.
+            if decision.status == ProposalStatus::Blocked {
+                summary.duplicates += 1;
+                continue;
+            }
+            changes.push(StatusChange {
+                proposal_id: old.id.clone(),
+                closing: Closing::Superseded,
+                superseded_by: Some(id.clone()),
+                reason: format!(
+                    "replaced by {id}: the same idea on better evidence (strength {:.2} from {} cited experiment(s), was {:.2} from {})",
+                    enrichment.evidence_strength,
+                    draft.evidence.len(),
+                    old.enrichment.evidence_strength,
+                    old.draft.evidence.len()
+                ),
+            });
+        }
         if decision.status == ProposalStatus::Blocked {
             summary.blocked += 1;
         } else {
@@ -397,7 +447,8 @@ fn assess(
             }
         }
         proposals.push(Proposal {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
+            superseded_by: None,
             run_id: run_id.to_string(),
             status: decision.status,
             created_at: plan.now,
@@ -424,17 +475,74 @@ fn assess(
     Ok(proposals)
 }
 
+/// Splits the open proposals into those that stay open and the changes that expire the ones
+/// pending review for longer than `proposer.expire_pending_after_days` (0: never).
+fn expire(
+    open: Vec<Proposal>,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> (Vec<Proposal>, Vec<StatusChange>) {
+    let days = config.proposer.expire_pending_after_days;
+    if days == 0 {
+        return (open, Vec::new());
+    }
+    let limit = now - Duration::days(days as i64);
+    let (expired, open): (Vec<Proposal>, Vec<Proposal>) = open
+        .into_iter()
+        .partition(|p| p.status == ProposalStatus::PendingReview && p.created_at < limit);
+    let changes = expired
+        .iter()
+        .map(|p| StatusChange {
+            proposal_id: p.id.clone(),
+            closing: Closing::Expired,
+            superseded_by: None,
+            reason: format!(
+                "pending review for {} days, longer than proposer.expire_pending_after_days = {days}",
+                (now - p.created_at).num_days()
+            ),
+        })
+        .collect();
+    (open, changes)
+}
+
+/// Whether a new draft of the same idea has better evidence than the open proposal `old`: an
+/// evidence strength higher by at least [`BETTER_EVIDENCE_MARGIN`], or as strong while citing
+/// every experiment `old` cited and more.
+fn better_evidence(
+    draft: &crate::domain::ProposalDraft,
+    enrichment: &crate::domain::Enrichment,
+    old: &Proposal,
+) -> bool {
+    if old.status != ProposalStatus::PendingReview {
+        return false;
+    }
+    let (new, was) = (
+        enrichment.evidence_strength,
+        old.enrichment.evidence_strength,
+    );
+    let cited = |d: &crate::domain::ProposalDraft| -> std::collections::HashSet<String> {
+        d.evidence.iter().map(|e| e.experiment_id.clone()).collect()
+    };
+    let (now_cited, was_cited) = (cited(draft), cited(&old.draft));
+    new >= was + BETTER_EVIDENCE_MARGIN
+        || (new >= was && now_cited.len() > was_cited.len() && now_cited.is_superset(&was_cited))
+}
+
+/// How much stronger a new draft's evidence must be to replace an open proposal of the same idea.
+const BETTER_EVIDENCE_MARGIN: f64 = 0.05;
+
 async fn finish(
     store: &dyn Store,
     fence: Option<&Fence>,
     mut record: RunRecord,
     proposals: Vec<Proposal>,
+    changes: &[StatusChange],
     read_at: Option<QueueMark>,
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
     record.finished_at = Utc::now().max(record.started_at);
     let writing = std::time::Instant::now();
     let head = store
-        .record_run(&record, &proposals, read_at, fence)
+        .record_run(&record, &proposals, changes, read_at, fence)
         .instrument(tracing::info_span!("queue"))
         .await?;
     record.audit_head = Some(head);

@@ -154,6 +154,14 @@ fn run_into(out: &mut String, record: &RunRecord, proposals: &[Proposal]) {
         s.duplicates,
         s.dropped
     );
+    if s.expired + s.superseded > 0 {
+        say!(
+            out,
+            "queue hygiene: {} pending proposal(s) expired, {} superseded by drafts on better evidence",
+            s.expired,
+            s.superseded
+        );
+    }
     if let Some(usage) = &record.usage {
         say!(
             out,
@@ -236,6 +244,21 @@ pub fn proposal(view: &ProposalView) -> String {
         proposal.status,
         proposal.approvals_required
     );
+    if let Some(by) = &proposal.superseded_by {
+        say!(out, "replaced by  {by} (the same idea on better evidence)");
+    }
+    if let Some(old) = &e.supersedes {
+        say!(out, "replaces     {old} (superseded by this one)");
+    }
+    if let Some([low, high]) = e.predicted_interval {
+        say!(
+            out,
+            "predicted    {:+.1}% (95% interval {:+.1}% to {:+.1}%)",
+            d.expected_relative_lift * 100.0,
+            low * 100.0,
+            high * 100.0
+        );
+    }
     say!(out, "hypothesis   {}", d.hypothesis);
     say!(
         out,

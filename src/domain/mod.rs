@@ -24,8 +24,8 @@ pub use experiment::{
 };
 pub use identity::{escape_for_terminal, Identity, TextError};
 pub use proposal::{
-    DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter, ProposalStatus,
-    Provenance,
+    Closing, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter,
+    ProposalStatus, Provenance, StatusChange,
 };
 pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};

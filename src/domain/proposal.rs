@@ -124,6 +124,15 @@ pub struct Enrichment {
     pub duplicate_of: Option<DuplicateRef>,
     /// The builtin proposer's strategy (transfer, retest, cover, validate).
     pub strategy: Option<Strategy>,
+    /// The 95 % interval the proposer's expected lift is predicted within: the expected lift ±
+    /// 1.96 × the lever knowledge base's predictive spread for the lever at the moment (its
+    /// pooled standard error with the between-test variance τ²). `None` for a lever the
+    /// history never tested. What the learning loop checks the realised lift against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_interval: Option<[f64; 2]>,
+    /// The open proposal this one replaced with better evidence (marked `superseded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
     /// Why a statistic is missing, when one is.
     pub notes: Vec<String>,
 }
@@ -153,6 +162,42 @@ pub struct Proposal {
     pub verdicts: Vec<Verdict>,
     pub provenance: Provenance,
     pub approvals_required: u32,
+    /// The proposal that replaced this one, when its status is `superseded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+}
+
+/// Why a run closes an open proposal without a review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Closing {
+    /// Pending longer than `proposer.expire_pending_after_days`.
+    Expired,
+    /// A new draft of the same idea arrived with better evidence.
+    Superseded,
+}
+
+impl Closing {
+    pub fn status(self) -> ProposalStatus {
+        match self {
+            Closing::Expired => ProposalStatus::Expired,
+            Closing::Superseded => ProposalStatus::Superseded,
+        }
+    }
+}
+
+/// A status change a run makes to a proposal already in the queue (queue hygiene), written in
+/// the run's own transaction with its audit entry. It applies only while the proposal is still
+/// `pending_review`: one reviewed meanwhile keeps its review.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusChange {
+    pub proposal_id: String,
+    pub closing: Closing,
+    /// The proposal that replaces it (for `superseded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// In words, for the audit entry and the run's notes.
+    pub reason: String,
 }
 
 /// Filters for listing the queue, highest priority first (ties by id).

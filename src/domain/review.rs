@@ -234,6 +234,7 @@ mod tests {
             }],
             provenance: Provenance::default(),
             approvals_required,
+            superseded_by: None,
         }
     }
 

@@ -85,6 +85,12 @@ pub struct RunSummary {
     pub duplicates: usize,
     /// Drafts the proposer dropped as invalid.
     pub dropped: usize,
+    /// Pending proposals this run expired (older than `proposer.expire_pending_after_days`).
+    #[serde(default)]
+    pub expired: usize,
+    /// Pending proposals this run replaced with a draft of the same idea on better evidence.
+    #[serde(default)]
+    pub superseded: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

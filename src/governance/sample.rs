@@ -107,6 +107,8 @@ pub fn sample_enrichment() -> Enrichment {
         duplicate_of: None,
         strategy: Some(crate::domain::Strategy::Transfer),
         notes: Vec::new(),
+        predicted_interval: Some([0.012, 0.058]),
+        supersedes: None,
     }
 }
 

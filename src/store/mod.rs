@@ -15,7 +15,7 @@ pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 
 use crate::domain::{
     AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, Role, RunRecord, SlotRecord,
-    SlotStatus,
+    SlotStatus, StatusChange,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -150,6 +150,17 @@ pub fn token_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The detail of the audit entry that closes a proposal without a review.
+pub(crate) fn closing_detail(run_id: &str, change: &StatusChange) -> String {
+    serde_json::json!({
+        "run_id": run_id,
+        "status": change.closing.status().as_str(),
+        "reason": change.reason,
+        "superseded_by": change.superseded_by,
+    })
+    .to_string()
+}
+
 /// The hash of an audit entry: sha256 over the previous hash and the entry's fields.
 pub fn audit_hash(
     prev_hash: &str,
@@ -183,7 +194,9 @@ pub trait Store: Send + Sync {
     /// The queue's current [`QueueMark`]. A run reads it before it reads the open proposals.
     async fn queue_mark(&self) -> Result<QueueMark, StoreError>;
 
-    /// Stores a run and its proposals in one transaction, with their audit entries.
+    /// Stores a run and its proposals in one transaction, with their audit entries, and closes
+    /// the open proposals `changes` name (expired, superseded), each with a `proposal.<status>`
+    /// audit entry, only while they are still pending review.
     ///
     /// `read_at` is the mark the run read before the open proposals it checked its drafts
     /// against. If proposals were queued since (another run, another replica), nothing is
@@ -196,6 +209,7 @@ pub trait Store: Send + Sync {
         &self,
         run: &RunRecord,
         proposals: &[Proposal],
+        changes: &[StatusChange],
         read_at: Option<QueueMark>,
         fence: Option<&Fence>,
     ) -> Result<AuditHead, StoreError>;

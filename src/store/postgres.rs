@@ -12,6 +12,7 @@ use super::{
 use crate::domain::{
     apply_review, AuditAction, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus,
     Review, ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+    StatusChange,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -31,7 +32,7 @@ pub const WRITE_LOCK: i64 = 0x0068_7970_6f64;
 /// The columns a proposal is read from (bodies as text, parsed here, so a bad one is reported
 /// as corrupt with its id).
 const PROPOSAL_COLUMNS: &str = "p.id, p.run_id, p.status, p.approvals_required, p.created_at, \
-     p.updated_at, p.body::text AS body";
+     p.updated_at, p.superseded_by, p.body::text AS body";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -201,6 +202,7 @@ impl PostgresStore {
             verdicts: body.verdicts,
             provenance: body.provenance,
             approvals_required: approvals.max(0) as u32,
+            superseded_by: row.try_get("superseded_by")?,
             id,
         })
     }
@@ -362,12 +364,13 @@ impl Store for PostgresStore {
         &self,
         run: &RunRecord,
         proposals: &[Proposal],
+        changes: &[StatusChange],
         read_at: Option<QueueMark>,
         fence: Option<&Fence>,
     ) -> Result<AuditHead, StoreError> {
         let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
         let mut tx = self.write_tx().await?;
-        if let (Some(read_at), false) = (read_at, proposals.is_empty()) {
+        if let (Some(read_at), false) = (read_at, proposals.is_empty() && changes.is_empty()) {
             let now = Self::proposal_count(&mut *tx).await?;
             if now != read_at {
                 return Err(StoreError::QueueChanged { read_at, now });
@@ -412,6 +415,36 @@ impl Store for PostgresStore {
                 AuditAction::Proposal(proposal.status),
                 &proposal.id,
                 &verdicts,
+            )
+            .await?;
+        }
+        // Queue hygiene: each change applies only to a proposal still pending; one reviewed
+        // meanwhile makes the run assess again against the queue as it is now.
+        for change in changes {
+            let closed = sqlx::query(
+                "UPDATE proposals SET status = $1, updated_at = $2, superseded_by = $3 WHERE id = $4 AND status = 'pending_review'",
+            )
+            .bind(change.closing.status().as_str())
+            .bind(micros(run.finished_at))
+            .bind(change.superseded_by.as_deref())
+            .bind(&change.proposal_id)
+            .execute(&mut *tx)
+            .await?;
+            if closed.rows_affected() != 1 {
+                if let Some(read_at) = read_at {
+                    return Err(StoreError::QueueChanged {
+                        read_at,
+                        now: read_at,
+                    });
+                }
+                continue;
+            }
+            self.append_audit(
+                &mut tx,
+                "scheduler",
+                AuditAction::Proposal(change.closing.status()),
+                &change.proposal_id,
+                &super::closing_detail(&run.id, change),
             )
             .await?;
         }

@@ -12,6 +12,7 @@ use super::{
 use crate::domain::{
     apply_review, AuditAction, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus,
     Review, ReviewAction, ReviewError, Role, RunRecord, RunStatus, SlotRecord, SlotStatus,
+    StatusChange,
 };
 
 use crate::history::Experiment;
@@ -216,6 +217,7 @@ impl SqliteStore {
             verdicts: body.verdicts,
             provenance: body.provenance,
             approvals_required: approvals.max(0) as u32,
+            superseded_by: row.try_get("superseded_by")?,
             id,
         })
     }
@@ -343,12 +345,13 @@ impl Store for SqliteStore {
         &self,
         run: &RunRecord,
         proposals: &[Proposal],
+        changes: &[StatusChange],
         read_at: Option<QueueMark>,
         fence: Option<&Fence>,
     ) -> Result<AuditHead, StoreError> {
         let record = serde_json::to_string(run).map_err(|e| corrupt("run", e))?;
         let mut tx = self.write_tx().await?;
-        if let (Some(read_at), false) = (read_at, proposals.is_empty()) {
+        if let (Some(read_at), false) = (read_at, proposals.is_empty() && changes.is_empty()) {
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -398,6 +401,36 @@ impl Store for SqliteStore {
                 AuditAction::Proposal(proposal.status),
                 &proposal.id,
                 &verdicts,
+            )
+            .await?;
+        }
+        // Queue hygiene: each change applies only to a proposal still pending; one reviewed
+        // meanwhile makes the run assess again against the queue as it is now.
+        for change in changes {
+            let closed = sqlx::query(
+                "UPDATE proposals SET status = ?, updated_at = ?, superseded_by = ? WHERE id = ? AND status = 'pending_review'",
+            )
+            .bind(change.closing.status().as_str())
+            .bind(timestamp(run.finished_at))
+            .bind(change.superseded_by.as_deref())
+            .bind(&change.proposal_id)
+            .execute(&mut *tx)
+            .await?;
+            if closed.rows_affected() != 1 {
+                if let Some(read_at) = read_at {
+                    return Err(StoreError::QueueChanged {
+                        read_at,
+                        now: read_at,
+                    });
+                }
+                continue;
+            }
+            self.append_audit(
+                &mut tx,
+                "scheduler",
+                AuditAction::Proposal(change.closing.status()),
+                &change.proposal_id,
+                &super::closing_detail(&run.id, change),
             )
             .await?;
         }

@@ -506,6 +506,7 @@ fn stored(id: &str, draft: ProposalDraft, verdicts: Vec<Verdict>, digest: &str) 
             ..Provenance::default()
         },
         approvals_required: status.approvals_required,
+        superseded_by: None,
     }
 }
 

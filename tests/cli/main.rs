@@ -20,6 +20,7 @@ mod concurrency;
 mod fake_openai;
 mod governance;
 mod hardening;
+mod hygiene;
 mod llm_prompt;
 mod llm_proposer;
 mod llm_run;

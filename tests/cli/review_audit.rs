@@ -67,9 +67,10 @@ pub(crate) fn queue_draft_as(
                 ..Default::default()
             },
             approvals_required: 1,
+            superseded_by: None,
         };
         store
-            .record_run(&run, &[proposal], None, None)
+            .record_run(&run, &[proposal], &[], None, None)
             .await
             .expect("record");
     });

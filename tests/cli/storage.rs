@@ -115,6 +115,7 @@ fn proposal(id: &str, run_id: &str, segment: &str, priority: f64) -> Proposal {
             ..Provenance::default()
         },
         approvals_required: 1,
+        superseded_by: None,
     }
 }
 
@@ -131,7 +132,7 @@ fn review(id: &str, actor: &str, role: Role, action: ReviewAction, note: Option<
 
 async fn record(store: &dyn Store, run_id: &str, proposals: &[Proposal]) {
     store
-        .record_run(&run(run_id, now()), proposals, None, None)
+        .record_run(&run(run_id, now()), proposals, &[], None, None)
         .await
         .expect("record the run");
 }
@@ -245,7 +246,7 @@ async fn a_run_and_its_proposals_are_stored_together(db: Arc<TestDb>) {
     ];
     let mut record = run("run-1", now());
     let head = store
-        .record_run(&record, &proposals, Some(QueueMark(0)), None)
+        .record_run(&record, &proposals, &[], Some(QueueMark(0)), None)
         .await
         .expect("record");
     // The run is read back with the audit head its record published.
@@ -290,7 +291,7 @@ async fn a_failing_run_write_leaves_nothing_behind(db: Arc<TestDb>) {
         proposal("p-1", "run-2", "c", 0.5),
     ];
     let err = store
-        .record_run(&run("run-2", now()), &clash, None, None)
+        .record_run(&run("run-2", now()), &clash, &[], None, None)
         .await
         .expect_err("a duplicate id fails the write");
     assert!(matches!(err, StoreError::Database(_)), "{err}");
@@ -366,6 +367,7 @@ async fn runs_are_listed_newest_first(db: Arc<TestDb>) {
         store
             .record_run(
                 &run(id, now() + Duration::minutes(minutes)),
+                &[],
                 &[],
                 None,
                 None,
@@ -695,6 +697,7 @@ async fn concurrent_writers_keep_one_audit_chain(db: Arc<TestDb>) {
                 .record_run(
                     &run(&id, now()),
                     &[proposal(&format!("p-{i}"), &id, "s", 0.5)],
+                    &[],
                     None,
                     None,
                 )
@@ -725,6 +728,7 @@ async fn a_run_assessed_against_an_old_queue_is_refused(db: Arc<TestDb>) {
         .record_run(
             &run("run-1", now()),
             &[proposal("p-1", "run-1", "s1", 0.5)],
+            &[],
             Some(mark),
             None,
         )
@@ -735,6 +739,7 @@ async fn a_run_assessed_against_an_old_queue_is_refused(db: Arc<TestDb>) {
         .record_run(
             &run("run-2", now()),
             &[proposal("p-2", "run-2", "s1", 0.5)],
+            &[],
             Some(mark),
             None,
         )
@@ -754,7 +759,7 @@ async fn a_run_assessed_against_an_old_queue_is_refused(db: Arc<TestDb>) {
     assert!(store.get_proposal("p-2").await.expect("get").is_none());
     // A run that queues nothing has nothing to conflict with.
     store
-        .record_run(&run("run-3", now()), &[], Some(mark), None)
+        .record_run(&run("run-3", now()), &[], &[], Some(mark), None)
         .await
         .expect("an empty run");
     let fresh = store.queue_mark().await.expect("mark");
@@ -762,6 +767,7 @@ async fn a_run_assessed_against_an_old_queue_is_refused(db: Arc<TestDb>) {
         .record_run(
             &run("run-4", now()),
             &[proposal("p-4", "run-4", "s4", 0.5)],
+            &[],
             Some(fresh),
             None,
         )
@@ -948,6 +954,7 @@ async fn a_fenced_commit_is_refused_once_the_lease_is_lost(db: Arc<TestDb>) {
         .record_run(
             &late,
             &[proposal("p-late", "run-late", "new_visitors", 1.0)],
+            &[],
             None,
             Some(&stale),
         )
@@ -965,6 +972,7 @@ async fn a_fenced_commit_is_refused_once_the_lease_is_lost(db: Arc<TestDb>) {
         .record_run(
             &run("run-now", now()),
             &[proposal("p-now", "run-now", "new_visitors", 1.0)],
+            &[],
             None,
             Some(&current),
         )
