@@ -4,6 +4,7 @@
 
 pub mod dist;
 pub mod health;
+pub mod learning;
 pub mod levers;
 pub mod stats;
 
@@ -14,6 +15,7 @@ use stats::{Arm, Moments, TestError, TestResult};
 use std::collections::{BTreeMap, HashMap};
 
 pub use health::ProgramHealth;
+pub use learning::{Learning, ProposalOrigin};
 pub use levers::LeverBase;
 
 /// Knobs of the analysis, from the configuration and the catalog.
@@ -30,6 +32,9 @@ pub struct AnalysisSettings {
     pub today: NaiveDate,
     /// Correction of the primary KPI's p-values across the treatments of an A/B/n test.
     pub multiple_comparisons: MultipleComparisons,
+    /// hypod's stored proposals that experiments of the history name as their source (the
+    /// learning loop links them back).
+    pub origins: Vec<ProposalOrigin>,
 }
 
 /// How the p-values of an A/B/n test's treatments are adjusted for testing several at once
@@ -94,6 +99,7 @@ impl AnalysisSettings {
             min_decided_experiments: 20,
             today,
             multiple_comparisons: MultipleComparisons::None,
+            origins: Vec::new(),
         }
     }
 }
@@ -211,6 +217,7 @@ pub struct Analysis {
     pub program: ProgramHealth,
     pub experiments: Vec<ExperimentAnalysis>,
     pub levers: LeverBase,
+    pub learning: Learning,
     #[serde(skip)]
     index: HashMap<String, usize>,
     #[serde(skip)]
@@ -300,6 +307,7 @@ impl Baselines {
 pub struct AnalysisReport {
     pub program: ProgramHealth,
     pub levers: LeverBase,
+    pub learning: Learning,
     experiments: Vec<Experiment>,
     settings: AnalysisSettings,
 }
@@ -307,10 +315,12 @@ pub struct AnalysisReport {
 impl AnalysisReport {
     pub fn new(experiments: Vec<Experiment>, settings: AnalysisSettings) -> Self {
         let mut levers = levers::LeverCollector::default();
+        let mut learning = learning::LearningCollector::new(&settings.origins);
         let program = health::program_health_of(
             experiments.iter().map(|e| {
                 let analysis = analyze_experiment(e, &settings);
                 levers.add(e, &analysis);
+                learning.add(e, &analysis);
                 (e, analysis)
             }),
             &settings,
@@ -318,6 +328,7 @@ impl AnalysisReport {
         AnalysisReport {
             program,
             levers: levers.finish(),
+            learning: learning.finish(),
             experiments,
             settings,
         }
@@ -348,10 +359,11 @@ impl Serialize for AnalysisReport {
                 serializer.collect_seq(self.0.analyses())
             }
         }
-        let mut document = serializer.serialize_struct("Analysis", 3)?;
+        let mut document = serializer.serialize_struct("Analysis", 4)?;
         document.serialize_field("program", &self.program)?;
         document.serialize_field("experiments", &Each(self))?;
         document.serialize_field("levers", &self.levers)?;
+        document.serialize_field("learning", &self.learning)?;
         document.end()
     }
 }
@@ -364,10 +376,12 @@ pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analy
         .collect();
     let program = health::program_health(experiments, &per_experiment, settings);
     let mut levers = levers::LeverCollector::default();
+    let mut learning = learning::LearningCollector::new(&settings.origins);
     let mut baselines = Baselines::default();
     let mut index = HashMap::with_capacity(experiments.len());
     for (i, (e, a)) in experiments.iter().zip(&per_experiment).enumerate() {
         levers.add(e, a);
+        learning.add(e, a);
         baselines.add(e, a);
         // The first of duplicate ids wins, as a scan would find it.
         index.entry(e.id.clone()).or_insert(i);
@@ -376,6 +390,7 @@ pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analy
         program,
         experiments: per_experiment,
         levers: levers.finish(),
+        learning: learning.finish(),
         index,
         baselines,
     }

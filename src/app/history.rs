@@ -137,8 +137,41 @@ pub async fn analyze_with(
 ) -> AppResult<AnalysisReport> {
     let governance = load_governance(config)?;
     let experiments = store.load_experiments().await?;
-    let settings = super::run::analysis_settings(config, &governance, crate::now());
+    let mut settings = super::run::analysis_settings(config, &governance, crate::now());
+    settings.origins = origins(store, &experiments).await?;
     Ok(AnalysisReport::new(experiments, settings))
+}
+
+/// The stored proposals the history's experiments name as their `source_proposal`, for the
+/// learning loop (one lookup per distinct id; an id no proposal has is reported by the
+/// analysis as an unknown source).
+pub async fn origins(
+    store: &dyn crate::store::Store,
+    experiments: &[crate::history::Experiment],
+) -> Result<Vec<analysis::ProposalOrigin>, crate::store::StoreError> {
+    let ids: std::collections::BTreeSet<&str> = experiments
+        .iter()
+        .filter_map(|e| e.source_proposal.as_deref())
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
+    let mut origins = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(p) = store.get_proposal(id).await? {
+            origins.push(analysis::ProposalOrigin {
+                id: p.id,
+                proposer: p.provenance.proposer,
+                model: p.provenance.model,
+                strategy: p.enrichment.strategy,
+                lever: p.draft.lever,
+                moment: p.draft.moment,
+                expected_lift: p.draft.expected_relative_lift,
+                predicted_interval: p.enrichment.predicted_interval,
+                created_at: p.created_at,
+            });
+        }
+    }
+    Ok(origins)
 }
 
 /// `levers`: the lever knowledge base (pooled effect per lever, per moment and per segment).
@@ -157,7 +190,8 @@ pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
         recent_rejections,
         ..
     } = super::run::load(store.as_ref(), config, now).await?;
-    let settings = super::run::analysis_settings(config, &governance, now);
+    let mut settings = super::run::analysis_settings(config, &governance, now);
+    settings.origins = origins(store.as_ref(), &experiments).await?;
     let analysis = analysis::analyze(&experiments, &settings);
     let context = ProposalContext {
         experiments: &experiments,

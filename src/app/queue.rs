@@ -122,6 +122,9 @@ pub struct ProposalView {
     pub proposal: Proposal,
     pub evidence: Vec<EvidenceView>,
     pub reviews: Vec<Review>,
+    /// Experiments of the history that name this proposal as their `source_proposal`, with
+    /// what they found against what was predicted.
+    pub tested_as: Vec<crate::analysis::learning::ProposalLink>,
 }
 
 pub async fn show(config: &Config, id: &str) -> AppResult<ProposalView> {
@@ -146,10 +149,18 @@ pub async fn show_with(config: &Config, store: &dyn Store, id: &str) -> AppResul
             statistics: analysis.experiment(&e.experiment_id),
         })
         .collect();
+    let tested_as = analysis
+        .learning
+        .links
+        .iter()
+        .filter(|l| l.proposal_id == proposal.id)
+        .cloned()
+        .collect();
     Ok(ProposalView {
         proposal,
         evidence,
         reviews,
+        tested_as,
     })
 }
 

@@ -173,13 +173,15 @@ pub async fn run_once(
         .instrument(tracing::info_span!("load"))
         .await?;
     let (still_open, _) = expire(open_proposals.clone(), config, plan.now);
+    let origins = super::history::origins(store, &experiments).await?;
     lap("load", &mut stages);
     let input_digest = crate::digest(
         &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
     );
 
     // 2. Analyse.
-    let settings = analysis_settings(config, plan.governance, plan.now);
+    let mut settings = analysis_settings(config, plan.governance, plan.now);
+    settings.origins = origins;
     let analysis =
         tracing::info_span!("analyse").in_scope(|| analysis::analyze(&experiments, &settings));
     lap("analyse", &mut stages);

@@ -36,6 +36,59 @@ fn fmt_pct(value: Option<f64>) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
+/// The learning loop: hypod's own proposals once run, beside the rest of the program.
+fn learning_into(out: &mut String, learning: &crate::analysis::Learning) {
+    if learning.links.is_empty() && learning.unknown_sources.is_empty() {
+        return;
+    }
+    say!(out);
+    say!(
+        out,
+        "hypod's own proposals, once run (experiments naming them as source_proposal)"
+    );
+    for r in learning
+        .hypod
+        .iter()
+        .chain(std::iter::once(&learning.program))
+    {
+        let name = match &r.model {
+            Some(model) => format!("{} ({model})", r.source),
+            None => r.source.clone(),
+        };
+        say!(
+            out,
+            "  {:<28} {} tested, proven {}, decision {} days (median){}",
+            name,
+            r.tested,
+            fmt_pct(r.proven_rate),
+            fmt_opt(r.median_decision_days, 0),
+            r.calibration
+                .map(|c| format!(
+                    ", realised lift inside the predicted interval {} of {} ({})",
+                    r.inside_interval,
+                    r.with_interval,
+                    fmt_pct(Some(c))
+                ))
+                .unwrap_or_default()
+        );
+    }
+    for (lever, n) in &learning.failed_transfers {
+        say!(
+            out,
+            "  failed transfers of {}: {n} (its transfers weigh ×{:.2})",
+            lever,
+            learning.transfer_weight(lever)
+        );
+    }
+    if !learning.unknown_sources.is_empty() {
+        say!(
+            out,
+            "  source_proposal names no stored proposal: {}",
+            learning.unknown_sources.join(", ")
+        );
+    }
+}
+
 pub fn analysis(analysis: &AnalysisReport) -> String {
     let mut out = String::new();
     let p = &analysis.program;
@@ -94,6 +147,7 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
         p.ready_for_proposals,
         p.readiness_reason
     );
+    learning_into(&mut out, &analysis.learning);
     say!(out);
     say!(
         out,
@@ -249,6 +303,22 @@ pub fn proposal(view: &ProposalView) -> String {
     }
     if let Some(old) = &e.supersedes {
         say!(out, "replaces     {old} (superseded by this one)");
+    }
+    for link in &view.tested_as {
+        say!(
+            out,
+            "tested as    {}: {}, realised {}{}",
+            link.experiment_id,
+            link.outcome.as_str(),
+            link.realised_lift
+                .map(|l| format!("{:+.1}%", l * 100.0))
+                .unwrap_or_else(|| "—".into()),
+            match link.inside_interval {
+                Some(true) => " (inside the predicted interval)",
+                Some(false) => " (outside the predicted interval)",
+                None => "",
+            }
+        );
     }
     if let Some([low, high]) = e.predicted_interval {
         say!(

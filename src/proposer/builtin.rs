@@ -1064,17 +1064,49 @@ impl Proposer for BuiltinProposer {
             alpha: self.alpha,
             power: self.power,
         };
+        // What the program learnt: transfers of a lever that failed, and what reviewers
+        // rejected lately, weigh its ideas down, and their rationale says so.
+        let rejections = super::rejections_by_strategy(context.recent_rejections);
+        let learning = &context.analysis.learning;
         let ideas = candidates
             .into_iter()
-            .map(|(kind, proposed)| Idea {
-                kind,
-                value: validate::enrich_without_duplicates(
+            .map(|(kind, mut proposed)| {
+                let mut value = validate::enrich_without_duplicates(
                     &proposed.draft,
                     proposed.strategy,
                     &around,
                 )
-                .expected_value_per_day,
-                proposed,
+                .expected_value_per_day;
+                let strategy = kind.strategy();
+                if strategy == Strategy::Transfer {
+                    let weight = learning.transfer_weight(&proposed.draft.lever);
+                    if weight < 1.0 {
+                        value *= weight;
+                        proposed.draft.rationale.push_str(&format!(
+                            " Earlier transfers of {} failed, so this idea is weighted ×{weight:.2}.",
+                            words(&proposed.draft.lever)
+                        ));
+                    }
+                }
+                if let Some(rejected) = rejections.iter().find(|r| r.strategy == Some(strategy)) {
+                    value *= rejected.weight();
+                    let reason = rejected
+                        .reasons
+                        .first()
+                        .map(|(r, _)| format!(" (most often: \"{}\")", r.chars().take(80).collect::<String>()))
+                        .unwrap_or_default();
+                    proposed.draft.rationale.push_str(&format!(
+                        " Reviewers rejected {} {} proposal(s) lately{reason}, so it is weighted ×{:.2}.",
+                        rejected.rejected,
+                        strategy.as_str(),
+                        rejected.weight()
+                    ));
+                }
+                Idea {
+                    kind,
+                    value,
+                    proposed,
+                }
             })
             .collect();
         Ok(ProposerOutput {

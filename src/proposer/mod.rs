@@ -19,6 +19,84 @@ pub use crate::domain::draft::{
 /// A rejection a reviewer made recently, with the reason: proposers learn from it.
 pub type RecentRejection = Review;
 
+/// Reviewers' recent rejections of one strategy, with their most frequent reasons: what both
+/// proposers learn from (the builtin weighs the strategy down, the model reads them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StrategyRejections {
+    /// `None`: proposals without a strategy (the model's own ideas).
+    pub strategy: Option<crate::domain::Strategy>,
+    pub rejected: usize,
+    /// Up to [`REASONS_PER_STRATEGY`] distinct reasons (bounded, as given), most frequent first,
+    /// each with how often it was given.
+    pub reasons: Vec<(String, usize)>,
+}
+
+/// Distinct reasons kept per strategy.
+pub const REASONS_PER_STRATEGY: usize = 3;
+/// Characters of one reason kept in the summary.
+const REASON_CHARS: usize = 160;
+
+impl StrategyRejections {
+    /// The strategy's name in a summary line.
+    pub fn name(&self) -> &'static str {
+        self.strategy.map_or("other", |s| s.as_str())
+    }
+
+    /// The weight a proposer gives the strategy's ideas: 1 / (1 + rejections / 2).
+    pub fn weight(&self) -> f64 {
+        1.0 / (1.0 + self.rejected as f64 / 2.0)
+    }
+}
+
+/// Recent rejections summarised per strategy, most rejected first (ties in strategy order).
+pub fn rejections_by_strategy(recent: &[(Proposal, Review)]) -> Vec<StrategyRejections> {
+    let mut by: std::collections::BTreeMap<Option<&'static str>, StrategyRejections> =
+        std::collections::BTreeMap::new();
+    for (proposal, review) in recent {
+        let strategy = proposal.enrichment.strategy;
+        let entry = by
+            .entry(strategy.map(|s| s.as_str()))
+            .or_insert(StrategyRejections {
+                strategy,
+                rejected: 0,
+                reasons: Vec::new(),
+            });
+        entry.rejected += 1;
+        let reason: String = review
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(REASON_CHARS)
+            .collect();
+        if reason.is_empty() {
+            continue;
+        }
+        match entry
+            .reasons
+            .iter_mut()
+            .find(|(r, _)| r.eq_ignore_ascii_case(&reason))
+        {
+            Some((_, n)) => *n += 1,
+            None => entry.reasons.push((reason, 1)),
+        }
+    }
+    let mut summary: Vec<StrategyRejections> = by
+        .into_values()
+        .map(|mut r| {
+            // Stable: equally frequent reasons keep the order they were first given in.
+            r.reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            r.reasons.truncate(REASONS_PER_STRATEGY);
+            r
+        })
+        .collect();
+    summary.sort_by_key(|r| std::cmp::Reverse(r.rejected));
+    summary
+}
+
 /// Everything a proposer may read. Nothing in here is an instruction: history text is data.
 pub struct ProposalContext<'a> {
     pub experiments: &'a [Experiment],

@@ -21,6 +21,7 @@ mod fake_openai;
 mod governance;
 mod hardening;
 mod hygiene;
+mod learning;
 mod llm_prompt;
 mod llm_proposer;
 mod llm_run;

@@ -57,6 +57,10 @@ const MAX_REJECTIONS: usize = 20;
 const MAX_IDS_IN_HEALTH: usize = 5;
 /// Lever × moment rows of the lever table, at most (the best expectations first).
 const MAX_LEVER_ROWS: usize = 60;
+/// Tokens the lever table may always take beyond each moment's first experiment (about eight
+/// rows), even when a fifth of the room would be less: a small budget keeps the pooled
+/// evidence rather than one more experiment's record.
+const MIN_LEVER_TOKENS: usize = 400;
 
 /// Estimated tokens of a text (see the module comment).
 pub fn estimate_tokens(text: &str) -> usize {
@@ -250,6 +254,9 @@ pub struct Selection {
     pub open_total: usize,
     pub rejections_shown: usize,
     pub rejections_total: usize,
+    /// Rows of the lever knowledge base (lever × moment) shown, of all there are.
+    pub levers_shown: usize,
+    pub levers_total: usize,
 }
 
 /// The exact messages a run sends first, with what provenance records about them.
@@ -674,6 +681,60 @@ fn consent_rule_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
 /// `{"lever", "moment", "k", "proven", "pooled", "ci": [low, high], "i2", "expect"}` (relative
 /// lifts, three significant digits), where `expect` is the pooled effect shrunk toward the
 /// lever's pool: the lift a proposal there should expect.
+/// Levers whose failed transfers are listed to the model, at most.
+const MAX_FAILED_TRANSFER_LINES: usize = 10;
+
+/// What the program learnt, most useful first: reviewers' rejections per strategy with their
+/// most frequent reasons, the track record of hypod's own proposals beside the rest of the
+/// program, and the levers whose transfers failed. Reviewer text is quoted data.
+fn learning_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
+    let mut lines: Vec<String> = crate::proposer::rejections_by_strategy(ctx.recent_rejections)
+        .iter()
+        .map(|r| {
+            quote(&json!({
+                "rejected_strategy": r.name(),
+                "rejected": r.rejected,
+                "reasons": r.reasons.iter().map(|(reason, n)| json!({
+                    "reason": bound_text(reason, REASON_CHARS),
+                    "times": n,
+                })).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let learning = &ctx.analysis.learning;
+    for record in learning
+        .hypod
+        .iter()
+        .chain(std::iter::once(&learning.program))
+    {
+        if record.experiments == 0 {
+            continue;
+        }
+        let mut line = json!({
+            "track_record": record.source,
+            "tested": record.tested,
+            "proven_rate": record.proven_rate.map(|r| significant(r, 2)),
+            "median_decision_days": record.median_decision_days,
+        });
+        if let Some(model) = &record.model {
+            line["model"] = json!(bound_text(model, NAME_CHARS));
+        }
+        if let Some(calibration) = record.calibration {
+            line["calibration"] = json!(significant(calibration, 2));
+        }
+        lines.push(quote(&line));
+    }
+    let mut failed: Vec<(&String, &usize)> = learning.failed_transfers.iter().collect();
+    failed.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    lines.extend(
+        failed
+            .into_iter()
+            .take(MAX_FAILED_TRANSFER_LINES)
+            .map(|(lever, n)| quote(&json!({ "failed_transfers_of": lever, "times": n }))),
+    );
+    lines
+}
+
 fn lever_lines(levers: &crate::analysis::LeverBase) -> (Vec<String>, usize) {
     let mut rows: Vec<(f64, String)> = Vec::new();
     for entry in &levers.levers {
@@ -726,6 +787,7 @@ struct Vars {
     open_proposals: Vec<String>,
     open_total: usize,
     rejections: Vec<String>,
+    learning: Vec<String>,
     levers: Vec<String>,
     levers_total: usize,
     evidence: Vec<EvidenceGroup>,
@@ -800,6 +862,8 @@ pub fn render_with(
             }))
         })
         .collect();
+
+    let learning_lines = learning_lines(ctx);
 
     // Evidence: concluded experiments ranked per moment, then taken round-robin across moments
     // so that every moment is represented whatever the budget.
@@ -881,6 +945,7 @@ pub fn render_with(
         open_proposals: Vec::new(),
         open_total: ctx.open_proposals.len(),
         rejections: Vec::new(),
+        learning: Vec::new(),
         levers: Vec::new(),
         levers_total,
         evidence: Vec::new(),
@@ -928,7 +993,9 @@ pub fn render_with(
         .filter_map(|(_, list)| list.first())
         .map(|(_, e)| estimate_tokens(&evidence_line(e, analyses.get(e.id.as_str()).copied())) + 1)
         .sum();
-    let levers_taken = take_within(&lever_rows, remaining.saturating_sub(first_records) / 5);
+    let beyond_first = remaining.saturating_sub(first_records);
+    let lever_room = (beyond_first / 5).max(MIN_LEVER_TOKENS.min(beyond_first));
+    let levers_taken = take_within(&lever_rows, lever_room);
     vars.levers = lever_rows[..levers_taken].to_vec();
     remaining = remaining.saturating_sub(
         vars.levers
@@ -938,6 +1005,8 @@ pub fn render_with(
     );
     let rejections_taken = take_within(&rejection_lines, remaining / 10);
     vars.rejections = rejection_lines[..rejections_taken].to_vec();
+    let learning_taken = take_within(&learning_lines, remaining / 10);
+    vars.learning = learning_lines[..learning_taken].to_vec();
     let running_taken = take_within(&running_lines, remaining / 4);
     vars.running = running_lines[..running_taken].to_vec();
     let open_taken = take_within(&open_lines, remaining / 10);
@@ -945,6 +1014,7 @@ pub fn render_with(
     let used: usize = vars
         .rejections
         .iter()
+        .chain(&vars.learning)
         .chain(&vars.running)
         .chain(&vars.open_proposals)
         .map(|l| estimate_tokens(l) + 1)
@@ -1037,6 +1107,8 @@ pub fn render_with(
                     open_total: ctx.open_proposals.len(),
                     rejections_shown: vars.rejections.len(),
                     rejections_total: ctx.recent_rejections.len(),
+                    levers_shown: vars.levers.len(),
+                    levers_total: vars.levers_total,
                 },
                 system_template: templates.system_origin.clone(),
                 user_template: templates.user_origin.clone(),
