@@ -134,11 +134,11 @@ fn start(script: &PathBuf, server: Option<&str>) -> Server {
 /// model, which leaves the 2 600-token answer cap (3 proposals) inside the 8 192 context.
 fn workspace(port: u16, structured_output: &str) -> Workspace {
     // JSON mode carries the schema in the prompt (~700 more tokens); the estimate errs high,
-    // so 7 000 is about 6 000 real tokens, inside the 12 288-token context with the answer cap.
+    // so 8 000 is about 7 000 real tokens, inside the 12 288-token context with the answer cap.
     let budget = if structured_output == "json_object" {
-        7_000
+        8_000
     } else {
-        6_000
+        7_000
     };
     let ws = Workspace::with_config(&format!(
         r#"

@@ -202,15 +202,14 @@ impl LeverBase {
     pub fn expected_lift(&self, lever: &str, moment: Moment) -> Option<Expectation> {
         let entry = self.lever(lever)?;
         if let Some(group) = entry.by_moment.get(&moment) {
-            let (_, posterior_sd) = shrink(
-                group.pool.effect,
+            let variance = predictive_variance(
                 group.pool.se.powi(2),
-                entry.pool.effect,
+                entry.pool.se.powi(2),
                 entry.pool.tau2,
             );
             return Some(Expectation {
                 lift: group.expected_lift,
-                sd: (posterior_sd.powi(2) + entry.pool.tau2).sqrt(),
+                sd: variance.sqrt(),
                 k_here: group.pool.k,
                 k: entry.pool.k,
                 basis: format!(
@@ -220,15 +219,20 @@ impl LeverBase {
             });
         }
         let prior = self.moments.get(&moment).or(self.overall.as_ref())?;
-        let (lift, posterior_sd) = shrink(
+        let (lift, _) = shrink(
             entry.pool.effect,
             entry.pool.se.powi(2) + entry.pool.tau2,
             prior.effect,
             prior.tau2,
         );
+        let variance = predictive_variance(
+            entry.pool.se.powi(2) + entry.pool.tau2,
+            prior.se.powi(2),
+            prior.tau2,
+        ) + entry.pool.tau2;
         Some(Expectation {
             lift,
-            sd: (posterior_sd.powi(2) + entry.pool.tau2).sqrt(),
+            sd: variance.sqrt(),
             k_here: 0,
             k: entry.pool.k,
             basis: format!(
@@ -240,6 +244,20 @@ impl LeverBase {
             ),
         })
     }
+}
+
+/// The variance of the effect a new test would find, for an estimate with variance `variance`
+/// shrunk (weight B = τ²/(τ² + variance)) toward a prior mean known with variance `prior_var`
+/// whose spread is `tau2`: B·variance + (1 − B)²·prior_var for the shrunk estimate, plus τ² for
+/// the new test's own place. Never 0 while either estimate is uncertain (a lever with one test
+/// and no heterogeneity keeps its pool's standard error).
+fn predictive_variance(variance: f64, prior_var: f64, tau2: f64) -> f64 {
+    let b = if tau2 + variance > 0.0 {
+        tau2 / (tau2 + variance)
+    } else {
+        0.0
+    };
+    b * variance + (1.0 - b).powi(2) * prior_var + tau2
 }
 
 impl Expectation {
@@ -471,5 +489,25 @@ mod tests {
         assert_eq!((effect, se), (0.02, 0.0));
         let (effect, _) = shrink(0.3, 0.01, 0.02, 0.01);
         assert!((effect - 0.16).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_prediction_keeps_the_uncertainty_of_what_it_is_shrunk_toward() {
+        // One test, no heterogeneity: all weight on the pool, whose own variance remains.
+        assert_eq!(predictive_variance(0.0004, 0.0004, 0.0), 0.0004);
+        // B = 0.0001 / 0.0005 = 0.2: 0.2·0.0004 + 0.64·0.0001 + 0.0001.
+        let v = predictive_variance(0.0004, 0.0001, 0.0001);
+        assert!((v - (0.00008 + 0.000064 + 0.0001)).abs() < 1e-15, "{v}");
+        let e = Expectation {
+            lift: 0.03,
+            sd: 0.01,
+            k_here: 1,
+            k: 1,
+            basis: String::new(),
+        };
+        let [low, high] = e.interval(0.03).unwrap();
+        assert!(
+            (low - (0.03 - Z_95 * 0.01)).abs() < 1e-6 && (high - (0.03 + Z_95 * 0.01)).abs() < 1e-6
+        );
     }
 }

@@ -167,6 +167,23 @@ fn run_proposals_link_back_and_their_outcomes_feed_the_next_run() {
         text.contains("tested as    exp-follow-2: proven, realised +10.0%"),
         "{text}"
     );
+    let token = hypod.token("vera", "viewer");
+    let daemon = crate::review::serve(&hypod);
+    let page = crate::review::request(
+        &daemon.addr,
+        "GET",
+        &format!("/ui/proposals/{other_id}"),
+        &[("Cookie", &format!("hypod_token={token}"))],
+        None,
+    );
+    daemon.terminate();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("<td class=\"mono\">exp-follow-2</td><td>proven</td><td>+10.0%</td>"),
+        "{}",
+        page.body
+    );
     // The analysis text view says it too.
     let text = hypod.ok(&["analyze"]).stdout;
     assert!(text.contains("hypod's own proposals"), "{text}");

@@ -147,7 +147,7 @@ impl Hypod {
     }
 }
 
-fn serve(hypod: &Hypod) -> Daemon {
+pub(crate) fn serve(hypod: &Hypod) -> Daemon {
     Daemon::spawn(
         hypod,
         &[

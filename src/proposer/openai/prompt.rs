@@ -702,14 +702,9 @@ fn learning_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
         })
         .collect();
     let learning = &ctx.analysis.learning;
-    for record in learning
-        .hypod
-        .iter()
-        .chain(std::iter::once(&learning.program))
-    {
-        if record.experiments == 0 {
-            continue;
-        }
+    // The program's record only as the yardstick of hypod's own.
+    let program = (!learning.hypod.is_empty()).then_some(&learning.program);
+    for record in learning.hypod.iter().chain(program) {
         let mut line = json!({
             "track_record": record.source,
             "tested": record.tested,
@@ -993,8 +988,13 @@ pub fn render_with(
         .filter_map(|(_, list)| list.first())
         .map(|(_, e)| estimate_tokens(&evidence_line(e, analyses.get(e.id.as_str()).copied())) + 1)
         .sum();
+    // The running experiments, open proposals, rejections and learning lines take at most
+    // 55 % of what the lever table leaves: the floor keeps room for the first records after
+    // them too.
     let beyond_first = remaining.saturating_sub(first_records);
-    let lever_room = (beyond_first / 5).max(MIN_LEVER_TOKENS.min(beyond_first));
+    let protected = first_records * 20 / 9 + 1;
+    let lever_room =
+        (beyond_first / 5).max(MIN_LEVER_TOKENS.min(remaining.saturating_sub(protected)));
     let levers_taken = take_within(&lever_rows, lever_room);
     vars.levers = lever_rows[..levers_taken].to_vec();
     remaining = remaining.saturating_sub(
