@@ -405,6 +405,9 @@ impl Config {
         if self.proposer.per_moment == 0 {
             return Err("key `proposer.per_moment`: must be at least 1".into());
         }
+        if self.proposer.expire_pending_after_days > 36_500 {
+            return Err("key `proposer.expire_pending_after_days`: must be at most 36500 (100 years; 0 turns expiry off)".into());
+        }
         if !(self.analysis.alpha > 0.0 && self.analysis.alpha < 0.5) {
             return Err("key `analysis.alpha`: must be in (0, 0.5)".into());
         }

@@ -202,11 +202,11 @@ impl LeverBase {
     pub fn expected_lift(&self, lever: &str, moment: Moment) -> Option<Expectation> {
         let entry = self.lever(lever)?;
         if let Some(group) = entry.by_moment.get(&moment) {
-            let variance = predictive_variance(
+            let variance = shrunk_variance(
                 group.pool.se.powi(2),
                 entry.pool.se.powi(2),
                 entry.pool.tau2,
-            );
+            ) + entry.pool.tau2;
             return Some(Expectation {
                 lift: group.expected_lift,
                 sd: variance.sqrt(),
@@ -225,11 +225,13 @@ impl LeverBase {
             prior.effect,
             prior.tau2,
         );
-        let variance = predictive_variance(
+        // The lever's own spread is already in the estimate's variance: a new test at this
+        // moment adds none of it again.
+        let variance = shrunk_variance(
             entry.pool.se.powi(2) + entry.pool.tau2,
             prior.se.powi(2),
             prior.tau2,
-        ) + entry.pool.tau2;
+        );
         Some(Expectation {
             lift,
             sd: variance.sqrt(),
@@ -246,18 +248,18 @@ impl LeverBase {
     }
 }
 
-/// The variance of the effect a new test would find, for an estimate with variance `variance`
-/// shrunk (weight B = τ²/(τ² + variance)) toward a prior mean known with variance `prior_var`
-/// whose spread is `tau2`: B·variance + (1 − B)²·prior_var for the shrunk estimate, plus τ² for
-/// the new test's own place. Never 0 while either estimate is uncertain (a lever with one test
-/// and no heterogeneity keeps its pool's standard error).
-fn predictive_variance(variance: f64, prior_var: f64, tau2: f64) -> f64 {
+/// The variance of an estimate with variance `variance` shrunk (weight B = τ²/(τ² + variance))
+/// toward a prior mean known with variance `prior_var` whose spread is `tau2`:
+/// B·variance + (1 − B)²·prior_var. Never 0 while either is uncertain (a lever with one test and
+/// no heterogeneity keeps its pool's standard error). A prediction for a new test adds the
+/// lever's between-test variance once, in [`LeverBase::expected_lift`].
+fn shrunk_variance(variance: f64, prior_var: f64, tau2: f64) -> f64 {
     let b = if tau2 + variance > 0.0 {
         tau2 / (tau2 + variance)
     } else {
         0.0
     };
-    b * variance + (1.0 - b).powi(2) * prior_var + tau2
+    b * variance + (1.0 - b).powi(2) * prior_var
 }
 
 impl Expectation {
@@ -494,10 +496,10 @@ mod tests {
     #[test]
     fn a_prediction_keeps_the_uncertainty_of_what_it_is_shrunk_toward() {
         // One test, no heterogeneity: all weight on the pool, whose own variance remains.
-        assert_eq!(predictive_variance(0.0004, 0.0004, 0.0), 0.0004);
-        // B = 0.0001 / 0.0005 = 0.2: 0.2·0.0004 + 0.64·0.0001 + 0.0001.
-        let v = predictive_variance(0.0004, 0.0001, 0.0001);
-        assert!((v - (0.00008 + 0.000064 + 0.0001)).abs() < 1e-15, "{v}");
+        assert_eq!(shrunk_variance(0.0004, 0.0004, 0.0), 0.0004);
+        // B = 0.0001 / 0.0005 = 0.2: 0.2·0.0004 + 0.64·0.0001.
+        let v = shrunk_variance(0.0004, 0.0001, 0.0001);
+        assert!((v - (0.00008 + 0.000064)).abs() < 1e-15, "{v}");
         let e = Expectation {
             lift: 0.03,
             sd: 0.01,

@@ -190,6 +190,8 @@ pub async fn render_prompt(config: &Config) -> AppResult<RenderedPrompt> {
         recent_rejections,
         ..
     } = super::run::load(store.as_ref(), config, now).await?;
+    // As a run does: proposals it will expire are not shown as open.
+    let (open_proposals, _) = super::run::expire(open_proposals, config, now);
     let mut settings = super::run::analysis_settings(config, &governance, now);
     settings.origins = origins(store.as_ref(), &experiments).await?;
     let analysis = analysis::analyze(&experiments, &settings);

@@ -172,11 +172,24 @@ pub async fn run_once(
     } = load(store, config, plan.now)
         .instrument(tracing::info_span!("load"))
         .await?;
-    let (still_open, _) = expire(open_proposals.clone(), config, plan.now);
+    let (still_open, expiring) = expire(open_proposals.clone(), config, plan.now);
     let origins = super::history::origins(store, &experiments).await?;
     lap("load", &mut stages);
+    // Everything the builtin proposer's drafts depend on: the history, the policies, what
+    // reviewers rejected lately (with their reasons) and how hypod's earlier proposals fared.
+    let rejected: Vec<(&str, Option<&str>)> = recent_rejections
+        .iter()
+        .map(|(p, r)| (p.id.as_str(), r.note.as_deref()))
+        .collect();
+    let origin_ids: Vec<&str> = origins.iter().map(|o| o.id.as_str()).collect();
     let input_digest = crate::digest(
-        &serde_json::to_vec(&(&experiments, &plan.governance.digest)).unwrap_or_default(),
+        &serde_json::to_vec(&(
+            &experiments,
+            &plan.governance.digest,
+            &rejected,
+            &origin_ids,
+        ))
+        .unwrap_or_default(),
     );
 
     // 2. Analyse.
@@ -209,7 +222,16 @@ pub async fn run_once(
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
-        return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
+        record.summary.expired = expiring.len();
+        return finish(
+            store,
+            plan.fence.as_ref(),
+            record,
+            Vec::new(),
+            &expiring,
+            None,
+        )
+        .await;
     }
 
     // 3. Propose.
@@ -242,15 +264,32 @@ pub async fn run_once(
                     Err(second) => {
                         record.status = RunStatus::Failed;
                         record.error = Some(format!("{err}; the fallback failed too: {second}"));
-                        return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None)
-                            .await;
+                        record.summary.expired = expiring.len();
+                        return finish(
+                            store,
+                            plan.fence.as_ref(),
+                            record,
+                            Vec::new(),
+                            &expiring,
+                            None,
+                        )
+                        .await;
                     }
                 }
             }
             None => {
                 record.status = RunStatus::Failed;
                 record.error = Some(err.to_string());
-                return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
+                record.summary.expired = expiring.len();
+                return finish(
+                    store,
+                    plan.fence.as_ref(),
+                    record,
+                    Vec::new(),
+                    &expiring,
+                    None,
+                )
+                .await;
             }
         },
     };
@@ -312,6 +351,8 @@ pub async fn run_once(
                 record.summary.queued = 0;
                 record.summary.blocked = 0;
                 record.summary.escalated = 0;
+                record.summary.expired = 0;
+                record.summary.superseded = 0;
                 return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
             }
         };
@@ -411,8 +452,27 @@ fn assess(
             }
         }
         if let Some(old) = replaces {
-            // Not a duplicate: its successor, judged as the idea it is.
-            enrichment.duplicate_of = None;
+            // Not a duplicate of the proposal it replaces: its successor. The nearest other
+            // match (a running experiment, a rejected proposal) still goes to the policies, and
+            // another open proposal still makes it a duplicate.
+            let others: Vec<Proposal> = open_proposals
+                .iter()
+                .filter(|p| p.id != old.id)
+                .cloned()
+                .collect();
+            let without_old = Surroundings {
+                open_proposals: &others,
+                ..around
+            };
+            enrichment.duplicate_of = crate::validate::nearest_duplicate(draft, &without_old);
+            if enrichment
+                .duplicate_of
+                .as_ref()
+                .is_some_and(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
+            {
+                summary.duplicates += 1;
+                continue;
+            }
             enrichment.supersedes = Some(old.id.clone());
         }
         // The assessor counts what it lets through, so the governance-gap limits see what
@@ -479,7 +539,7 @@ fn assess(
 
 /// Splits the open proposals into those that stay open and the changes that expire the ones
 /// pending review for longer than `proposer.expire_pending_after_days` (0: never).
-fn expire(
+pub(crate) fn expire(
     open: Vec<Proposal>,
     config: &Config,
     now: DateTime<Utc>,
@@ -499,8 +559,8 @@ fn expire(
             closing: Closing::Expired,
             superseded_by: None,
             reason: format!(
-                "pending review for {} days, longer than proposer.expire_pending_after_days = {days}",
-                (now - p.created_at).num_days()
+                "pending review since {}, more than proposer.expire_pending_after_days = {days} days",
+                crate::store::timestamp(p.created_at)
             ),
         })
         .collect();
@@ -508,8 +568,9 @@ fn expire(
 }
 
 /// Whether a new draft of the same idea has better evidence than the open proposal `old`: an
-/// evidence strength higher by at least [`BETTER_EVIDENCE_MARGIN`], or as strong while citing
-/// every experiment `old` cited and more.
+/// evidence strength higher by at least [`BETTER_EVIDENCE_MARGIN`], or higher at all while
+/// citing every experiment `old` cited and more (an extra citation that adds no strength is not
+/// better evidence, so an idea cannot dodge expiry by citing one more weak test).
 fn better_evidence(
     draft: &crate::domain::ProposalDraft,
     enrichment: &crate::domain::Enrichment,
@@ -527,7 +588,7 @@ fn better_evidence(
     };
     let (now_cited, was_cited) = (cited(draft), cited(&old.draft));
     new >= was + BETTER_EVIDENCE_MARGIN
-        || (new >= was && now_cited.len() > was_cited.len() && now_cited.is_superset(&was_cited))
+        || (new > was && now_cited.len() > was_cited.len() && now_cited.is_superset(&was_cited))
 }
 
 /// How much stronger a new draft's evidence must be to replace an open proposal of the same idea.

@@ -156,6 +156,14 @@ fn pooled(entry: &LeverEntry) -> String {
     )
 }
 
+/// Appends a learning note to a rationale while it stays within the validated length (a note
+/// never gets a draft blocked).
+fn note(rationale: &mut String, text: String) {
+    if rationale.chars().count() + text.chars().count() <= validate::MAX_TEXT_CHARS {
+        rationale.push_str(&text);
+    }
+}
+
 /// Which slot of the portfolio an idea competes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
@@ -1082,7 +1090,7 @@ impl Proposer for BuiltinProposer {
                     let weight = learning.transfer_weight(&proposed.draft.lever);
                     if weight < 1.0 {
                         value *= weight;
-                        proposed.draft.rationale.push_str(&format!(
+                        note(&mut proposed.draft.rationale, format!(
                             " Earlier transfers of {} failed, so this idea is weighted ×{weight:.2}.",
                             words(&proposed.draft.lever)
                         ));
@@ -1095,7 +1103,7 @@ impl Proposer for BuiltinProposer {
                         .first()
                         .map(|(r, _)| format!(" (most often: \"{}\")", r.chars().take(80).collect::<String>()))
                         .unwrap_or_default();
-                    proposed.draft.rationale.push_str(&format!(
+                    note(&mut proposed.draft.rationale, format!(
                         " Reviewers rejected {} {} proposal(s) lately{reason}, so it is weighted ×{:.2}.",
                         rejected.rejected,
                         strategy.as_str(),

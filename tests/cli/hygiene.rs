@@ -106,6 +106,35 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
     let fresh = ids(&later["proposals"]);
     assert!(fresh.is_disjoint(&expired));
 
+    // A run whose model fails still expires what has waited too long (and says so).
+    let config = hypod.path().join("hypod.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(
+        "[proposer]\nkind = \"openai\"\n[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"HYPOD_TEST_NO_KEY\"\nmax_attempts = 1\ntimeout_seconds = 5\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let waiting = hypod
+        .ok(&["queue", "list", "--status", "pending_review", "--json"])
+        .json();
+    let waiting = ids(&waiting);
+    assert!(!waiting.is_empty());
+    hypod.now = Some("2027-01-05T09:00:00Z");
+    let failed = hypod.run(&["run", "--json"]);
+    assert_eq!(failed.code, Some(1), "{}", failed.stderr);
+    let failed = failed.json();
+    assert_eq!(failed["run"]["status"], "failed", "{failed:#}");
+    assert_eq!(
+        failed["run"]["summary"]["expired"].as_u64(),
+        Some(waiting.len() as u64),
+        "{failed:#}"
+    );
+    let expired_now = ids(
+        &hypod
+            .ok(&["queue", "list", "--status", "expired", "--json"])
+            .json(),
+    );
+    assert!(expired_now.is_superset(&waiting));
+
     // An expired proposal can no longer be reviewed.
     let gone = expired.iter().next().expect("an expired proposal");
     let refused = hypod.run(&["queue", "approve", gone, "--as", "rita"]);
@@ -126,10 +155,10 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
             "the audit export names expired proposal {id}"
         );
     }
+    // The first batch, then what the failed run expired.
     assert_eq!(
-        export.matches("proposal.expired").count(),
-        expected.len(),
-        "{export}"
+        export.matches("\"action\":\"proposal.expired\"").count(),
+        expected.len() + waiting.len()
     );
 }
 
