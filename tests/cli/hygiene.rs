@@ -128,11 +128,9 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
         Some(waiting.len() as u64),
         "{failed:#}"
     );
-    let expired_now = ids(
-        &hypod
-            .ok(&["queue", "list", "--status", "expired", "--json"])
-            .json(),
-    );
+    let expired_now = ids(&hypod
+        .ok(&["queue", "list", "--status", "expired", "--json"])
+        .json());
     assert!(expired_now.is_superset(&waiting));
 
     // An expired proposal can no longer be reviewed.
