@@ -143,8 +143,8 @@ pub async fn analyze_with(
 }
 
 /// The stored proposals the history's experiments name as their `source_proposal`, for the
-/// learning loop (one lookup per distinct id; an id no proposal has is reported by the
-/// analysis as an unknown source).
+/// learning loop (looked up in batches; an id no proposal has is reported by the analysis as an
+/// unknown source).
 pub async fn origins(
     store: &dyn crate::store::Store,
     experiments: &[crate::history::Experiment],
@@ -155,22 +155,26 @@ pub async fn origins(
         .map(str::trim)
         .filter(|id| !id.is_empty())
         .collect();
-    let mut origins = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(p) = store.get_proposal(id).await? {
-            origins.push(analysis::ProposalOrigin {
-                id: p.id,
-                proposer: p.provenance.proposer,
-                model: p.provenance.model,
-                strategy: p.enrichment.strategy,
-                lever: p.draft.lever,
-                moment: p.draft.moment,
-                expected_lift: p.draft.expected_relative_lift,
-                predicted_interval: p.enrichment.predicted_interval,
-                created_at: p.created_at,
-            });
-        }
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids: Vec<String> = ids.into_iter().map(str::to_string).collect();
+    let origins = store
+        .get_proposals(&ids)
+        .await?
+        .into_iter()
+        .map(|p| analysis::ProposalOrigin {
+            id: p.id,
+            proposer: p.provenance.proposer,
+            model: p.provenance.model,
+            strategy: p.enrichment.strategy,
+            lever: p.draft.lever,
+            moment: p.draft.moment,
+            expected_lift: p.draft.expected_relative_lift,
+            predicted_interval: p.enrichment.predicted_interval,
+            created_at: p.created_at,
+        })
+        .collect();
     Ok(origins)
 }
 

@@ -47,6 +47,9 @@ pub enum StoreError {
     NotMigrated { have: i64, need: i64 },
 }
 
+/// Ids looked up in one query by [`Store::get_proposals`].
+pub(crate) const IDS_PER_QUERY: usize = 1000;
+
 /// One notification waiting in the outbox: the run it is about.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxItem {
@@ -238,6 +241,8 @@ pub trait Store: Send + Sync {
 
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError>;
     async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError>;
+    /// The stored proposals among `ids` (ids no proposal has are left out), by id.
+    async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError>;
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
     /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
     async fn recent_rejections(

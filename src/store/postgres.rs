@@ -795,6 +795,21 @@ impl Store for PostgresStore {
         row.as_ref().map(Self::proposal_from_row).transpose()
     }
 
+    async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::IDS_PER_QUERY) {
+            let sql = select_proposals("WHERE p.id = ANY($1) ORDER BY p.id");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                found.push(Self::proposal_from_row(row)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
         let rows = sqlx::query(
             "SELECT proposal_id, actor, role, action, note, at FROM reviews WHERE proposal_id = $1 ORDER BY id",

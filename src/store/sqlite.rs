@@ -542,6 +542,23 @@ impl Store for SqliteStore {
         row.as_ref().map(Self::proposal_from_row).transpose()
     }
 
+    async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::IDS_PER_QUERY) {
+            let list = serde_json::to_string(chunk).map_err(|e| corrupt("ids", e))?;
+            let rows = sqlx::query(
+                "SELECT * FROM proposals WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            )
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                found.push(Self::proposal_from_row(row)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
         let rows = sqlx::query("SELECT * FROM reviews WHERE proposal_id = ? ORDER BY id")
             .bind(id)

@@ -19,6 +19,7 @@ on_every_backend!(
     a_run_and_its_proposals_are_stored_together,
     a_failing_run_write_leaves_nothing_behind,
     proposals_are_listed_by_priority_and_filtered,
+    proposals_are_looked_up_by_many_ids_at_once,
     runs_are_listed_newest_first,
     reviews_move_proposals_through_their_states,
     recent_rejections_come_with_their_proposals,
@@ -300,6 +301,27 @@ async fn a_failing_run_write_leaves_nothing_behind(db: Arc<TestDb>) {
     assert_eq!(store.audit_log().await.expect("audit").len(), before);
     let report = verify(store).await;
     assert!(report.intact, "{:?}", report.problems);
+}
+
+async fn proposals_are_looked_up_by_many_ids_at_once(db: Arc<TestDb>) {
+    let store = db.store();
+    record(
+        store,
+        "run-1",
+        &[
+            proposal("p-1", "run-1", "s", 0.5),
+            proposal("p-2", "run-1", "s", 0.7),
+        ],
+    )
+    .await;
+    // More ids than one query takes, most of them unknown, the stored ones in the second batch.
+    let mut ids: Vec<String> = (0..1500).map(|i| format!("missing-{i}")).collect();
+    ids[1200] = "p-2".into();
+    ids[1499] = "p-1".into();
+    let found = store.get_proposals(&ids).await.expect("lookup");
+    let found: Vec<&str> = found.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(found, ["p-1", "p-2"]);
+    assert!(store.get_proposals(&[]).await.expect("none").is_empty());
 }
 
 async fn proposals_are_listed_by_priority_and_filtered(db: Arc<TestDb>) {
