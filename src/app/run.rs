@@ -477,6 +477,11 @@ fn assess(
         }
         // The assessor counts what it lets through, so the governance-gap limits see what
         // this run has already queued.
+        // The proposal it would replace leaves the queue's counts while it is judged: a full
+        // cap does not stop a replacement that leaves the queue as full as it was.
+        if let Some(old) = replaces {
+            assessor.set_open(old, false);
+        }
         let Governed { verdicts, decision } = assessor
             .judge(draft, &enrichment)
             .map_err(GovernanceError::from)?;
@@ -484,6 +489,7 @@ fn assess(
         if let Some(old) = replaces {
             // A denied draft never replaces a proposal a reviewer may still approve.
             if decision.status == ProposalStatus::Blocked {
+                assessor.set_open(old, true);
                 summary.duplicates += 1;
                 continue;
             }

@@ -113,6 +113,12 @@ impl<'a> Assessor<'a> {
         validate::enrich(draft, strategy, around)
     }
 
+    /// Takes an open proposal out of the queue counts (`open = false`) while its replacement is
+    /// judged, or puts it back.
+    pub fn set_open(&mut self, proposal: &crate::domain::Proposal, open: bool) {
+        self.queue.set_open(&proposal.draft, open);
+    }
+
     /// The draft's reference checks as verdicts, then every consent and policy rule, then the
     /// decision.
     pub fn judge(

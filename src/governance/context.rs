@@ -77,6 +77,26 @@ impl QueueCounts {
         counts
     }
 
+    /// Moves an open proposal in or out of the open counts: out (`open = false`) while the
+    /// draft that would replace it is judged, so that a full cap does not stop a replacement
+    /// that leaves the queue as full as it was; back in if the replacement does not happen.
+    pub fn set_open(&mut self, draft: &ProposalDraft, open: bool) {
+        let step = |n: &mut usize| {
+            *n = if open { *n + 1 } else { n.saturating_sub(1) };
+        };
+        step(&mut self.open_total);
+        step(
+            self.open_by_moment
+                .entry(draft.moment.as_str().to_string())
+                .or_default(),
+        );
+        step(
+            self.open_by_segment
+                .entry(draft.segment.clone())
+                .or_default(),
+        );
+    }
+
     /// Counts a proposal this run has just queued (call it for every proposal not blocked).
     pub fn record_queued(&mut self, draft: &ProposalDraft) {
         let moment = draft.moment.as_str().to_string();
@@ -326,6 +346,24 @@ mod tests {
     use crate::governance::sample::{
         default_catalog, sample_draft, sample_enrichment, sample_program,
     };
+
+    #[test]
+    fn a_proposal_being_replaced_leaves_the_open_counts_and_can_come_back() {
+        let draft = sample_draft();
+        let mut counts = QueueCounts::default();
+        counts.set_open(&draft, true);
+        counts.set_open(&draft, true);
+        counts.set_open(&draft, false);
+        assert_eq!(counts.open_total, 1);
+        assert_eq!(counts.open_by_moment["product_detail"], 1);
+        assert_eq!(counts.open_by_segment[&draft.segment], 1);
+        counts.set_open(&draft, false);
+        counts.set_open(&draft, false);
+        assert_eq!(
+            (counts.open_total, counts.open_by_moment["product_detail"]),
+            (0, 0)
+        );
+    }
 
     #[test]
     fn proposal_merges_draft_and_enrichment_with_derived_fields() {
