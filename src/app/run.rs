@@ -375,6 +375,14 @@ pub async fn run_once(
                 );
                 queue = load_queue(store, config, plan.now).await?;
             }
+            Err(RunError::Store(StoreError::ProposalMoved { proposal_id })) => {
+                tracing::info!(
+                    attempt,
+                    proposal_id,
+                    "a proposal this run meant to expire or supersede was reviewed meanwhile; assessing again"
+                );
+                queue = load_queue(store, config, plan.now).await?;
+            }
             done => return done,
         }
     }

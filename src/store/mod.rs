@@ -37,6 +37,10 @@ pub enum StoreError {
     /// against the queue as it is now (see [`Store::record_run`]).
     #[error("the proposal queue changed while the run was assessing its drafts (read at {read_at}, now {now})")]
     QueueChanged { read_at: QueueMark, now: QueueMark },
+    /// A proposal the run meant to close (expire, supersede) was reviewed or closed since the
+    /// run read the queue: nothing was written, the run assesses again.
+    #[error("proposal {proposal_id} left pending review while the run was assessing its drafts")]
+    ProposalMoved { proposal_id: String },
     #[error(transparent)]
     Review(#[from] crate::domain::ReviewError),
     #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]

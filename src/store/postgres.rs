@@ -431,10 +431,9 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
             if closed.rows_affected() != 1 {
-                if let Some(read_at) = read_at {
-                    return Err(StoreError::QueueChanged {
-                        read_at,
-                        now: read_at,
+                if read_at.is_some() {
+                    return Err(StoreError::ProposalMoved {
+                        proposal_id: change.proposal_id.clone(),
                     });
                 }
                 continue;

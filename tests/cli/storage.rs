@@ -27,6 +27,7 @@ on_every_backend!(
     the_audit_chain_holds_and_tampering_is_found,
     concurrent_writers_keep_one_audit_chain,
     a_run_assessed_against_an_old_queue_is_refused,
+    a_run_closes_only_proposals_still_pending,
     migrating_twice_changes_nothing,
     a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice,
     a_slot_is_claimed_once_and_taken_over_only_after_its_lease,
@@ -739,6 +740,83 @@ async fn concurrent_writers_keep_one_audit_chain(db: Arc<TestDb>) {
         "appends are serialised: one chain, no fork: {:?}",
         verified.problems
     );
+}
+
+async fn a_run_closes_only_proposals_still_pending(db: Arc<TestDb>) {
+    use hypod::domain::{Closing, StatusChange};
+    let store = db.store();
+    record(
+        store,
+        "run-1",
+        &[
+            proposal("p-1", "run-1", "s1", 0.5),
+            proposal("p-2", "run-1", "s2", 0.5),
+        ],
+    )
+    .await;
+    let expire = |id: &str| StatusChange {
+        proposal_id: id.into(),
+        closing: Closing::Expired,
+        superseded_by: None,
+        reason: "pending too long".into(),
+    };
+    let mark = store.queue_mark().await.expect("mark");
+    // A reviewer approves p-1 after the run read the queue.
+    store
+        .review(&review(
+            "p-1",
+            "ana",
+            Role::Reviewer,
+            ReviewAction::Approve,
+            None,
+        ))
+        .await
+        .expect("approve");
+    let before = store.audit_log().await.expect("audit").len();
+    let err = store
+        .record_run(
+            &run("run-2", now()),
+            &[],
+            &[expire("p-2"), expire("p-1")],
+            Some(mark),
+            None,
+        )
+        .await
+        .expect_err("p-1 is no longer pending");
+    assert!(
+        matches!(&err, StoreError::ProposalMoved { proposal_id } if proposal_id == "p-1"),
+        "{err}"
+    );
+    // Nothing of that run was written: p-2 is still pending, no entry was appended.
+    let status = |p: Option<Proposal>| p.expect("stored").status;
+    assert_eq!(
+        status(store.get_proposal("p-2").await.expect("get")),
+        ProposalStatus::PendingReview
+    );
+    assert_eq!(store.audit_log().await.expect("audit").len(), before);
+    assert!(store.get_run("run-2").await.expect("get").is_none());
+    // Assessed again: only p-2 expires; the approval stands; the log explains both.
+    store
+        .record_run(
+            &run("run-3", now()),
+            &[],
+            &[expire("p-2")],
+            Some(mark),
+            None,
+        )
+        .await
+        .expect("expire p-2");
+    assert_eq!(
+        status(store.get_proposal("p-2").await.expect("get")),
+        ProposalStatus::Expired
+    );
+    assert_eq!(
+        status(store.get_proposal("p-1").await.expect("get")),
+        ProposalStatus::Approved
+    );
+    let report = verify(store).await;
+    assert!(report.intact, "{:?}", report.problems);
+    assert_eq!(report.proposals_explained, 2);
 }
 
 async fn a_run_assessed_against_an_old_queue_is_refused(db: Arc<TestDb>) {
