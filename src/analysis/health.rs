@@ -111,7 +111,8 @@ fn quarter_bounds(date: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
     Some((start, start.checked_add_months(Months::new(3))?))
 }
 
-fn median(values: &mut [f64]) -> Option<f64> {
+/// The median of `values` (sorted in place), `None` when empty.
+pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

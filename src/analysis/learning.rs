@@ -127,12 +127,7 @@ struct Tally {
 impl Tally {
     fn record(self, source: String) -> TrackRecord {
         let mut days = self.days;
-        days.sort_by(f64::total_cmp);
-        let median = match days.len() {
-            0 => None,
-            n if n % 2 == 1 => Some(days[n / 2]),
-            n => Some((days[n / 2 - 1] + days[n / 2]) / 2.0),
-        };
+        let median = super::health::median(&mut days);
         TrackRecord {
             source,
             model: self.model,

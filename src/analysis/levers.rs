@@ -98,12 +98,17 @@ pub fn dersimonian_laird(effects: &[f64], variances: &[f64]) -> Option<Pool> {
 /// spread is `tau2`: prior + B·(estimate − prior) with B = τ²/(τ² + variance); with its
 /// posterior standard deviation √(B·variance). B is 0 (all prior) when τ² is 0.
 pub fn shrink(estimate: f64, variance: f64, prior: f64, tau2: f64) -> (f64, f64) {
-    let b = if tau2 + variance > 0.0 {
+    let b = shrink_weight(variance, tau2);
+    (prior + b * (estimate - prior), (b * variance).sqrt())
+}
+
+/// B = τ²/(τ² + variance): how much of an estimate survives shrinkage (0 when τ² is 0).
+fn shrink_weight(variance: f64, tau2: f64) -> f64 {
+    if tau2 + variance > 0.0 {
         tau2 / (tau2 + variance)
     } else {
         0.0
-    };
-    (prior + b * (estimate - prior), (b * variance).sqrt())
+    }
 }
 
 /// A pool of one group of a lever's tests (one moment or one segment), with the group's
@@ -254,11 +259,7 @@ impl LeverBase {
 /// no heterogeneity keeps its pool's standard error). A prediction for a new test adds the
 /// lever's between-test variance once, in [`LeverBase::expected_lift`].
 fn shrunk_variance(variance: f64, prior_var: f64, tau2: f64) -> f64 {
-    let b = if tau2 + variance > 0.0 {
-        tau2 / (tau2 + variance)
-    } else {
-        0.0
-    };
+    let b = shrink_weight(variance, tau2);
     b * variance + (1.0 - b).powi(2) * prior_var
 }
 

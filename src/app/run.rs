@@ -222,16 +222,7 @@ pub async fn run_once(
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
-        record.summary.expired = expiring.len();
-        return finish(
-            store,
-            plan.fence.as_ref(),
-            record,
-            Vec::new(),
-            &expiring,
-            None,
-        )
-        .await;
+        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
     }
 
     // 3. Propose.
@@ -264,32 +255,14 @@ pub async fn run_once(
                     Err(second) => {
                         record.status = RunStatus::Failed;
                         record.error = Some(format!("{err}; the fallback failed too: {second}"));
-                        record.summary.expired = expiring.len();
-                        return finish(
-                            store,
-                            plan.fence.as_ref(),
-                            record,
-                            Vec::new(),
-                            &expiring,
-                            None,
-                        )
-                        .await;
+                        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
                     }
                 }
             }
             None => {
                 record.status = RunStatus::Failed;
                 record.error = Some(err.to_string());
-                record.summary.expired = expiring.len();
-                return finish(
-                    store,
-                    plan.fence.as_ref(),
-                    record,
-                    Vec::new(),
-                    &expiring,
-                    None,
-                )
-                .await;
+                return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
             }
         },
     };
@@ -549,6 +522,19 @@ fn assess(
         });
     }
     Ok(proposals)
+}
+
+/// Records a run that ends before assessing any draft (not ready, or its proposers failed):
+/// nothing is queued, but what has waited too long still expires.
+async fn finish_early(
+    store: &dyn Store,
+    fence: Option<&Fence>,
+    mut record: RunRecord,
+    expiring: &[StatusChange],
+) -> Result<(RunRecord, Vec<Proposal>), RunError> {
+    record.summary.expired = expiring.len();
+    // Without a queue mark, a proposal reviewed meanwhile is simply left as it is.
+    finish(store, fence, record, Vec::new(), expiring, None).await
 }
 
 /// Splits the open proposals into those that stay open and the changes that expire the ones

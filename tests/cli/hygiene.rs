@@ -27,6 +27,13 @@ fn ids(list: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The ids `queue list --status STATUS` shows.
+fn listed(hypod: &Hypod, status: &str) -> BTreeSet<String> {
+    ids(&hypod
+        .ok(&["queue", "list", "--status", status, "--json"])
+        .json())
+}
+
 fn assert_verified(hypod: &Hypod) -> Value {
     let verified = hypod.run(&["audit", "verify", "--json"]);
     assert_eq!(
@@ -51,9 +58,7 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
         "{first:#}"
     );
     assert_eq!(first["run"]["summary"]["expired"], 0);
-    let pending = ids(&hypod
-        .ok(&["queue", "list", "--status", "pending_review", "--json"])
-        .json());
+    let pending = listed(&hypod, "pending_review");
     hypod.token("rita", "reviewer");
     let plain = hypod
         .ok(&["queue", "list", "--status", "pending_review", "--json"])
@@ -87,9 +92,7 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
         Some(expected.len() as u64),
         "{later:#}"
     );
-    let expired = ids(&hypod
-        .ok(&["queue", "list", "--status", "expired", "--json"])
-        .json());
+    let expired = listed(&hypod, "expired");
     assert_eq!(expired, expected);
     let kept = hypod.ok(&["queue", "show", &approved, "--json"]).json();
     assert_eq!(kept["proposal"]["status"], "approved");
@@ -113,10 +116,7 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
         "[proposer]\nkind = \"openai\"\n[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"HYPOD_TEST_NO_KEY\"\nmax_attempts = 1\ntimeout_seconds = 5\n",
     );
     std::fs::write(&config, text).expect("config");
-    let waiting = hypod
-        .ok(&["queue", "list", "--status", "pending_review", "--json"])
-        .json();
-    let waiting = ids(&waiting);
+    let waiting = listed(&hypod, "pending_review");
     assert!(!waiting.is_empty());
     hypod.now = Some("2027-01-05T09:00:00Z");
     let failed = hypod.run(&["run", "--json"]);
@@ -128,10 +128,7 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
         Some(waiting.len() as u64),
         "{failed:#}"
     );
-    let expired_now = ids(&hypod
-        .ok(&["queue", "list", "--status", "expired", "--json"])
-        .json());
-    assert!(expired_now.is_superset(&waiting));
+    assert!(listed(&hypod, "expired").is_superset(&waiting));
 
     // An expired proposal can no longer be reviewed.
     let gone = expired.iter().next().expect("an expired proposal");
@@ -220,14 +217,7 @@ fn better_evidence_supersedes_the_open_proposal(url: Option<&str>) {
     // The same evidence again replaces nothing: the new proposal is a duplicate now.
     let again = hypod.ok(&["run", "--json"]).json();
     assert_eq!(again["run"]["summary"]["superseded"], 0, "{again:#}");
-    assert_eq!(
-        hypod
-            .ok(&["queue", "list", "--status", "superseded", "--json"])
-            .json()
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(listed(&hypod, "superseded").len(), 1);
     assert_verified(&hypod);
 }
 
