@@ -1,6 +1,6 @@
 //! The daemon's own cost per run, against the model's: N runs of the bundled sample history
 //! (imported into a SQLite file in a temporary folder) through the library's slot path
-//! (`app::run::run_in_slot`: claim, lease, load, analyse, propose, validate and govern, fenced
+//! (`app::run::run_in_slot_until`: claim, lease, load, analyse, propose, validate and govern, fenced
 //! commit), the `openai` proposer pointed at the fake OpenAI-compatible server of the tests,
 //! started in-process on 127.0.0.1 (nothing leaves the machine). Two cases side by side, each
 //! on a database of its own: (a) a model that answers at once, (b) a model that takes 500 ms.
@@ -20,7 +20,7 @@ mod fake_openai;
 
 use async_trait::async_trait;
 use fake_openai::{valid_draft, FakeOpenAi, Scripted, SAMPLE};
-use hypod::app::run::{run_in_slot, RunPlan, SlotOutcome};
+use hypod::app::run::{run_in_slot_until, RunPlan, SlotOutcome};
 use hypod::config::Config;
 use hypod::domain::Trigger;
 use hypod::proposer::{ProposalContext, Proposer, ProposerError, ProposerOutput};
@@ -85,13 +85,15 @@ async fn measure(latency: Duration, runs: usize) -> Figures {
     )
     .expect("write the configuration");
     let config = Config::load_with_env(Some(&config_path), &[]).expect("configuration");
-    let imported = hypod::app::history::import(&config, &[SAMPLE.to_string()], false)
+    let app = hypod::app::App::new(config.clone());
+    let imported = app
+        .import(&[SAMPLE.to_string()], false)
         .await
         .expect("import the sample");
     assert!(imported.experiments > 0, "the sample imported nothing");
-    let store: Arc<dyn Store> = Arc::from(hypod::app::open_store(&config).await.expect("open"));
-    let governance = hypod::app::load_governance(&config).expect("policies");
-    let (proposer, _) = hypod::app::proposers(&config, &governance).expect("proposer");
+    let store: Arc<dyn Store> = app.store().await.expect("open").clone();
+    let governance = app.governance().expect("policies");
+    let (proposer, _) = app.proposers(&governance).expect("proposer");
     let timed = Timed {
         inner: proposer.as_ref(),
         spent: Mutex::new(Duration::ZERO),
@@ -114,7 +116,7 @@ async fn measure(latency: Duration, runs: usize) -> Figures {
         };
         let key = format!("cli:bench-{i}");
         let started = Instant::now();
-        let outcome = run_in_slot(store.clone(), plan, &key, "bench")
+        let outcome = run_in_slot_until(store.clone(), plan, &key, "bench", std::future::pending())
             .await
             .expect("the run is recorded");
         if i > 0 {

@@ -4,8 +4,8 @@
 //! checked against the tokens' users — into one [`Principal`], and the one table of which role
 //! each [`Permission`] needs, checked by every route and command that acts.
 
-use super::{open_store, AppError, AppResult, ErrorKind};
-use crate::config::{Config, ProxyGroups};
+use super::{App, AppError, AppResult, ErrorKind};
+use crate::config::ProxyGroups;
 use crate::domain::{Identity, Role};
 use crate::store::{token_hash, Store, TokenRecord};
 use serde::Serialize;
@@ -118,56 +118,56 @@ fn user_identity(raw: &str) -> AppResult<Identity> {
     Identity::parse(raw).map_err(|e| AppError::input(format!("--user {raw:?}: {e}")))
 }
 
-/// `token create`: a new random secret for `user` in `role`; only its hash is stored.
-pub async fn create_token(
-    config: &Config,
-    user: &str,
-    role: Role,
-    by: &str,
-) -> AppResult<CreatedToken> {
-    use rand::RngCore as _;
-    let user = user_identity(user)?;
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = format!("hypod_{}", hex::encode(secret));
-    let record = TokenRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        user: user.to_string(),
-        role,
-        created_at: crate::now(),
-        created_by: by.to_string(),
-        revoked_at: None,
-    };
-    let store = open_store(config).await?;
-    store.create_token(&record, &token_hash(&token)).await?;
-    Ok(CreatedToken {
-        id: record.id,
-        user: record.user,
-        role,
-        token,
-    })
-}
+impl App {
+    /// `token create`: a new random secret for `user` in `role`; only its hash is stored.
+    pub async fn create_token(&self, user: &str, role: Role, by: &str) -> AppResult<CreatedToken> {
+        use rand::RngCore as _;
+        let user = user_identity(user)?;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token = format!("hypod_{}", hex::encode(secret));
+        let record = TokenRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            user: user.to_string(),
+            role,
+            created_at: crate::now(),
+            created_by: by.to_string(),
+            revoked_at: None,
+        };
+        let store = self.store().await?;
+        store.create_token(&record, &token_hash(&token)).await?;
+        Ok(CreatedToken {
+            id: record.id,
+            user: record.user,
+            role,
+            token,
+        })
+    }
 
-/// `token list`: every token (never a secret), revoked ones included.
-pub async fn list_tokens(config: &Config) -> AppResult<Vec<TokenRecord>> {
-    Ok(open_store(config).await?.list_tokens().await?)
-}
+    /// `token list`: every token (never a secret), revoked ones included.
+    pub async fn list_tokens(&self) -> AppResult<Vec<TokenRecord>> {
+        Ok(self.store().await?.list_tokens().await?)
+    }
 
-/// `token revoke ID`.
-pub async fn revoke_token(config: &Config, id: &str, by: &str) -> AppResult<()> {
-    let store = open_store(config).await?;
-    if store.revoke_token(id, by).await? {
-        Ok(())
-    } else {
-        Err(AppError::new(
-            ErrorKind::NotFound,
-            format!("no live token has id {id:?} (`hypod token list` shows them)"),
-        ))
+    /// `token revoke ID`.
+    pub async fn revoke_token(&self, id: &str, by: &str) -> AppResult<()> {
+        if self.store().await?.revoke_token(id, by).await? {
+            Ok(())
+        } else {
+            Err(AppError::new(
+                ErrorKind::NotFound,
+                format!("no live token has id {id:?} (`hypod token list` shows them)"),
+            ))
+        }
+    }
+
+    /// The principal a bearer token identifies.
+    pub async fn principal_for_token(&self, secret: &str) -> AppResult<Principal> {
+        principal_for_token(self.store().await?.as_ref(), secret).await
     }
 }
 
-/// The principal a bearer token identifies.
-pub async fn principal_for_token(store: &dyn Store, secret: &str) -> AppResult<Principal> {
+async fn principal_for_token(store: &dyn Store, secret: &str) -> AppResult<Principal> {
     let unknown = || {
         AppError::new(
             ErrorKind::Unauthenticated,
@@ -229,7 +229,7 @@ pub fn principal_from_proxy(
 
 /// The principal a command-line review names with `--as USER`: a user who holds a live token,
 /// in the highest role among their tokens. The shell cannot declare a role of its own.
-pub async fn cli_principal(store: &dyn Store, user: &str) -> AppResult<Principal> {
+pub(super) async fn cli_principal(store: &dyn Store, user: &str) -> AppResult<Principal> {
     let user = Identity::parse(user).map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
     let role = store
         .list_tokens()

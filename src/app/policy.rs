@@ -2,9 +2,9 @@
 //! draft would get (a dry run through the one assessment path), why a proposal got its
 //! verdicts, and what the policies on disk would change if replayed.
 
-use super::{load_governance, open_store_read_only, AppError, AppResult};
+use super::load::{analysis_settings, open_proposals};
+use super::{App, AppError, AppResult};
 use crate::analysis;
-use crate::config::Config;
 use crate::domain::{
     Enrichment, GovernanceDecision, Proposal, ProposalDraft, ProposalFilter, Verdict,
 };
@@ -41,21 +41,24 @@ impl CheckReport {
     }
 }
 
-pub fn check(config: &Config) -> AppResult<CheckReport> {
-    let governance = load_governance(config)?;
-    let program = crate::governance::sample::sample_program();
-    let lints = governance.policies.check(&governance.catalog, &program);
-    let errors = lints
-        .iter()
-        .filter(|l| l.severity == Severity::Error)
-        .count();
-    Ok(CheckReport {
-        policy_digest: governance.digest.clone(),
-        rules: governance.policies.rules.len(),
-        files: governance.policies.files.len(),
-        lints,
-        errors,
-    })
+impl App {
+    /// `policy check`: every rule compiled and linted against a sample context.
+    pub fn check_policies(&self) -> AppResult<CheckReport> {
+        let governance = self.governance()?;
+        let program = crate::governance::sample::sample_program();
+        let lints = governance.policies.check(&governance.catalog, &program);
+        let errors = lints
+            .iter()
+            .filter(|l| l.severity == Severity::Error)
+            .count();
+        Ok(CheckReport {
+            policy_digest: governance.digest.clone(),
+            rules: governance.policies.rules.len(),
+            files: governance.policies.files.len(),
+            lints,
+            errors,
+        })
+    }
 }
 
 /// `policy test`: the cases in `policies/tests/*.toml` (or the built-in ones).
@@ -86,32 +89,36 @@ impl PolicyTests {
     }
 }
 
-pub fn test(config: &Config) -> AppResult<PolicyTests> {
-    let governance = load_governance(config)?;
-    let settings = governance.approval_settings();
-    let tests_dir = config.policies_dir().join("tests");
-    let report = if config.policies_dir().exists() {
-        cases::run_policy_tests_with(
-            &tests_dir,
-            &governance.policies,
-            &governance.catalog,
-            &settings,
-        )
-    } else {
-        let mut report = TestReport::default();
-        for (name, text) in crate::governance::sample::DEFAULT_POLICY_TEST_FILES {
-            cases::run_case_text(
-                name,
-                text,
+impl App {
+    /// `policy test`: the policy set's test cases.
+    pub fn test_policies(&self) -> AppResult<PolicyTests> {
+        let config = &self.config;
+        let governance = self.governance()?;
+        let settings = governance.approval_settings();
+        let tests_dir = config.policies_dir().join("tests");
+        let report = if config.policies_dir().exists() {
+            cases::run_policy_tests_with(
+                &tests_dir,
                 &governance.policies,
                 &governance.catalog,
                 &settings,
-                &mut report,
-            );
-        }
-        report
-    };
-    Ok(PolicyTests { report, tests_dir })
+            )
+        } else {
+            let mut report = TestReport::default();
+            for (name, text) in crate::governance::sample::DEFAULT_POLICY_TEST_FILES {
+                cases::run_case_text(
+                    name,
+                    text,
+                    &governance.policies,
+                    &governance.catalog,
+                    &settings,
+                    &mut report,
+                );
+            }
+            report
+        };
+        Ok(PolicyTests { report, tests_dir })
+    }
 }
 
 /// Largest draft file `policy eval` reads.
@@ -138,37 +145,42 @@ pub fn read_draft(file: &Path) -> AppResult<ProposalDraft> {
         .map_err(|e| AppError::input(format!("{name}: field `{}`: {}", e.path(), e.inner())))
 }
 
-pub async fn eval(config: &Config, draft: &ProposalDraft) -> AppResult<Evaluation> {
-    let governance = load_governance(config)?;
-    let store = open_store_read_only(config).await?;
-    let experiments = store.load_experiments().await?;
-    let open = super::run::open_proposals(store.as_ref()).await?;
-    let now = crate::now();
-    let settings = super::run::analysis_settings(config, &governance, now);
-    let analysis = analysis::analyze(&experiments, &settings);
-    let around = crate::validate::Surroundings {
-        experiments: &experiments,
-        analysis: &analysis,
-        catalog: &governance.catalog,
-        open_proposals: &open,
-        this_run: &[],
-        rejected_proposals: &[],
-        alpha: config.analysis.alpha,
-        power: config.analysis.power,
-    };
-    let queue = QueueCounts::from_queue(&open, now);
-    let mut assessor = Assessor::new(&governance, &analysis.program, &experiments, queue, now);
-    let enrichment = assessor.enrich(draft, None, &around);
-    let Governed { verdicts, decision } = assessor
-        .judge(draft, &enrichment)
-        .map_err(|e| AppError::config(e.to_string()))?;
-    Ok(Evaluation {
-        decision,
-        verdicts,
-        enrichment,
-        policy_digest: governance.digest.clone(),
-        title: draft.title.clone(),
-    })
+impl App {
+    /// `policy eval` and `POST /api/v1/policies/evaluate`: the verdicts a draft would get, through
+    /// the one assessment path; nothing is queued.
+    pub async fn evaluate_draft(&self, draft: &ProposalDraft) -> AppResult<Evaluation> {
+        let config = &self.config;
+        let governance = self.governance()?;
+        let store = self.store().await?;
+        let experiments = store.load_experiments().await?;
+        let open = open_proposals(store.as_ref()).await?;
+        let now = crate::now();
+        let settings = analysis_settings(config, &governance, now);
+        let analysis = analysis::analyze(&experiments, &settings);
+        let around = crate::validate::Surroundings {
+            experiments: &experiments,
+            analysis: &analysis,
+            catalog: &governance.catalog,
+            open_proposals: &open,
+            this_run: &[],
+            rejected_proposals: &[],
+            alpha: config.analysis.alpha,
+            power: config.analysis.power,
+        };
+        let queue = QueueCounts::from_queue(&open, now);
+        let mut assessor = Assessor::new(&governance, &analysis.program, &experiments, queue, now);
+        let enrichment = assessor.enrich(draft, None, &around);
+        let Governed { verdicts, decision } = assessor
+            .judge(draft, &enrichment)
+            .map_err(|e| AppError::config(e.to_string()))?;
+        Ok(Evaluation {
+            decision,
+            verdicts,
+            enrichment,
+            policy_digest: governance.digest.clone(),
+            title: draft.title.clone(),
+        })
+    }
 }
 
 fn read_bounded(file: &Path, max_bytes: u64) -> AppResult<String> {
@@ -190,18 +202,20 @@ fn read_bounded(file: &Path, max_bytes: u64) -> AppResult<String> {
 }
 
 /// `policy explain`: why a queued proposal got its verdicts.
-pub async fn explain(config: &Config, id: &str) -> AppResult<Explanation> {
-    let governance = load_governance(config)?;
-    let store = open_store_read_only(config).await?;
-    let proposal = store
-        .get_proposal(id)
-        .await?
-        .ok_or_else(|| AppError::input(format!("proposal {id} does not exist")))?;
-    Ok(crate::governance::explain::explain(
-        &proposal,
-        &governance.policies,
-        &governance.approval_settings(),
-    ))
+impl App {
+    pub async fn explain(&self, id: &str) -> AppResult<Explanation> {
+        let governance = self.governance()?;
+        let store = self.store().await?;
+        let proposal = store
+            .get_proposal(id)
+            .await?
+            .ok_or_else(|| AppError::input(format!("proposal {id} does not exist")))?;
+        Ok(crate::governance::explain::explain(
+            &proposal,
+            &governance.policies,
+            &governance.approval_settings(),
+        ))
+    }
 }
 
 /// `policy replay --since`: the window, as written (`30d`), and what it parses to.
@@ -210,24 +224,72 @@ pub fn parse_since(since: &str) -> AppResult<chrono::Duration> {
 }
 
 /// `policy replay`: what the policies on disk would change for proposals within `window`.
-pub async fn replay(config: &Config, window: chrono::Duration) -> AppResult<ReplayReport> {
-    let governance = load_governance(config)?;
-    let store = open_store_read_only(config).await?;
-    let now = crate::now();
-    let all = store.list_proposals(&ProposalFilter::default()).await?;
-    let (recent, older): (Vec<Proposal>, Vec<Proposal>) =
-        all.into_iter().partition(|p| now - p.created_at <= window);
-    let experiments = store.load_experiments().await?;
-    let settings = super::run::analysis_settings(config, &governance, now);
-    let analysis = analysis::analyze(&experiments, &settings);
-    let run_inputs = governance.run_inputs(&analysis.program);
-    let base_queue = QueueCounts::from_queue(&older, now);
-    replay::replay(
-        &recent,
-        &governance.policies,
-        &run_inputs,
-        &base_queue,
-        &governance.approval_settings(),
-    )
-    .map_err(|e| AppError::config(e.to_string()))
+impl App {
+    pub async fn replay(&self, window: chrono::Duration) -> AppResult<ReplayReport> {
+        let governance = self.governance()?;
+        let store = self.store().await?;
+        let now = crate::now();
+        let all = store.list_proposals(&ProposalFilter::default()).await?;
+        let (recent, older): (Vec<Proposal>, Vec<Proposal>) =
+            all.into_iter().partition(|p| now - p.created_at <= window);
+        let experiments = store.load_experiments().await?;
+        let settings = analysis_settings(&self.config, &governance, now);
+        let analysis = analysis::analyze(&experiments, &settings);
+        let run_inputs = governance.run_inputs(&analysis.program);
+        let base_queue = QueueCounts::from_queue(&older, now);
+        replay::replay(
+            &recent,
+            &governance.policies,
+            &run_inputs,
+            &base_queue,
+            &governance.approval_settings(),
+        )
+        .map_err(|e| AppError::config(e.to_string()))
+    }
+}
+
+/// A rule of the loaded policy set, as the governance leads wrote it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleView {
+    pub id: String,
+    pub file: String,
+    pub line: usize,
+    pub effect: crate::domain::Effect,
+    pub description: String,
+    pub message: String,
+}
+
+/// The loaded policy set with its digest.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PolicySetView {
+    /// Digest of the catalog and every policy file: what each proposal's provenance names.
+    pub digest: String,
+    pub approvals_required: u32,
+    pub escalated_approvals_required: u32,
+    pub rules: Vec<RuleView>,
+}
+
+impl App {
+    /// The loaded policy set, as the governance leads wrote it.
+    pub fn policy_set(&self) -> AppResult<PolicySetView> {
+        let governance = self.governance()?;
+        Ok(PolicySetView {
+            digest: governance.digest.clone(),
+            approvals_required: governance.approvals_required,
+            escalated_approvals_required: governance.escalated_approvals_required,
+            rules: governance
+                .policies
+                .rules
+                .iter()
+                .map(|r| RuleView {
+                    id: r.id.clone(),
+                    file: r.file.clone(),
+                    line: r.line,
+                    effect: r.effect,
+                    description: r.description.clone(),
+                    message: r.message.clone(),
+                })
+                .collect(),
+        })
+    }
 }

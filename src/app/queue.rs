@@ -1,16 +1,15 @@
-//! The queue use cases: list, show (a proposal with the statistics of its evidence and its
-//! review history), approve or reject, and export approved proposals as drafts for an
-//! experimentation platform.
+//! The queue use cases: list (whole, or one page at a time for the API and the web UI), show (a
+//! proposal with the statistics of its evidence and its review history), approve, reject or
+//! comment, and export approved proposals as drafts for an experimentation platform.
 
 use super::access::{Permission, Principal};
-use super::{open_store, open_store_read_only, AppError, AppResult, ErrorKind};
+use super::{App, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
-use crate::config::Config;
 use crate::domain::{
-    escalates, Effect, EvidenceRef, Moment, Proposal, ProposalFilter, ProposalStatus, Rendering,
-    Review, ReviewAction, ReviewError, Strategy,
+    escalates, Effect, EvidenceRef, Moment, PageCursor, Proposal, ProposalFilter, ProposalStatus,
+    Rendering, Review, ReviewAction, ReviewError, Strategy,
 };
-use crate::store::{AuditProblem, Store, StoreError};
+use crate::store::{AuditProblem, StoreError};
 use serde::Serialize;
 
 /// A failed rule in a [`ProposalSummary`].
@@ -87,25 +86,108 @@ impl Serialize for QueueList {
     }
 }
 
-pub async fn list(
-    config: &Config,
-    status: Option<ProposalStatus>,
-    moment: Option<Moment>,
-) -> AppResult<QueueList> {
-    let filter = ProposalFilter {
-        status,
-        moment,
-        ..ProposalFilter::default()
-    };
-    let store = open_store_read_only(config).await?;
-    list_with(store.as_ref(), &filter).await
+/// The most items one page of a listing holds.
+pub const MAX_PAGE: usize = 200;
+/// The items of a page when the caller names no size.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// The size of a page: `limit`, or [`DEFAULT_PAGE`]; between 1 and [`MAX_PAGE`].
+pub fn page_size(limit: Option<usize>) -> AppResult<usize> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => Err(AppError::input("query `limit` must be at least 1")),
+        n if n > MAX_PAGE => Err(AppError::input(format!(
+            "query `limit` must be at most {MAX_PAGE}"
+        ))),
+        n => Ok(n),
+    }
 }
 
-/// The queue as `filter` selects it, from an open store (the server's).
-pub async fn list_with(store: &dyn Store, filter: &ProposalFilter) -> AppResult<QueueList> {
-    Ok(QueueList {
-        proposals: store.list_proposals(filter).await?,
-    })
+/// One page of the queue as the API and the web UI ask for it: the filters, the page's size
+/// and the cursor the previous page ended with.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub status: Option<ProposalStatus>,
+    pub moment: Option<Moment>,
+    pub segment: Option<String>,
+    pub run: Option<String>,
+    /// Words that must appear in the title or hypothesis (case-insensitive).
+    pub text: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing; `next_cursor` fetches the next (absent on the last page).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProposalPage {
+    pub items: Vec<ProposalSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// A filter's text: at most `max` characters, no control character; blank is no filter.
+fn bounded(what: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(AppError::input(format!(
+            "query `{what}` is longer than {max} characters"
+        ))),
+        Some(v) if v.chars().any(char::is_control) => Err(AppError::input(format!(
+            "query `{what}` contains a control character"
+        ))),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+impl App {
+    /// `queue list`: the proposals with `status` and `moment` (any when `None`), highest
+    /// priority first.
+    pub async fn list(
+        &self,
+        status: Option<ProposalStatus>,
+        moment: Option<Moment>,
+    ) -> AppResult<QueueList> {
+        let filter = ProposalFilter {
+            status,
+            moment,
+            ..ProposalFilter::default()
+        };
+        Ok(QueueList {
+            proposals: self.store().await?.list_proposals(&filter).await?,
+        })
+    }
+
+    /// One page of the queue (keyset pagination, highest priority first): the one listing
+    /// the API and the web UI share. A cursor hypod did not give is refused, never ignored.
+    pub async fn queue_page(&self, request: PageRequest) -> AppResult<ProposalPage> {
+        let limit = page_size(request.limit)?;
+        let after = match request.cursor.as_deref().filter(|c| !c.is_empty()) {
+            Some(text) => Some(PageCursor::decode(text).ok_or_else(|| {
+                AppError::input(
+                    "query `cursor` is not a cursor hypod gave: start again from the first page",
+                )
+            })?),
+            None => None,
+        };
+        let filter = ProposalFilter {
+            status: request.status,
+            moment: request.moment,
+            segment: bounded("segment", request.segment, 200)?,
+            run_id: bounded("run", request.run, 64)?,
+            text: bounded("q", request.text, 200)?,
+            after,
+            limit: Some(limit + 1),
+        };
+        let mut proposals = self.store().await?.list_proposals(&filter).await?;
+        let next_cursor = if proposals.len() > limit {
+            proposals.truncate(limit);
+            proposals.last().map(|p| PageCursor::of(p).encode())
+        } else {
+            None
+        };
+        Ok(ProposalPage {
+            items: proposals.iter().map(ProposalSummary::of).collect(),
+            next_cursor,
+        })
+    }
 }
 
 /// One cited experiment with its statistics (`null` when it is not in the history).
@@ -127,41 +209,40 @@ pub struct ProposalView {
     pub tested_as: Vec<crate::analysis::learning::ProposalLink>,
 }
 
-pub async fn show(config: &Config, id: &str) -> AppResult<ProposalView> {
-    let store = open_store_read_only(config).await?;
-    show_with(config, store.as_ref(), id).await
-}
-
-/// `show` from an open store.
-pub async fn show_with(config: &Config, store: &dyn Store, id: &str) -> AppResult<ProposalView> {
-    let proposal = store.get_proposal(id).await?.ok_or_else(|| {
-        AppError::new(ErrorKind::NotFound, format!("proposal {id} does not exist"))
-    })?;
-    let reviews = store.proposal_reviews(id).await?;
-    let analysis = super::history::analyze_with(config, store).await?;
-    let evidence = proposal
-        .draft
-        .evidence
-        .iter()
-        .map(|e| EvidenceView {
-            experiment_id: e.experiment_id.clone(),
-            finding: e.finding.clone(),
-            statistics: analysis.experiment(&e.experiment_id),
+impl App {
+    /// `queue show`: a proposal with its evidence's statistics, its reviews and the
+    /// experiments that tested it.
+    pub async fn show(&self, id: &str) -> AppResult<ProposalView> {
+        let store = self.store().await?;
+        let proposal = store.get_proposal(id).await?.ok_or_else(|| {
+            AppError::new(ErrorKind::NotFound, format!("proposal {id} does not exist"))
+        })?;
+        let reviews = store.proposal_reviews(id).await?;
+        let analysis = self.analysis().await?;
+        let evidence = proposal
+            .draft
+            .evidence
+            .iter()
+            .map(|e| EvidenceView {
+                experiment_id: e.experiment_id.clone(),
+                finding: e.finding.clone(),
+                statistics: analysis.experiment(&e.experiment_id),
+            })
+            .collect();
+        let tested_as = analysis
+            .learning
+            .links
+            .iter()
+            .filter(|l| l.proposal_id == proposal.id)
+            .cloned()
+            .collect();
+        Ok(ProposalView {
+            proposal,
+            evidence,
+            reviews,
+            tested_as,
         })
-        .collect();
-    let tested_as = analysis
-        .learning
-        .links
-        .iter()
-        .filter(|l| l.proposal_id == proposal.id)
-        .cloned()
-        .collect();
-    Ok(ProposalView {
-        proposal,
-        evidence,
-        reviews,
-        tested_as,
-    })
+    }
 }
 
 /// A review request: who (identified, with their role) does what, with which note or reason.
@@ -187,63 +268,49 @@ pub struct ReviewOutcome {
     pub escalated: bool,
 }
 
-/// Approve, reject or comment from the command line: `--as USER` must hold a live token, and
-/// acts in that token's role.
-pub async fn review_as(
-    config: &Config,
-    id: String,
-    user: &str,
-    action: ReviewAction,
-    note: Option<String>,
-) -> AppResult<ReviewOutcome> {
-    let store = open_store(config).await?;
-    let principal = super::access::cli_principal(store.as_ref(), user).await?;
-    review_with(
-        store.as_ref(),
-        ReviewRequest {
-            id,
-            principal,
-            action,
-            note,
-        },
-    )
-    .await
-}
+impl App {
+    /// The principal a command-line review names with `--as USER` (see
+    /// [`super::access::cli_principal`]).
+    pub async fn cli_principal(&self, user: &str) -> AppResult<Principal> {
+        super::access::cli_principal(self.store().await?.as_ref(), user).await
+    }
 
-/// Approve, reject or comment: the principal's role is checked, the domain's review rules
-/// decide, the store records.
-pub async fn review_with(store: &dyn Store, request: ReviewRequest) -> AppResult<ReviewOutcome> {
-    request.principal.require(Permission::Review)?;
-    let review = Review {
-        proposal_id: request.id,
-        actor: request.principal.user.to_string(),
-        role: request.principal.role,
-        action: request.action,
-        note: request.note,
-        at: crate::now(),
-    };
-    let proposal = store.review(&review).await.map_err(|e| match e {
-        StoreError::Review(err) => {
-            let kind = match err {
-                ReviewError::NotFound(_) => ErrorKind::NotFound,
-                ReviewError::NotReviewable { .. }
-                | ReviewError::AlreadyApproved { .. }
-                | ReviewError::Blocked { .. } => ErrorKind::Conflict,
-                ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
-                ReviewError::ReasonRequired | ReviewError::ActorRequired | ReviewError::Text(_) => {
-                    ErrorKind::Input
-                }
-            };
-            AppError::new(kind, err.to_string())
-        }
-        other => AppError::runtime(other.to_string()),
-    })?;
-    Ok(ReviewOutcome {
-        summary: ProposalSummary::of(&proposal),
-        actor: review.actor,
-        action: review.action,
-        escalated: escalates(&proposal.verdicts),
-    })
+    /// Approve, reject or comment: the principal's role is checked, the domain's review rules
+    /// decide, the store records.
+    pub async fn review(&self, request: ReviewRequest) -> AppResult<ReviewOutcome> {
+        request.principal.require(Permission::Review)?;
+        let review = Review {
+            proposal_id: request.id,
+            actor: request.principal.user.to_string(),
+            role: request.principal.role,
+            action: request.action,
+            note: request.note,
+            at: crate::now(),
+        };
+        let store = self.store().await?;
+        let proposal = store.review(&review).await.map_err(|e| match e {
+            StoreError::Review(err) => {
+                let kind = match err {
+                    ReviewError::NotFound(_) => ErrorKind::NotFound,
+                    ReviewError::NotReviewable { .. }
+                    | ReviewError::AlreadyApproved { .. }
+                    | ReviewError::Blocked { .. } => ErrorKind::Conflict,
+                    ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
+                    ReviewError::ReasonRequired
+                    | ReviewError::ActorRequired
+                    | ReviewError::Text(_) => ErrorKind::Input,
+                };
+                AppError::new(kind, err.to_string())
+            }
+            other => AppError::runtime(other.to_string()),
+        })?;
+        Ok(ReviewOutcome {
+            summary: ProposalSummary::of(&proposal),
+            actor: review.actor,
+            action: review.action,
+            escalated: escalates(&proposal.verdicts),
+        })
+    }
 }
 
 /// One variant of an exported draft.
@@ -324,53 +391,47 @@ pub struct Export {
     pub withheld: Vec<AuditProblem>,
 }
 
-/// `export`: the proposals with `status` as drafts — only those whose status and reviews a
-/// verified audit log explains. A log that does not verify exports nothing.
-pub async fn export(config: &Config, status: ProposalStatus) -> AppResult<Export> {
-    let key = super::audit_key(config)?;
-    let store = open_store_read_only(config).await?;
-    export_with(store.as_ref(), &key, status).await
-}
-
-pub async fn export_with(
-    store: &dyn Store,
-    key: &crate::store::AuditKey,
-    status: ProposalStatus,
-) -> AppResult<Export> {
-    let report = super::audit::verify_store(store, key, None).await?;
-    if !report.chain_intact() {
-        let first = report
-            .problems
-            .iter()
-            .find(|p| p.proposal_id.is_none())
-            .map(|p| match p.seq {
-                Some(seq) => format!("entry {seq}: {}", p.problem),
-                None => p.problem.clone(),
+impl App {
+    /// `export`: the proposals with `status` as drafts — only those whose status and reviews
+    /// a verified audit log explains. A log that does not verify exports nothing.
+    pub async fn export(&self, status: ProposalStatus) -> AppResult<Export> {
+        let report = self.verify_audit(None).await?;
+        if !report.chain_intact() {
+            let first = report
+                .problems
+                .iter()
+                .find(|p| p.proposal_id.is_none())
+                .map(|p| match p.seq {
+                    Some(seq) => format!("entry {seq}: {}", p.problem),
+                    None => p.problem.clone(),
+                })
+                .unwrap_or_default();
+            return Err(AppError::runtime(format!(
+                "the audit log does not verify ({first}); nothing was exported. Run `hypod audit verify` for every problem"
+            )));
+        }
+        let proposals = self
+            .store()
+            .await?
+            .list_proposals(&ProposalFilter {
+                status: Some(status),
+                ..ProposalFilter::default()
             })
-            .unwrap_or_default();
-        return Err(AppError::runtime(format!(
-            "the audit log does not verify ({first}); nothing was exported. Run `hypod audit verify` for every problem"
-        )));
-    }
-    let proposals = store
-        .list_proposals(&ProposalFilter {
-            status: Some(status),
-            ..ProposalFilter::default()
+            .await?;
+        let (shipped, withheld): (Vec<&Proposal>, Vec<&Proposal>) =
+            proposals.iter().partition(|p| report.explains(&p.id));
+        Ok(Export {
+            drafts: shipped.into_iter().map(ExportDraft::of).collect(),
+            withheld: report
+                .problems
+                .iter()
+                .filter(|problem| {
+                    withheld
+                        .iter()
+                        .any(|p| problem.proposal_id.as_deref() == Some(p.id.as_str()))
+                })
+                .cloned()
+                .collect(),
         })
-        .await?;
-    let (shipped, withheld): (Vec<&Proposal>, Vec<&Proposal>) =
-        proposals.iter().partition(|p| report.explains(&p.id));
-    Ok(Export {
-        drafts: shipped.into_iter().map(ExportDraft::of).collect(),
-        withheld: report
-            .problems
-            .iter()
-            .filter(|problem| {
-                withheld
-                    .iter()
-                    .any(|p| problem.proposal_id.as_deref() == Some(p.id.as_str()))
-            })
-            .cloned()
-            .collect(),
-    })
+    }
 }

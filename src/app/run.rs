@@ -5,13 +5,16 @@
 //! proposals meanwhile, the store refuses the write ([`StoreError::QueueChanged`]) and the run
 //! assesses the same drafts again against the queue as it is now, so no idea is queued twice.
 
-use crate::analysis::{self, Analysis, AnalysisSettings};
+use super::load::{analysis_settings, load, load_queue, origins, Loaded, QueueView};
+use super::{App, AppError, AppResult, ProposerPair};
+use crate::analysis::{self, Analysis, ProposalOrigin};
 use crate::config::Config;
 use crate::domain::{
-    Claim, Closing, Fence, Proposal, ProposalFilter, ProposalStatus, Provenance, RunRecord,
-    RunStatus, RunSummary, SlotStatus, StatusChange, Trigger,
+    Claim, Closing, Fence, Proposal, ProposalStatus, Provenance, RunRecord, RunStatus, RunSummary,
+    SlotStatus, StatusChange, Trigger,
 };
 use crate::governance::{Assessor, Governance, GovernanceError, Governed, QueueCounts};
+use crate::history::Experiment;
 use crate::proposer::{ProposalContext, Proposer, ProposerOutput};
 use crate::store::{QueueMark, Store, StoreError};
 use crate::validate::Surroundings;
@@ -28,6 +31,9 @@ pub enum RunError {
         "the proposal queue changed under the run {attempts} times in a row; nothing was queued"
     )]
     QueueBusy { attempts: usize },
+    /// The database could not be opened for the run.
+    #[error("{0}")]
+    Open(AppError),
 }
 
 /// How many times a run assesses its drafts again when the queue changed under it.
@@ -52,7 +58,7 @@ impl<'a> RunPlan<'a> {
     pub fn now(
         config: &'a Config,
         governance: &'a Governance,
-        proposers: &'a super::ProposerPair,
+        proposers: &'a ProposerPair,
         trigger: Trigger,
     ) -> RunPlan<'a> {
         RunPlan {
@@ -67,82 +73,25 @@ impl<'a> RunPlan<'a> {
     }
 }
 
-/// The analysis settings a configuration and catalog imply, for the day of `now`.
-pub fn analysis_settings(
-    config: &Config,
-    governance: &Governance,
-    now: DateTime<Utc>,
-) -> AnalysisSettings {
-    let mut settings = AnalysisSettings::new(now.date_naive());
-    settings.alpha = config.analysis.alpha;
-    settings.power = config.analysis.power;
-    settings.min_decided_experiments = config.analysis.min_decided_experiments;
-    settings.multiple_comparisons = config.analysis.multiple_comparisons;
-    settings.latency_budget_ms = governance.catalog.latency_budget_ms.clone();
-    settings
+/// How long each stage of a run took, in order.
+struct Stages {
+    done: Vec<(&'static str, f64)>,
+    clock: std::time::Instant,
 }
 
-/// What a run reads from the store before it analyses anything.
-pub struct Loaded {
-    pub experiments: Vec<crate::history::Experiment>,
-    /// Pending, approved and blocked proposals: new drafts must not repeat them.
-    pub open_proposals: Vec<Proposal>,
-    /// Rejections within `analysis.rejection_lookback_days`, with their reasons.
-    pub recent_rejections: Vec<(Proposal, crate::domain::Review)>,
-    /// The queue's mark, read before the open proposals: the run's proposals are written only
-    /// if nothing was queued after it.
-    pub queue_mark: QueueMark,
-}
+impl Stages {
+    fn start() -> Stages {
+        Stages {
+            done: Vec::new(),
+            clock: std::time::Instant::now(),
+        }
+    }
 
-/// The queue as a run checks its drafts against it.
-struct QueueView {
-    open_proposals: Vec<Proposal>,
-    recent_rejections: Vec<(Proposal, crate::domain::Review)>,
-    mark: QueueMark,
-}
-
-async fn load_queue(
-    store: &dyn Store,
-    config: &Config,
-    now: DateTime<Utc>,
-) -> Result<QueueView, StoreError> {
-    // The mark first: a proposal queued between the two reads makes the write retry, never
-    // slip through unchecked.
-    let mark = store.queue_mark().await?;
-    let open_proposals = open_proposals(store).await?;
-    let since = now - Duration::days(config.analysis.rejection_lookback_days as i64);
-    let recent_rejections = store.recent_rejections(since).await?;
-    Ok(QueueView {
-        open_proposals,
-        recent_rejections,
-        mark,
-    })
-}
-
-/// Pending, approved and blocked proposals: what a new draft must not repeat.
-pub async fn open_proposals(store: &dyn Store) -> Result<Vec<Proposal>, StoreError> {
-    Ok(store
-        .list_proposals(&ProposalFilter::default())
-        .await?
-        .into_iter()
-        .filter(|p| p.status.is_open() || p.status == ProposalStatus::Blocked)
-        .collect())
-}
-
-/// Loads what a run (and `hypod prompt render`, which must show exactly what a run sends) reads.
-pub async fn load(
-    store: &dyn Store,
-    config: &Config,
-    now: DateTime<Utc>,
-) -> Result<Loaded, StoreError> {
-    let queue = load_queue(store, config, now).await?;
-    let experiments = store.load_experiments().await?;
-    Ok(Loaded {
-        experiments,
-        open_proposals: queue.open_proposals,
-        recent_rejections: queue.recent_rejections,
-        queue_mark: queue.mark,
-    })
+    /// Ends the stage `name` now and starts the next.
+    fn lap(&mut self, name: &'static str) {
+        self.done.push((name, self.clock.elapsed().as_secs_f64()));
+        self.clock = std::time::Instant::now();
+    }
 }
 
 /// Runs one cycle and records it. Returns the run record (also for failed runs, which are
@@ -151,74 +100,26 @@ pub async fn run_once(
     store: &dyn Store,
     plan: &RunPlan<'_>,
 ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
-    let started_at = plan.now;
-    let run_id = uuid::Uuid::now_v7().to_string();
     let config = plan.config;
-
-    let mut stages: Vec<(&'static str, f64)> = Vec::new();
-    let mut clock = std::time::Instant::now();
-    let mut lap = |name: &'static str, stages: &mut Vec<(&'static str, f64)>| {
-        stages.push((name, clock.elapsed().as_secs_f64()));
-        clock = std::time::Instant::now();
-    };
+    let mut stages = Stages::start();
 
     // 1. Load; proposals pending too long are closed (expired) by this run, so neither
     // proposer sees them as open.
-    let Loaded {
-        experiments,
-        open_proposals,
-        recent_rejections,
-        queue_mark,
-    } = load(store, config, plan.now)
+    let Loaded { experiments, queue } = load(store, config, plan.now)
         .instrument(tracing::info_span!("load"))
         .await?;
-    let (still_open, expiring) = expire(open_proposals.clone(), config, plan.now);
-    let origins = super::history::origins(store, &experiments).await?;
-    lap("load", &mut stages);
-    // Everything the builtin proposer's drafts depend on: the history, the policies, what
-    // reviewers rejected lately (with their reasons) and how hypod's earlier proposals fared.
-    let rejected: Vec<(&str, Option<&str>)> = recent_rejections
-        .iter()
-        .map(|(p, r)| (p.id.as_str(), r.note.as_deref()))
-        .collect();
-    let origin_ids: Vec<&str> = origins.iter().map(|o| o.id.as_str()).collect();
-    let input_digest = crate::digest(
-        &serde_json::to_vec(&(
-            &experiments,
-            &plan.governance.digest,
-            &rejected,
-            &origin_ids,
-        ))
-        .unwrap_or_default(),
-    );
+    let (still_open, expiring) = expire(queue.open_proposals.clone(), config, plan.now);
+    let origins = origins(store, &experiments).await?;
+    stages.lap("load");
+    let input_digest = input_digest(&experiments, plan.governance, &queue, &origins);
 
     // 2. Analyse.
     let mut settings = analysis_settings(config, plan.governance, plan.now);
     settings.origins = origins;
     let analysis =
         tracing::info_span!("analyse").in_scope(|| analysis::analyze(&experiments, &settings));
-    lap("analyse", &mut stages);
-    let mut record = RunRecord {
-        id: run_id.clone(),
-        trigger: plan.trigger.clone(),
-        status: RunStatus::Succeeded,
-        started_at,
-        finished_at: started_at,
-        proposer: plan.proposer.kind().to_string(),
-        fell_back: None,
-        error: None,
-        summary: RunSummary {
-            experiments: experiments.len(),
-            ..RunSummary::default()
-        },
-        usage: None,
-        policy_digest: plan.governance.digest.clone(),
-        input_digest: input_digest.clone(),
-        rejected_drafts: Vec::new(),
-        notes: Vec::new(),
-        audit_head: None,
-        stage_seconds: Vec::new(),
-    };
+    stages.lap("analyse");
+    let mut record = new_record(plan, experiments.len(), input_digest);
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
@@ -231,297 +132,376 @@ pub async fn run_once(
         analysis: &analysis,
         catalog: &plan.governance.catalog,
         open_proposals: &still_open,
-        recent_rejections: &recent_rejections,
+        recent_rejections: &queue.recent_rejections,
         max_proposals: config.proposer.max_proposals,
         per_moment: config.proposer.per_moment,
         now: plan.now,
     };
-    let proposed = plan
-        .proposer
-        .propose(&context)
-        .instrument(tracing::info_span!(
-            "propose",
-            proposer = plan.proposer.kind()
-        ))
-        .await;
-    let (output, used) = match proposed {
-        Ok(output) => (output, plan.proposer),
-        Err(err) => match plan.fallback {
-            Some(fallback) => {
-                tracing::warn!(error = %err, "the {} proposer failed; falling back to {}", plan.proposer.kind(), fallback.kind());
-                record.fell_back = Some(err.to_string());
-                match fallback.propose(&context).await {
-                    Ok(output) => (output, fallback),
-                    Err(second) => {
-                        record.status = RunStatus::Failed;
-                        record.error = Some(format!("{err}; the fallback failed too: {second}"));
-                        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
-                    }
-                }
-            }
-            None => {
-                record.status = RunStatus::Failed;
-                record.error = Some(err.to_string());
-                return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
-            }
-        },
+    let Some((output, used)) = propose(plan, &context, &mut record).await else {
+        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
     };
-    lap("propose", &mut stages);
-    record.stage_seconds = stages.clone();
+    stages.lap("propose");
+    record.stage_seconds = stages.done;
     record.proposer = used.kind().to_string();
     record.usage = output.usage.clone();
     record.summary.drafts = output.drafts.len() + output.rejected.len();
     record.summary.dropped = output.rejected.len();
     record.rejected_drafts = output.rejected.clone();
 
-    // 4–7. Validate, enrich, govern, queue; again, against the queue as it is now, whenever
-    // another run queued proposals after this one read the queue.
-    let summary = record.summary.clone();
-    let mut queue = QueueView {
-        open_proposals,
-        recent_rejections,
-        mark: queue_mark,
+    // 4–7. Validate, enrich, govern, queue.
+    let assessment = Assessment {
+        output: &output,
+        proposer_kind: used.kind(),
+        experiments: &experiments,
+        analysis: &analysis,
+        plan,
+        run_id: &record.id,
+        input_digest: &record.input_digest,
     };
-    for attempt in 1..=MAX_QUEUE_ATTEMPTS {
-        let mut record = record.clone();
-        record.summary = summary.clone();
-        let rejected_proposals: Vec<Proposal> = queue
-            .recent_rejections
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
-        let assessing = std::time::Instant::now();
-        let (open_now, mut changes) = expire(queue.open_proposals.clone(), config, plan.now);
-        let assessed = tracing::info_span!("validate_govern").in_scope(|| {
-            assess(
-                &output,
-                used.kind(),
-                &experiments,
-                &analysis,
-                plan,
-                &open_now,
-                &rejected_proposals,
-                &run_id,
-                &input_digest,
-                &mut record.summary,
-                &mut changes,
-            )
-        });
-        record.summary.expired = changes
-            .iter()
-            .filter(|c| c.closing == Closing::Expired)
-            .count();
-        record.summary.superseded = changes.len() - record.summary.expired;
-        record
-            .stage_seconds
-            .push(("validate_govern", assessing.elapsed().as_secs_f64()));
-        let proposals = match assessed {
-            Ok(proposals) => proposals,
-            // A rule that cannot be evaluated stops the run: recorded as failed, nothing queued.
-            Err(err) => {
-                record.status = RunStatus::Failed;
-                record.error = Some(err.to_string());
-                record.summary.queued = 0;
-                record.summary.blocked = 0;
-                record.summary.escalated = 0;
-                record.summary.expired = 0;
-                record.summary.superseded = 0;
-                return finish(store, plan.fence.as_ref(), record, Vec::new(), &[], None).await;
-            }
-        };
-        match finish(
-            store,
-            plan.fence.as_ref(),
-            record,
-            proposals,
-            &changes,
-            Some(queue.mark),
-        )
-        .await
-        {
-            Err(RunError::Store(StoreError::QueueChanged { read_at, now })) => {
-                tracing::info!(
-                    attempt,
-                    %read_at,
-                    %now,
-                    "proposals were queued while this run assessed its drafts; assessing them again"
-                );
-                queue = load_queue(store, config, plan.now).await?;
-            }
-            Err(RunError::Store(StoreError::ProposalMoved { proposal_id })) => {
-                tracing::info!(
-                    attempt,
-                    proposal_id,
-                    "a proposal this run meant to expire or supersede was reviewed meanwhile; assessing again"
-                );
-                queue = load_queue(store, config, plan.now).await?;
-            }
-            done => return done,
-        }
-    }
-    Err(RunError::QueueBusy {
-        attempts: MAX_QUEUE_ATTEMPTS,
-    })
+    assessment.queue(store, &record, queue).await
 }
 
-/// Drafts → proposals with their enrichment, verdicts and status.
-#[allow(clippy::too_many_arguments)]
-fn assess(
-    output: &ProposerOutput,
-    proposer_kind: &str,
-    experiments: &[crate::history::Experiment],
-    analysis: &Analysis,
-    plan: &RunPlan<'_>,
-    open_proposals: &[Proposal],
-    rejected_proposals: &[Proposal],
-    run_id: &str,
-    input_digest: &str,
-    summary: &mut RunSummary,
-    changes: &mut Vec<StatusChange>,
-) -> Result<Vec<Proposal>, RunError> {
-    let catalog = &plan.governance.catalog;
-    let known: Vec<Proposal> = open_proposals
+/// Everything the builtin proposer's drafts depend on: the history, the policies, what
+/// reviewers rejected lately (with their reasons) and how hypod's earlier proposals fared.
+fn input_digest(
+    experiments: &[Experiment],
+    governance: &Governance,
+    queue: &QueueView,
+    origins: &[ProposalOrigin],
+) -> String {
+    let rejected: Vec<(&str, Option<&str>)> = queue
+        .recent_rejections
         .iter()
-        .chain(rejected_proposals)
-        .cloned()
+        .map(|(p, r)| (p.id.as_str(), r.note.as_deref()))
         .collect();
-    let queue = QueueCounts::from_queue(&known, plan.now);
-    let mut assessor = Assessor::new(
-        plan.governance,
-        &analysis.program,
-        experiments,
-        queue,
-        plan.now,
-    );
-    let usage = output.usage.clone().unwrap_or_default();
-    let share = |total: u64| total / (output.drafts.len().max(1) as u64);
-    let mut proposals: Vec<Proposal> = Vec::new();
-    for proposed in &output.drafts {
-        let draft = &proposed.draft;
-        let around = Surroundings {
+    let origin_ids: Vec<&str> = origins.iter().map(|o| o.id.as_str()).collect();
+    crate::digest(
+        &serde_json::to_vec(&(experiments, &governance.digest, &rejected, &origin_ids))
+            .unwrap_or_default(),
+    )
+}
+
+/// The record of a run that has analysed `experiments` and not yet proposed anything.
+fn new_record(plan: &RunPlan<'_>, experiments: usize, input_digest: String) -> RunRecord {
+    RunRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        trigger: plan.trigger.clone(),
+        status: RunStatus::Succeeded,
+        started_at: plan.now,
+        finished_at: plan.now,
+        proposer: plan.proposer.kind().to_string(),
+        fell_back: None,
+        error: None,
+        summary: RunSummary {
             experiments,
-            analysis,
-            catalog,
-            // Blocked proposals count as open, so a draft denied yesterday is not stored again
-            // tonight; earlier drafts of this run count too.
-            open_proposals,
-            this_run: &proposals,
-            rejected_proposals,
-            alpha: plan.config.analysis.alpha,
-            power: plan.config.analysis.power,
-        };
-        let mut enrichment = assessor.enrich(draft, proposed.strategy, &around);
-        // A draft of an idea already open is a duplicate, unless it brings better evidence
-        // than a proposal still pending review: then it replaces that one.
-        let mut replaces = None;
-        if let Some(open) = enrichment
-            .duplicate_of
-            .as_ref()
-            .filter(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
-        {
-            match open_proposals.iter().find(|p| p.id == open.id) {
-                Some(old)
-                    if better_evidence(draft, &enrichment, old)
-                        && !changes.iter().any(|c| c.proposal_id == old.id) =>
-                {
-                    replaces = Some(old);
+            ..RunSummary::default()
+        },
+        usage: None,
+        policy_digest: plan.governance.digest.clone(),
+        input_digest,
+        rejected_drafts: Vec::new(),
+        notes: Vec::new(),
+        audit_head: None,
+        stage_seconds: Vec::new(),
+    }
+}
+
+/// The drafts of the configured proposer, or of the fallback when it fails (noted in the
+/// record); `None` when no proposer could draft, with the run marked failed and why.
+async fn propose<'p>(
+    plan: &RunPlan<'p>,
+    context: &ProposalContext<'_>,
+    record: &mut RunRecord,
+) -> Option<(ProposerOutput, &'p dyn Proposer)> {
+    let proposed = plan
+        .proposer
+        .propose(context)
+        .instrument(tracing::info_span!(
+            "propose",
+            proposer = plan.proposer.kind()
+        ))
+        .await;
+    let err = match proposed {
+        Ok(output) => return Some((output, plan.proposer)),
+        Err(err) => err,
+    };
+    let Some(fallback) = plan.fallback else {
+        record.status = RunStatus::Failed;
+        record.error = Some(err.to_string());
+        return None;
+    };
+    tracing::warn!(error = %err, "the {} proposer failed; falling back to {}", plan.proposer.kind(), fallback.kind());
+    record.fell_back = Some(err.to_string());
+    match fallback.propose(context).await {
+        Ok(output) => Some((output, fallback)),
+        Err(second) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(format!("{err}; the fallback failed too: {second}"));
+            None
+        }
+    }
+}
+
+/// One run's drafts on their way to the queue: what they are checked against besides the
+/// queue, which is read again whenever another run queued proposals meanwhile.
+struct Assessment<'a> {
+    output: &'a ProposerOutput,
+    proposer_kind: &'a str,
+    experiments: &'a [Experiment],
+    analysis: &'a Analysis,
+    plan: &'a RunPlan<'a>,
+    run_id: &'a str,
+    input_digest: &'a str,
+}
+
+impl Assessment<'_> {
+    /// Assesses the drafts against `queue` and records the run; again, against the queue as it
+    /// is now, whenever another run queued proposals (or reviewed one this run meant to close)
+    /// after this one read the queue.
+    async fn queue(
+        &self,
+        store: &dyn Store,
+        proposed: &RunRecord,
+        mut queue: QueueView,
+    ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
+        let (config, now) = (self.plan.config, self.plan.now);
+        let fence = self.plan.fence.as_ref();
+        for attempt in 1..=MAX_QUEUE_ATTEMPTS {
+            let mut record = proposed.clone();
+            let rejected: Vec<Proposal> = queue
+                .recent_rejections
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect();
+            let assessing = std::time::Instant::now();
+            let (open_now, mut changes) = expire(queue.open_proposals.clone(), config, now);
+            let assessed = tracing::info_span!("validate_govern")
+                .in_scope(|| self.assess(&open_now, &rejected, &mut record.summary, &mut changes));
+            record.summary.expired = changes
+                .iter()
+                .filter(|c| c.closing == Closing::Expired)
+                .count();
+            record.summary.superseded = changes.len() - record.summary.expired;
+            record
+                .stage_seconds
+                .push(("validate_govern", assessing.elapsed().as_secs_f64()));
+            let proposals = match assessed {
+                Ok(proposals) => proposals,
+                // A rule that cannot be evaluated stops the run: recorded as failed, nothing
+                // queued.
+                Err(err) => {
+                    record.status = RunStatus::Failed;
+                    record.error = Some(err.to_string());
+                    record.summary.queued = 0;
+                    record.summary.blocked = 0;
+                    record.summary.escalated = 0;
+                    record.summary.expired = 0;
+                    record.summary.superseded = 0;
+                    return finish(store, fence, record, Vec::new(), &[], None).await;
                 }
-                _ => {
+            };
+            match finish(store, fence, record, proposals, &changes, Some(queue.mark)).await {
+                Err(RunError::Store(StoreError::QueueChanged { read_at, now })) => {
+                    tracing::info!(
+                        attempt,
+                        %read_at,
+                        %now,
+                        "proposals were queued while this run assessed its drafts; assessing them again"
+                    );
+                }
+                Err(RunError::Store(StoreError::ProposalMoved { proposal_id })) => {
+                    tracing::info!(
+                        attempt,
+                        proposal_id,
+                        "a proposal this run meant to expire or supersede was reviewed meanwhile; assessing again"
+                    );
+                }
+                done => return done,
+            }
+            queue = load_queue(store, config, now).await?;
+        }
+        Err(RunError::QueueBusy {
+            attempts: MAX_QUEUE_ATTEMPTS,
+        })
+    }
+
+    /// Drafts → proposals with their enrichment, verdicts and status; `changes` gains the open
+    /// proposals a draft on better evidence replaces.
+    fn assess(
+        &self,
+        open_proposals: &[Proposal],
+        rejected_proposals: &[Proposal],
+        summary: &mut RunSummary,
+        changes: &mut Vec<StatusChange>,
+    ) -> Result<Vec<Proposal>, RunError> {
+        let plan = self.plan;
+        let known: Vec<Proposal> = open_proposals
+            .iter()
+            .chain(rejected_proposals)
+            .cloned()
+            .collect();
+        let queue = QueueCounts::from_queue(&known, plan.now);
+        let mut assessor = Assessor::new(
+            plan.governance,
+            &self.analysis.program,
+            self.experiments,
+            queue,
+            plan.now,
+        );
+        let mut proposals: Vec<Proposal> = Vec::new();
+        for proposed in &self.output.drafts {
+            let draft = &proposed.draft;
+            let around = Surroundings {
+                experiments: self.experiments,
+                analysis: self.analysis,
+                catalog: &plan.governance.catalog,
+                // Blocked proposals count as open, so a draft denied yesterday is not stored
+                // again tonight; earlier drafts of this run count too.
+                open_proposals,
+                this_run: &proposals,
+                rejected_proposals,
+                alpha: plan.config.analysis.alpha,
+                power: plan.config.analysis.power,
+            };
+            let mut enrichment = assessor.enrich(draft, proposed.strategy, &around);
+            let Some(replaces) = successor_of(draft, &mut enrichment, &around, changes) else {
+                summary.duplicates += 1;
+                continue;
+            };
+            // The assessor counts what it lets through, so the governance-gap limits see what
+            // this run has already queued. The proposal it would replace leaves the queue's
+            // counts while it is judged: a full cap does not stop a replacement that leaves
+            // the queue as full as it was.
+            if let Some(old) = replaces {
+                assessor.set_open(old, false);
+            }
+            let Governed { verdicts, decision } = assessor
+                .judge(draft, &enrichment)
+                .map_err(GovernanceError::from)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            if let Some(old) = replaces {
+                // A denied draft never replaces a proposal a reviewer may still approve.
+                if decision.status == ProposalStatus::Blocked {
+                    assessor.set_open(old, true);
                     summary.duplicates += 1;
                     continue;
                 }
+                changes.push(superseding(old, &id, draft, &enrichment));
             }
-        }
-        if let Some(old) = replaces {
-            // Not a duplicate of the proposal it replaces: its successor. The nearest other
-            // match (a running experiment, a rejected proposal) still goes to the policies, and
-            // another open proposal still makes it a duplicate.
-            let others: Vec<Proposal> = open_proposals
-                .iter()
-                .filter(|p| p.id != old.id)
-                .cloned()
-                .collect();
-            let without_old = Surroundings {
-                open_proposals: &others,
-                ..around
-            };
-            enrichment.duplicate_of = crate::validate::nearest_duplicate(draft, &without_old);
-            if enrichment
-                .duplicate_of
-                .as_ref()
-                .is_some_and(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
-            {
-                summary.duplicates += 1;
-                continue;
-            }
-            enrichment.supersedes = Some(old.id.clone());
-        }
-        // The assessor counts what it lets through, so the governance-gap limits see what
-        // this run has already queued.
-        // The proposal it would replace leaves the queue's counts while it is judged: a full
-        // cap does not stop a replacement that leaves the queue as full as it was.
-        if let Some(old) = replaces {
-            assessor.set_open(old, false);
-        }
-        let Governed { verdicts, decision } = assessor
-            .judge(draft, &enrichment)
-            .map_err(GovernanceError::from)?;
-        let id = uuid::Uuid::now_v7().to_string();
-        if let Some(old) = replaces {
-            // A denied draft never replaces a proposal a reviewer may still approve.
             if decision.status == ProposalStatus::Blocked {
-                assessor.set_open(old, true);
-                summary.duplicates += 1;
-                continue;
+                summary.blocked += 1;
+            } else {
+                summary.queued += 1;
+                if decision.escalated {
+                    summary.escalated += 1;
+                }
             }
-            changes.push(StatusChange {
-                proposal_id: old.id.clone(),
-                closing: Closing::Superseded,
-                superseded_by: Some(id.clone()),
-                reason: format!(
-                    "replaced by {id}: the same idea on better evidence (strength {:.2} from {} cited experiment(s), was {:.2} from {})",
-                    enrichment.evidence_strength,
-                    draft.evidence.len(),
-                    old.enrichment.evidence_strength,
-                    old.draft.evidence.len()
-                ),
+            proposals.push(Proposal {
+                id,
+                superseded_by: None,
+                run_id: self.run_id.to_string(),
+                status: decision.status,
+                created_at: plan.now,
+                updated_at: plan.now,
+                draft: draft.clone(),
+                enrichment,
+                provenance: self.provenance(),
+                verdicts,
+                approvals_required: decision.approvals_required,
             });
         }
-        if decision.status == ProposalStatus::Blocked {
-            summary.blocked += 1;
-        } else {
-            summary.queued += 1;
-            if decision.escalated {
-                summary.escalated += 1;
-            }
-        }
-        proposals.push(Proposal {
-            id,
-            superseded_by: None,
-            run_id: run_id.to_string(),
-            status: decision.status,
-            created_at: plan.now,
-            updated_at: plan.now,
-            draft: draft.clone(),
-            enrichment,
-            verdicts,
-            provenance: Provenance {
-                proposer: proposer_kind.to_string(),
-                model: output.usage.as_ref().map(|u| u.model.clone()),
-                prompt_digest: output.prompt_digest.clone(),
-                policy_digest: plan.governance.digest.clone(),
-                input_digest: output
-                    .input_digest
-                    .clone()
-                    .unwrap_or_else(|| input_digest.to_string()),
-                prompt_tokens: share(usage.prompt_tokens),
-                completion_tokens: share(usage.completion_tokens),
-                cost: usage.cost / output.drafts.len().max(1) as f64,
-            },
-            approvals_required: decision.approvals_required,
-        });
+        Ok(proposals)
     }
-    Ok(proposals)
+
+    /// Where a proposal of this run came from; its share of the model's tokens and cost.
+    fn provenance(&self) -> Provenance {
+        let output = self.output;
+        let usage = output.usage.clone().unwrap_or_default();
+        let drafts = output.drafts.len().max(1);
+        Provenance {
+            proposer: self.proposer_kind.to_string(),
+            model: output.usage.as_ref().map(|u| u.model.clone()),
+            prompt_digest: output.prompt_digest.clone(),
+            policy_digest: self.plan.governance.digest.clone(),
+            input_digest: output
+                .input_digest
+                .clone()
+                .unwrap_or_else(|| self.input_digest.to_string()),
+            prompt_tokens: usage.prompt_tokens / drafts as u64,
+            completion_tokens: usage.completion_tokens / drafts as u64,
+            cost: usage.cost / drafts as f64,
+        }
+    }
+}
+
+/// Whether a draft goes on to governance: `Some(None)` as a new idea, `Some(Some(old))` as the
+/// successor of the open proposal `old` (a draft of the same idea on better evidence, which
+/// replaces it), `None` as a duplicate of an open proposal.
+fn successor_of<'o>(
+    draft: &crate::domain::ProposalDraft,
+    enrichment: &mut crate::domain::Enrichment,
+    around: &Surroundings<'o>,
+    changes: &[StatusChange],
+) -> Option<Option<&'o Proposal>> {
+    let Some(open) = enrichment
+        .duplicate_of
+        .as_ref()
+        .filter(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
+    else {
+        return Some(None);
+    };
+    let old = around
+        .open_proposals
+        .iter()
+        .find(|p| p.id == open.id)
+        .filter(|old| {
+            better_evidence(draft, enrichment, old)
+                && !changes.iter().any(|c| c.proposal_id == old.id)
+        })?;
+    // Not a duplicate of the proposal it replaces: its successor. The nearest other match (a
+    // running experiment, a rejected proposal) still goes to the policies, and another open
+    // proposal still makes it a duplicate.
+    let others: Vec<Proposal> = around
+        .open_proposals
+        .iter()
+        .filter(|p| p.id != old.id)
+        .cloned()
+        .collect();
+    let without_old = Surroundings {
+        open_proposals: &others,
+        ..*around
+    };
+    enrichment.duplicate_of = crate::validate::nearest_duplicate(draft, &without_old);
+    if enrichment
+        .duplicate_of
+        .as_ref()
+        .is_some_and(|d| d.kind == crate::domain::DuplicateKind::OpenProposal)
+    {
+        return None;
+    }
+    enrichment.supersedes = Some(old.id.clone());
+    Some(Some(old))
+}
+
+/// The change that closes `old` as superseded by the new proposal `id`.
+fn superseding(
+    old: &Proposal,
+    id: &str,
+    draft: &crate::domain::ProposalDraft,
+    enrichment: &crate::domain::Enrichment,
+) -> StatusChange {
+    StatusChange {
+        proposal_id: old.id.clone(),
+        closing: Closing::Superseded,
+        superseded_by: Some(id.to_string()),
+        reason: format!(
+            "replaced by {id}: the same idea on better evidence (strength {:.2} from {} cited experiment(s), was {:.2} from {})",
+            enrichment.evidence_strength,
+            draft.evidence.len(),
+            old.enrichment.evidence_strength,
+            old.draft.evidence.len()
+        ),
+    }
 }
 
 /// Records a run that ends before assessing any draft (not ready, or its proposers failed):
@@ -745,16 +725,6 @@ pub async fn run_in_slot_until(
     Ok(outcome)
 }
 
-/// [`run_in_slot_until`] without a shutdown signal.
-pub async fn run_in_slot(
-    store: std::sync::Arc<dyn Store>,
-    plan: RunPlan<'_>,
-    key: &str,
-    owner: &str,
-) -> Result<SlotOutcome, RunError> {
-    run_in_slot_until(store, plan, key, owner, std::future::pending()).await
-}
-
 /// `hypod run`: one run and its queued proposals.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunView {
@@ -767,9 +737,9 @@ pub struct RunView {
 
 impl RunView {
     /// A failed run is a runtime failure once its record has been shown.
-    pub fn outcome(&self) -> super::AppResult<()> {
+    pub fn outcome(&self) -> AppResult<()> {
         match self.run.status {
-            RunStatus::Failed => Err(super::AppError::runtime(format!(
+            RunStatus::Failed => Err(AppError::runtime(format!(
                 "run {} failed: {}",
                 self.run.id,
                 self.run.error.as_deref().unwrap_or("unknown error")
@@ -779,40 +749,93 @@ impl RunView {
     }
 }
 
-/// The run use case: loads governance and the proposers the configuration names, runs once.
-pub async fn run_now(config: &Config, trigger: Trigger) -> super::AppResult<RunView> {
-    let store: std::sync::Arc<dyn Store> = super::open_store(config).await?.into();
-    run_now_with(config, store, trigger).await
+/// A run ready to start: the policy set and the proposers as they are now (read for each run,
+/// so an edit to `policies/` takes effect at the next slot without a restart).
+pub struct PreparedRun {
+    governance: Governance,
+    proposers: ProposerPair,
 }
 
-/// One run now on an open store (`POST /api/v1/runs`), in a slot of its own.
-pub async fn run_now_with(
-    config: &Config,
-    store: std::sync::Arc<dyn Store>,
-    trigger: Trigger,
-) -> super::AppResult<RunView> {
-    let governance = super::load_governance(config)?;
-    let proposers = super::proposers(config, &governance)?;
-    // A manual run claims a slot of its own, like a scheduled one: same lease, same fence.
-    let key = format!("{trigger}:{}", uuid::Uuid::now_v7());
-    let plan = RunPlan::now(config, &governance, &proposers, trigger);
-    let (record, proposals) = match run_in_slot(store, plan, &key, &owner_id()).await? {
-        SlotOutcome::Ran {
-            record, proposals, ..
-        } => (*record, proposals),
-        other => {
-            return Err(super::AppError::runtime(format!(
-                "run {key}: {}",
-                other.describe()
-            )))
-        }
-    };
-    Ok(RunView {
-        run: record,
-        proposals: proposals
-            .iter()
-            .map(super::queue::ProposalSummary::of)
-            .collect(),
-        queued: proposals,
-    })
+impl App {
+    /// Reads the policy set and builds the configured proposers for one run.
+    pub fn prepare_run(&self) -> AppResult<PreparedRun> {
+        let governance = self.governance()?;
+        let proposers = self.proposers(&governance)?;
+        Ok(PreparedRun {
+            governance,
+            proposers,
+        })
+    }
+
+    /// One run in the slot `key`, claimed for `owner` (see [`run_in_slot_until`]).
+    pub async fn run_in_slot(
+        &self,
+        prepared: &PreparedRun,
+        trigger: Trigger,
+        key: &str,
+        owner: &str,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<SlotOutcome, RunError> {
+        let store = self.store().await.map_err(RunError::Open)?.clone();
+        let plan = RunPlan::now(
+            &self.config,
+            &prepared.governance,
+            &prepared.proposers,
+            trigger,
+        );
+        run_in_slot_until(store, plan, key, owner, shutdown).await
+    }
+
+    /// `hypod run`, `POST /api/v1/runs`, the demo: one run now, in a slot of its own claimed
+    /// like a scheduled one (same lease, same fence).
+    pub async fn run_now(&self, trigger: Trigger) -> AppResult<RunView> {
+        let prepared = self.prepare_run()?;
+        let key = format!("{trigger}:{}", uuid::Uuid::now_v7());
+        let outcome = self
+            .run_in_slot(
+                &prepared,
+                trigger,
+                &key,
+                &owner_id(),
+                std::future::pending(),
+            )
+            .await?;
+        let (record, proposals) = match outcome {
+            SlotOutcome::Ran {
+                record, proposals, ..
+            } => (*record, proposals),
+            other => {
+                return Err(AppError::runtime(format!(
+                    "run {key}: {}",
+                    other.describe()
+                )))
+            }
+        };
+        Ok(RunView {
+            run: record,
+            proposals: proposals
+                .iter()
+                .map(super::queue::ProposalSummary::of)
+                .collect(),
+            queued: proposals,
+        })
+    }
+}
+
+impl App {
+    /// Recent runs, newest first: at most `limit` (see [`super::queue::page_size`]).
+    pub async fn runs(&self, limit: Option<usize>) -> AppResult<Vec<RunRecord>> {
+        let limit = super::queue::page_size(limit)?;
+        Ok(self.store().await?.list_runs(limit).await?)
+    }
+
+    /// One run's record.
+    pub async fn run(&self, id: &str) -> AppResult<RunRecord> {
+        self.store().await?.get_run(id).await?.ok_or_else(|| {
+            AppError::new(
+                super::ErrorKind::NotFound,
+                format!("run {id} does not exist"),
+            )
+        })
+    }
 }

@@ -5,7 +5,8 @@
 
 mod text;
 
-use crate::app::{self, AppError, AppResult};
+use crate::app::queue::ReviewRequest;
+use crate::app::{self, App, AppError, AppResult};
 use crate::domain::{Moment, ProposalStatus, ReviewAction, Role, Trigger};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write as _;
@@ -332,20 +333,54 @@ fn eprint(text: &str) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-/// `queue approve`, `queue reject` and `queue comment`.
+/// `queue approve`, `queue reject` and `queue comment`: `--as USER` must hold a live token,
+/// and acts in that token's role.
 async fn review(
-    config: &crate::config::Config,
+    app: &App,
     id: String,
     actor: String,
     action: ReviewAction,
     note: Option<String>,
     json: bool,
 ) -> AppResult<()> {
-    present(
-        &app::queue::review_as(config, id, &actor, action, note).await?,
-        json,
-        text::review,
-    )
+    let principal = app.cli_principal(&actor).await?;
+    let request = ReviewRequest {
+        id,
+        principal,
+        action,
+        note,
+    };
+    present(&app.review(request).await?, json, text::review)
+}
+
+/// Whether a command only reads: then it opens the database read-only and never migrates it,
+/// so it works on a read-only copy.
+fn reads_only(command: &Command) -> bool {
+    match command {
+        Command::Analyze { .. }
+        | Command::Levers { .. }
+        | Command::Export { .. }
+        | Command::Prompt { .. } => true,
+        Command::Queue { command } => {
+            matches!(
+                command,
+                QueueCommand::List { .. } | QueueCommand::Show { .. }
+            )
+        }
+        Command::Audit { command } => {
+            matches!(
+                command,
+                AuditCommand::Verify { .. } | AuditCommand::Head { .. }
+            )
+        }
+        Command::Policy { command } => matches!(
+            command,
+            PolicyCommand::Eval { .. }
+                | PolicyCommand::Explain { .. }
+                | PolicyCommand::Replay { .. }
+        ),
+        _ => false,
+    }
 }
 
 /// Who a token is created or revoked by, in the audit log: the shell account.
@@ -358,14 +393,19 @@ fn shell_actor() -> String {
 
 async fn dispatch(args: Args) -> AppResult<()> {
     if let Command::Demo { dir } = &args.command {
-        let demo = app::history::demo(dir.as_deref()).await?;
+        let demo = app::setup::demo(dir.as_deref()).await?;
         return present(&demo, false, text::demo);
     }
     if let Command::Init { dir } = &args.command {
-        let written = app::history::init(dir)?;
+        let written = app::setup::init(dir)?;
         return present(&written, false, |w| text::init(w, dir));
     }
-    let config = app::load_config(args.config.as_deref())?;
+    let config = App::load_config(args.config.as_deref())?;
+    let app = if reads_only(&args.command) {
+        App::read_only(config)
+    } else {
+        App::new(config)
+    };
     match args.command {
         Command::Demo { .. } | Command::Init { .. } => Ok(()),
         Command::Import {
@@ -373,21 +413,17 @@ async fn dispatch(args: Args) -> AppResult<()> {
             skip_invalid,
             json,
         } => {
-            let summary = app::history::import(&config, &files, skip_invalid).await?;
+            let summary = app.import(&files, skip_invalid).await?;
             if !json {
                 eprint(&text::import_skipped(&summary));
             }
             present(&summary, json, text::import)
         }
-        Command::Analyze { json } => {
-            present(&app::history::analyze(&config).await?, json, text::analysis)
-        }
-        Command::Levers { json } => {
-            present(&app::history::levers(&config).await?, json, text::levers)
-        }
-        Command::Serve => crate::server::serve(config).await,
+        Command::Analyze { json } => present(&app.analyze().await?, json, text::analysis),
+        Command::Levers { json } => present(&app.levers().await?, json, text::levers),
+        Command::Serve => crate::server::serve(app).await,
         Command::Run { json } => {
-            let view = app::run::run_now(&config, Trigger::Cli).await?;
+            let view = app.run_now(Trigger::Cli).await?;
             present(&view, json, text::run)?;
             view.outcome()
         }
@@ -396,52 +432,41 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 status,
                 moment,
                 json,
-            } => present(
-                &app::queue::list(&config, status, moment).await?,
-                json,
-                text::queue_list,
-            ),
-            QueueCommand::Show { id, json } => {
-                present(&app::queue::show(&config, &id).await?, json, text::proposal)
-            }
+            } => present(&app.list(status, moment).await?, json, text::queue_list),
+            QueueCommand::Show { id, json } => present(&app.show(&id).await?, json, text::proposal),
             QueueCommand::Approve {
                 id,
                 actor,
                 note,
                 json,
-            } => review(&config, id, actor, ReviewAction::Approve, note, json).await,
+            } => review(&app, id, actor, ReviewAction::Approve, note, json).await,
             QueueCommand::Reject {
                 id,
                 actor,
                 reason,
                 json,
-            } => review(&config, id, actor, ReviewAction::Reject, Some(reason), json).await,
+            } => review(&app, id, actor, ReviewAction::Reject, Some(reason), json).await,
             QueueCommand::Comment {
                 id,
                 actor,
                 text,
                 json,
-            } => review(&config, id, actor, ReviewAction::Comment, Some(text), json).await,
+            } => review(&app, id, actor, ReviewAction::Comment, Some(text), json).await,
         },
         Command::Token { command } => match command {
             TokenCommand::Create { user, role, json } => {
-                let created =
-                    app::access::create_token(&config, &user, role, &shell_actor()).await?;
+                let created = app.create_token(&user, role, &shell_actor()).await?;
                 present(&created, json, text::token_created)
             }
-            TokenCommand::List { json } => present(
-                &app::access::list_tokens(&config).await?,
-                json,
-                text::tokens,
-            ),
+            TokenCommand::List { json } => present(&app.list_tokens().await?, json, text::tokens),
             TokenCommand::Revoke { id } => {
-                app::access::revoke_token(&config, &id, &shell_actor()).await?;
+                app.revoke_token(&id, &shell_actor()).await?;
                 let _ = write_text_stdout(&format!("token {id} revoked\n"));
                 Ok(())
             }
         },
         Command::Export { status, format } => {
-            let export = app::queue::export(&config, status).await?;
+            let export = app.export(status).await?;
             for problem in &export.withheld {
                 eprint(&format!(
                     "hypod: withheld proposal {}: {}\n",
@@ -465,38 +490,32 @@ async fn dispatch(args: Args) -> AppResult<()> {
         }
         Command::Policy { command } => match command {
             PolicyCommand::Check { json } => {
-                let report = app::policy::check(&config)?;
+                let report = app.check_policies()?;
                 present(&report, json, text::policy_check)?;
                 report.outcome()
             }
             PolicyCommand::Test { json } => {
-                let tests = app::policy::test(&config)?;
+                let tests = app.test_policies()?;
                 present(&tests, json, text::policy_tests)?;
                 tests.outcome()
             }
             PolicyCommand::Eval { file, json } => {
                 let draft = app::policy::read_draft(&file)?;
-                present(
-                    &app::policy::eval(&config, &draft).await?,
-                    json,
-                    text::evaluation,
-                )
+                present(&app.evaluate_draft(&draft).await?, json, text::evaluation)
             }
-            PolicyCommand::Explain { id, json } => present(
-                &app::policy::explain(&config, &id).await?,
-                json,
-                text::explanation,
-            ),
+            PolicyCommand::Explain { id, json } => {
+                present(&app.explain(&id).await?, json, text::explanation)
+            }
             PolicyCommand::Replay { since, json } => {
                 let window = app::policy::parse_since(&since)?;
-                let report = app::policy::replay(&config, window).await?;
+                let report = app.replay(window).await?;
                 present(&report, json, |r| text::replay(r, &since))
             }
         },
         Command::Audit { command } => match command {
             AuditCommand::Verify { head, json } => {
                 let expected = head.as_deref().map(app::audit::parse_head).transpose()?;
-                let report = app::audit::verify(&config, expected.as_ref()).await?;
+                let report = app.verify_audit(expected.as_ref()).await?;
                 present(&report, json, text::audit_report)?;
                 if report.intact {
                     Ok(())
@@ -505,17 +524,16 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 }
             }
             AuditCommand::Head { json } => {
-                let head = app::audit::head(&config).await?;
+                let head = app.audit_head().await?;
                 present(&head, json, |h| match h {
                     Some(h) => format!("{h}\n"),
                     None => "the audit log is empty\n".into(),
                 })
             }
             AuditCommand::Export { after } => {
-                let store = app::open_store(&config).await?;
                 let mut after = after;
                 loop {
-                    let page = app::audit::entries(store.as_ref(), after, 1000).await?;
+                    let page = app.audit_entries(after, 1000).await?;
                     let Some(last) = page.last() else { break };
                     after = last.seq;
                     let mut out = String::new();
@@ -531,14 +549,14 @@ async fn dispatch(args: Args) -> AppResult<()> {
             }
         },
         Command::Migrate => {
-            let url = app::history::migrate(&config).await?;
+            let url = app.migrate().await?;
             let _ = write_stdout(&format!("database {url} is migrated\n"));
             Ok(())
         }
         Command::Prompt {
             command: PromptCommand::Render { json },
         } => {
-            let rendered = app::history::render_prompt(&config).await?;
+            let rendered = app.render_prompt().await?;
             present(&rendered, json, text::prompt)?;
             if !json {
                 eprint(&text::prompt_stats(&rendered));

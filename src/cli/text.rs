@@ -3,10 +3,11 @@
 
 use crate::analysis::AnalysisReport;
 use crate::app::access::CreatedToken;
-use crate::app::history::{Demo, ImportSummary};
+use crate::app::import::ImportSummary;
 use crate::app::policy::{CheckReport, Evaluation, PolicyTests};
 use crate::app::queue::{ProposalView, QueueList, ReviewOutcome};
 use crate::app::run::RunView;
+use crate::app::setup::Demo;
 use crate::domain::{Proposal, ProposalStatus, ReviewAction, RunRecord};
 use crate::governance::explain::Explanation;
 use crate::governance::replay::ReplayReport;

@@ -10,9 +10,11 @@ use super::auth::{
 };
 use super::ServerState;
 use crate::app::access::Permission;
-use crate::app::queue::{ProposalSummary, ReviewRequest};
-use crate::app::{self, AppError, ErrorKind};
-use crate::domain::{Moment, PageCursor, ProposalFilter, ProposalStatus, ReviewAction, Trigger};
+use crate::app::analyze::ExperimentPage;
+use crate::app::policy::PolicySetView;
+use crate::app::queue::{PageRequest, ProposalPage, ProposalSummary, ReviewRequest};
+use crate::app::{self, AppError};
+use crate::domain::{Moment, ProposalStatus, ReviewAction, Trigger};
 use crate::history::import::Format;
 use crate::store::{AuditEntry, AuditReport};
 use axum::extract::{Path, State};
@@ -30,8 +32,6 @@ use utoipa_axum::routes;
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// The largest experiment import body, in bytes.
 pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
-/// The most items one page of a listing holds.
-pub const MAX_PAGE: usize = 200;
 
 type ApiResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<ServerState>>;
@@ -126,36 +126,6 @@ struct ProposalQuery {
     cursor: Option<String>,
 }
 
-/// One page of a listing; `next_cursor` fetches the next (absent on the last page).
-#[derive(Serialize, ToSchema)]
-struct ProposalPage {
-    items: Vec<ProposalSummary>,
-    next_cursor: Option<String>,
-}
-
-fn bounded(what: &str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
-    match value {
-        Some(v) if v.chars().count() > max => Err(ApiError::input(format!(
-            "query `{what}` is longer than {max} characters"
-        ))),
-        Some(v) if v.chars().any(char::is_control) => Err(ApiError::input(format!(
-            "query `{what}` contains a control character"
-        ))),
-        Some(v) if v.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
-}
-
-pub fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
-    match limit.unwrap_or(50) {
-        0 => Err(ApiError::input("query `limit` must be at least 1")),
-        n if n > MAX_PAGE => Err(ApiError::input(format!(
-            "query `limit` must be at most {MAX_PAGE}"
-        ))),
-        n => Ok(n),
-    }
-}
-
 /// The queue, highest priority first, filtered, one page at a time (keyset pagination).
 #[utoipa::path(get, path = "/api/v1/proposals", tag = "proposals", params(ProposalQuery),
     responses((status = 200, body = ProposalPage), (status = 400, body = ErrorBody),
@@ -165,36 +135,19 @@ async fn list_proposals(
     Reader(_): Reader,
     QueryParams(query): QueryParams<ProposalQuery>,
 ) -> ApiResult<Json<ProposalPage>> {
-    let limit = page_limit(query.limit)?;
-    let after = match query.cursor.as_deref() {
-        Some(text) => Some(
-            PageCursor::decode(text)
-                .ok_or_else(|| ApiError::input("query `cursor` is not a cursor this API gave"))?,
-        ),
-        None => None,
-    };
-    let filter = ProposalFilter {
-        status: query.status,
-        moment: query.moment,
-        segment: bounded("segment", query.segment, 200)?,
-        run_id: bounded("run", query.run, 64)?,
-        text: bounded("q", query.q, 200)?,
-        after,
-        limit: Some(limit + 1),
-    };
-    let mut proposals = app::queue::list_with(state.store.as_ref(), &filter)
-        .await?
-        .proposals;
-    let next_cursor = if proposals.len() > limit {
-        proposals.truncate(limit);
-        proposals.last().map(|p| PageCursor::of(p).encode())
-    } else {
-        None
-    };
-    Ok(Json(ProposalPage {
-        items: proposals.iter().map(ProposalSummary::of).collect(),
-        next_cursor,
-    }))
+    let page = state
+        .app
+        .queue_page(PageRequest {
+            status: query.status,
+            moment: query.moment,
+            segment: query.segment,
+            run: query.run,
+            text: query.q,
+            limit: query.limit,
+            cursor: query.cursor,
+        })
+        .await?;
+    Ok(Json(page))
 }
 
 /// One proposal with its evidence (and the cited experiments' statistics), verdicts,
@@ -206,7 +159,7 @@ async fn show_proposal(
     Reader(_): Reader,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let view = app::queue::show_with(&state.config, state.store.as_ref(), &id).await?;
+    let view = state.app.show(&id).await?;
     Ok(Json(view).into_response())
 }
 
@@ -237,16 +190,15 @@ async fn review(
     action: ReviewAction,
     note: Option<String>,
 ) -> ApiResult<Json<ProposalSummary>> {
-    let outcome = app::queue::review_with(
-        state.store.as_ref(),
-        ReviewRequest {
+    let outcome = state
+        .app
+        .review(ReviewRequest {
             id,
             principal: caller,
             action,
             note,
-        },
-    )
-    .await?;
+        })
+        .await?;
     Ok(Json(outcome.summary))
 }
 
@@ -307,11 +259,7 @@ async fn list_runs(
     Reader(_): Reader,
     QueryParams(query): QueryParams<LimitQuery>,
 ) -> ApiResult<Response> {
-    let runs = state
-        .store
-        .list_runs(page_limit(query.limit)?)
-        .await
-        .map_err(AppError::from)?;
+    let runs = state.app.runs(query.limit).await?;
     Ok(Json(runs).into_response())
 }
 
@@ -323,12 +271,7 @@ async fn show_run(
     Reader(_): Reader,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = state
-        .store
-        .get_run(&id)
-        .await
-        .map_err(AppError::from)?
-        .ok_or_else(|| AppError::new(ErrorKind::NotFound, format!("run {id} does not exist")))?;
+    let run = state.app.run(&id).await?;
     Ok(Json(run).into_response())
 }
 
@@ -337,7 +280,7 @@ async fn show_run(
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs",
     responses((status = 201, body = Object), (status = 403, body = ErrorBody)))]
 async fn trigger_run(State(state): Shared, Runner(_): Runner) -> ApiResult<Response> {
-    let view = app::run::run_now_with(&state.config, state.store.clone(), Trigger::Api).await?;
+    let view = state.app.run_now(Trigger::Api).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -351,13 +294,6 @@ struct ExperimentQuery {
     moment: Option<Moment>,
 }
 
-#[derive(Serialize, ToSchema)]
-struct ExperimentPage {
-    #[schema(value_type = Vec<Object>)]
-    items: Vec<crate::history::Experiment>,
-    next_after: Option<String>,
-}
-
 /// The imported history, by id.
 #[utoipa::path(get, path = "/api/v1/experiments", tag = "experiments", params(ExperimentQuery),
     responses((status = 200, body = ExperimentPage)))]
@@ -366,24 +302,11 @@ async fn list_experiments(
     Reader(_): Reader,
     QueryParams(query): QueryParams<ExperimentQuery>,
 ) -> ApiResult<Json<ExperimentPage>> {
-    let limit = page_limit(query.limit)?;
-    let mut items: Vec<crate::history::Experiment> = state
-        .store
-        .load_experiments()
-        .await
-        .map_err(AppError::from)?
-        .into_iter()
-        .filter(|e| query.after.as_deref().is_none_or(|a| e.id.as_str() > a))
-        .filter(|e| query.moment.is_none_or(|m| e.moment == m))
-        .take(limit + 1)
-        .collect();
-    let next_after = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    Ok(Json(ExperimentPage { items, next_after }))
+    let page = state
+        .app
+        .experiments_page(query.after.as_deref(), query.moment, query.limit)
+        .await?;
+    Ok(Json(page))
 }
 
 /// One experiment with its statistics.
@@ -394,13 +317,7 @@ async fn show_experiment(
     Reader(_): Reader,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let analysis = app::history::analyze_with(&state.config, state.store.as_ref()).await?;
-    let statistics = analysis.experiment(&id).ok_or_else(|| {
-        AppError::new(
-            ErrorKind::NotFound,
-            format!("experiment {id} does not exist"),
-        )
-    })?;
+    let statistics = state.app.experiment(&id).await?;
     Ok(Json(statistics).into_response())
 }
 
@@ -434,7 +351,7 @@ async fn import_experiments(
         .map_err(|_| ApiError::too_large(IMPORT_LIMIT))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError::input(format!("the request body is not UTF-8: {e}")))?;
-    let summary = app::history::import_body(state.store.as_ref(), format, text).await?;
+    let summary = state.app.import_body(format, text).await?;
     Ok(Json(summary).into_response())
 }
 
@@ -442,57 +359,15 @@ async fn import_experiments(
 #[utoipa::path(get, path = "/api/v1/health", tag = "program",
     responses((status = 200, body = Object)))]
 async fn health(State(state): Shared, Reader(_): Reader) -> ApiResult<Response> {
-    let analysis = app::history::analyze_with(&state.config, state.store.as_ref()).await?;
+    let analysis = state.app.analysis().await?;
     Ok(Json(&analysis.program).into_response())
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RuleView {
-    pub id: String,
-    pub file: String,
-    pub line: usize,
-    pub effect: crate::domain::Effect,
-    pub description: String,
-    pub message: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PolicySetView {
-    /// Digest of the catalog and every policy file: what each proposal's provenance names.
-    pub digest: String,
-    pub approvals_required: u32,
-    pub escalated_approvals_required: u32,
-    pub rules: Vec<RuleView>,
-}
-
-/// The loaded policy set, as the governance leads wrote it.
-pub fn policy_set(config: &crate::config::Config) -> Result<PolicySetView, AppError> {
-    let governance = app::load_governance(config)?;
-    Ok(PolicySetView {
-        digest: governance.digest.clone(),
-        approvals_required: governance.approvals_required,
-        escalated_approvals_required: governance.escalated_approvals_required,
-        rules: governance
-            .policies
-            .rules
-            .iter()
-            .map(|r| RuleView {
-                id: r.id.clone(),
-                file: r.file.clone(),
-                line: r.line,
-                effect: r.effect,
-                description: r.description.clone(),
-                message: r.message.clone(),
-            })
-            .collect(),
-    })
 }
 
 /// The loaded policy set with its digest.
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
     responses((status = 200, body = PolicySetView)))]
 async fn policies(State(state): Shared, Reader(_): Reader) -> ApiResult<Json<PolicySetView>> {
-    Ok(Json(policy_set(&state.config)?))
+    Ok(Json(state.app.policy_set()?))
 }
 
 /// Dry run: the verdicts a draft (the proposal draft schema) would get; nothing is queued.
@@ -504,7 +379,7 @@ async fn evaluate_policies(
     Reader(_): Reader,
     JsonBody(draft): JsonBody<crate::domain::ProposalDraft>,
 ) -> ApiResult<Response> {
-    let evaluation = app::policy::eval(&state.config, &draft).await?;
+    let evaluation = state.app.evaluate_draft(&draft).await?;
     Ok(Json(evaluation).into_response())
 }
 
@@ -531,8 +406,10 @@ async fn audit_entries(
         n @ 1..=1000 => n,
         _ => return Err(ApiError::input("query `limit` must be between 1 and 1000")),
     };
-    let entries =
-        app::audit::entries(state.store.as_ref(), query.after.unwrap_or(0), limit).await?;
+    let entries = state
+        .app
+        .audit_entries(query.after.unwrap_or(0), limit)
+        .await?;
     match query.format.as_deref() {
         None | Some("json") => Ok(Json(entries).into_response()),
         Some("ndjson") => {
@@ -570,8 +447,7 @@ async fn audit_verify(
         .as_deref()
         .map(app::audit::parse_head)
         .transpose()?;
-    let report =
-        app::audit::verify_store(state.store.as_ref(), &state.audit_key, expected.as_ref()).await?;
+    let report = state.app.verify_audit(expected.as_ref()).await?;
     Ok(Json(report))
 }
 
@@ -579,12 +455,7 @@ async fn audit_verify(
 #[utoipa::path(get, path = "/api/v1/audit/head", tag = "audit",
     responses((status = 200, body = Option<crate::domain::AuditHead>)))]
 async fn audit_head(State(state): Shared, Reader(_): Reader) -> ApiResult<Response> {
-    let head = state
-        .store
-        .audit_head()
-        .await
-        .map_err(AppError::from)?
-        .map(|s| s.head);
+    let head = state.app.audit_head().await?;
     Ok(Json(head).into_response())
 }
 
@@ -604,11 +475,9 @@ async fn export(
     Exporter(_): Exporter,
     QueryParams(query): QueryParams<ExportQuery>,
 ) -> ApiResult<Response> {
-    let export = app::queue::export_with(
-        state.store.as_ref(),
-        &state.audit_key,
-        query.status.unwrap_or(ProposalStatus::Approved),
-    )
-    .await?;
+    let export = state
+        .app
+        .export(query.status.unwrap_or(ProposalStatus::Approved))
+        .await?;
     Ok(Json(export).into_response())
 }

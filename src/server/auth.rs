@@ -102,7 +102,8 @@ impl FromRequestParts<Arc<ServerState>> for Caller {
 
 /// Resolves the caller of a request, or says why not.
 pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, AppError> {
-    match state.config.server.auth {
+    let config = state.app.config();
+    match config.server.auth {
         AuthMode::Token => {
             let secret = bearer(parts).or_else(|| cookie(parts, SESSION_COOKIE));
             let Some(secret) = secret else {
@@ -111,7 +112,7 @@ pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, A
                     "send `Authorization: Bearer <token>` (an admin creates one with `hypod token create`)",
                 ));
             };
-            access::principal_for_token(state.store.as_ref(), &secret).await
+            state.app.principal_for_token(&secret).await
         }
         AuthMode::Proxy => {
             let peer = parts
@@ -119,8 +120,7 @@ pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, A
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip());
             let trusted = peer.is_some_and(|ip| {
-                state
-                    .config
+                config
                     .server
                     .trusted_proxies
                     .iter()
@@ -146,7 +146,7 @@ pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, A
                 )
             })?;
             let groups = header_text("x-forwarded-groups").unwrap_or_default();
-            access::principal_from_proxy(&state.config.server.proxy_groups, &user, &groups)
+            access::principal_from_proxy(&config.server.proxy_groups, &user, &groups)
         }
     }
 }

@@ -11,10 +11,8 @@ pub mod notify;
 pub mod scheduler;
 pub mod ui;
 
-use crate::app::{self, AppError, AppResult};
-use crate::config::Config;
+use crate::app::{App, AppError, AppResult};
 use crate::schedule::Schedule;
-use crate::store::Store;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -27,14 +25,11 @@ use tokio::sync::watch;
 /// How long a run in flight may go on after a shutdown signal before its lease is released.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// What the HTTP handlers read: the configuration and the scheduler's heartbeat.
+/// What the HTTP handlers read: the use cases, the scheduler's heartbeat and the metrics.
 pub struct ServerState {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
+    pub app: App,
     pub scheduler: watch::Receiver<scheduler::Status>,
     pub metrics: Arc<metrics::Metrics>,
-    /// The key the audit log is verified with.
-    pub audit_key: crate::store::AuditKey,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
 }
@@ -53,75 +48,122 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
-/// Starts the daemon and returns when it has shut down.
-pub async fn serve(config: Config) -> AppResult<()> {
-    let schedule = Schedule::parse(&config.schedule.cron, &config.schedule.timezone)
-        .map_err(|e| AppError::config(e.to_string()))?;
-    // Fail at start, not at the first slot: the database, the policies and the port.
-    let store: Arc<dyn Store> = Arc::from(app::open_store(&config).await?);
-    let audit_key = app::audit_key(&config)?;
-    app::load_governance(&config)?;
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
-        .await
-        .map_err(|e| {
-            AppError::runtime(format!(
-                "server.listen = {:?}: cannot listen there: {e}",
-                config.server.listen
-            ))
-        })?;
-    let address = listener.local_addr().map_err(AppError::from)?;
+/// The daemon, built and listening, not yet serving: the scheduler, the notifier and the HTTP
+/// server over one [`App`]. A test builds it on port 0 and runs it in-process.
+pub struct Server {
+    state: Arc<ServerState>,
+    status: watch::Sender<scheduler::Status>,
+    schedule: Schedule,
+    listener: tokio::net::TcpListener,
+    address: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Checks what a daemon needs before its first slot — the schedule, the database, the audit
+    /// key and the policies — so that it fails at start, not at night.
+    pub async fn build(app: App, listener: tokio::net::TcpListener) -> AppResult<Server> {
+        let config = app.config();
+        let schedule = Schedule::parse(&config.schedule.cron, &config.schedule.timezone)
+            .map_err(|e| AppError::config(e.to_string()))?;
+        app.store().await?;
+        app.audit_key()?;
+        app.governance()?;
+        let address = listener.local_addr().map_err(AppError::from)?;
+        let openapi = api::router()
+            .1
+            .to_json()
+            .map_err(|e| AppError::runtime(format!("the OpenAPI document: {e}")))?;
+        let (status, status_rx) = watch::channel(scheduler::Status::default());
+        let state = Arc::new(ServerState {
+            app,
+            scheduler: status_rx,
+            metrics: Arc::new(metrics::Metrics::default()),
+            openapi,
+        });
+        Ok(Server {
+            state,
+            status,
+            schedule,
+            listener,
+            address,
+        })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully: no new slots, the run in
+    /// flight gets [`GRACE`] to finish (its lease is released otherwise), the server closes.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> AppResult<()> {
+        let Server {
+            state,
+            status,
+            schedule,
+            listener,
+            ..
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let scheduler = tokio::spawn(scheduler::run(
+            state.clone(),
+            schedule,
+            stop_rx.clone(),
+            status,
+        ));
+        // Notifications go out from their own task: a slow webhook never holds up a run.
+        let config = state.app.config();
+        let notifier = if config.notify.webhook_url.is_empty() {
+            None
+        } else {
+            let store = state.app.store().await?.clone();
+            Some(tokio::spawn(notify::run(
+                config.clone(),
+                store,
+                stop_rx.clone(),
+            )))
+        };
+        let mut server_stop = stop_rx.clone();
+        // The peer address reaches the handlers: proxy authentication trusts listed proxies only.
+        let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        });
+        let signals = async {
+            shutdown.await;
+            tracing::info!("shutdown signal: no new slots; finishing the run in flight");
+            eprintln!("hypod serve: shutting down");
+            let _ = stop_tx.send(true);
+        };
+        let (served, ()) = tokio::join!(server, signals);
+        served.map_err(AppError::from)?;
+        if let Some(notifier) = notifier {
+            let _ = notifier.await;
+        }
+        match scheduler.await {
+            Ok(result) => result,
+            Err(join) => Err(AppError::runtime(format!("the scheduler stopped: {join}"))),
+        }
+    }
+}
+
+/// `hypod serve`: listens on `server.listen` and serves until SIGTERM or SIGINT.
+pub async fn serve(app: App) -> AppResult<()> {
+    let listen = app.config().server.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        AppError::runtime(format!(
+            "server.listen = {listen:?}: cannot listen there: {e}"
+        ))
+    })?;
+    let server = Server::build(app, listener).await?;
+    let address = server.address();
     tracing::info!(%address, "listening");
     // The address on stderr, also without logging: tests and operators using port 0 read it.
     eprintln!("hypod serve: listening on http://{address}");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (status_tx, status_rx) = watch::channel(scheduler::Status::default());
-    let metrics = Arc::new(metrics::Metrics::default());
-    let scheduler = tokio::spawn(scheduler::run(
-        config.clone(),
-        store.clone(),
-        schedule,
-        stop_rx.clone(),
-        status_tx,
-        metrics.clone(),
-    ));
-    // Notifications go out from their own task: a slow webhook never holds up a run.
-    let notifier = (!config.notify.webhook_url.is_empty())
-        .then(|| tokio::spawn(notify::run(config.clone(), store.clone(), stop_rx.clone())));
-    let openapi = api::router()
-        .1
-        .to_json()
-        .map_err(|e| AppError::runtime(format!("the OpenAPI document: {e}")))?;
-    let state = Arc::new(ServerState {
-        config,
-        store,
-        scheduler: status_rx,
-        metrics,
-        audit_key,
-        openapi,
-    });
-    let router = router(state);
-    let mut server_stop = stop_rx.clone();
-    // The peer address reaches the handlers: proxy authentication trusts listed proxies only.
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        let _ = server_stop.wait_for(|stop| *stop).await;
-    });
-    let signals = async {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal: no new slots; finishing the run in flight");
-        eprintln!("hypod serve: shutting down");
-        let _ = stop_tx.send(true);
-    };
-    let (served, ()) = tokio::join!(server, signals);
-    served.map_err(AppError::from)?;
-    if let Some(notifier) = notifier {
-        let _ = notifier.await;
-    }
-    match scheduler.await {
-        Ok(result) => result,
-        Err(join) => Err(AppError::runtime(format!("the scheduler stopped: {join}"))),
-    }
+    server.run_until(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
@@ -157,7 +199,10 @@ async fn metrics_text(
         )],
         {
             let next_slot = state.scheduler.borrow().next_slot;
-            state.metrics.render(state.store.as_ref(), next_slot).await
+            match state.app.store().await {
+                Ok(store) => state.metrics.render(store.as_ref(), next_slot).await,
+                Err(e) => format!("# the database cannot be opened: {e}\n"),
+            }
         },
     )
 }
@@ -199,8 +244,11 @@ impl Check {
 
 /// Ready when the database answers, the policies load and the scheduler loop is alive.
 async fn readyz(State(state): State<Arc<ServerState>>) -> (StatusCode, Json<Readiness>) {
-    let database = Check::of(state.store.list_slots(1).await);
-    let policies = Check::of(app::load_governance(&state.config));
+    let database = match state.app.store().await {
+        Ok(store) => Check::of(store.list_slots(1).await),
+        Err(e) => Check::of(Err::<(), _>(e)),
+    };
+    let policies = Check::of(state.app.governance());
     let status = state.scheduler.borrow().clone();
     let scheduler = Check::of(status.alive());
     let ready = database.ok && policies.ok && scheduler.ok;

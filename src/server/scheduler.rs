@@ -3,12 +3,12 @@
 //! holder's lease expired, and catches up at most one slot missed while everything was down
 //! (`schedule.missed`). It logs the next slot at start and after each run.
 
-use crate::app::run::{owner_id, run_in_slot_until, RunPlan, SlotOutcome};
-use crate::app::{self, AppResult};
-use crate::config::{Config, MissedSlot};
+use super::ServerState;
+use crate::app::run::{owner_id, SlotOutcome};
+use crate::app::{App, AppResult};
+use crate::config::MissedSlot;
 use crate::domain::{Claim, SlotStatus, Trigger};
 use crate::schedule::Schedule;
-use crate::store::Store;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,13 +65,15 @@ fn previous_slot(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc
 }
 
 pub async fn run(
-    config: Config,
-    store: Arc<dyn Store>,
+    state: Arc<ServerState>,
     schedule: Schedule,
     stop: watch::Receiver<bool>,
     status: watch::Sender<Status>,
-    metrics: Arc<super::metrics::Metrics>,
 ) -> AppResult<()> {
+    let app = &state.app;
+    let metrics = &state.metrics;
+    let config = app.config();
+    let store = app.store().await?;
     let owner = owner_id();
     let lease = Duration::from_secs(config.schedule.lease_seconds);
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
@@ -90,7 +92,7 @@ pub async fn run(
         match config.schedule.missed {
             MissedSlot::RunOnce => {
                 status.send_modify(|s| s.running = Some(key.clone()));
-                run_slot(&config, &store, &metrics, &key, &owner, &stop).await;
+                run_slot(app, metrics, &key, &owner, &stop).await;
                 status.send_modify(|s| s.running = None);
             }
             MissedSlot::Skip => {
@@ -125,7 +127,7 @@ pub async fn run(
                         break;
                     }
                     status.send_modify(|s| s.running = Some(key.clone()));
-                    run_slot(&config, &store, &metrics, &key, &owner, &stop).await;
+                    run_slot(app, metrics, &key, &owner, &stop).await;
                     status.send_modify(|s| s.running = None);
                 }
             }
@@ -147,7 +149,7 @@ pub async fn run(
             continue;
         }
         status.send_modify(|s| s.running = Some(slot_key(next)));
-        run_slot(&config, &store, &metrics, &slot_key(next), &owner, &stop).await;
+        run_slot(app, metrics, &slot_key(next), &owner, &stop).await;
         status.send_modify(|s| s.running = None);
         // Slots that came due while this run went on are not queued up behind it (no backlog):
         // the next one this process tries is the first after now. Another daemon that was idle
@@ -163,8 +165,7 @@ pub async fn run(
 /// Claims and runs one slot, logging how it ended. Errors are logged, never fatal: the loop
 /// goes on to the next slot.
 async fn run_slot(
-    config: &Config,
-    store: &Arc<dyn Store>,
+    app: &App,
     metrics: &super::metrics::Metrics,
     key: &str,
     owner: &str,
@@ -172,11 +173,7 @@ async fn run_slot(
 ) {
     // Policies and the model configuration are read for each run: edits to policies/ take
     // effect at the next slot without a restart.
-    let prepared = app::load_governance(config).and_then(|governance| {
-        let proposers = app::proposers(config, &governance)?;
-        Ok((governance, proposers))
-    });
-    let (governance, proposers) = match prepared {
+    let prepared = match app.prepare_run() {
         Ok(ready) => ready,
         Err(e) => {
             tracing::error!(slot = key, error = %e, "cannot prepare the run");
@@ -184,14 +181,13 @@ async fn run_slot(
         }
     };
     let trigger = Trigger::try_from(key.to_string()).unwrap_or(Trigger::Schedule(key.into()));
-    let plan = RunPlan::now(config, &governance, &proposers, trigger);
     let mut shutdown = stop.clone();
     let grace = async move {
         let _ = shutdown.wait_for(|s| *s).await;
         tokio::time::sleep(super::GRACE).await;
     };
     let started = std::time::Instant::now();
-    let result = run_in_slot_until(store.clone(), plan, key, owner, grace).await;
+    let result = app.run_in_slot(&prepared, trigger, key, owner, grace).await;
     metrics.record(result.as_ref().ok(), started.elapsed().as_secs_f64());
     match result {
         Ok(outcome @ SlotOutcome::Ran { .. }) => {

@@ -9,10 +9,10 @@
 use super::auth::{identify, SESSION_COOKIE};
 use super::ServerState;
 use crate::app::access::{Permission, Principal};
-use crate::app::queue::{ProposalSummary, ReviewRequest};
-use crate::app::{self, AppError, ErrorKind};
+use crate::app::queue::{PageRequest, ReviewRequest};
+use crate::app::{AppError, ErrorKind};
 use crate::config::AuthMode;
-use crate::domain::{Moment, PageCursor, ProposalFilter, ProposalStatus, ReviewAction};
+use crate::domain::{Moment, ProposalStatus, ReviewAction};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -119,7 +119,7 @@ impl FromRequestParts<Arc<ServerState>> for Viewer {
             Ok(p) => Ok(Viewer(p)),
             Err(e)
                 if e.kind == ErrorKind::Unauthenticated
-                    && state.config.server.auth == AuthMode::Token =>
+                    && state.app.config().server.auth == AuthMode::Token =>
             {
                 Err(Redirect::to("/ui/login").into_response())
             }
@@ -172,7 +172,7 @@ pub fn router() -> Router<Arc<ServerState>> {
 async fn login_page(State(state): State<Arc<ServerState>>) -> Response {
     render(
         "login.html",
-        context! { title => "Sign in", proxy => state.config.server.auth == AuthMode::Proxy, failed => false },
+        context! { title => "Sign in", proxy => state.app.config().server.auth == AuthMode::Proxy, failed => false },
     )
 }
 
@@ -191,9 +191,9 @@ async fn login(
         return error_page(e, None);
     }
     let token = form.token.trim();
-    match app::access::principal_for_token(state.store.as_ref(), token).await {
+    match state.app.principal_for_token(token).await {
         Ok(_) => {
-            let secure = if state.config.server.public_url.starts_with("https://") {
+            let secure = if state.app.config().server.public_url.starts_with("https://") {
                 "; Secure"
             } else {
                 ""
@@ -256,7 +256,7 @@ async fn queue(
     let status = nonempty(query.status);
     let moment = nonempty(query.moment);
     let text = nonempty(query.q).map(|q| q.chars().take(200).collect::<String>());
-    let filter = ProposalFilter {
+    let request = PageRequest {
         status: match status.as_deref() {
             None | Some("all") => None,
             Some(s) => match ProposalStatus::parse(s) {
@@ -276,31 +276,26 @@ async fn queue(
             },
         },
         text: text.clone(),
-        after: query.cursor.as_deref().and_then(PageCursor::decode),
-        limit: Some(PAGE + 1),
-        ..ProposalFilter::default()
+        cursor: nonempty(query.cursor),
+        limit: Some(PAGE),
+        ..PageRequest::default()
     };
-    let mut proposals = match app::queue::list_with(state.store.as_ref(), &filter).await {
-        Ok(list) => list.proposals,
+    let page = match state.app.queue_page(request).await {
+        Ok(page) => page,
         Err(e) => return error_page(e, Some(&me)),
     };
-    let next = (proposals.len() > PAGE).then(|| {
-        proposals.truncate(PAGE);
-        proposals.last().map(|p| PageCursor::of(p).encode())
-    });
-    let items: Vec<ProposalSummary> = proposals.iter().map(ProposalSummary::of).collect();
     render(
         "queue.html",
         context! {
             title => "Queue",
             me => me_value(&me),
-            items => minijinja::Value::from_serialize(&items),
+            items => minijinja::Value::from_serialize(&page.items),
             statuses => ProposalStatus::ALL.map(|s| s.as_str()),
             moments => Moment::ALL.map(|m| m.as_str()),
             status => status,
             moment => moment,
             q => text,
-            next => next.flatten(),
+            next => page.next_cursor,
         },
     )
 }
@@ -311,7 +306,7 @@ async fn proposal(
     Path(id): Path<String>,
     Query(flash): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let view = match app::queue::show_with(&state.config, state.store.as_ref(), &id).await {
+    let view = match state.app.show(&id).await {
         Ok(view) => view,
         Err(e) => return error_page(e, Some(&me)),
     };
@@ -364,7 +359,7 @@ async fn review(
         action,
         note: form.text,
     };
-    match app::queue::review_with(state.store.as_ref(), request).await {
+    match state.app.review(request).await {
         Ok(_) => Redirect::to(&format!(
             "/ui/proposals/{}?done={}",
             urlencode(&id),
@@ -387,11 +382,11 @@ fn urlencode(text: &str) -> String {
 }
 
 async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Response {
-    let runs = match state.store.list_runs(30).await {
+    let runs = match state.app.runs(Some(30)).await {
         Ok(runs) => runs,
-        Err(e) => return error_page(e.into(), Some(&me)),
+        Err(e) => return error_page(e, Some(&me)),
     };
-    let analysis = match app::history::analyze_with(&state.config, state.store.as_ref()).await {
+    let analysis = match state.app.analysis().await {
         Ok(a) => a,
         Err(e) => return error_page(e, Some(&me)),
     };
@@ -444,7 +439,7 @@ async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Resp
 }
 
 async fn policies(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Response {
-    match super::api::policy_set(&state.config) {
+    match state.app.policy_set() {
         Ok(set) => render(
             "policies.html",
             context! {

@@ -6,7 +6,7 @@
 //! `UI_SCREENSHOTS=DIR` saves the README's screenshots there.
 
 use crate::review::{request, Reviewed};
-use crate::serve::Daemon;
+use crate::test_app::TestApp;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -302,14 +302,7 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
         serde_json::from_str(&plain_draft).expect("JSON"),
         hypod::domain::ProposalStatus::Blocked,
     );
-    let daemon = Daemon::spawn(
-        &setup.hypod,
-        &[
-            ("HYPOD_SERVER__LISTEN", "127.0.0.1:0"),
-            ("HYPOD_SCHEDULE__CRON", "0 0 3 1 1 *"),
-            ("HYPOD_SCHEDULE__MISSED", "skip"),
-        ],
-    );
+    let daemon = TestApp::spawn(&setup.hypod);
     let site = format!("http://{}", daemon.addr);
 
     // Unsigned visitors land on the sign-in page; a wrong token is refused there.

@@ -176,7 +176,7 @@ fn run_proposals_link_back_and_their_outcomes_feed_the_next_run() {
         &[("Cookie", &format!("hypod_token={token}"))],
         None,
     );
-    daemon.terminate();
+    drop(daemon);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body

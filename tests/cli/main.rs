@@ -2,7 +2,8 @@
 //! extra binary costs a link of the whole crate). `support` and `common` hold the typed
 //! helpers, `snapshots` the `--json` outputs pinned as files, `storage` the storage suite that
 //! runs on every backend (`backends` makes the databases), `concurrency` several `hypod`
-//! processes on one database at once, `serve` the daemon as real processes; `spine`,
+//! processes on one database at once, `serve` the daemon as real processes (`test_app` builds it
+//! in-process on port 0 for the API and web UI tests: `review`, `browser`); `spine`,
 //! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour,
 //! `hardening` hostile input (imports, policies, catalog, configuration, read-only use).
 //! Run one part with `cargo test --test cli spine::` (a module path filter).
@@ -35,3 +36,4 @@ mod snapshots;
 mod spine;
 mod storage;
 mod support;
+mod test_app;

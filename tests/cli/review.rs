@@ -4,73 +4,11 @@
 //! for blocked ones), hostile text kept out of terminals, and the proxy mode that believes
 //! identity headers from trusted addresses only.
 
-use crate::serve::Daemon;
 use crate::support::{fixture, Hypod, SAMPLE};
+pub(crate) use crate::test_app::request;
+use crate::test_app::TestApp;
 use serde_json::Value;
 use std::collections::BTreeSet;
-
-/// One HTTP response: status, headers (lower-cased names), body.
-pub(crate) struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.0 request to `addr`.
-pub(crate) fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, &str)>,
-) -> Answer {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    let mut text = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    match body {
-        Some((content_type, body)) => text.push_str(&format!(
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )),
-        None => text.push_str("Content-Length: 0\r\n\r\n"),
-    }
-    stream.write_all(text.as_bytes()).expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
 
 /// A hypod folder with the sample history, one builtin run, and a token per role.
 pub(crate) struct Reviewed {
@@ -147,16 +85,9 @@ impl Hypod {
     }
 }
 
-pub(crate) fn serve(hypod: &Hypod) -> Daemon {
-    Daemon::spawn(
-        hypod,
-        &[
-            ("HYPOD_SERVER__LISTEN", "127.0.0.1:0"),
-            // Once a year, skipped: no scheduled run during a test.
-            ("HYPOD_SCHEDULE__CRON", "0 0 3 1 1 *"),
-            ("HYPOD_SCHEDULE__MISSED", "skip"),
-        ],
-    )
+/// The server in-process on `hypod`'s folder (no scheduled run during a test).
+pub(crate) fn serve(hypod: &Hypod) -> TestApp {
+    TestApp::spawn(hypod)
 }
 
 fn bearer(token: &str) -> String {
@@ -721,12 +652,9 @@ fn hostile_titles_and_names_reach_the_terminal_escaped() {
 #[test]
 fn proxy_mode_believes_identity_headers_from_trusted_proxies_only() {
     let setup = Reviewed::new();
-    let daemon = Daemon::spawn(
+    let daemon = TestApp::spawn_with(
         &setup.hypod,
         &[
-            ("HYPOD_SERVER__LISTEN", "127.0.0.1:0"),
-            ("HYPOD_SCHEDULE__CRON", "0 0 3 1 1 *"),
-            ("HYPOD_SCHEDULE__MISSED", "skip"),
             ("HYPOD_SERVER__AUTH", "proxy"),
             ("HYPOD_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
         ],
@@ -762,12 +690,9 @@ fn proxy_mode_believes_identity_headers_from_trusted_proxies_only() {
     assert_eq!(no_user.status, 401, "tokens do not count in proxy mode");
     drop(daemon);
     // The same headers from an address that is not a trusted proxy are not believed.
-    let untrusted = Daemon::spawn(
+    let untrusted = TestApp::spawn_with(
         &setup.hypod,
         &[
-            ("HYPOD_SERVER__LISTEN", "127.0.0.1:0"),
-            ("HYPOD_SCHEDULE__CRON", "0 0 3 1 1 *"),
-            ("HYPOD_SCHEDULE__MISSED", "skip"),
             ("HYPOD_SERVER__AUTH", "proxy"),
             ("HYPOD_SERVER__TRUSTED_PROXIES", "[\"10.0.0.7\"]"),
         ],

@@ -25,7 +25,7 @@ pub(crate) fn queue_draft_as(
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let config =
-            hypod::app::load_config(Some(&hypod.path().join("hypod.toml"))).expect("config");
+            hypod::app::App::load_config(Some(&hypod.path().join("hypod.toml"))).expect("config");
         let key = hypod::store::AuditKey::new(TEST_AUDIT_KEY.as_bytes()).expect("key");
         let store = hypod::store::open(&config.database_url(), key)
             .await

@@ -70,21 +70,8 @@ impl Daemon {
 
     /// `GET path`: (status code, body).
     fn get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.addr).expect("connect");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
+        let answer = crate::test_app::request(&self.addr, "GET", path, &[], None);
+        (answer.status, answer.body)
     }
 
     fn kill_9(mut self) {
