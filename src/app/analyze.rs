@@ -12,13 +12,19 @@ impl App {
     /// `analyze`: per-experiment statistics and program health, computed as they are written.
     /// Policies and catalog are read first: a mistake in them stops the command before the
     /// database is opened.
+    /// The same analysis feeds the proposal pages and the API's health and experiment views.
     pub async fn analyze(&self) -> AppResult<AnalysisReport> {
-        self.analysis().await
+        let governance = self.governance()?;
+        let store = self.store().await?;
+        let experiments = store.load_experiments().await?;
+        let mut settings = analysis_settings(&self.config, &governance, crate::now());
+        settings.origins = origins(store.as_ref(), &experiments).await?;
+        Ok(AnalysisReport::new(experiments, settings))
     }
 
     /// `levers`: the lever knowledge base (pooled effect per lever, per moment and segment).
     pub async fn levers(&self) -> AppResult<LeverBase> {
-        Ok(self.analysis().await?.levers)
+        Ok(self.analyze().await?.levers)
     }
 
     /// `prompt render`: the exact messages the next run would send to the model.
@@ -87,7 +93,7 @@ impl App {
 
     /// One experiment with its statistics.
     pub async fn experiment(&self, id: &str) -> AppResult<analysis::ExperimentAnalysis> {
-        self.analysis().await?.experiment(id).ok_or_else(|| {
+        self.analyze().await?.experiment(id).ok_or_else(|| {
             AppError::new(
                 super::ErrorKind::NotFound,
                 format!("experiment {id} does not exist"),

@@ -1,11 +1,9 @@
 //! What several use cases read alike, loaded in one place: the analysis settings a
 //! configuration and catalog imply, what a run (and `prompt render`, which must show exactly
 //! what a run sends) reads from the store, the open queue, the stored proposals the history
-//! names as its experiments' sources (the learning loop), and the analysed history that
-//! `analyze`, the proposal pages and the API's health and experiment views show.
+//! names as its experiments' sources (the learning loop).
 
-use super::{App, AppResult};
-use crate::analysis::{self, AnalysisReport, AnalysisSettings};
+use crate::analysis::{self, AnalysisSettings};
 use crate::config::Config;
 use crate::domain::{Proposal, ProposalFilter, ProposalStatus, Review};
 use crate::governance::Governance;
@@ -119,17 +117,4 @@ pub async fn origins(
         })
         .collect();
     Ok(origins)
-}
-
-impl App {
-    /// The whole history analysed as of now: per-experiment statistics, program health, the
-    /// lever knowledge base and the learning loop.
-    pub async fn analysis(&self) -> AppResult<AnalysisReport> {
-        let governance = self.governance()?;
-        let store = self.store().await?;
-        let experiments = store.load_experiments().await?;
-        let mut settings = analysis_settings(&self.config, &governance, crate::now());
-        settings.origins = origins(store.as_ref(), &experiments).await?;
-        Ok(AnalysisReport::new(experiments, settings))
-    }
 }

@@ -218,7 +218,7 @@ impl App {
             AppError::new(ErrorKind::NotFound, format!("proposal {id} does not exist"))
         })?;
         let reviews = store.proposal_reviews(id).await?;
-        let analysis = self.analysis().await?;
+        let analysis = self.analyze().await?;
         let evidence = proposal
             .draft
             .evidence

@@ -359,7 +359,7 @@ async fn import_experiments(
 #[utoipa::path(get, path = "/api/v1/health", tag = "program",
     responses((status = 200, body = Object)))]
 async fn health(State(state): Shared, Reader(_): Reader) -> ApiResult<Response> {
-    let analysis = state.app.analysis().await?;
+    let analysis = state.app.analyze().await?;
     Ok(Json(&analysis.program).into_response())
 }
 

@@ -386,7 +386,7 @@ async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Resp
         Ok(runs) => runs,
         Err(e) => return error_page(e, Some(&me)),
     };
-    let analysis = match state.app.analysis().await {
+    let analysis = match state.app.analyze().await {
         Ok(a) => a,
         Err(e) => return error_page(e, Some(&me)),
     };
