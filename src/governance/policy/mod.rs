@@ -14,6 +14,7 @@ use super::context::PolicyContext;
 use super::expression::{display_value, type_name, CompileError, CompiledExpr};
 use super::sample;
 use super::{Effect, RuleSource, Verdict};
+use cel::Value;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
