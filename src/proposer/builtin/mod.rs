@@ -39,14 +39,14 @@ use super::{
     ProposerOutput, Rendering, Risk,
 };
 use crate::analysis::levers::{Expectation, LeverEntry};
-use crate::analysis::{stats, ExperimentAnalysis, Outcome};
-use crate::domain::catalog::{Catalog, Segment};
+use crate::analysis::{ExperimentAnalysis, Outcome};
+use crate::domain::catalog::Segment;
 use crate::domain::Strategy;
 use crate::history::{Decision, Experiment, Moment, TestKey};
 use crate::validate::{self, Surroundings};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use wording::{at, commercial_kpi, finding, note, p_text, percent, pooled, words};
+use wording::{at, change_verb, commercial_kpi, finding, note, percent, words};
 
 /// The smallest lift hypod sizes a test for (smaller ones need impractical samples); an idea
 /// whose expected lift is below it is not an opportunity (a holdback excepted: it is sized for
@@ -482,9 +482,8 @@ fn valued(
     rejections: &[super::StrategyRejections],
     learning: &crate::analysis::Learning,
 ) -> Idea {
-    let mut value =
-        validate::enrich_without_duplicates(&proposed.draft, proposed.strategy, around)
-            .expected_value_per_day;
+    let mut value = validate::enrich_without_duplicates(&proposed.draft, proposed.strategy, around)
+        .expected_value_per_day;
     let strategy = kind.strategy();
     if strategy == Strategy::Transfer {
         let weight = learning.transfer_weight(&proposed.draft.lever);
