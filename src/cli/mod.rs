@@ -341,11 +341,16 @@ async fn review(
     note: Option<String>,
     json: bool,
 ) -> AppResult<()> {
-    present(
-        &app::queue::review_as(config, id, &actor, action, note).await?,
-        json,
-        text::review,
-    )
+    let outcome = app::queue::review_as(config, id, &actor, action, note)
+        .await
+        .map_err(|mut err| {
+            // The domain names no flag (the API and the UI ask for a reason too); here it is one.
+            if err.message == crate::domain::review::ReviewError::ReasonRequired.to_string() {
+                err.message.push_str(" (--reason)");
+            }
+            err
+        })?;
+    present(&outcome, json, text::review)
 }
 
 /// Who a token is created or revoked by, in the audit log: the shell account.
