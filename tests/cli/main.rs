@@ -4,7 +4,8 @@
 //! runs on every backend (`backends` makes the databases), `concurrency` several `hypod`
 //! processes on one database at once, `serve` the daemon as real processes; `spine`,
 //! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour,
-//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use).
+//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use),
+//! `layering` the dependency rule of docs/architecture.md over every import in `src/`.
 //! Run one part with `cargo test --test cli spine::` (a module path filter).
 
 #[path = "../common/mod.rs"]
@@ -21,6 +22,7 @@ mod fake_openai;
 mod governance;
 mod hardening;
 mod hygiene;
+mod layering;
 mod learning;
 mod llm_prompt;
 mod llm_proposer;
