@@ -281,13 +281,16 @@ fn header_problems(headers: &csv::StringRecord) -> Vec<(String, String)> {
     problems
 }
 
+/// Cells of one row as JSON values, by column (or field) name.
+type Cells = Map<String, Value>;
+
 /// One row's cells as JSON: the experiment's columns, and the variant's (`variant` becomes
 /// the variant's `name`). Empty cells are absent; the first cell that does not convert is the
 /// row's problem.
 fn split_row(
     headers: &csv::StringRecord,
     record: &csv::StringRecord,
-) -> Result<(Map<String, Value>, Map<String, Value>), FieldError> {
+) -> Result<(Cells, Cells), FieldError> {
     let mut experiment_fields = Map::new();
     let mut variant = Map::new();
     for (column, raw) in headers.iter().zip(record.iter()) {
