@@ -155,37 +155,97 @@ pub fn program_health_of<'a, A: std::borrow::Borrow<ExperimentAnalysis>>(
     pairs: impl IntoIterator<Item = (&'a Experiment, A)>,
     settings: &AnalysisSettings,
 ) -> ProgramHealth {
-    let mut reasons = BTreeMap::new();
-    let mut overall = RateCell::default();
-    let mut by_moment: BTreeMap<String, RateCell> = BTreeMap::new();
-    let mut by_quarter: BTreeMap<String, RateCell> = BTreeMap::new();
-    let (mut running, mut concluded) = (0, 0);
-    let (mut proven, mut disproven, mut inconclusive, mut invalid) = (0, 0, 0, 0);
-    let mut decision_days: Vec<f64> = Vec::new();
-    let mut decision_days_by_quarter: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut attributed: BTreeMap<String, f64> = BTreeMap::new();
-    let mut coverage: BTreeMap<String, usize> = Moment::NAMED
-        .iter()
-        .map(|m| (m.as_str().to_string(), 0))
-        .collect();
-    let window_start = settings
-        .today
-        .checked_sub_months(Months::new(12))
-        .unwrap_or(settings.today);
-    let mut mirage = Vec::new();
-    let mut leaks = Vec::new();
-    let mut black_box = Vec::new();
-    let mut srm_flagged = Vec::new();
-    let mut data_quality = Vec::new();
-    // Quarters are complete from the first whole one after the history begins to the last
-    // one that ended before today.
-    let mut history_start: Option<NaiveDate> = None;
-    let mut quarter_dates: BTreeMap<String, NaiveDate> = BTreeMap::new();
-    let mut count = 0usize;
-
+    let mut tally = Tally::new(settings);
     for (experiment, analysis) in pairs {
-        let analysis: &ExperimentAnalysis = analysis.borrow();
-        count += 1;
+        tally.add(experiment, analysis.borrow(), settings);
+    }
+    tally.summarise(settings)
+}
+
+/// What one pass over the history collects: the outcome counts and rate cells, the dates that
+/// make quarters, the timing figures, and the experiments each signal names.
+struct Tally {
+    count: usize,
+    running: usize,
+    concluded: usize,
+    proven: usize,
+    disproven: usize,
+    inconclusive: usize,
+    invalid: usize,
+    overall: RateCell,
+    by_moment: BTreeMap<String, RateCell>,
+    by_quarter: BTreeMap<String, RateCell>,
+    /// The first date of the history (the earliest idea, start or decision).
+    history_start: Option<NaiveDate>,
+    /// One date in every quarter the per-quarter figures mention.
+    quarter_dates: BTreeMap<String, NaiveDate>,
+    decision_days: Vec<f64>,
+    decision_days_by_quarter: BTreeMap<String, Vec<f64>>,
+    attributed: BTreeMap<String, f64>,
+    /// Experiments started in the 12 months after `window_start`, per named moment.
+    coverage: BTreeMap<String, usize>,
+    window_start: NaiveDate,
+    mirage: Vec<String>,
+    leaks: Vec<LatencyLeak>,
+    black_box: Vec<String>,
+    srm_flagged: Vec<String>,
+    data_quality: Vec<ExperimentDataQuality>,
+}
+
+impl Tally {
+    fn new(settings: &AnalysisSettings) -> Tally {
+        Tally {
+            count: 0,
+            running: 0,
+            concluded: 0,
+            proven: 0,
+            disproven: 0,
+            inconclusive: 0,
+            invalid: 0,
+            overall: RateCell::default(),
+            by_moment: BTreeMap::new(),
+            by_quarter: BTreeMap::new(),
+            history_start: None,
+            quarter_dates: BTreeMap::new(),
+            decision_days: Vec::new(),
+            decision_days_by_quarter: BTreeMap::new(),
+            attributed: BTreeMap::new(),
+            coverage: Moment::NAMED
+                .iter()
+                .map(|m| (m.as_str().to_string(), 0))
+                .collect(),
+            window_start: settings
+                .today
+                .checked_sub_months(Months::new(12))
+                .unwrap_or(settings.today),
+            mirage: Vec::new(),
+            leaks: Vec::new(),
+            black_box: Vec::new(),
+            srm_flagged: Vec::new(),
+            data_quality: Vec::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        experiment: &Experiment,
+        analysis: &ExperimentAnalysis,
+        settings: &AnalysisSettings,
+    ) {
+        self.count += 1;
+        if experiment.is_running() {
+            self.running += 1;
+        } else {
+            self.concluded += 1;
+        }
+        self.add_dates(experiment);
+        self.add_outcome(experiment, analysis);
+        self.add_timing(experiment, settings);
+        self.add_signals(experiment, analysis, settings);
+    }
+
+    /// Where the history begins, and which quarters it mentions.
+    fn add_dates(&mut self, experiment: &Experiment) {
         let first_date = [
             experiment.idea_at,
             experiment.started_at,
@@ -195,77 +255,90 @@ pub fn program_health_of<'a, A: std::borrow::Borrow<ExperimentAnalysis>>(
         .into_iter()
         .flatten()
         .min();
-        history_start = match (history_start, first_date) {
+        self.history_start = match (self.history_start, first_date) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for problem in &analysis.data_quality {
-            data_quality.push(ExperimentDataQuality {
-                id: experiment.id.clone(),
-                problem: problem.clone(),
-            });
+        for date in [experiment.reference_date(), experiment.decided_at]
+            .into_iter()
+            .flatten()
+        {
+            self.quarter_dates.entry(quarter_of(date)).or_insert(date);
         }
-        if let Some(date) = experiment.reference_date() {
-            quarter_dates.entry(quarter_of(date)).or_insert(date);
-        }
-        if let Some(date) = experiment.decided_at {
-            quarter_dates.entry(quarter_of(date)).or_insert(date);
-        }
-        if experiment.is_running() {
-            running += 1;
-        } else {
-            concluded += 1;
-        }
-        let quarter = experiment.reference_date().map(quarter_of);
+    }
+
+    /// The outcome counts, and the proven-rate cells (overall, per moment, per quarter).
+    fn add_outcome(&mut self, experiment: &Experiment, analysis: &ExperimentAnalysis) {
         match analysis.outcome {
             Outcome::Proven | Outcome::Disproven | Outcome::Inconclusive => {
                 let is_proven = analysis.outcome == Outcome::Proven;
-                overall.add(is_proven);
-                by_moment
+                self.overall.add(is_proven);
+                self.by_moment
                     .entry(experiment.moment.as_str().to_string())
                     .or_default()
                     .add(is_proven);
-                if let Some(q) = &quarter {
-                    by_quarter.entry(q.clone()).or_default().add(is_proven);
+                if let Some(q) = experiment.reference_date().map(quarter_of) {
+                    self.by_quarter.entry(q).or_default().add(is_proven);
                 }
                 match analysis.outcome {
-                    Outcome::Proven => proven += 1,
-                    Outcome::Disproven => disproven += 1,
-                    _ => inconclusive += 1,
+                    Outcome::Proven => self.proven += 1,
+                    Outcome::Disproven => self.disproven += 1,
+                    _ => self.inconclusive += 1,
                 }
             }
-            Outcome::Invalid => invalid += 1,
+            Outcome::Invalid => self.invalid += 1,
             Outcome::Running | Outcome::NotComputable => {}
         }
-        if analysis.srm_flagged {
-            srm_flagged.push(experiment.id.clone());
-        }
+    }
+
+    /// Idea-to-decision days, attributed revenue per quarter, and the 12-month coverage.
+    fn add_timing(&mut self, experiment: &Experiment, settings: &AnalysisSettings) {
         if let (Some(idea), Some(decided)) = (experiment.idea_at, experiment.decided_at) {
             let days = (decided - idea).num_days() as f64;
             if days >= 0.0 {
-                decision_days.push(days);
-                decision_days_by_quarter
+                self.decision_days.push(days);
+                self.decision_days_by_quarter
                     .entry(quarter_of(decided))
                     .or_default()
                     .push(days);
             }
         }
-        if let (Some(revenue), Some(q)) = (experiment.attributed_revenue, &quarter) {
-            *attributed.entry(q.clone()).or_default() += revenue;
+        let quarter = experiment.reference_date().map(quarter_of);
+        if let (Some(revenue), Some(q)) = (experiment.attributed_revenue, quarter) {
+            *self.attributed.entry(q).or_default() += revenue;
         }
         let started = experiment
             .started_at
             .or(experiment.idea_at)
             .or(experiment.reference_date());
         if let Some(started) = started {
-            if started > window_start && started <= settings.today {
-                if let Some(count) = coverage.get_mut(experiment.moment.as_str()) {
+            if started > self.window_start && started <= settings.today {
+                if let Some(count) = self.coverage.get_mut(experiment.moment.as_str()) {
                     *count += 1;
                 }
             }
         }
+    }
+
+    /// The experiments each warning signal names: data quality, SRM, KPI mirage, latency
+    /// leaks, black-box rules.
+    fn add_signals(
+        &mut self,
+        experiment: &Experiment,
+        analysis: &ExperimentAnalysis,
+        settings: &AnalysisSettings,
+    ) {
+        for problem in &analysis.data_quality {
+            self.data_quality.push(ExperimentDataQuality {
+                id: experiment.id.clone(),
+                problem: problem.clone(),
+            });
+        }
+        if analysis.srm_flagged {
+            self.srm_flagged.push(experiment.id.clone());
+        }
         if !experiment.has_commercial_kpi() {
-            mirage.push(experiment.id.clone());
+            self.mirage.push(experiment.id.clone());
         }
         if let (Some(delta), Some(rendering)) = (
             experiment.latency_ms_p75_delta,
@@ -273,7 +346,7 @@ pub fn program_health_of<'a, A: std::borrow::Borrow<ExperimentAnalysis>>(
         ) {
             if let Some(budget) = settings.latency_budget_ms.get(rendering) {
                 if delta > *budget {
-                    leaks.push(LatencyLeak {
+                    self.leaks.push(LatencyLeak {
                         id: experiment.id.clone(),
                         rendering: rendering.to_string(),
                         latency_ms_p75_delta: delta,
@@ -283,141 +356,169 @@ pub fn program_health_of<'a, A: std::borrow::Borrow<ExperimentAnalysis>>(
             }
         }
         if experiment.decision == Some(Decision::Ship) && analysis.outcome != Outcome::Proven {
-            black_box.push(experiment.id.clone());
+            self.black_box.push(experiment.id.clone());
         }
     }
 
-    let proven_rate = overall.rate;
-    if proven_rate.is_none() {
-        reasons.insert(
-            "proven_rate".into(),
-            "no concluded experiment with a valid result".into(),
-        );
-    }
-    let proven_rate_band = proven_rate.map(|r| {
-        if r < 0.30 {
-            "below_healthy".to_string()
-        } else if r <= 0.50 {
-            "healthy".to_string()
-        } else {
-            "above_healthy".to_string()
+    /// The figures derived from the tally, the maturity stage and the readiness.
+    fn summarise(mut self, settings: &AnalysisSettings) -> ProgramHealth {
+        let mut reasons = BTreeMap::new();
+        let proven_rate = self.overall.rate;
+        if proven_rate.is_none() {
+            reasons.insert(
+                "proven_rate".into(),
+                "no concluded experiment with a valid result".into(),
+            );
         }
-    });
-    let median_days = median(&mut decision_days);
-    if median_days.is_none() {
-        reasons.insert(
-            "median_idea_to_decision_days".into(),
-            "no experiment has both idea_at and decided_at".into(),
+        let median_days = median(&mut self.decision_days);
+        if median_days.is_none() {
+            reasons.insert(
+                "median_idea_to_decision_days".into(),
+                "no experiment has both idea_at and decided_at".into(),
+            );
+        }
+        let by_quarter_days: BTreeMap<String, f64> =
+            std::mem::take(&mut self.decision_days_by_quarter)
+                .into_iter()
+                .filter_map(|(q, mut days)| median(&mut days).map(|m| (q, m)))
+                .collect();
+        let partial_quarters = self.partial_quarters(settings.today);
+        let complete = |q: &String| !partial_quarters.contains(q);
+        let trend = slope(
+            &by_quarter_days
+                .iter()
+                .filter(|(q, _)| complete(q))
+                .map(|(_, days)| *days)
+                .collect::<Vec<_>>(),
         );
-    }
-    let by_quarter_days: BTreeMap<String, f64> = decision_days_by_quarter
-        .into_iter()
-        .filter_map(|(q, mut days)| median(&mut days).map(|m| (q, m)))
-        .collect();
-    let is_complete = |quarter_date: NaiveDate| match (quarter_bounds(quarter_date), history_start)
-    {
-        (Some((start, end)), Some(first)) => start >= first && end <= settings.today,
-        _ => false,
-    };
-    let partial_quarters: Vec<String> = quarter_dates
-        .iter()
-        .filter(|(_, date)| !is_complete(**date))
-        .map(|(q, _)| q.clone())
-        .collect();
-    let complete = |q: &String| !partial_quarters.contains(q);
-    let trend = slope(
-        &by_quarter_days
-            .iter()
-            .filter(|(q, _)| complete(q))
-            .map(|(_, days)| *days)
-            .collect::<Vec<_>>(),
-    );
-    let attribution_cv = {
-        let values: Vec<f64> = attributed
-            .iter()
-            .filter(|(q, _)| complete(q))
-            .map(|(_, v)| *v)
-            .collect();
-        if values.len() < 2 {
+        let attribution_cv = attribution_cv(
+            self.attributed
+                .iter()
+                .filter(|(q, _)| complete(q))
+                .map(|(_, v)| *v)
+                .collect(),
+        );
+        if attribution_cv.is_err() {
             reasons.insert(
                 "attribution_cv".into(),
                 "attributed revenue in fewer than two complete quarters".into(),
             );
-            None
-        } else {
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            let var =
-                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
-            (mean > 0.0).then(|| var.sqrt() / mean)
         }
-    };
-    // Neglected: fewer than 3 experiments, or under a quarter of the busiest moment's count.
+        let attribution_cv = attribution_cv.ok().flatten();
+        let neglected = neglected_moments(&self.coverage);
+        let count = self.count;
+        let kpi_mirage_share = (count > 0).then(|| self.mirage.len() as f64 / count as f64);
+        let (stage, stage_reasons) = maturity(
+            self.overall.valid,
+            proven_rate,
+            median_days,
+            attribution_cv,
+            kpi_mirage_share.unwrap_or(0.0),
+            self.black_box.len(),
+            count,
+            &neglected,
+        );
+        let (ready, readiness_reason) = readiness(self.overall.valid, settings);
+        ProgramHealth {
+            experiments: count,
+            running: self.running,
+            concluded: self.concluded,
+            valid_concluded: self.overall.valid,
+            proven: self.proven,
+            disproven: self.disproven,
+            inconclusive: self.inconclusive,
+            invalid: self.invalid,
+            proven_rate,
+            proven_rate_band: proven_rate.map(proven_rate_band),
+            proven_rate_by_moment: self.by_moment,
+            proven_rate_by_quarter: self.by_quarter,
+            median_idea_to_decision_days: median_days,
+            idea_to_decision_days_by_quarter: by_quarter_days,
+            idea_to_decision_trend_days_per_quarter: trend,
+            attributed_revenue_by_quarter: self.attributed,
+            attribution_cv,
+            partial_quarters,
+            moment_coverage_12m: self.coverage,
+            neglected_moments: neglected,
+            kpi_mirage_share,
+            kpi_mirage_experiments: self.mirage,
+            latency_leaks: self.leaks,
+            black_box_rules: self.black_box,
+            srm_flagged: self.srm_flagged,
+            data_quality: self.data_quality,
+            maturity_stage: stage,
+            maturity_reasons: stage_reasons,
+            ready_for_proposals: ready,
+            readiness_reason,
+            reasons,
+        }
+    }
+
+    /// Quarters the history covers only in part: a quarter is complete from the first whole
+    /// one after the history begins to the last one that ended before `today`.
+    fn partial_quarters(&self, today: NaiveDate) -> Vec<String> {
+        let is_complete =
+            |quarter_date: NaiveDate| match (quarter_bounds(quarter_date), self.history_start) {
+                (Some((start, end)), Some(first)) => start >= first && end <= today,
+                _ => false,
+            };
+        self.quarter_dates
+            .iter()
+            .filter(|(_, date)| !is_complete(**date))
+            .map(|(q, _)| q.clone())
+            .collect()
+    }
+}
+
+/// `below_healthy` (shipping noise), `healthy` (30–50 %), `above_healthy` (suspect measurement).
+fn proven_rate_band(rate: f64) -> String {
+    if rate < 0.30 {
+        "below_healthy".to_string()
+    } else if rate <= 0.50 {
+        "healthy".to_string()
+    } else {
+        "above_healthy".to_string()
+    }
+}
+
+/// The coefficient of variation of the attributed revenue of complete quarters; `Err` when
+/// fewer than two quarters have any, `Ok(None)` when their mean is not positive.
+fn attribution_cv(values: Vec<f64>) -> Result<Option<f64>, ()> {
+    if values.len() < 2 {
+        return Err(());
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    Ok((mean > 0.0).then(|| var.sqrt() / mean))
+}
+
+/// Neglected: fewer than 3 experiments, or under a quarter of the busiest moment's count.
+fn neglected_moments(coverage: &BTreeMap<String, usize>) -> Vec<Moment> {
     let busiest = coverage.values().copied().max().unwrap_or(0) as f64;
-    let neglected: Vec<Moment> = Moment::NAMED
+    Moment::NAMED
         .into_iter()
         .filter(|m| {
             let count = coverage.get(m.as_str()).copied().unwrap_or(0);
             count < 3 || (count as f64) < 0.25 * busiest
         })
-        .collect();
-    let kpi_mirage_share = (count > 0).then(|| mirage.len() as f64 / count as f64);
+        .collect()
+}
 
-    let (stage, stage_reasons) = maturity(
-        overall.valid,
-        proven_rate,
-        median_days,
-        attribution_cv,
-        kpi_mirage_share.unwrap_or(0.0),
-        black_box.len(),
-        count,
-        &neglected,
-    );
-    let ready = overall.valid >= settings.min_decided_experiments;
-    let readiness_reason = if ready {
+/// Whether the history has enough valid results for proposals, and why.
+fn readiness(valid: usize, settings: &AnalysisSettings) -> (bool, String) {
+    let ready = valid >= settings.min_decided_experiments;
+    let reason = if ready {
         format!(
-            "{} concluded experiments with valid results (at least {} needed)",
-            overall.valid, settings.min_decided_experiments
+            "{valid} concluded experiments with valid results (at least {} needed)",
+            settings.min_decided_experiments
         )
     } else {
         format!(
-            "only {} concluded experiments with valid results; hypod needs at least {} before it proposes anything: decide more experiments first",
-            overall.valid, settings.min_decided_experiments
+            "only {valid} concluded experiments with valid results; hypod needs at least {} before it proposes anything: decide more experiments first",
+            settings.min_decided_experiments
         )
     };
-
-    ProgramHealth {
-        experiments: count,
-        running,
-        concluded,
-        valid_concluded: overall.valid,
-        proven,
-        disproven,
-        inconclusive,
-        invalid,
-        proven_rate,
-        proven_rate_band,
-        proven_rate_by_moment: by_moment,
-        proven_rate_by_quarter: by_quarter,
-        median_idea_to_decision_days: median_days,
-        idea_to_decision_days_by_quarter: by_quarter_days,
-        idea_to_decision_trend_days_per_quarter: trend,
-        attributed_revenue_by_quarter: attributed,
-        attribution_cv,
-        partial_quarters,
-        moment_coverage_12m: coverage,
-        neglected_moments: neglected,
-        kpi_mirage_share,
-        kpi_mirage_experiments: mirage,
-        latency_leaks: leaks,
-        black_box_rules: black_box,
-        srm_flagged,
-        data_quality,
-        maturity_stage: stage,
-        maturity_reasons: stage_reasons,
-        ready_for_proposals: ready,
-        readiness_reason,
-        reasons,
-    }
+    (ready, reason)
 }
 
 /// Estimates the playbook's maturity stage (1 Random … 4 Adaptive) from the health signals.

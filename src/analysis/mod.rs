@@ -170,12 +170,6 @@ impl MetricResult {
             ..MetricResult::default()
         }
     }
-
-    pub fn is_significant(&self, alpha: f64) -> bool {
-        self.adjusted_p_value
-            .or(self.p_value)
-            .is_some_and(|p| p < alpha)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -350,7 +350,14 @@ async fn review(
         action,
         note,
     };
-    present(&app.review(request).await?, json, text::review)
+    let outcome = app.review(request).await.map_err(|mut err| {
+        // The domain names no flag (the API and the UI ask for a reason too); here it is one.
+        if err.message == crate::domain::review::ReviewError::ReasonRequired.to_string() {
+            err.message.push_str(" (--reason)");
+        }
+        err
+    })?;
+    present(&outcome, json, text::review)
 }
 
 /// Whether a command only reads: then it opens the database read-only and never migrates it,

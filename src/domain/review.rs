@@ -117,7 +117,7 @@ pub enum ReviewError {
     NotReviewable { id: String, status: ProposalStatus },
     #[error("{actor} has already approved proposal {id}: nobody approves twice")]
     AlreadyApproved { id: String, actor: String },
-    #[error("a rejection needs a reason (--reason)")]
+    #[error("a rejection needs a reason")]
     ReasonRequired,
     #[error("the reviewer name must not be empty")]
     ActorRequired,

@@ -238,9 +238,12 @@ impl RunInputs {
     pub fn from_program_json(catalog: &Catalog, program_json: Json) -> RunInputs {
         let catalog_json = catalog_json(catalog);
         let mut root = cel::Context::default();
-        // The evaluation cost meter every compiled rule calls (see `policy::cost`); the name
+        // The evaluation cost meter every compiled rule calls (see `expression::cost`); the name
         // cannot clash with the standard library's, so this cannot fail.
-        let _ = root.add_function(super::policy::cost::FUNCTION, super::policy::cost::charge);
+        let _ = root.add_function(
+            super::expression::cost::FUNCTION,
+            super::expression::cost::charge,
+        );
         root.add_variable_from_value("catalog", json_to_cel(&catalog_json));
         root.add_variable_from_value("program", json_to_cel(&program_json));
         RunInputs {

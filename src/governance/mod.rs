@@ -1,7 +1,8 @@
 //! Governance: every candidate proposal, from any proposer, is checked against the catalog's
 //! consent rules and the policy set before it reaches a person. This module owns the verdict
 //! model and how verdicts decide a proposal's status; `catalog` owns the catalog file,
-//! `consent` the always-on consent rules, `policy` the CEL policies, `context` what rules see,
+//! `consent` the always-on consent rules, `expression` bounded CEL (size limits, cost meter),
+//! `policy` the CEL policies (and `policy::lint`, `policy check`), `context` what rules see,
 //! `cases` the policy test cases, `replay` re-evaluating past proposals, `explain` why a
 //! proposal got its verdicts, and `sample` the
 //! sample inputs and embedded default files.
@@ -11,6 +12,7 @@ pub mod cases;
 pub mod consent;
 pub mod context;
 pub mod explain;
+pub mod expression;
 pub mod policy;
 pub mod replay;
 pub mod sample;

@@ -5,7 +5,7 @@ pub mod import;
 pub mod strict_json;
 
 pub use crate::domain::experiment as model;
-pub use import::{ImportOptions, ImportReport, Problem, Source};
+pub use import::{ImportReport, Problem, Source};
 pub use model::{
     is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
     COMMERCIAL_KPIS,

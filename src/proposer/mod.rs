@@ -16,9 +16,6 @@ pub use crate::domain::draft::{
     EvidenceRef, LlmUsage, ProposalDraft, ProposedDraft, RejectedDraft, Rendering, Risk,
 };
 
-/// A rejection a reviewer made recently, with the reason: proposers learn from it.
-pub type RecentRejection = Review;
-
 /// Reviewers' recent rejections of one strategy, with their most frequent reasons: what both
 /// proposers learn from (the builtin weighs the strategy down, the model reads them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -5,7 +5,8 @@
 //! processes on one database at once, `serve` the daemon as real processes (`test_app` builds it
 //! in-process on port 0 for the API and web UI tests: `review`, `browser`); `spine`,
 //! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour,
-//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use).
+//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use),
+//! `layering` the dependency rule of docs/architecture.md over every import in `src/`.
 //! Run one part with `cargo test --test cli spine::` (a module path filter).
 
 #[path = "../common/mod.rs"]
@@ -22,6 +23,7 @@ mod fake_openai;
 mod governance;
 mod hardening;
 mod hygiene;
+mod layering;
 mod learning;
 mod llm_prompt;
 mod llm_proposer;
