@@ -28,8 +28,6 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The largest JSON request body, in bytes.
-pub const BODY_LIMIT: usize = 64 * 1024;
 /// The largest experiment import body, in bytes.
 pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
 

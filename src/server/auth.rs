@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 /// The web UI's cookie: the token, HttpOnly and SameSite=Strict.
 pub const SESSION_COOKIE: &str = "hypod_token";
+/// The largest JSON request body, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The JSON body of every API error: a stable `code` and a message for people.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -194,7 +196,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .await
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large(super::api::BODY_LIMIT)
+                    ApiError::too_large(BODY_LIMIT)
                 } else {
                     ApiError::input(format!("cannot read the request body: {e}"))
                 }

@@ -44,7 +44,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/openapi.json", get(api::openapi))
         .merge(api)
         .merge(ui::router())
-        .layer(axum::extract::DefaultBodyLimit::max(api::BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(auth::BODY_LIMIT))
         .with_state(state)
 }
 
