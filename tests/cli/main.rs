@@ -4,7 +4,8 @@
 //! runs on every backend (`backends` makes the databases), `concurrency` several `hypod`
 //! processes on one database at once, `serve` the daemon as real processes; `spine`,
 //! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour,
-//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use).
+//! `hardening` hostile input (imports, policies, catalog, configuration, read-only use), `docs`
+//! the documentation checked against the binary (commands, configuration keys, links).
 //! Run one part with `cargo test --test cli spine::` (a module path filter).
 
 #[path = "../common/mod.rs"]
@@ -16,6 +17,7 @@ mod backends;
 mod browser;
 mod builtin;
 mod concurrency;
+mod docs;
 #[path = "../fake_openai/mod.rs"]
 mod fake_openai;
 mod governance;
