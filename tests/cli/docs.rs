@@ -452,6 +452,9 @@ fn cargo_problems(pages: &[Page]) -> (usize, Vec<String>) {
                 match arg.as_str() {
                     "--test" => {
                         let name = words.next().cloned().unwrap_or_default();
+                        if is_placeholder(&name) {
+                            continue;
+                        }
                         let file = root.join("tests").join(format!("{name}.rs"));
                         let dir = root.join("tests").join(&name).join("main.rs");
                         if file.is_file() {
@@ -467,7 +470,9 @@ fn cargo_problems(pages: &[Page]) -> (usize, Vec<String>) {
                     }
                     "--bench" => {
                         let name = words.next().cloned().unwrap_or_default();
-                        if !root.join("benches").join(format!("{name}.rs")).is_file() {
+                        if !is_placeholder(&name)
+                            && !root.join("benches").join(format!("{name}.rs")).is_file()
+                        {
                             problem(format!(
                                 "`cargo {}`: there is no bench `{name}`",
                                 args.join(" ")
@@ -708,7 +713,21 @@ fn toml_problems(pages: &[Page]) -> (usize, usize, Vec<String>) {
                     })
                     .count();
                 if let Err(message) = load_config(&text) {
-                    problems.push(format!("{at}: not a hypod.toml: {message}"));
+                    // Point at the line of the key the loader names, when it is in the block.
+                    let named = message
+                        .split('`')
+                        .filter(|w| !w.contains(' '))
+                        .filter_map(|w| w.rsplit('.').next())
+                        .collect::<Vec<_>>();
+                    let line = block
+                        .lines
+                        .iter()
+                        .find(|(_, l)| {
+                            let key = l.split('=').next().unwrap_or("").trim();
+                            !key.is_empty() && l.contains('=') && named.contains(&key)
+                        })
+                        .map_or(block.line, |(n, _)| *n);
+                    problems.push(format!("{}:{line}: not a hypod.toml: {message}", page.name));
                 }
             }
         }
@@ -1011,10 +1030,11 @@ fn the_blocks_marked_to_run_run() {
             for (args, stdout) in printed {
                 match args.first().map(String::as_str) {
                     Some("demo") => {
+                        // Its suggestions are indented under "What to try next".
                         let suggested: Vec<&str> = stdout
                             .lines()
+                            .filter(|l| l.starts_with("  hypod "))
                             .map(str::trim)
-                            .filter(|l| l.starts_with("hypod "))
                             .collect();
                         assert!(
                             !suggested.is_empty(),
