@@ -1,5 +1,5 @@
-//! Configuration: `hypod.toml` (see the README) with `HYPOD_SECTION__KEY` environment overrides,
-//! validated once at start. Every key has a default that works on a fresh machine; an unknown
+//! Configuration: `hypod.toml` (see docs/configuration.md) with `HYPOD_SECTION__KEY`
+//! environment overrides, validated once at start. Every key has a default that works on a fresh machine; an unknown
 //! key or a bad value is an error that names it. Relative paths are resolved against the
 //! directory of the configuration file (or the working directory when there is none).
 

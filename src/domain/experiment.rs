@@ -129,7 +129,7 @@ pub struct Variant {
     pub revenue_sq: Option<f64>,
 }
 
-/// One experiment of the program's history, as imported (the README documents the import format).
+/// One experiment of the program's history, as imported (docs/import-format.md documents the import format).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {

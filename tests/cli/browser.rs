@@ -3,7 +3,7 @@
 //! the queue, sees a model-written title full of markup shown as text with no script run,
 //! approves and rejects from a proposal page; a viewer sees no review forms; a form posted from
 //! another origin is refused. Skipped loudly without Chromium (a failure when `CI` is set).
-//! `UI_SCREENSHOTS=DIR` saves the README's screenshots there.
+//! `UI_SCREENSHOTS=DIR` saves the screenshots of docs/screenshots/ there.
 
 use crate::review::{request, Reviewed};
 use crate::test_app::TestApp;

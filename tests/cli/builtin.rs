@@ -197,8 +197,8 @@ async fn each_strategy_finds_its_opportunity_in_an_unseen_history() {
     }
 }
 
-/// The quality benchmark (README, "The builtin proposer's quality"): on realistic histories of
-/// about 420 experiments over three years (tests/synthetic `realistic`), under three
+/// The quality benchmark (docs/proposals-and-queue.md, "The builtin proposer's quality"): on
+/// realistic histories of about 420 experiments over three years (tests/synthetic `realistic`), under three
 /// vocabularies and three seeds each, the builtin proposer's top 8 (the default caps) holds
 /// every planted opportunity, and never carries a lever whose true effect is negative.
 #[tokio::test]

@@ -6,7 +6,8 @@
 //! in-process on port 0 for the API and web UI tests: `review`, `browser`); `spine`,
 //! `policy_cli`, `governance`, `builtin` and `llm_*` the stages and the end-to-end behaviour,
 //! `hardening` hostile input (imports, policies, catalog, configuration, read-only use),
-//! `layering` the dependency rule of docs/architecture.md over every import in `src/`.
+//! `layering` the dependency rule of docs/architecture.md over every import in `src/`, `docs`
+//! the documentation checked against the binary (commands, configuration keys, links).
 //! Run one part with `cargo test --test cli spine::` (a module path filter).
 
 #[path = "../common/mod.rs"]
@@ -18,6 +19,7 @@ mod backends;
 mod browser;
 mod builtin;
 mod concurrency;
+mod docs;
 #[path = "../fake_openai/mod.rs"]
 mod fake_openai;
 mod governance;

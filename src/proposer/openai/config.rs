@@ -1,4 +1,4 @@
-//! The `[llm]` section of `hypod.toml` (see the README): where the model is, how long to wait
+//! The `[llm]` section of `hypod.toml` (see docs/model.md): where the model is, how long to wait
 //! for it, how often to retry and re-ask, how big the prompt may get, how the answer is
 //! constrained and what it costs. Loaded strictly (an unknown key is an error) and checked once
 //! by [`LlmConfig::validate`], whose problems name the key. The API key itself is never in the
