@@ -1,27 +1,27 @@
-//! Storage: the one trait every backend implements, and the opening of a backend from a
-//! database URL. This is the only place that writes SQL; every other module hands it values.
-//! One implementation per backend, each with its own migrations: `sqlite` (the embedded default,
-//! `migrations/sqlite/`) and `postgres` (several replicas sharing one database,
-//! `migrations/postgres/`). Both serialise their write transactions (SQLite with
+//! Storage: what a store can do ([`Store`], split into capability traits), the values it keeps,
+//! and the opening of a backend from a database URL. This is the only place that writes SQL;
+//! every other module hands it values. The transactions are written once, for every backend,
+//! in `shared`; each backend (`sqlite`, the embedded default, `migrations/sqlite/`; `postgres`,
+//! several replicas sharing one database, `migrations/postgres/`) holds what it says its own
+//! way, with its own migrations. Both serialise their write transactions (SQLite with
 //! `BEGIN IMMEDIATE`, PostgreSQL with a transaction-scoped advisory lock), so a read-then-write
 //! inside one of them (the audit chain's head, a review's previous status, an import's existing
 //! rows, the queue mark a run was assessed against) sees no concurrent writer.
 
 pub mod audit;
+mod capabilities;
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
-
-use crate::domain::{
-    AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, Role, RunRecord, SlotRecord,
-    SlotStatus, StatusChange,
+pub use capabilities::{
+    AuditLog, Experiments, Outbox, Proposals, Reviews, Runs, Slots, Store, Tokens,
 };
-use crate::history::Experiment;
-use async_trait::async_trait;
+
+use crate::domain::{Proposal, Role, StatusChange};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,7 +34,7 @@ pub enum StoreError {
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
     /// Proposals were queued after the run read the queue: the run must assess its drafts again
-    /// against the queue as it is now (see [`Store::record_run`]).
+    /// against the queue as it is now (see [`Runs::record_run`]).
     #[error("the proposal queue changed while the run was assessing its drafts (read at {read_at}, now {now})")]
     QueueChanged { read_at: QueueMark, now: QueueMark },
     /// A proposal the run meant to close (expire, supersede) was reviewed or closed since the
@@ -51,7 +51,7 @@ pub enum StoreError {
     NotMigrated { have: i64, need: i64 },
 }
 
-/// Ids looked up in one query by [`Store::get_proposals`].
+/// Ids looked up in one query by [`Proposals::get_proposals`].
 pub(crate) const IDS_PER_QUERY: usize = 1000;
 
 /// One notification waiting in the outbox: the run it is about.
@@ -186,122 +186,6 @@ pub fn audit_hash(
     hex::encode(hasher.finalize())
 }
 
-#[async_trait]
-pub trait Store: Send + Sync {
-    /// Applies this backend's migrations (idempotent).
-    async fn migrate(&self) -> Result<(), StoreError>;
-
-    /// Inserts or updates experiments by id, all in one transaction.
-    async fn upsert_experiments(
-        &self,
-        experiments: &[Experiment],
-    ) -> Result<UpsertCounts, StoreError>;
-    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
-
-    /// The queue's current [`QueueMark`]. A run reads it before it reads the open proposals.
-    async fn queue_mark(&self) -> Result<QueueMark, StoreError>;
-
-    /// Stores a run and its proposals in one transaction, with their audit entries, and closes
-    /// the open proposals `changes` name (expired, superseded), each with a `proposal.<status>`
-    /// audit entry, only while they are still pending review.
-    ///
-    /// `read_at` is the mark the run read before the open proposals it checked its drafts
-    /// against. If proposals were queued since (another run, another replica), nothing is
-    /// written and [`StoreError::QueueChanged`] is returned: the caller assesses its drafts again
-    /// and retries. The check and the insert happen in the same serialised write transaction,
-    /// so two concurrent runs never both queue the same idea. With a fence, the same
-    /// transaction ends the slot, and nothing is written unless the fence still holds a live
-    /// lease ([`StoreError::LeaseLost`]).
-    async fn record_run(
-        &self,
-        run: &RunRecord,
-        proposals: &[Proposal],
-        changes: &[StatusChange],
-        read_at: Option<QueueMark>,
-        fence: Option<&Fence>,
-    ) -> Result<AuditHead, StoreError>;
-    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
-    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
-
-    /// Up to `limit` undelivered notifications that are due, each held for `hold` (its next
-    /// attempt moved that far ahead and its attempts counted) so that no other process sends
-    /// it meanwhile. Rows older than `max_age` are given up (marked, never sent).
-    async fn claim_notifications(
-        &self,
-        limit: usize,
-        hold: Duration,
-        max_age: Duration,
-    ) -> Result<Vec<OutboxItem>, StoreError>;
-    /// Records a delivery attempt: delivered, or failed with the error and the next attempt
-    /// `retry_in` from now.
-    async fn finish_notification(
-        &self,
-        id: i64,
-        outcome: Result<(), String>,
-        retry_in: Duration,
-    ) -> Result<(), StoreError>;
-    /// (delivered, pending) notification counts.
-    async fn notification_counts(&self) -> Result<(usize, usize), StoreError>;
-
-    async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError>;
-    async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError>;
-    /// The stored proposals among `ids` (ids no proposal has are left out), by id.
-    async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError>;
-    async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
-    /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
-    async fn recent_rejections(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(Proposal, Review)>, StoreError>;
-
-    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically.
-    async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
-
-    /// The whole audit log, oldest first.
-    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
-    /// Up to `limit` audit entries after sequence number `after`, oldest first.
-    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
-    /// The sealed head of the audit chain, if anything was ever logged.
-    async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError>;
-    /// The log, its sealed head and what it is replayed against (every proposal's status and
-    /// every review), read in one snapshot.
-    async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError>;
-
-    /// Stores a new token (`hash`: the SHA-256 of its secret) with its audit entry.
-    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<(), StoreError>;
-    /// Every token, revoked ones included, oldest first.
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
-    /// Revokes a token with its audit entry; `false` when no live token has that id.
-    async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError>;
-    /// The live (not revoked) token whose secret hashes to `hash`.
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
-
-    /// Claims a slot for `owner` with a lease of `lease` on the database's clock: a new slot,
-    /// or a running one whose lease expired (taken over, with the next fencing token).
-    async fn claim_slot(
-        &self,
-        key: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<Claim, StoreError>;
-    /// Extends the lease; `false` when the fence no longer holds it.
-    async fn renew_lease(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError>;
-    /// Ends a slot without a recorded run (failed before recording, timed out, skipped);
-    /// `false` when the fence no longer holds it.
-    async fn end_slot(
-        &self,
-        fence: &Fence,
-        status: SlotStatus,
-        reason: &str,
-    ) -> Result<bool, StoreError>;
-    /// Lets the lease expire now (graceful shutdown: another replica may take over at once).
-    async fn release_slot(&self, fence: &Fence) -> Result<(), StoreError>;
-    /// Running slots whose lease has expired, oldest first.
-    async fn expired_slots(&self) -> Result<Vec<String>, StoreError>;
-    /// Slots, newest claims first.
-    async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError>;
-}
-
 /// The backend a database URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -364,3 +248,17 @@ pub(crate) fn check_migrated(
 
 /// The latest successful migration, as sqlx records it (`None` without its table).
 const LATEST_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
+
+/// A LIKE pattern matching `text` anywhere, with `%`, `_` and `\\` taken literally.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}

@@ -1,0 +1,172 @@
+//! What the store can do, one trait per capability, so that a caller can name what it needs
+//! (the scheduler slots and runs, the review surface proposals, reviews and the audit log).
+//! [`Store`] is all of them together with the migrations: what a backend is, and what
+//! `&dyn Store` / `Box<dyn Store>` callers hold.
+//!
+//! Where each is written: the multi-statement writes, and every statement both backends say
+//! the same way, once in [`super::shared`] for every backend; the reads whose rows differ
+//! between backends (proposals, reviews, the audit log, tokens, experiments) in each backend.
+
+use super::{
+    AuditEntry, AuditSnapshot, OutboxItem, QueueMark, SealedHead, StoreError, TokenRecord,
+    UpsertCounts,
+};
+use crate::domain::{
+    AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
+    StatusChange,
+};
+use crate::history::Experiment;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Everything a backend offers: each capability, and its migrations.
+#[async_trait]
+pub trait Store:
+    Experiments + Runs + Outbox + Proposals + Reviews + AuditLog + Tokens + Slots
+{
+    /// Applies this backend's migrations (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+}
+
+/// The imported experiment history.
+#[async_trait]
+pub trait Experiments: Send + Sync {
+    /// Inserts or updates experiments by id, all in one transaction.
+    async fn upsert_experiments(
+        &self,
+        experiments: &[Experiment],
+    ) -> Result<UpsertCounts, StoreError>;
+    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
+}
+
+/// Runs, and the queue mark a run records against.
+#[async_trait]
+pub trait Runs: Send + Sync {
+    /// The queue's current [`QueueMark`]. A run reads it before it reads the open proposals.
+    async fn queue_mark(&self) -> Result<QueueMark, StoreError>;
+
+    /// Stores a run and its proposals in one transaction, with their audit entries, and closes
+    /// the open proposals `changes` name (expired, superseded), each with a `proposal.<status>`
+    /// audit entry, only while they are still pending review.
+    ///
+    /// `read_at` is the mark the run read before the open proposals it checked its drafts
+    /// against. If proposals were queued since (another run, another replica), nothing is
+    /// written and [`StoreError::QueueChanged`] is returned: the caller assesses its drafts again
+    /// and retries. The check and the insert happen in the same serialised write transaction,
+    /// so two concurrent runs never both queue the same idea. With a fence, the same
+    /// transaction ends the slot, and nothing is written unless the fence still holds a live
+    /// lease ([`StoreError::LeaseLost`]).
+    async fn record_run(
+        &self,
+        run: &RunRecord,
+        proposals: &[Proposal],
+        changes: &[StatusChange],
+        read_at: Option<QueueMark>,
+        fence: Option<&Fence>,
+    ) -> Result<AuditHead, StoreError>;
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+}
+
+/// The notification outbox.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Up to `limit` undelivered notifications that are due, each held for `hold` (its next
+    /// attempt moved that far ahead and its attempts counted) so that no other process sends
+    /// it meanwhile. Rows older than `max_age` are given up (marked, never sent).
+    async fn claim_notifications(
+        &self,
+        limit: usize,
+        hold: Duration,
+        max_age: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Records a delivery attempt: delivered, or failed with the error and the next attempt
+    /// `retry_in` from now.
+    async fn finish_notification(
+        &self,
+        id: i64,
+        outcome: Result<(), String>,
+        retry_in: Duration,
+    ) -> Result<(), StoreError>;
+    /// (delivered, pending) notification counts.
+    async fn notification_counts(&self) -> Result<(usize, usize), StoreError>;
+}
+
+/// The proposal queue, read.
+#[async_trait]
+pub trait Proposals: Send + Sync {
+    async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError>;
+    async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError>;
+    /// The stored proposals among `ids` (ids no proposal has are left out), by id.
+    async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError>;
+}
+
+/// Reviews of proposals.
+#[async_trait]
+pub trait Reviews: Send + Sync {
+    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically.
+    async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
+    async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
+    /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
+    async fn recent_rejections(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Proposal, Review)>, StoreError>;
+}
+
+/// The hash-chained audit log, read (every write appends to it in its own transaction).
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// The whole audit log, oldest first.
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Up to `limit` audit entries after sequence number `after`, oldest first.
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The sealed head of the audit chain, if anything was ever logged.
+    async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError>;
+    /// The log, its sealed head and what it is replayed against (every proposal's status and
+    /// every review), read in one snapshot.
+    async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError>;
+}
+
+/// API tokens.
+#[async_trait]
+pub trait Tokens: Send + Sync {
+    /// Stores a new token (`hash`: the SHA-256 of its secret) with its audit entry.
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<(), StoreError>;
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token with its audit entry; `false` when no live token has that id.
+    async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError>;
+    /// The live (not revoked) token whose secret hashes to `hash`.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+}
+
+/// Scheduled slots: claims, leases on the database's clock, and fencing tokens.
+#[async_trait]
+pub trait Slots: Send + Sync {
+    /// Claims a slot for `owner` with a lease of `lease` on the database's clock: a new slot,
+    /// or a running one whose lease expired (taken over, with the next fencing token).
+    async fn claim_slot(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Extends the lease; `false` when the fence no longer holds it.
+    async fn renew_lease(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError>;
+    /// Ends a slot without a recorded run (failed before recording, timed out, skipped);
+    /// `false` when the fence no longer holds it.
+    async fn end_slot(
+        &self,
+        fence: &Fence,
+        status: SlotStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+    /// Lets the lease expire now (graceful shutdown: another replica may take over at once).
+    async fn release_slot(&self, fence: &Fence) -> Result<(), StoreError>;
+    /// Running slots whose lease has expired, oldest first.
+    async fn expired_slots(&self) -> Result<Vec<String>, StoreError>;
+    /// Slots, newest claims first.
+    async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError>;
+}

@@ -1,0 +1,152 @@
+//! The writes of the review surface, for every backend, each in one write transaction with its
+//! audit entry: a review (read, judged by [`apply_review`], applied only to the status it was
+//! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]).
+
+use super::{append_audit, Arg, Conn, Dialect, Sql};
+use crate::domain::{apply_review, AuditAction, Proposal, Review, ReviewError};
+use crate::store::{Reviews, StoreError, TokenRecord, Tokens};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+#[async_trait]
+impl<D: Dialect> Reviews for D {
+    async fn review(&self, review: &Review) -> Result<Proposal, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut proposal = match tx.proposal(&review.proposal_id).await? {
+            Some(proposal) => proposal,
+            None => return Err(ReviewError::NotFound(review.proposal_id.clone()).into()),
+        };
+        let previous = tx.reviews(Some(&review.proposal_id)).await?;
+        let status = apply_review(&proposal, &previous, review)?;
+        tx.execute(
+            Sql::new(
+                "INSERT INTO reviews (proposal_id, actor, role, action, note, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            ),
+            &[
+                Arg::Text(&review.proposal_id),
+                Arg::Text(&review.actor),
+                Arg::Text(review.role.as_str()),
+                Arg::Text(review.action.as_str()),
+                Arg::OptText(review.note.as_deref()),
+                Arg::time(review.at),
+            ],
+        )
+        .await?;
+        // Guarded on the status read above (the write lock already excludes a concurrent
+        // review): two concurrent reviews cannot both apply.
+        let updated = tx
+            .execute(
+                Sql::new(
+                    "UPDATE proposals SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+                ),
+                &[
+                    Arg::Text(status.as_str()),
+                    Arg::time(review.at),
+                    Arg::Text(&review.proposal_id),
+                    Arg::Text(proposal.status.as_str()),
+                ],
+            )
+            .await?;
+        if updated != 1 {
+            return Err(ReviewError::NotReviewable {
+                id: proposal.id.clone(),
+                status: proposal.status,
+            }
+            .into());
+        }
+        let detail = serde_json::json!({
+            "role": review.role, "note": review.note, "status": status.as_str()
+        })
+        .to_string();
+        append_audit(
+            &mut tx,
+            self.audit_key(),
+            &review.actor,
+            AuditAction::Review(review.action),
+            &review.proposal_id,
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        proposal.status = status;
+        proposal.updated_at = review.at;
+        Ok(proposal)
+    }
+
+    async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
+        self.connection().await?.reviews(Some(id)).await
+    }
+
+    async fn recent_rejections(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Proposal, Review)>, StoreError> {
+        Dialect::recent_rejections(self, since).await
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Tokens for D {
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(
+            Sql::new(
+                "INSERT INTO tokens (id, user_name, role, hash, created_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            ),
+            &[
+                Arg::Text(&token.id),
+                Arg::Text(&token.user),
+                Arg::Text(token.role.as_str()),
+                Arg::Text(hash),
+                Arg::time(token.created_at),
+                Arg::Text(&token.created_by),
+            ],
+        )
+        .await?;
+        append_audit(
+            &mut tx,
+            self.audit_key(),
+            &token.created_by,
+            AuditAction::TokenCreate,
+            &token.id,
+            &serde_json::json!({ "user": token.user, "role": token.role }).to_string(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Dialect::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let revoked = tx
+            .execute(
+                Sql::new("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"),
+                &[Arg::time(Utc::now()), Arg::Text(id)],
+            )
+            .await?
+            == 1;
+        if revoked {
+            append_audit(
+                &mut tx,
+                self.audit_key(),
+                by,
+                AuditAction::TokenRevoke,
+                id,
+                "{}",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Dialect::token_by_hash(self, hash).await
+    }
+}
