@@ -10,6 +10,7 @@
 
 pub mod audit;
 mod capabilities;
+mod migrations;
 pub mod postgres;
 mod shared;
 pub mod sqlite;

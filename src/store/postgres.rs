@@ -65,7 +65,7 @@ impl PostgresStore {
             .fetch_one(&store.pool)
             .await
             .unwrap_or(None);
-        super::check_migrated(applied, &sqlx::migrate!("./migrations/postgres"))?;
+        super::check_migrated(applied, &super::migrations::postgres())?;
         Ok(store)
     }
 
@@ -278,9 +278,7 @@ impl Dialect for PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        super::migrations::postgres().run(&self.pool).await?;
         Ok(())
     }
 }

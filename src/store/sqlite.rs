@@ -78,7 +78,7 @@ impl SqliteStore {
             .fetch_one(&store.pool)
             .await
             .unwrap_or(None);
-        super::check_migrated(applied, &sqlx::migrate!("./migrations/sqlite"))?;
+        super::check_migrated(applied, &super::migrations::sqlite())?;
         Ok(store)
     }
 
@@ -241,7 +241,7 @@ impl Store for SqliteStore {
         // for every lifetime ("implementation of `Acquire` is not general enough");
         // `run_direct` is the function `run` calls with the connection it acquired.
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
-        sqlx::migrate!("./migrations/sqlite")
+        super::migrations::sqlite()
             .run_direct(None, &mut *tx, false)
             .await?;
         tx.commit().await?;
