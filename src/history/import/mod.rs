@@ -150,18 +150,7 @@ pub fn parse_sources(sources: &[Source]) -> ImportReport {
 
 /// Parses text already in memory (used for the bundled sample history and by tests).
 pub fn parse_text(name: &str, format: Format, text: &str) -> ImportReport {
-    let mut report = ImportReport::default();
-    let mut reader = BufReader::new(text.as_bytes());
-    if let Err(err) = parse_reader(name, Some(format), &mut reader, &mut report) {
-        report.problems.push(Problem {
-            source: name.to_string(),
-            location: Location::Whole,
-            field: None,
-            message: format!("cannot read: {err}"),
-        });
-    }
-    deduplicate(&mut report.experiments);
-    report
+    parse_bytes(name, Some(format), text.as_bytes())
 }
 
 /// Parses bytes already in memory as a file of that name would be (the format sniffed when
