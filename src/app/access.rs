@@ -7,7 +7,7 @@
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
 use crate::domain::{Identity, Role};
-use crate::store::{token_hash, Store, TokenRecord};
+use crate::store::{token_hash, TokenRecord};
 use serde::Serialize;
 
 /// What a request wants to do; each needs a least role ([`Permission::least_role`]).
@@ -163,32 +163,30 @@ impl App {
 
     /// The principal a bearer token identifies.
     pub async fn principal_for_token(&self, secret: &str) -> AppResult<Principal> {
-        principal_for_token(self.store().await?.as_ref(), secret).await
+        let unknown = || {
+            AppError::new(
+                ErrorKind::Unauthenticated,
+                "the token is unknown or revoked",
+            )
+        };
+        // Token secrets are short ASCII; anything else is not one (and is never hashed at length).
+        if secret.len() > 128 || !secret.is_ascii() {
+            return Err(unknown());
+        }
+        let record = self
+            .store()
+            .await?
+            .token_by_hash(&token_hash(secret))
+            .await?
+            .ok_or_else(unknown)?;
+        let user = Identity::parse(&record.user)
+            .map_err(|e| AppError::runtime(format!("token {}: stored user: {e}", record.id)))?;
+        Ok(Principal {
+            user,
+            role: record.role,
+            via: AuthSource::Token(record.id),
+        })
     }
-}
-
-async fn principal_for_token(store: &dyn Store, secret: &str) -> AppResult<Principal> {
-    let unknown = || {
-        AppError::new(
-            ErrorKind::Unauthenticated,
-            "the token is unknown or revoked",
-        )
-    };
-    // Token secrets are short ASCII; anything else is not one (and is never hashed at length).
-    if secret.len() > 128 || !secret.is_ascii() {
-        return Err(unknown());
-    }
-    let record = store
-        .token_by_hash(&token_hash(secret))
-        .await?
-        .ok_or_else(unknown)?;
-    let user = Identity::parse(&record.user)
-        .map_err(|e| AppError::runtime(format!("token {}: stored user: {e}", record.id)))?;
-    Ok(Principal {
-        user,
-        role: record.role,
-        via: AuthSource::Token(record.id),
-    })
 }
 
 /// The principal a trusted proxy's headers name: the highest role among the groups.
@@ -227,11 +225,15 @@ pub fn principal_from_proxy(
     })
 }
 
-/// The principal a command-line review names with `--as USER`: a user who holds a live token,
-/// in the highest role among their tokens. The shell cannot declare a role of its own.
-pub(super) async fn cli_principal(store: &dyn Store, user: &str) -> AppResult<Principal> {
-    let user = Identity::parse(user).map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
-    let role = store
+impl App {
+    /// The principal a command-line review names with `--as USER`: a user who holds a live token,
+    /// in the highest role among their tokens. The shell cannot declare a role of its own.
+    pub async fn cli_principal(&self, user: &str) -> AppResult<Principal> {
+        let user =
+            Identity::parse(user).map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
+        let role = self
+        .store()
+        .await?
         .list_tokens()
         .await?
         .into_iter()
@@ -246,11 +248,12 @@ pub(super) async fn cli_principal(store: &dyn Store, user: &str) -> AppResult<Pr
                 ),
             )
         })?;
-    Ok(Principal {
-        user,
-        role,
-        via: AuthSource::Cli,
-    })
+        Ok(Principal {
+            user,
+            role,
+            via: AuthSource::Cli,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -71,13 +71,6 @@ impl App {
         }
     }
 
-    /// The use cases on a database already open (a test's, a benchmark's).
-    pub fn with_store(config: Config, store: Arc<dyn Store>, key: AuditKey) -> App {
-        let app = App::new(config).with_audit_key(key);
-        let _ = app.store.set(store);
-        app
-    }
-
     /// Audit entries are keyed with `key` instead of the one the configuration names.
     pub fn with_audit_key(self, key: AuditKey) -> App {
         let _ = self.audit_key.set(key);

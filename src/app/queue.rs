@@ -269,12 +269,6 @@ pub struct ReviewOutcome {
 }
 
 impl App {
-    /// The principal a command-line review names with `--as USER` (see
-    /// [`super::access::cli_principal`]).
-    pub async fn cli_principal(&self, user: &str) -> AppResult<Principal> {
-        super::access::cli_principal(self.store().await?.as_ref(), user).await
-    }
-
     /// Approve, reject or comment: the principal's role is checked, the domain's review rules
     /// decide, the store records.
     pub async fn review(&self, request: ReviewRequest) -> AppResult<ReviewOutcome> {
