@@ -77,12 +77,6 @@ impl App {
         }
     }
 
-    /// At most `bound` heavy reads at once instead of [`reads::default_bound`].
-    pub fn with_heavy_read_bound(mut self, bound: usize) -> App {
-        self.reads = Arc::new(reads::Reads::new(bound));
-        self
-    }
-
     /// Audit entries are keyed with `key` instead of the one the configuration names.
     pub fn with_audit_key(self, key: AuditKey) -> App {
         let _ = self.audit_key.set(key);

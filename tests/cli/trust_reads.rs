@@ -3,8 +3,8 @@
 //! do not hold up a reviewer's approval, and analyse the history once between them
 //! (`hypod_analysis_computations_total`); the analysis is shared by the API's experiment,
 //! proposal and health views and the web UI's runs page until an import or a run changes the
-//! history — also one made by another process (the command line) in the running daemon's
-//! database. On SQLite and PostgreSQL.
+//! history — also one made by another process (the command line) or another daemon (a
+//! replica) in the same database. On SQLite and PostgreSQL.
 
 use crate::review_audit::{last_proposal, queue_draft};
 use crate::support::{fixture, Hypod, SAMPLE};
@@ -132,6 +132,15 @@ fn parallel_heavy_reads_leave_room_for_an_approval(url: Option<&str>) {
         answered_before_the_approval, 0,
         "the approval waited for the viewer's heavy reads"
     );
+    // A light read too: the queue, with the approval in it.
+    let queue = get(&daemon, "/api/v1/proposals?status=approved", &viewer);
+    let answered_before_the_queue = answered.load(Ordering::SeqCst);
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    assert_eq!(queue.json()["items"][0]["id"], proposal.as_str());
+    assert_eq!(
+        answered_before_the_queue, 0,
+        "the queue waited for the viewer's heavy reads"
+    );
 
     let answers: Vec<Answer> = readers
         .into_iter()
@@ -245,9 +254,40 @@ fn an_import_changes_what_the_next_read_shows(url: Option<&str>) {
     assert_eq!(computations(), 2.0);
 
     // The same records again change nothing: the analysis stays.
-    import(&hypod, "same.ndjson", changed);
+    import(&hypod, "same.ndjson", changed.clone());
     assert_eq!(treatment_rate(&daemon, &viewer), after);
     assert_eq!(computations(), 2.0);
+
+    // Another daemon on the same database (a replica) imports through its API: this one sees it.
+    let replica = TestApp::spawn(&hypod);
+    let admin = hypod.token("ada", "admin");
+    let tripled = (3.0 * conversions) as u64;
+    let body: String = changed
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if e["id"] == "exp-2024-0003" {
+                e["variants"][1]["conversions"] = tripled.into();
+                e["variants"][1]["orders"] = tripled.into();
+            }
+            format!("{e}\n")
+        })
+        .collect();
+    let imported = request(
+        &replica.addr,
+        "POST",
+        "/api/v1/experiments",
+        &[("Authorization", &bearer(&admin))],
+        Some(("application/x-ndjson", &body)),
+    );
+    assert_eq!(imported.status, 200, "{}", imported.body);
+    let after = treatment_rate(&daemon, &viewer);
+    assert!(
+        (after - tripled as f64 / visitors).abs() < 1e-9,
+        "the replica's numbers: {after}"
+    );
+    assert_eq!(computations(), 3.0);
+    drop(replica);
 
     // A review is no change of the history; a run is (its proposals are the learning loop's).
     let reviewer = hypod.token("rita", "reviewer");
@@ -260,10 +300,10 @@ fn an_import_changes_what_the_next_read_shows(url: Option<&str>) {
     );
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(treatment_rate(&daemon, &viewer), after);
-    assert_eq!(computations(), 2.0);
+    assert_eq!(computations(), 3.0);
     hypod.ok(&["run"]);
     assert_eq!(treatment_rate(&daemon, &viewer), after);
-    assert_eq!(computations(), 3.0);
+    assert_eq!(computations(), 4.0);
 }
 
 /// Runs `check` on a fresh PostgreSQL database (skipped loudly without PostgreSQL, outside CI).
