@@ -328,6 +328,11 @@ impl AnalysisReport {
         }
     }
 
+    /// The history analysed, as it was loaded (by id).
+    pub fn experiments(&self) -> &[Experiment] {
+        &self.experiments
+    }
+
     /// Each experiment's analysis, computed as the iterator is walked.
     pub fn analyses(&self) -> impl Iterator<Item = ExperimentAnalysis> + '_ {
         self.experiments

@@ -7,24 +7,25 @@ use super::{App, AppError, AppResult};
 use crate::analysis::{self, AnalysisReport, LeverBase};
 use crate::proposer::openai::RenderedPrompt;
 use crate::proposer::ProposalContext;
+use std::sync::Arc;
 
 impl App {
     /// `analyze`: per-experiment statistics and program health, computed as they are written.
     /// Policies and catalog are read first: a mistake in them stops the command before the
     /// database is opened.
-    /// The same analysis feeds the proposal pages and the API's health and experiment views.
-    pub async fn analyze(&self) -> AppResult<AnalysisReport> {
+    /// The same analysis feeds the proposal pages and the API's health and experiment views:
+    /// computed once per version of the stored history, off the async workers, and shared until
+    /// an import or a run changes the history (see [`super::reads`]).
+    pub async fn analyze(&self) -> AppResult<Arc<AnalysisReport>> {
         let governance = self.governance()?;
-        let store = self.store().await?;
-        let experiments = store.load_experiments().await?;
-        let mut settings = analysis_settings(&self.config, &governance, crate::now());
-        settings.origins = origins(store.as_ref(), &experiments).await?;
-        Ok(AnalysisReport::new(experiments, settings))
+        let settings = analysis_settings(&self.config, &governance, crate::now());
+        let store = self.store().await?.clone();
+        self.reads.analysis(store, settings).await
     }
 
     /// `levers`: the lever knowledge base (pooled effect per lever, per moment and segment).
     pub async fn levers(&self) -> AppResult<LeverBase> {
-        Ok(self.analyze().await?.levers)
+        Ok(self.analyze().await?.levers.clone())
     }
 
     /// `prompt render`: the exact messages the next run would send to the model.
@@ -64,7 +65,8 @@ pub struct ExperimentPage {
 
 impl App {
     /// The imported history, by id: up to `limit` experiments (see
-    /// [`super::queue::page_size`]) whose id sorts after `after`, at `moment` if given.
+    /// [`super::queue::page_size`]) whose id sorts after `after`, at `moment` if given. Read
+    /// from the cached analysis's history: paging through the history does not load it again.
     pub async fn experiments_page(
         &self,
         after: Option<&str>,
@@ -73,14 +75,14 @@ impl App {
     ) -> AppResult<ExperimentPage> {
         let limit = super::queue::page_size(limit)?;
         let mut items: Vec<crate::history::Experiment> = self
-            .store()
+            .analyze()
             .await?
-            .load_experiments()
-            .await?
-            .into_iter()
+            .experiments()
+            .iter()
             .filter(|e| after.is_none_or(|a| e.id.as_str() > a))
             .filter(|e| moment.is_none_or(|m| e.moment == m))
             .take(limit + 1)
+            .cloned()
             .collect();
         let next_after = if items.len() > limit {
             items.truncate(limit);

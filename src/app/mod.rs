@@ -5,7 +5,9 @@
 //! method takes typed input and returns a typed, serialisable view (the `--json` output is that
 //! view) or an [`AppError`] that says what kind of failure it is. Use cases never parse command
 //! lines and never print. What several use cases read alike (the history with its analysis,
-//! the open queue) is loaded in one place, [`load`].
+//! the open queue) is loaded in one place, [`load`]; the history's analysis is cached per
+//! version of the stored history, and heavy reads are kept off the async workers, in
+//! [`reads`].
 
 pub mod access;
 pub mod analyze;
@@ -16,6 +18,7 @@ pub mod load;
 mod open;
 pub mod policy;
 pub mod queue;
+pub mod reads;
 pub mod run;
 pub mod setup;
 
@@ -49,6 +52,8 @@ pub struct App {
     access: Access,
     store: tokio::sync::OnceCell<Arc<dyn Store>>,
     audit_key: OnceLock<AuditKey>,
+    /// The analysis cache and the bound on heavy reads.
+    reads: Arc<reads::Reads>,
 }
 
 impl App {
@@ -68,6 +73,7 @@ impl App {
             access,
             store: tokio::sync::OnceCell::new(),
             audit_key: OnceLock::new(),
+            reads: Arc::new(reads::Reads::default()),
         }
     }
 
@@ -110,6 +116,21 @@ impl App {
         }
         let key = open::audit_key(&self.config)?;
         Ok(self.audit_key.get_or_init(|| key).clone())
+    }
+
+    /// Runs a heavy read (one that reads or analyses the whole history) on the blocking pool,
+    /// at most [`reads::Reads::bound`] at once; see [`reads`]. `work` must not call it again.
+    pub async fn heavy<T, F>(&self, work: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = AppResult<T>> + Send + 'static,
+    {
+        self.reads.run(work).await
+    }
+
+    /// The analysis cache's and the heavy reads' counters, for `/metrics`.
+    pub fn read_stats(&self) -> reads::ReadStats {
+        self.reads.stats()
     }
 
     /// The policy set and catalog as they are on disk now.

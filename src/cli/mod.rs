@@ -426,7 +426,7 @@ async fn dispatch(args: Args) -> AppResult<()> {
             }
             present(&summary, json, text::import)
         }
-        Command::Analyze { json } => present(&app.analyze().await?, json, text::analysis),
+        Command::Analyze { json } => present(&*app.analyze().await?, json, text::analysis),
         Command::Levers { json } => present(&app.levers().await?, json, text::levers),
         Command::Serve => crate::server::serve(app).await,
         Command::Run { json } => {

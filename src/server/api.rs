@@ -377,7 +377,12 @@ async fn evaluate_policies(
     Reader(_): Reader,
     JsonBody(draft): JsonBody<crate::domain::ProposalDraft>,
 ) -> ApiResult<Response> {
-    let evaluation = state.app.evaluate_draft(&draft).await?;
+    // It analyses the whole history: a heavy read, off the async workers and bounded.
+    let server = state.clone();
+    let evaluation = state
+        .app
+        .heavy(async move { server.app.evaluate_draft(&draft).await })
+        .await?;
     Ok(Json(evaluation).into_response())
 }
 

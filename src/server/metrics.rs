@@ -1,8 +1,10 @@
 //! Prometheus metrics of the daemon, kept as plain atomics and rendered in the text exposition
 //! format at `/metrics` (no exporter crate: nothing here grows without bound, so there is no
 //! upkeep to forget). The queue depth is read from the store at each scrape, the next slot
-//! from the scheduler's status.
+//! from the scheduler's status, the analysis cache's and the heavy reads' counters from the
+//! [`crate::app::App`] they belong to.
 
+use crate::app::reads::ReadStats;
 use crate::app::run::SlotOutcome;
 use crate::domain::{ProposalFilter, ProposalStatus};
 use crate::store::Store;
@@ -100,7 +102,12 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub async fn render(&self, store: &dyn Store, next_slot: Option<DateTime<Utc>>) -> String {
+    pub async fn render(
+        &self,
+        store: &dyn Store,
+        next_slot: Option<DateTime<Utc>>,
+        reads: ReadStats,
+    ) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -136,11 +143,44 @@ impl Metrics {
                 "Model cost, in the configured price's currency.",
                 load(&self.cost_micros) as f64 / 1e6,
             ),
+            (
+                "hypod_analysis_computations_total",
+                "Times this process analysed the whole history (the analysis is cached until an import or run changes it).",
+                reads.computations as f64,
+            ),
+            (
+                "hypod_analysis_cache_hits_total",
+                "Reads answered from the cached analysis of the history.",
+                reads.hits as f64,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let gauges = [
+            (
+                "hypod_heavy_reads_running",
+                "Heavy reads (the history loaded or analysed) running now, off the async workers.",
+                reads.running,
+            ),
+            (
+                "hypod_heavy_reads_waiting",
+                "Heavy reads waiting for their turn.",
+                reads.waiting,
+            ),
+            (
+                "hypod_heavy_reads_limit",
+                "How many heavy reads may run at once.",
+                reads.bound as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
         let _ = writeln!(

@@ -200,7 +200,10 @@ async fn metrics_text(
         {
             let next_slot = state.scheduler.borrow().next_slot;
             match state.app.store().await {
-                Ok(store) => state.metrics.render(store.as_ref(), next_slot).await,
+                Ok(store) => {
+                    let reads = state.app.read_stats();
+                    state.metrics.render(store.as_ref(), next_slot, reads).await
+                }
                 Err(e) => format!("# the database cannot be opened: {e}\n"),
             }
         },

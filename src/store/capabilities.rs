@@ -8,8 +8,8 @@
 //! between backends (proposals, reviews, the audit log, tokens, experiments) in each backend.
 
 use super::{
-    AuditEntry, AuditSnapshot, OutboxItem, QueueMark, SealedHead, StoreError, TokenRecord,
-    UpsertCounts,
+    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, QueueMark, SealedHead, StoreError,
+    TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
@@ -38,6 +38,10 @@ pub trait Experiments: Send + Sync {
         experiments: &[Experiment],
     ) -> Result<UpsertCounts, StoreError>;
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
+    /// The audit log's head and whether an entry after sequence number `since` changed the
+    /// history (one indexed read of the entries after `since`): what tells a cached analysis
+    /// it is stale.
+    async fn history_mark(&self, since: i64) -> Result<HistoryMark, StoreError>;
 }
 
 /// Runs, and the queue mark a run records against.

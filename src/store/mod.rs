@@ -83,6 +83,20 @@ impl std::fmt::Display for QueueMark {
     }
 }
 
+/// Where the stored history stands for its readers: the audit log's last sequence number, and
+/// whether an entry after the one a reader asked about changed what the history's analysis
+/// reads (an import, or a run and the proposals it stored). Every such write appends its audit
+/// entry in its own transaction, under the database's one write lock, so a cached analysis
+/// checked at `head` is current until an entry after `head` says otherwise, on every replica
+/// and for every process writing to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryMark {
+    /// The last audit entry's sequence number (0 for an empty log).
+    pub head: i64,
+    /// Whether an entry after the asked-about sequence number changed the history.
+    pub changed: bool,
+}
+
 /// What a proposal row's `body` holds on every backend (status and times live in columns).
 #[derive(Serialize, serde::Deserialize)]
 pub(crate) struct ProposalBody {

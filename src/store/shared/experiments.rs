@@ -1,10 +1,11 @@
 //! Imports, for every backend: experiments inserted or updated by id in one write transaction
-//! with one audit entry, an unchanged body left untouched. Loading them is the backend's.
+//! with one audit entry, an unchanged body left untouched; the history's mark, read from the
+//! audit log, that tells a cached analysis it is stale. Loading them is the backend's.
 
 use super::{append_audit, Arg, Conn, Dialect, Sql};
 use crate::domain::AuditAction;
 use crate::history::Experiment;
-use crate::store::{corrupt, Experiments, StoreError, UpsertCounts};
+use crate::store::{corrupt, Experiments, HistoryMark, StoreError, UpsertCounts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -60,6 +61,25 @@ impl<D: Dialect> Experiments for D {
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
         Dialect::load_experiments(self).await
     }
+
+    async fn history_mark(&self, since: i64) -> Result<HistoryMark, StoreError> {
+        history_mark(&mut self.connection().await?, since).await
+    }
+}
+
+/// See [`Experiments::history_mark`]: imports log `experiments.*` entries and runs `run.*`
+/// ones (with the proposals the learning loop reads), each in its own write transaction.
+async fn history_mark<C: Conn>(conn: &mut C, since: i64) -> Result<HistoryMark, StoreError> {
+    let (head, changed): (i64, bool) = conn
+        .fetch_one(
+            Sql::new(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_log), EXISTS (SELECT 1 \
+                 FROM audit_log WHERE seq > $1 AND (action LIKE 'experiments.%' OR action LIKE 'run.%'))",
+            ),
+            &[Arg::Int(since)],
+        )
+        .await?;
+    Ok(HistoryMark { head, changed })
 }
 
 /// Inserts or updates one experiment, leaving an unchanged body untouched (compared as the
