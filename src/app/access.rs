@@ -6,7 +6,7 @@
 
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
-use crate::domain::{echo, Identity, Role};
+use crate::domain::{echo, Identity, Role, TextError};
 use crate::store::{token_hash, TokenRecord};
 use serde::Serialize;
 
@@ -201,8 +201,17 @@ impl App {
             .token_by_hash(&token_hash(secret))
             .await?
             .ok_or_else(unknown)?;
-        let user = Identity::parse(&record.user)
-            .map_err(|e| AppError::runtime(format!("token {}: stored user: {e}", record.id)))?;
+        let user = Identity::parse(&record.user).map_err(|e| match e {
+            // A token created before names had to be written in one script.
+            TextError::MixedScript { .. } => AppError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "token {}: {e}; an admin revokes it and creates one for the name written in one script",
+                    record.id
+                ),
+            ),
+            other => AppError::runtime(format!("token {}: stored user: {other}", record.id)),
+        })?;
         Ok(Principal {
             user,
             role: record.role,

@@ -3,8 +3,10 @@
 //! check the origin of every form — never on the API, where another site's page could send it),
 //! or a trusted reverse proxy's `X-Forwarded-User` / `X-Forwarded-Groups` with
 //! `auth = "proxy"` — believed only when the connection comes from an address in
-//! `server.trusted_proxies`, each header sent once, read as UTF-8. Also the JSON error answer
-//! every API failure uses, and the extractors that turn bad bodies and queries into it.
+//! `server.trusted_proxies`, each header sent once, read as UTF-8. An API write from another
+//! site's page (an `Origin` that is not this server) is refused whatever it carries. Also the
+//! JSON error answer every API failure uses, and the extractors that turn bad bodies and
+//! queries into it.
 
 use super::ServerState;
 use crate::app::access::{self, Principal};
@@ -125,6 +127,19 @@ pub async fn identify(
     state: &ServerState,
     surface: Surface,
 ) -> Result<Principal, AppError> {
+    let principal = credentials(parts, state, surface).await?;
+    if surface == Surface::Api {
+        refuse_cross_site_write(parts)?;
+    }
+    Ok(principal)
+}
+
+/// The principal the request's credentials name, among those `surface` accepts.
+async fn credentials(
+    parts: &Parts,
+    state: &ServerState,
+    surface: Surface,
+) -> Result<Principal, AppError> {
     let config = state.app.config();
     match config.server.auth {
         AuthMode::Token => {
@@ -173,6 +188,42 @@ pub async fn identify(
             access::principal_from_proxy(&config.server.proxy_groups, &user, &groups)
         }
     }
+}
+
+/// Refuses an API write sent by a web page of another origin. Behind an authenticating proxy
+/// the browser's session with the proxy is a credential too, which any page could spend; the
+/// API answers no CORS preflight, so no page of another origin has a legitimate write to make.
+/// Programs (curl, scripts) send no `Origin`; reads are left alone (a page cannot read the
+/// answer without CORS).
+fn refuse_cross_site_write(parts: &Parts) -> Result<(), AppError> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let text = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("\u{fffd}"))
+    };
+    let host = text(header::HOST).unwrap_or("");
+    let foreign_origin = text(header::ORIGIN).is_some_and(|origin| {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        host.is_empty() || authority != Some(host)
+    });
+    let foreign_fetch = parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| matches!(v.as_bytes(), b"cross-site" | b"same-site"));
+    if foreign_origin || foreign_fetch {
+        return Err(AppError::new(
+            ErrorKind::Forbidden,
+            "the API takes no writes from another site's web pages; people use the web UI under /ui, programs send no Origin",
+        ));
+    }
+    Ok(())
 }
 
 /// An identity header from the trusted proxy: absent, or sent exactly once as UTF-8 text.

@@ -289,6 +289,40 @@ fn repeated_identity_headers_from_the_proxy_are_refused() {
 }
 
 #[test]
+fn behind_the_proxy_another_sites_page_cannot_write_through_the_api() {
+    // Behind an authenticating proxy the browser's session with the proxy is the credential:
+    // the proxy adds the headers to whatever the browser sends, also for another site's page.
+    let hypod = Hypod::new();
+    hypod.ok(&["import", SAMPLE]);
+    let daemon = proxy_daemon(&hypod);
+    let addr = daemon.addr.clone();
+    let governance = [
+        ("X-Forwarded-User", b"gus".as_slice()),
+        ("X-Forwarded-Groups", b"hypod-governance".as_slice()),
+    ];
+    for foreign in [
+        ("Origin", b"https://evil.example".as_slice()),
+        ("Origin", b"null".as_slice()),
+        ("Sec-Fetch-Site", b"same-site".as_slice()),
+    ] {
+        let mut headers = governance.to_vec();
+        headers.push(foreign);
+        let (status, body) = raw_request(&addr, "POST", "/api/v1/runs", &headers);
+        assert_eq!(status, 403, "{foreign:?}: {body}");
+        assert!(body.contains("another site"), "{body}");
+        // Reads stay open (a page cannot read the answer without CORS).
+        let (status, body) = raw_request(&addr, "GET", "/api/v1/me", &headers);
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = raw_request(&addr, "GET", "/api/v1/runs", &governance);
+    assert_eq!(
+        (status, json(&body)),
+        (200, Value::Array(Vec::new())),
+        "{body}"
+    );
+}
+
+#[test]
 fn utf8_names_from_the_proxy_are_read_and_invalid_ones_refused_clearly() {
     let hypod = Hypod::new();
     let daemon = proxy_daemon(&hypod);
