@@ -187,6 +187,18 @@ impl std::fmt::Display for Identity {
 /// How many characters of a user's input an error message quotes.
 pub const ECHO_CHARS: usize = 64;
 
+/// User input shown in a message as it is (an id), bounded: the whole of it when at most
+/// [`ECHO_CHARS`] characters, else its first [`ECHO_CHARS`] and `… (N characters)`.
+pub fn bounded(input: &str) -> std::borrow::Cow<'_, str> {
+    let chars = input.chars().count();
+    if chars <= ECHO_CHARS {
+        std::borrow::Cow::Borrowed(input)
+    } else {
+        let head: String = input.chars().take(ECHO_CHARS).collect();
+        std::borrow::Cow::Owned(format!("{head}… ({chars} characters)"))
+    }
+}
+
 /// User input quoted in a message, bounded: the whole of it (as a Rust/JSON-style quoted
 /// string) when at most [`ECHO_CHARS`] characters, else its first [`ECHO_CHARS`] and
 /// `… (N characters)` — a 100 000-character `--as` is not echoed back whole.
@@ -380,6 +392,8 @@ mod tests {
     #[test]
     fn echoed_input_is_bounded() {
         assert_eq!(echo("ada"), "\"ada\"");
+        assert_eq!(bounded("p-1"), "p-1");
+        assert!(bounded(&"p".repeat(1000)).ends_with("p… (1000 characters)"));
         let long = echo(&"x".repeat(100_000));
         assert!(long.ends_with("… (100000 characters)"), "{long}");
         assert!(long.chars().count() < 100, "{long}");

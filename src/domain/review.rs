@@ -112,7 +112,7 @@ pub struct Review {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ReviewError {
-    #[error("proposal {0} does not exist")]
+    #[error("proposal {} does not exist", identity::bounded(.0))]
     NotFound(String),
     #[error("proposal {id} is {status}: only pending_review proposals can be reviewed")]
     NotReviewable { id: String, status: ProposalStatus },

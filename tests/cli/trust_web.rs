@@ -701,6 +701,21 @@ fn a_huge_identity_is_not_echoed_whole() {
             ran.stderr
         );
     }
+    // Nor is a huge proposal id.
+    hypod.token("rita", "reviewer");
+    for args in [
+        vec!["queue", "show", huge.as_str()],
+        vec!["queue", "approve", huge.as_str(), "--as", "rita"],
+    ] {
+        let ran = hypod.run(&args);
+        assert_ne!(ran.code, Some(0), "{}", &args[..2].join(" "));
+        assert!(
+            ran.stderr.len() < 1_000 && ran.stderr.contains("… (100000 characters)"),
+            "{}: {} bytes on stderr",
+            &args[..2].join(" "),
+            ran.stderr.len()
+        );
+    }
     // A huge header from the proxy is refused without being sent back.
     let daemon = proxy_daemon(&hypod);
     let long = "y".repeat(20_000);
