@@ -206,7 +206,10 @@ fn refuse_cross_site_write(parts: &Parts) -> Result<(), AppError> {
             .get(name)
             .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("\u{fffd}"))
     };
-    let host = text(header::HOST).unwrap_or("");
+    // HTTP/2 names the host in the request's authority, not in a Host header.
+    let host = text(header::HOST)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
     let foreign_origin = text(header::ORIGIN).is_some_and(|origin| {
         let authority = origin
             .strip_prefix("http://")
