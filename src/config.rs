@@ -282,7 +282,26 @@ impl Config {
         Config::load_with_env(path, &vars)
     }
 
+    /// [`Config::load`] with these environment variables. Its errors never show a password of
+    /// a URL (the database's, written in the file or a variable): see [`redact_url_passwords`].
     pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        Config::load_unredacted(path, env).map_err(|e| match e {
+            ConfigError::Invalid { path, message } => ConfigError::Invalid {
+                path,
+                message: redact_url_passwords(&message),
+            },
+            ConfigError::Env { var, message } => ConfigError::Env {
+                var,
+                message: redact_url_passwords(&message),
+            },
+            read @ ConfigError::Read { .. } => read,
+        })
+    }
+
+    fn load_unredacted(
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
@@ -506,6 +525,61 @@ impl Config {
 
     pub fn policies_dir(&self) -> PathBuf {
         self.resolve(&self.governance.policies)
+    }
+}
+
+/// `text` with the password of every URL in it replaced by `***`: the `PASSWORD` of
+/// `scheme://USER:PASSWORD@HOST…` and the value of a `password=` query parameter. Every message
+/// that shows a database URL (a configuration error, a database that cannot be opened,
+/// `hypod migrate`) passes through it; the user, host, port and database stay readable.
+pub fn redact_url_passwords(text: &str) -> String {
+    // Where a URL's text ends: whitespace, quotes and brackets around it in a message.
+    let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>' | ')');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (before, after) = rest.split_at(start + 3);
+        out.push_str(before);
+        let span_end = after.find(ends).unwrap_or(after.len());
+        let span = &after[..span_end];
+        // USER:PASSWORD@ — up to the last `@` (a password may hold one unencoded).
+        let span = match span.rfind('@') {
+            Some(at) if span[..at].contains(':') => {
+                let colon = span.find(':').unwrap_or(at);
+                out.push_str(&span[..colon]);
+                out.push_str(":***");
+                &span[at..]
+            }
+            _ => span,
+        };
+        out.push_str(&redact_password_parameter(span));
+        rest = &after[span_end..];
+    }
+    out.push_str(&redact_password_parameter(rest));
+    out
+}
+
+/// `…?password=SECRET&…` with the secret replaced by `***`.
+fn redact_password_parameter(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let found = ["?password=", "&password="]
+            .iter()
+            .filter_map(|key| lower.find(key).map(|i| i + key.len()))
+            .min();
+        let Some(value_start) = found else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        let value = &rest[value_start..];
+        let value_end = value
+            .find(|c: char| c == '&' || c == '#' || c.is_whitespace() || matches!(c, '"' | '\''))
+            .unwrap_or(value.len());
+        rest = &value[value_end..];
     }
 }
 
@@ -801,6 +875,57 @@ mod tests {
         assert_eq!(config.proposer.max_proposals, 5);
         assert_eq!(config.analysis.alpha, 0.01);
         assert_eq!(config.llm.model, "qwen 2.5 # not a comment");
+    }
+
+    #[test]
+    fn url_passwords_are_redacted_from_messages() {
+        for (text, shown) in [
+            (
+                "cannot open the database postgres://postgres:S3cr3t@127.0.0.1:5432/db: refused",
+                "cannot open the database postgres://postgres:***@127.0.0.1:5432/db: refused",
+            ),
+            (
+                "\"postgresql://u:p@ss:w/rd@db.example:5432/x?sslmode=require\" is bad",
+                "\"postgresql://u:***@db.example:5432/x?sslmode=require\" is bad",
+            ),
+            (
+                "postgres://u@h/db?sslmode=disable&Password=S3cr3t&application_name=x",
+                "postgres://u@h/db?sslmode=disable&Password=***&application_name=x",
+            ),
+            (
+                "postgres://u@h/db and sqlite:///tmp/a.db",
+                "postgres://u@h/db and sqlite:///tmp/a.db",
+            ),
+            ("https://example.com/a@b", "https://example.com/a@b"),
+            ("no url here", "no url here"),
+        ] {
+            assert_eq!(redact_url_passwords(text), shown, "{text}");
+        }
+        // A bad URL in the file is named without its password.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"postgres://u:S3cr3t@h:notaport/db\"\n",
+        )
+        .unwrap();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.url") && !err.contains("S3cr3t"),
+            "{err}"
+        );
+        let err = Config::load_with_env(
+            Some(&path),
+            &env(&[("HYPOD_DATABASE__URL", "mysql://root:S3cr3t@h/db")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("mysql://root:***@h/db") && !err.contains("S3cr3t"),
+            "{err}"
+        );
     }
 
     #[test]

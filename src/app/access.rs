@@ -6,7 +6,7 @@
 
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
-use crate::domain::{Identity, Role};
+use crate::domain::{echo, Identity, Role, TextError};
 use crate::store::{token_hash, TokenRecord};
 use serde::Serialize;
 
@@ -115,7 +115,7 @@ pub struct CreatedToken {
 }
 
 fn user_identity(raw: &str) -> AppResult<Identity> {
-    Identity::parse(raw).map_err(|e| AppError::input(format!("--user {raw:?}: {e}")))
+    Identity::parse(raw).map_err(|e| AppError::input(format!("--user {}: {e}", echo(raw))))
 }
 
 impl App {
@@ -123,6 +123,7 @@ impl App {
     pub async fn create_token(&self, user: &str, role: Role, by: &str) -> AppResult<CreatedToken> {
         use rand::RngCore as _;
         let user = user_identity(user)?;
+        self.refuse_look_alike(&user).await?;
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let token = format!("hypod_{}", hex::encode(secret));
@@ -144,6 +145,24 @@ impl App {
         })
     }
 
+    /// One person, one spelling: a new token's user may not be a look-alike (the same
+    /// confusable skeleton, another spelling) of a user who already holds a token.
+    async fn refuse_look_alike(&self, user: &Identity) -> AppResult<()> {
+        let tokens = self.store().await?.list_tokens().await?;
+        let other = tokens.iter().find(|t| {
+            t.user != user.as_str() && Identity::of_record(&t.user).is_ok_and(|u| u == *user)
+        });
+        match other {
+            Some(t) => Err(AppError::input(format!(
+                "--user {}: looks the same as {}, who already holds token {}; hypod counts them as one person, so give that user the token under that spelling",
+                echo(user.as_str()),
+                echo(&t.user),
+                t.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `token list`: every token (never a secret), revoked ones included.
     pub async fn list_tokens(&self) -> AppResult<Vec<TokenRecord>> {
         Ok(self.store().await?.list_tokens().await?)
@@ -156,7 +175,10 @@ impl App {
         } else {
             Err(AppError::new(
                 ErrorKind::NotFound,
-                format!("no live token has id {id:?} (`hypod token list` shows them)"),
+                format!(
+                    "no live token has id {} (`hypod token list` shows them)",
+                    echo(id)
+                ),
             ))
         }
     }
@@ -179,8 +201,17 @@ impl App {
             .token_by_hash(&token_hash(secret))
             .await?
             .ok_or_else(unknown)?;
-        let user = Identity::parse(&record.user)
-            .map_err(|e| AppError::runtime(format!("token {}: stored user: {e}", record.id)))?;
+        let user = Identity::parse(&record.user).map_err(|e| match e {
+            // A token created before names had to be written in one script.
+            TextError::MixedScript { .. } => AppError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "token {}: {e}; an admin revokes it and creates one for the name written in one script",
+                    record.id
+                ),
+            ),
+            other => AppError::runtime(format!("token {}: stored user: {other}", record.id)),
+        })?;
         Ok(Principal {
             user,
             role: record.role,
@@ -229,27 +260,30 @@ impl App {
     /// The principal a command-line review names with `--as USER`: a user who holds a live token,
     /// in the highest role among their tokens. The shell cannot declare a role of its own.
     pub async fn cli_principal(&self, user: &str) -> AppResult<Principal> {
-        let user =
-            Identity::parse(user).map_err(|e| AppError::input(format!("--as {user:?}: {e}")))?;
-        let role = self
-        .store()
-        .await?
-        .list_tokens()
-        .await?
-        .into_iter()
-        .filter(|t| t.revoked_at.is_none() && t.user == user.as_str())
-        .map(|t| t.role)
-        .max_by_key(|r| rank(*r))
-        .ok_or_else(|| {
-            AppError::new(
+        let user = Identity::parse(user)
+            .map_err(|e| AppError::input(format!("--as {}: {e}", echo(user))))?;
+        // The person's tokens, matched as the review rule matches people (by skeleton); the
+        // review is recorded under the token's spelling of the name.
+        let held: Vec<(Identity, Role)> = self
+            .store()
+            .await?
+            .list_tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none())
+            .filter_map(|t| Some((Identity::of_record(&t.user).ok()?, t.role)))
+            .filter(|(holder, _)| *holder == user)
+            .collect();
+        let Some((holder, role)) = held.into_iter().max_by_key(|(_, role)| rank(*role)) else {
+            return Err(AppError::new(
                 ErrorKind::Forbidden,
                 format!(
                     "{user} holds no live token, so hypod does not know their role; an admin gives them one with `hypod token create --user {user} --role reviewer`"
                 ),
-            )
-        })?;
+            ));
+        };
         Ok(Principal {
-            user,
+            user: holder,
             role,
             via: AuthSource::Cli,
         })

@@ -1,9 +1,10 @@
 //! Opening what the use cases work on: the configured database (read-write, migrated; or
 //! read-only, never migrated) after checking its folder, and the audit key (from the
-//! environment, or on SQLite from a private key file beside the database).
+//! environment, or on SQLite from a private key file beside the database). A database that
+//! cannot be opened is named without its password.
 
 use super::{AppError, AppResult};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::store::{self, Store};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,16 @@ pub(super) async fn open_store(config: &Config, key: store::AuditKey) -> AppResu
     let url = config.database_url();
     store::open(&url, key)
         .await
-        .map_err(|e| AppError::runtime(format!("cannot open the database {url}: {e}")))
+        .map_err(|e| open_failed(&url, "", &e))
+}
+
+/// "cannot open the database URL: why", with the URL's password (and any the driver's message
+/// might quote) shown as `***`.
+fn open_failed(url: &str, purpose: &str, error: &store::StoreError) -> AppError {
+    AppError::runtime(config::redact_url_passwords(&format!(
+        "cannot open the database {}{purpose}: {error}",
+        store::shown_url(url)
+    )))
 }
 
 /// The audit key: from the environment variable `audit.key_env` names; without it, on SQLite,
@@ -105,10 +115,10 @@ pub(super) async fn open_store_read_only(
     store::open_read_only(&url, store::AuditKey::unused())
         .await
         .map_err(|e| match e {
-            store::StoreError::NotMigrated { .. } => AppError::runtime(format!("{url}: {e}")),
-            other => AppError::runtime(format!(
-                "cannot open the database {url} for reading: {other}"
-            )),
+            store::StoreError::NotMigrated { .. } => {
+                AppError::runtime(format!("{}: {e}", store::shown_url(&url)))
+            }
+            other => open_failed(&url, " for reading", &other),
         })
 }
 

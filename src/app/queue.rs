@@ -215,7 +215,10 @@ impl App {
     pub async fn show(&self, id: &str) -> AppResult<ProposalView> {
         let store = self.store().await?;
         let proposal = store.get_proposal(id).await?.ok_or_else(|| {
-            AppError::new(ErrorKind::NotFound, format!("proposal {id} does not exist"))
+            AppError::new(
+                ErrorKind::NotFound,
+                format!("proposal {} does not exist", crate::domain::bounded(id)),
+            )
         })?;
         let reviews = store.proposal_reviews(id).await?;
         let analysis = self.analyze().await?;

@@ -557,6 +557,7 @@ async fn dispatch(args: Args) -> AppResult<()> {
         },
         Command::Migrate => {
             let url = app.migrate().await?;
+            let url = crate::config::redact_url_passwords(&url);
             let _ = write_stdout(&format!("database {url} is migrated\n"));
             Ok(())
         }

@@ -1,11 +1,15 @@
 //! Who a person is, and what text a person may leave: the one normalised form of a name (so
 //! that `Alice`, ` alice ` and a full-width `ａｌｉｃｅ` are one person and cannot approve twice),
-//! and the bounds on notes and reasons (no control characters, no bidirectional overrides, a
-//! reason that says something visible). Every name, note and reason passes here before it is
-//! stored, whether it comes from the command line, a token, a proxy header or an HTTP body.
+//! compared by its Unicode TR 39 confusable skeleton (so that `scope` and a Cyrillic `ѕсоре`
+//! are one person too) and refused when it mixes scripts (a Latin `rob` with a Cyrillic `о`);
+//! the bounds on notes and reasons (no control characters, no bidirectional overrides, a reason
+//! that says something visible); and [`echo`], the bounded quotation of user input in messages.
+//! Every name, note and reason passes here before it is stored, whether it comes from the
+//! command line, a token, a proxy header or an HTTP body.
 
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, Serializer};
 use unicode_normalization::UnicodeNormalization;
+use unicode_security::mixed_script::AugmentedScriptSet;
 
 /// The longest name, in characters, after normalisation.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -30,17 +34,76 @@ pub enum TextError {
     },
     #[error("the {what} has no visible character")]
     Invisible { what: &'static str },
+    #[error("the {what} mixes scripts: {character:?} ({code}, {script}) at character {position} among {others} letters; write the name in one script, so that look-alike letters cannot pass for another person")]
+    MixedScript {
+        what: &'static str,
+        character: char,
+        code: String,
+        script: String,
+        position: usize,
+        others: String,
+    },
 }
 
 /// A person's identity: NFKC-normalised, lower-cased, trimmed, inner whitespace collapsed to
 /// one space; never empty, at most [`MAX_NAME_CHARS`], without control or invisible
-/// characters. Two spellings of one name give the same identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Identity(String);
+/// characters, written in one script. Two spellings of one name give the same identity.
+///
+/// The name is kept as typed (after that normalisation) for display and storage; two
+/// identities are EQUAL when their TR 39 confusable skeletons are: `scope` and the all-Cyrillic
+/// `ѕсоре` are one person for "nobody approves twice". Equality, ordering and hashing all use
+/// the skeleton, so every comparison of people agrees with the review rule.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    name: String,
+    skeleton: String,
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Identity) -> bool {
+        self.skeleton == other.skeleton
+    }
+}
+
+impl Eq for Identity {}
+
+impl std::hash::Hash for Identity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.skeleton.hash(state);
+    }
+}
+
+impl PartialOrd for Identity {
+    fn partial_cmp(&self, other: &Identity) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Identity {
+    fn cmp(&self, other: &Identity) -> std::cmp::Ordering {
+        self.skeleton.cmp(&other.skeleton)
+    }
+}
+
+impl Serialize for Identity {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name)
+    }
+}
 
 impl Identity {
+    /// A name given now (a flag, a header, a token being created): normalised, checked, and
+    /// refused when it mixes scripts.
     pub fn parse(raw: &str) -> Result<Identity, TextError> {
+        let identity = Identity::of_record(raw)?;
+        single_script(&identity.name)?;
+        Ok(identity)
+    }
+
+    /// A name already stored (a review's actor, a token's user): normalised and checked as
+    /// [`Identity::parse`] does, but not refused for mixing scripts — a row written before that
+    /// rule still compares by its skeleton, so it cannot count as a second person.
+    pub fn of_record(raw: &str) -> Result<Identity, TextError> {
         const WHAT: &str = "user name";
         if raw.chars().count() > MAX_NAME_CHARS * 4 {
             return Err(TextError::TooLong {
@@ -73,17 +136,79 @@ impl Identity {
                 max: MAX_NAME_CHARS,
             });
         }
-        Ok(Identity(name))
+        // The skeleton of the lower-cased name: confusables lower-case to confusables.
+        let skeleton: String = unicode_security::skeleton(&name).collect();
+        Ok(Identity { name, skeleton })
     }
 
+    /// The name as given (normalised): what is shown and stored.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
+
+    /// The TR 39 confusable skeleton the comparisons use; never shown.
+    pub fn skeleton(&self) -> &str {
+        &self.skeleton
+    }
+}
+
+/// Refuses a name whose letters come from more than one script (TR 39's resolved script set is
+/// empty): digits, punctuation and marks go with any script; Han with Hiragana and Katakana is
+/// Japanese, with Hangul Korean.
+fn single_script(name: &str) -> Result<(), TextError> {
+    let mut set = AugmentedScriptSet::default();
+    for (position, c) in name.chars().enumerate() {
+        let before = set;
+        set.intersect_with(AugmentedScriptSet::for_char(c));
+        if set.is_empty() {
+            return Err(TextError::MixedScript {
+                what: "user name",
+                character: c,
+                code: code(c),
+                script: AugmentedScriptSet::for_char(c).to_string(),
+                position: position + 1,
+                others: if before.is_all() {
+                    "common".to_string()
+                } else {
+                    before.to_string()
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
+    }
+}
+
+/// How many characters of a user's input an error message quotes.
+pub const ECHO_CHARS: usize = 64;
+
+/// User input shown in a message as it is (an id), bounded: the whole of it when at most
+/// [`ECHO_CHARS`] characters, else its first [`ECHO_CHARS`] and `… (N characters)`.
+pub fn bounded(input: &str) -> std::borrow::Cow<'_, str> {
+    let chars = input.chars().count();
+    if chars <= ECHO_CHARS {
+        std::borrow::Cow::Borrowed(input)
+    } else {
+        let head: String = input.chars().take(ECHO_CHARS).collect();
+        std::borrow::Cow::Owned(format!("{head}… ({chars} characters)"))
+    }
+}
+
+/// User input quoted in a message, bounded: the whole of it (as a Rust/JSON-style quoted
+/// string) when at most [`ECHO_CHARS`] characters, else its first [`ECHO_CHARS`] and
+/// `… (N characters)` — a 100 000-character `--as` is not echoed back whole.
+pub fn echo(input: &str) -> String {
+    let chars = input.chars().count();
+    if chars <= ECHO_CHARS {
+        format!("{input:?}")
+    } else {
+        let head: String = input.chars().take(ECHO_CHARS).collect();
+        format!("{head:?}… ({chars} characters)")
     }
 }
 
@@ -218,6 +343,60 @@ mod tests {
             Identity::parse(&"a".repeat(65)),
             Err(TextError::TooLong { chars: 65, .. })
         ));
+    }
+
+    #[test]
+    fn look_alike_names_are_one_person_and_mixed_scripts_are_refused() {
+        // A Latin name and its all-Cyrillic look-alike (ѕ с о р е): one person.
+        let latin = Identity::parse("scope").unwrap();
+        let cyrillic = Identity::parse("\u{0455}\u{0441}\u{043E}\u{0440}\u{0435}").unwrap();
+        assert_eq!(latin, cyrillic);
+        assert_eq!(
+            cyrillic.as_str(),
+            "\u{0455}\u{0441}\u{043E}\u{0440}\u{0435}"
+        );
+        // A Cyrillic о or a Greek ο inside a Latin name: refused, naming the letter.
+        for (raw, script) in [("r\u{043E}b", "Cyrillic"), ("r\u{03BF}b", "Greek")] {
+            match Identity::parse(raw) {
+                Err(TextError::MixedScript {
+                    script: s,
+                    position: 2,
+                    others,
+                    ..
+                }) => {
+                    assert_eq!((s.as_str(), others.as_str()), (script, "Latin"), "{raw:?}");
+                }
+                other => panic!("{raw:?}: {other:?}"),
+            }
+            // A stored row with it still folds onto `rob`.
+            assert_eq!(Identity::of_record(raw), Identity::parse("rob"), "{raw:?}");
+        }
+        let message = Identity::parse("r\u{043E}b").unwrap_err().to_string();
+        assert!(
+            message.contains("mixes scripts") && message.contains("U+043E"),
+            "{message}"
+        );
+        // Accents, digits, punctuation and Japanese are one script each.
+        for raw in [
+            "jürgen",
+            "ada.lovelace@example.com",
+            "bob2",
+            "山田 たろう",
+            "Δημήτρης",
+        ] {
+            assert!(Identity::parse(raw).is_ok(), "{raw:?}");
+        }
+        assert_ne!(Identity::parse("jürgen"), Identity::parse("jurgen"));
+    }
+
+    #[test]
+    fn echoed_input_is_bounded() {
+        assert_eq!(echo("ada"), "\"ada\"");
+        assert_eq!(bounded("p-1"), "p-1");
+        assert!(bounded(&"p".repeat(1000)).ends_with("p… (1000 characters)"));
+        let long = echo(&"x".repeat(100_000));
+        assert!(long.ends_with("… (100000 characters)"), "{long}");
+        assert!(long.chars().count() < 100, "{long}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use experiment::{
     is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
     COMMERCIAL_KPIS,
 };
-pub use identity::{escape_for_terminal, Identity, TextError};
+pub use identity::{bounded, echo, escape_for_terminal, Identity, TextError};
 pub use proposal::{
     Closing, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter,
     ProposalStatus, Provenance, StatusChange,

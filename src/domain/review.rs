@@ -1,7 +1,8 @@
 //! Reviews: one person's decision on one proposal, and the state rules that decide what it does
 //! (who may review, nobody approves twice, escalated proposals need governance, a rejection needs
 //! a reason, a blocked proposal is approved by nobody). People are compared by their normalised
-//! [`Identity`], so one person cannot count twice by spelling their name two ways. The store
+//! [`Identity`] and its confusable skeleton, so one person cannot count twice by spelling their
+//! name two ways or with look-alike letters. The store
 //! only persists what these rules allow.
 
 use super::identity::{self, Identity, TextError};
@@ -111,7 +112,7 @@ pub struct Review {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ReviewError {
-    #[error("proposal {0} does not exist")]
+    #[error("proposal {} does not exist", identity::bounded(.0))]
     NotFound(String),
     #[error("proposal {id} is {status}: only pending_review proposals can be reviewed")]
     NotReviewable { id: String, status: ProposalStatus },
@@ -180,10 +181,11 @@ pub fn apply_review(
                 .iter()
                 .filter(|r| r.action == ReviewAction::Approve)
                 .collect();
-            // Stored names are normalised already; folding them again costs nothing and keeps
-            // a row written by an older version from counting twice.
+            // People are compared by their confusable skeletons (`rob` and a Cyrillic `rоb` are
+            // one person). Stored names are folded again as records: a row written by an older
+            // version, before mixed scripts were refused, cannot count as a second person.
             let same_person = |r: &&Review| {
-                Identity::parse(&r.actor).map_or(r.actor == review.actor, |a| a == actor)
+                Identity::of_record(&r.actor).map_or(r.actor == review.actor, |a| a == actor)
             };
             if approvals.iter().any(same_person) {
                 return Err(ReviewError::AlreadyApproved {
@@ -316,6 +318,36 @@ mod tests {
                 "{again:?}"
             );
         }
+    }
+
+    #[test]
+    fn look_alike_names_approve_once() {
+        let p = proposal(PENDING, true, 2);
+        let first = review("scope", Role::Reviewer, ReviewAction::Approve, None);
+        // All-Cyrillic ѕсоре: a name of one script, the same skeleton.
+        let second = review(
+            "\u{0455}\u{0441}\u{043E}\u{0440}\u{0435}",
+            Role::Governance,
+            ReviewAction::Approve,
+            None,
+        );
+        assert!(matches!(
+            apply_review(&p, std::slice::from_ref(&first), &second),
+            Err(ReviewError::AlreadyApproved { .. })
+        ));
+        // A stored approval by a mixed-script `rоb` (written before they were refused) is rob's.
+        let stored = review("r\u{043E}b", Role::Reviewer, ReviewAction::Approve, None);
+        let rob = review("rob", Role::Governance, ReviewAction::Approve, None);
+        assert!(matches!(
+            apply_review(&p, &[stored], &rob),
+            Err(ReviewError::AlreadyApproved { .. })
+        ));
+        // A new review under a mixed-script name is refused outright.
+        let mixed = review("r\u{03BF}b", Role::Governance, ReviewAction::Approve, None);
+        assert!(matches!(
+            apply_review(&p, &[first], &mixed),
+            Err(ReviewError::Text(TextError::MixedScript { .. }))
+        ));
     }
 
     #[test]

@@ -1,13 +1,18 @@
-//! Who is calling the server, on every route that needs to know: a bearer token (or the web
-//! UI's cookie holding one) with `auth = "token"`, or a trusted reverse proxy's
-//! `X-Forwarded-User` / `X-Forwarded-Groups` with `auth = "proxy"` — believed only when the
-//! connection comes from an address in `server.trusted_proxies`. Also the JSON error answer
-//! every API failure uses, and the extractors that turn bad bodies and queries into it.
+//! Who is calling the server, on every route that needs to know: a bearer token with
+//! `auth = "token"` (the web UI's cookie holding one counts on the UI's routes only, which
+//! check the origin of every form — never on the API, where another site's page could send it),
+//! or a trusted reverse proxy's `X-Forwarded-User` / `X-Forwarded-Groups` with
+//! `auth = "proxy"` — believed only when the connection comes from an address in
+//! `server.trusted_proxies`, each header sent once, read as UTF-8. An API write from another
+//! site's page (an `Origin` that is not this server) is refused whatever it carries. Also the
+//! JSON error answer every API failure uses, and the extractors that turn bad bodies and
+//! queries into it.
 
 use super::ServerState;
 use crate::app::access::{self, Principal};
 use crate::app::{AppError, ErrorKind};
 use crate::config::AuthMode;
+use crate::domain::echo;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -98,20 +103,59 @@ impl FromRequestParts<Arc<ServerState>> for Caller {
         parts: &mut Parts,
         state: &Arc<ServerState>,
     ) -> Result<Caller, ApiError> {
-        identify(parts, state).await.map(Caller).map_err(Into::into)
+        identify(parts, state, Surface::Api)
+            .await
+            .map(Caller)
+            .map_err(Into::into)
     }
 }
 
-/// Resolves the caller of a request, or says why not.
-pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, AppError> {
+/// Which routes a request is for: the credentials each accepts differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `/api/v1`: a bearer token (or the trusted proxy's headers) only. A browser attaches the
+    /// UI's cookie to any request to this host, also one another site's page makes (a
+    /// `text/plain` POST needs no preflight), so the cookie is not a credential here.
+    Api,
+    /// `/ui`: the bearer token or the session cookie; the UI's forms check their origin.
+    Ui,
+}
+
+/// Resolves the caller of a request on `surface`, or says why not.
+pub async fn identify(
+    parts: &Parts,
+    state: &ServerState,
+    surface: Surface,
+) -> Result<Principal, AppError> {
+    let principal = credentials(parts, state, surface).await?;
+    if surface == Surface::Api {
+        refuse_cross_site_write(parts)?;
+    }
+    Ok(principal)
+}
+
+/// The principal the request's credentials name, among those `surface` accepts.
+async fn credentials(
+    parts: &Parts,
+    state: &ServerState,
+    surface: Surface,
+) -> Result<Principal, AppError> {
     let config = state.app.config();
     match config.server.auth {
         AuthMode::Token => {
-            let secret = bearer(parts).or_else(|| cookie(parts, SESSION_COOKIE));
+            let secret = match surface {
+                Surface::Api => bearer(parts),
+                Surface::Ui => bearer(parts).or_else(|| cookie(parts, SESSION_COOKIE)),
+            };
             let Some(secret) = secret else {
+                let also = if surface == Surface::Api && cookie(parts, SESSION_COOKIE).is_some() {
+                    " (the web UI's sign-in cookie counts on /ui pages only, not on the API)"
+                } else {
+                    ""
+                };
                 return Err(AppError::new(
                     ErrorKind::Unauthenticated,
-                    "send `Authorization: Bearer <token>` (an admin creates one with `hypod token create`)",
+                    format!("send `Authorization: Bearer <token>` (an admin creates one with `hypod token create`){also}"),
                 ));
             };
             state.app.principal_for_token(&secret).await
@@ -134,22 +178,79 @@ pub async fn identify(parts: &Parts, state: &ServerState) -> Result<Principal, A
                     "this server believes identity headers only from its trusted proxies; connect through one",
                 ));
             }
-            let header_text = |name: &str| {
-                parts
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let user = header_text("x-forwarded-user").ok_or_else(|| {
+            let user = proxy_header(parts, "X-Forwarded-User")?.ok_or_else(|| {
                 AppError::new(
                     ErrorKind::Unauthenticated,
                     "the proxy sent no X-Forwarded-User",
                 )
             })?;
-            let groups = header_text("x-forwarded-groups").unwrap_or_default();
+            let groups = proxy_header(parts, "X-Forwarded-Groups")?.unwrap_or_default();
             access::principal_from_proxy(&config.server.proxy_groups, &user, &groups)
         }
+    }
+}
+
+/// Refuses an API write sent by a web page of another origin. Behind an authenticating proxy
+/// the browser's session with the proxy is a credential too, which any page could spend; the
+/// API answers no CORS preflight, so no page of another origin has a legitimate write to make.
+/// Programs (curl, scripts) send no `Origin`; reads are left alone (a page cannot read the
+/// answer without CORS).
+fn refuse_cross_site_write(parts: &Parts) -> Result<(), AppError> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let text = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("\u{fffd}"))
+    };
+    // HTTP/2 names the host in the request's authority, not in a Host header.
+    let host = text(header::HOST)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let foreign_origin = text(header::ORIGIN).is_some_and(|origin| {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        host.is_empty() || authority != Some(host)
+    });
+    let foreign_fetch = parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| matches!(v.as_bytes(), b"cross-site" | b"same-site"));
+    if foreign_origin || foreign_fetch {
+        return Err(AppError::new(
+            ErrorKind::Forbidden,
+            "the API takes no writes from another site's web pages; people use the web UI under /ui, programs send no Origin",
+        ));
+    }
+    Ok(())
+}
+
+/// An identity header from the trusted proxy: absent, or sent exactly once as UTF-8 text.
+/// Two copies are refused (which one the proxy set and which one the client smuggled past it
+/// cannot be told apart), and so are bytes that are not UTF-8 — hypod reads these headers as
+/// UTF-8, the encoding it documents for proxies, and never guesses another.
+fn proxy_header(parts: &Parts, name: &'static str) -> Result<Option<String>, AppError> {
+    let refused = |why: String| AppError::new(ErrorKind::Unauthenticated, why);
+    let mut values = parts.headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(refused(format!(
+            "the request carries {name} more than once; the proxy must set it exactly once (replacing any the client sent)"
+        )));
+    }
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(text) => Ok(Some(text.to_string())),
+        Err(e) => Err(refused(format!(
+            "{name} is not UTF-8 (invalid byte at {}: {}); hypod reads identity headers as UTF-8 text, so configure the proxy to send them so",
+            e.valid_up_to(),
+            echo(&String::from_utf8_lossy(value.as_bytes()))
+        ))),
     }
 }
 
@@ -255,7 +356,7 @@ macro_rules! caller_with {
                 parts: &mut Parts,
                 state: &Arc<ServerState>,
             ) -> Result<$name, ApiError> {
-                let principal = identify(parts, state).await?;
+                let principal = identify(parts, state, Surface::Api).await?;
                 principal.require(access::Permission::$permission)?;
                 Ok($name(principal))
             }

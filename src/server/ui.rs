@@ -3,16 +3,17 @@
 //! script at all) over the same use cases as the API — the queue with filters, a proposal with
 //! its evidence, statistics, verdicts, provenance and history and the review forms for those
 //! allowed, the runs with program health and small charts, the policies. Sign-in takes a token
-//! into an HttpOnly, SameSite=Strict cookie (with `auth = "token"`); forms are refused when
-//! they come from another origin.
+//! into an HttpOnly, SameSite=Strict cookie scoped to `/ui` (with `auth = "token"`), which only
+//! these routes accept — the API never does; forms are refused when they come from another
+//! origin.
 
-use super::auth::{identify, SESSION_COOKIE};
+use super::auth::{identify, Surface, SESSION_COOKIE};
 use super::ServerState;
 use crate::app::access::{Permission, Principal};
 use crate::app::queue::{PageRequest, ReviewRequest};
 use crate::app::{AppError, ErrorKind};
 use crate::config::AuthMode;
-use crate::domain::{Moment, ProposalStatus, ReviewAction};
+use crate::domain::{echo, Moment, ProposalStatus, ReviewAction};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -115,7 +116,7 @@ impl FromRequestParts<Arc<ServerState>> for Viewer {
         parts: &mut Parts,
         state: &Arc<ServerState>,
     ) -> Result<Viewer, Response> {
-        match identify(parts, state).await {
+        match identify(parts, state, Surface::Ui).await {
             Ok(p) => Ok(Viewer(p)),
             Err(e)
                 if e.kind == ErrorKind::Unauthenticated
@@ -199,7 +200,7 @@ async fn login(
                 ""
             };
             let cookie = format!(
-                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}"
+                "{SESSION_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=43200{secure}"
             );
             let mut response = Redirect::to("/ui/queue").into_response();
             if let Ok(value) = header::HeaderValue::from_str(&cookie) {
@@ -223,12 +224,15 @@ async fn logout(headers: HeaderMap) -> Response {
         return error_page(e, None);
     }
     let mut response = Redirect::to("/ui/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        header::HeaderValue::from_static(
-            "hypod_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    // The cookie lives under /ui (so a browser does not even attach it to the API); one set
+    // under / by an older version is cleared too.
+    for path in ["/ui", "/"] {
+        let cleared =
+            format!("{SESSION_COOKIE}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0");
+        if let Ok(value) = header::HeaderValue::from_str(&cleared) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
     response
 }
 
@@ -262,7 +266,10 @@ async fn queue(
             Some(s) => match ProposalStatus::parse(s) {
                 Some(s) => Some(s),
                 None => {
-                    return error_page(AppError::input(format!("unknown status {s:?}")), Some(&me))
+                    return error_page(
+                        AppError::input(format!("unknown status {}", echo(s))),
+                        Some(&me),
+                    )
                 }
             },
         },
@@ -271,7 +278,10 @@ async fn queue(
             Some(m) => match Moment::parse(m) {
                 Some(m) => Some(m),
                 None => {
-                    return error_page(AppError::input(format!("unknown moment {m:?}")), Some(&me))
+                    return error_page(
+                        AppError::input(format!("unknown moment {}", echo(m))),
+                        Some(&me),
+                    )
                 }
             },
         },

@@ -221,13 +221,18 @@ impl Backend {
     }
 }
 
+/// A database URL as messages show it: its password replaced by `***`.
+pub fn shown_url(url: &str) -> String {
+    crate::config::redact_url_passwords(url)
+}
+
 /// Opens the database a URL names (a SQLite file is created if needed; a PostgreSQL database
 /// must exist), and migrates it. Audit entries are keyed with `key`.
 pub async fn open(url: &str, key: AuditKey) -> Result<Box<dyn Store>, StoreError> {
     let store: Box<dyn Store> = match Backend::of_url(url) {
         Some(Backend::Sqlite) => Box::new(sqlite::SqliteStore::connect(url, key).await?),
         Some(Backend::Postgres) => Box::new(postgres::PostgresStore::connect(url, key).await?),
-        None => return Err(StoreError::UnsupportedUrl(url.to_string())),
+        None => return Err(StoreError::UnsupportedUrl(shown_url(url))),
     };
     store.migrate().await?;
     Ok(store)
@@ -242,7 +247,7 @@ pub async fn open_read_only(url: &str, key: AuditKey) -> Result<Box<dyn Store>, 
         Some(Backend::Postgres) => {
             Box::new(postgres::PostgresStore::connect_read_only(url, key).await?)
         }
-        None => return Err(StoreError::UnsupportedUrl(url.to_string())),
+        None => return Err(StoreError::UnsupportedUrl(shown_url(url))),
     })
 }
 

@@ -42,3 +42,4 @@ mod storage;
 mod support;
 mod test_app;
 mod trust_reads;
+mod trust_web;
