@@ -81,6 +81,14 @@ pub trait Outbox: Send + Sync {
         hold: Duration,
         max_age: Duration,
     ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Renews the hold of claimed notifications for `hold` from now, each only while the
+    /// claim that returned it still holds it (its hold has not expired and no other claim
+    /// came since): the ids still held, which alone may be sent.
+    async fn renew_notifications(
+        &self,
+        items: &[OutboxItem],
+        hold: Duration,
+    ) -> Result<Vec<i64>, StoreError>;
     /// Records a delivery attempt: delivered, or failed with the error and the next attempt
     /// `retry_in` from now.
     async fn finish_notification(
