@@ -262,6 +262,25 @@ fn check_http_url(key: &str, url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `message` with every webhook address written in the configuration `text` (the value of a
+/// `webhook_url` line, even one whose quotes are not closed) shown as [`redact_url`] shows it.
+fn without_webhook_urls(text: &str, message: &str) -> String {
+    let mut message = message.to_string();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim().trim_matches(|c| c == '"' || c == '\'') != "webhook_url" {
+            continue;
+        }
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        if value.len() > 8 {
+            message = message.replace(value, &redact_url(value));
+        }
+    }
+    message
+}
+
 /// An address as it may be shown in logs and messages: its scheme, host and port only (a
 /// webhook's path, query and credentials are secrets), e.g. `https://hooks.slack.com/…`.
 pub fn redact_url(url: &str) -> String {
@@ -352,7 +371,8 @@ impl Config {
             .unwrap_or_else(|| "<defaults>".into());
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: name.clone(),
-            message: e.to_string(),
+            // The parser quotes the line at fault, which may be the webhook's.
+            message: without_webhook_urls(&text, &e.to_string()),
         })?;
         let from_env = apply_env(&mut table, env)?;
         // The fixed clock of reproducible runs: a value that does not parse must not quietly
@@ -718,6 +738,22 @@ mod tests {
             "http://127.0.0.1:9000/…"
         );
         assert_eq!(redact_url("not a url"), "(an invalid address)");
+    }
+
+    #[test]
+    fn a_webhook_line_the_parser_quotes_is_shown_without_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(
+            &path,
+            "[notify]\nwebhook_url = \"https://hooks.slack.com/services/T0/B0/S3CRET\n",
+        )
+        .unwrap();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("S3CRET"), "{err}");
+        assert!(err.contains("https://hooks.slack.com/…"), "{err}");
     }
 
     #[test]

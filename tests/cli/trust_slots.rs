@@ -444,7 +444,7 @@ fn skip_takes_over_at_once(database: &str) {
         Scripted::proposals(vec![valid_draft(0), valid_draft(1)]),
     ]));
     let (hypod, url) = workspace(database, &model_at(&server));
-    let due = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let due = chrono::Utc::now() + chrono::Duration::seconds(5);
     let cron = due.format("%S %M %H * * *").to_string();
     let key = format!("schedule:{}", due.format("%Y-%m-%dT%H:%M:%SZ"));
     let holder = Daemon::spawn(
@@ -752,6 +752,20 @@ fn a_webhook_address_that_is_not_a_whole_http_url_is_refused() {
         );
         assert!(!stderr.contains("T0SECRET"), "{stderr}");
     }
+    // A line the TOML parser quotes in its message: shown without its path.
+    std::fs::write(
+        &path,
+        format!("{base}[notify]\nwebhook_url = \"https://hooks.example.com/services/T0SECRET\n"),
+    )
+    .expect("config");
+    let checked = hypod.run(&["policy", "check"]);
+    assert_eq!(checked.code, Some(2), "{}", checked.stdout);
+    assert!(
+        checked.stderr.contains("https://hooks.example.com/…")
+            && !checked.stderr.contains("T0SECRET"),
+        "{}",
+        checked.stderr
+    );
     std::fs::write(
         &path,
         format!("{base}[notify]\nwebhook_url = \"https://hooks.example.com/services/T0/B0/x\"\n"),
