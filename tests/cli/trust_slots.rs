@@ -598,6 +598,77 @@ fn each_notification_once(database: &str) {
     }
 }
 
+/// The hold's renewal is fenced: a claim whose hold expired, or that a later claim replaced,
+/// renews nothing (so its daemon does not send), while the current claim renews its own rows.
+#[test]
+fn a_notification_hold_is_renewed_only_by_the_claim_that_holds_it() {
+    on_both_backends(hold_renewal_is_fenced);
+}
+
+fn hold_renewal_is_fenced(database: &str) {
+    let (hypod, url) = workspace(database, "");
+    hypod.ok(&["run"]);
+    hypod.ok(&["run"]);
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let store = hypod::store::open(&url, crate::backends::audit_key())
+                .await
+                .expect("open the database");
+            let day = Duration::from_secs(86_400);
+            let hold = Duration::from_secs(600);
+            // A hold of zero has expired as soon as it is taken.
+            let lapsed = store
+                .claim_notifications(10, Duration::ZERO, day)
+                .await
+                .expect("claim");
+            assert_eq!(lapsed.len(), 2);
+            assert!(store
+                .renew_notifications(&lapsed, hold)
+                .await
+                .expect("renew")
+                .is_empty());
+            // Another daemon claims the rows; the first claim can no longer renew them.
+            let current = store
+                .claim_notifications(10, hold, day)
+                .await
+                .expect("claim");
+            assert_eq!(current.len(), 2);
+            assert!(current.iter().all(|item| item.attempts == 2));
+            assert!(store
+                .renew_notifications(&lapsed, hold)
+                .await
+                .expect("renew")
+                .is_empty());
+            let ids: Vec<i64> = current.iter().map(|item| item.id).collect();
+            assert_eq!(
+                store
+                    .renew_notifications(&current, hold)
+                    .await
+                    .expect("renew"),
+                ids
+            );
+            // Held: nobody else can claim them meanwhile.
+            assert!(store
+                .claim_notifications(10, hold, day)
+                .await
+                .expect("claim")
+                .is_empty());
+            // A delivered row is not renewed either.
+            store
+                .finish_notification(current[0].id, Ok(()), hold)
+                .await
+                .expect("delivered");
+            assert_eq!(
+                store
+                    .renew_notifications(&current, hold)
+                    .await
+                    .expect("renew"),
+                vec![current[1].id]
+            );
+        });
+}
+
 /// The links in a notification open the proposal's page in the web UI of the running server
 /// (before: `/proposals/ID`, a 404), under `server.public_url`.
 #[test]
