@@ -223,6 +223,9 @@ pub struct NotifyConfig {
     pub webhook_url: String,
     /// First retry delay of a failed delivery, doubled each attempt (at most an hour).
     pub retry_seconds: u64,
+    /// How long a daemon holds the notifications it is sending (renewed before each send;
+    /// a send is given at most half of it), so that another daemon does not send them too.
+    pub hold_seconds: u64,
 }
 
 impl Default for NotifyConfig {
@@ -230,7 +233,64 @@ impl Default for NotifyConfig {
         NotifyConfig {
             webhook_url: String::new(),
             retry_seconds: 30,
+            hold_seconds: 60,
         }
+    }
+}
+
+/// Checks an http(s) address from the configuration: a scheme `http` or `https`, a host, no
+/// spaces. The message names `key` and never repeats the address (a webhook's path is a
+/// secret).
+fn check_http_url(key: &str, url: &str) -> Result<(), String> {
+    let example = "such as \"https://hooks.example.com/path\"";
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "key `{key}`: the address contains a space or a control character; write it whole, {example}"
+        ));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("key `{key}`: not a valid http(s) address ({e}); write it whole, {example}")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "key `{key}`: the address must start with http:// or https://, {example}"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("key `{key}`: the address names no host, {example}"));
+    }
+    Ok(())
+}
+
+/// `message` with every webhook address written in the configuration `text` (the value of a
+/// `webhook_url` line, even one whose quotes are not closed) shown as [`redact_url`] shows it.
+fn without_webhook_urls(text: &str, message: &str) -> String {
+    let mut message = message.to_string();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim().trim_matches(|c| c == '"' || c == '\'') != "webhook_url" {
+            continue;
+        }
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        if value.len() > 8 {
+            message = message.replace(value, &redact_url(value));
+        }
+    }
+    message
+}
+
+/// An address as it may be shown in logs and messages: its scheme, host and port only (a
+/// webhook's path, query and credentials are secrets), e.g. `https://hooks.slack.com/…`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or("");
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}/…", parsed.scheme())
+        }
+        Err(_) => "(an invalid address)".into(),
     }
 }
 
@@ -330,7 +390,8 @@ impl Config {
             .unwrap_or_else(|| "<defaults>".into());
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: name.clone(),
-            message: e.to_string(),
+            // The parser quotes the line at fault, which may be the webhook's.
+            message: without_webhook_urls(&text, &e.to_string()),
         })?;
         let from_env = apply_env(&mut table, env)?;
         // The fixed clock of reproducible runs: a value that does not parse must not quietly
@@ -460,14 +521,14 @@ impl Config {
                 .collect();
             return Err(listed.join("; "));
         }
-        if !self.notify.webhook_url.is_empty()
-            && !self.notify.webhook_url.starts_with("https://")
-            && !self.notify.webhook_url.starts_with("http://")
-        {
-            return Err("key `notify.webhook_url`: must be an http(s) URL".into());
+        if !self.notify.webhook_url.is_empty() {
+            check_http_url("notify.webhook_url", &self.notify.webhook_url)?;
         }
         if self.notify.retry_seconds == 0 {
             return Err("key `notify.retry_seconds`: must be at least 1".into());
+        }
+        if !(3..=3600).contains(&self.notify.hold_seconds) {
+            return Err("key `notify.hold_seconds`: must be between 3 and 3600".into());
         }
         for proxy in &self.server.trusted_proxies {
             if proxy.parse::<std::net::IpAddr>().is_err() {
@@ -482,11 +543,8 @@ impl Config {
         if self.audit.key_env.trim().is_empty() {
             return Err("key `audit.key_env`: must name an environment variable".into());
         }
-        if !self.server.public_url.is_empty()
-            && !self.server.public_url.starts_with("https://")
-            && !self.server.public_url.starts_with("http://")
-        {
-            return Err("key `server.public_url`: must be an http(s) URL".into());
+        if !self.server.public_url.is_empty() {
+            check_http_url("server.public_url", &self.server.public_url)?;
         }
         Ok(())
     }
@@ -722,6 +780,54 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn webhook_addresses_are_parsed_whole_and_shown_without_their_path() {
+        for bad in [
+            "http://",
+            "http://hooks example/x y",
+            "ftp://host/x",
+            "host/x",
+            "https://host/a\tb",
+        ] {
+            let err = check_http_url("notify.webhook_url", bad).unwrap_err();
+            assert!(
+                err.starts_with("key `notify.webhook_url`: "),
+                "{bad:?}: {err}"
+            );
+        }
+        check_http_url(
+            "notify.webhook_url",
+            "https://hooks.slack.com/services/T/B/x",
+        )
+        .unwrap();
+        check_http_url("notify.webhook_url", "http://127.0.0.1:9000/hook").unwrap();
+        assert_eq!(
+            redact_url("https://user:pw@hooks.slack.com/services/T/B/secret?q=1#f"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/x"),
+            "http://127.0.0.1:9000/…"
+        );
+        assert_eq!(redact_url("not a url"), "(an invalid address)");
+    }
+
+    #[test]
+    fn a_webhook_line_the_parser_quotes_is_shown_without_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hypod.toml");
+        std::fs::write(
+            &path,
+            "[notify]\nwebhook_url = \"https://hooks.slack.com/services/T0/B0/S3CRET\n",
+        )
+        .unwrap();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("S3CRET"), "{err}");
+        assert!(err.contains("https://hooks.slack.com/…"), "{err}");
     }
 
     #[test]

@@ -786,10 +786,32 @@ impl App {
         run_in_slot_until(store, plan, key, owner, shutdown).await
     }
 
+    /// Ends (as failed, with the reason) the slots of `hypod run`, API and demo runs whose
+    /// process died (their lease expired), logging each: such a run is never resumed by another
+    /// process. Errors are logged; only opening the database can fail this.
+    pub async fn end_abandoned_runs(&self) -> AppResult<()> {
+        match self.store().await?.end_abandoned_slots().await {
+            Ok(ended) => {
+                for slot in ended {
+                    tracing::warn!(
+                        slot = slot.key,
+                        owner = slot.owner,
+                        "ended a run whose process died: {}",
+                        slot.reason.as_deref().unwrap_or("abandoned")
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot end the slots of runs whose process died"),
+        }
+        Ok(())
+    }
+
     /// `hypod run`, `POST /api/v1/runs`, the demo: one run now, in a slot of its own claimed
     /// like a scheduled one (same lease, same fence).
     pub async fn run_now(&self, trigger: Trigger) -> AppResult<RunView> {
         let prepared = self.prepare_run()?;
+        // Runs like this one whose process died are ended first: no daemon will run them.
+        self.end_abandoned_runs().await?;
         let key = format!("{trigger}:{}", uuid::Uuid::now_v7());
         let outcome = self
             .run_in_slot(

@@ -1,9 +1,13 @@
 //! Run notifications: delivers the outbox (one row per recorded run, written in the run's own
 //! transaction) to `notify.webhook_url` as Slack-compatible JSON (`{"text": …}`), never
-//! blocking a run. Each row is held while it is sent, so one daemon sends it; a failure is
-//! retried with exponential backoff from `notify.retry_seconds` (capped at an hour); rows
-//! older than a day are given up. Delivery is at least once: a crash between a receiver's 200
-//! and the row's update sends it again, so the text carries the run id to deduplicate on.
+//! blocking a run. Each row is held while it is sent (`notify.hold_seconds`, renewed before
+//! each send of a batch; a row whose hold expired is not sent), so one daemon sends it; a
+//! failure is retried with exponential backoff from `notify.retry_seconds` (capped at an
+//! hour); rows older than a day are given up. Delivery is at least once: a crash between a
+//! receiver's 200 and the row's update sends it again, so the text carries the run id to
+//! deduplicate on. Proposals are linked to their page in the web UI under `server.public_url`.
+//! The webhook's address is never logged or stored beyond its scheme and host: its path is a
+//! secret.
 
 use crate::config::Config;
 use crate::domain::{ProposalFilter, ProposalStatus, RunRecord};
@@ -13,8 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a claimed row is held before another daemon may try it.
-const HOLD: Duration = Duration::from_secs(60);
 /// Rows older than this are given up rather than announced late.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -67,7 +69,7 @@ pub fn message(run: &RunRecord, proposals: &[crate::domain::Proposal], public_ur
             title
         } else {
             format!(
-                "<{}/proposals/{}|{title}>",
+                "<{}/ui/proposals/{}|{title}>",
                 public_url.trim_end_matches('/'),
                 p.id
             )
@@ -81,13 +83,12 @@ pub fn message(run: &RunRecord, proposals: &[crate::domain::Proposal], public_ur
     text
 }
 
-/// Delivers one row: builds its message from the stored run and posts it.
-async fn deliver(
-    http: &reqwest::Client,
+/// The body of one row's notification, built from the stored run and its proposals.
+async fn body(
     store: &dyn Store,
     config: &Config,
     item: &OutboxItem,
-) -> Result<(), String> {
+) -> Result<serde_json::Value, String> {
     let run = store
         .get_run(&item.run_id)
         .await
@@ -102,58 +103,156 @@ async fn deliver(
         .map_err(|e| e.to_string())?;
     // `audit_head`: the chain's head after the run, published so that anyone keeping the
     // notifications can later detect a cut-off log (`hypod audit verify --head SEQ:HASH`).
-    let body = serde_json::json!({
+    Ok(serde_json::json!({
         "text": message(&run, &proposals, &config.server.public_url),
         "audit_head": run.audit_head.as_ref().map(ToString::to_string),
-    });
-    let response = http
-        .post(&config.notify.webhook_url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("webhook unreachable: {e}"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("webhook answered {}", response.status()))
+    }))
+}
+
+/// Where notifications go, and that address as it may be shown: scheme and host only, since
+/// a webhook's path is a secret (a Slack webhook's path is its credential).
+struct Webhook {
+    url: reqwest::Url,
+    shown: String,
+}
+
+impl Webhook {
+    /// `error` and its causes as one line, without the webhook's address.
+    fn describe(&self, error: &reqwest::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            let _ = write!(text, ": {cause}");
+            source = cause.source();
+        }
+        // reqwest's own text names the address; `without_url` drops it, and this makes sure
+        // no cause repeats it either.
+        let full = self.url.as_str();
+        text.replace(full, &self.shown)
+            .replace(full.trim_end_matches('/'), &self.shown)
+    }
+
+    /// Posts `body`: `Ok` on a 2xx answer, else what went wrong (never the address itself).
+    async fn post(&self, http: &reqwest::Client, body: &serde_json::Value) -> Result<(), String> {
+        let response = http
+            .post(self.url.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "webhook {} unreachable: {}",
+                    self.shown,
+                    self.describe(&e.without_url())
+                )
+            })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "webhook {} answered {}",
+                self.shown,
+                response.status()
+            ))
+        }
     }
 }
 
-/// The delivery loop of `hypod serve`, until `stop`.
+/// The delivery loop of `hypod serve`, until `stop`. Rows are claimed ten at a time and held
+/// for `notify.hold_seconds`; before each send the holds of the batch still to send are
+/// renewed, and a row whose hold expired (another daemon may have it now) is not sent. A send
+/// is given at most half the hold, so it ends while the row is still held.
 pub async fn run(config: Config, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-    let base = Duration::from_secs(config.notify.retry_seconds);
+    let hold = Duration::from_secs(config.notify.hold_seconds);
+    let webhook = match reqwest::Url::parse(&config.notify.webhook_url) {
+        Ok(url) => Webhook {
+            url,
+            shown: crate::config::redact_url(&config.notify.webhook_url),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "notify.webhook_url is not a valid address; notifications are off");
+            return;
+        }
+    };
     let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(send_timeout(hold))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(http) => http,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the webhook client; notifications are off");
+            tracing::error!(error = %e.without_url(), "cannot build the webhook client; notifications are off");
             return;
         }
     };
     while !*stop.borrow() {
-        match store.claim_notifications(10, HOLD, MAX_AGE).await {
-            Ok(items) => {
-                for item in items {
-                    let outcome = deliver(&http, store.as_ref(), &config, &item).await;
-                    match &outcome {
-                        Ok(()) => tracing::info!(run = item.run_id, "notification delivered"),
-                        Err(e) => {
-                            tracing::warn!(run = item.run_id, attempt = item.attempts, error = %e, "notification failed; will retry")
-                        }
-                    }
-                    let retry_in = backoff(base, item.attempts);
-                    if let Err(e) = store.finish_notification(item.id, outcome, retry_in).await {
-                        tracing::warn!(error = %e, "cannot record a notification attempt");
-                    }
-                }
-            }
+        match store.claim_notifications(10, hold, MAX_AGE).await {
+            Ok(batch) => send_batch(&http, &webhook, store.as_ref(), &config, batch, &stop).await,
             Err(e) => tracing::warn!(error = %e, "cannot read the notification outbox"),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+/// The longest a send may take with holds of `hold`: half of it (so it ends while the row is
+/// still held, with time left to record it), at most ten seconds.
+fn send_timeout(hold: Duration) -> Duration {
+    (hold / 2).min(Duration::from_secs(10))
+}
+
+/// Sends a claimed batch one row at a time, renewing the holds of the rows still to send
+/// before each send; a row no longer held is left to whoever holds it now.
+async fn send_batch(
+    http: &reqwest::Client,
+    webhook: &Webhook,
+    store: &dyn Store,
+    config: &Config,
+    mut batch: Vec<OutboxItem>,
+    stop: &watch::Receiver<bool>,
+) {
+    let base = Duration::from_secs(config.notify.retry_seconds);
+    let hold = Duration::from_secs(config.notify.hold_seconds);
+    batch.reverse();
+    while let Some(item) = batch.pop() {
+        if *stop.borrow() {
+            // The rest stay held until their hold expires; then any daemon sends them.
+            return;
+        }
+        let outcome = match body(store, config, &item).await {
+            Ok(body) => {
+                let mut pending = batch.clone();
+                pending.push(item.clone());
+                let held = match store.renew_notifications(&pending, hold).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the hold on notifications; sending none of this batch");
+                        return;
+                    }
+                };
+                batch.retain(|i| held.contains(&i.id));
+                if !held.contains(&item.id) {
+                    tracing::info!(
+                        run = item.run_id,
+                        "the hold on this notification expired; not sent here (another daemon may send it)"
+                    );
+                    continue;
+                }
+                webhook.post(http, &body).await
+            }
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(()) => tracing::info!(run = item.run_id, "notification delivered"),
+            Err(e) => {
+                tracing::warn!(run = item.run_id, attempt = item.attempts, error = %e, "notification failed; will retry")
+            }
+        }
+        let retry_in = backoff(base, item.attempts);
+        if let Err(e) = store.finish_notification(item.id, outcome, retry_in).await {
+            tracing::warn!(error = %e, "cannot record a notification attempt");
         }
     }
 }

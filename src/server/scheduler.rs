@@ -1,13 +1,14 @@
 //! The scheduler loop of `hypod serve`: waits for each slot of the schedule, claims it through
 //! the store (so each slot runs once across processes and replicas), takes over slots whose
-//! holder's lease expired, and catches up at most one slot missed while everything was down
-//! (`schedule.missed`). It logs the next slot at start and after each run.
+//! holder's lease expired, ends (never runs) the `hypod run` and API slots whose process died,
+//! and catches up at most one slot missed while everything was down (`schedule.missed`). It
+//! logs the next slot at start and after each run.
 
 use super::ServerState;
 use crate::app::run::{owner_id, SlotOutcome};
 use crate::app::{App, AppResult};
 use crate::config::MissedSlot;
-use crate::domain::{Claim, SlotStatus, Trigger};
+use crate::domain::Trigger;
 use crate::schedule::Schedule;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::sync::Arc;
@@ -95,15 +96,16 @@ pub async fn run(
                 run_slot(app, metrics, &key, &owner, &stop).await;
                 status.send_modify(|s| s.running = None);
             }
+            // Recorded as skipped only if no one claimed it: a slot whose holder died is not
+            // missed but interrupted, and the loop below takes it over at once.
             MissedSlot::Skip => {
-                if let Ok(Claim::Claimed(fence)) = store.claim_slot(&key, &owner, lease).await {
-                    let _ = store
-                        .end_slot(
-                            &fence,
-                            SlotStatus::Skipped,
-                            "missed while hypod was down; schedule.missed = \"skip\"",
-                        )
-                        .await;
+                let reason = "missed while hypod was down; schedule.missed = \"skip\"";
+                match store.skip_slot(&key, &owner, reason).await {
+                    Ok(true) => tracing::info!(slot = key, "missed slot recorded as skipped"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(slot = key, error = %e, "cannot record the missed slot")
+                    }
                 }
             }
         }
@@ -119,7 +121,12 @@ pub async fn run(
             s.last_tick = Some(now);
             s.next_slot = next;
         });
-        // Slots whose holder died (its lease expired) are run again from scratch.
+        // A `hypod run` or API run whose process died is ended, never run here: it was not
+        // this schedule's to run.
+        if let Err(e) = app.end_abandoned_runs().await {
+            tracing::warn!(error = %e, "cannot end the slots of runs whose process died");
+        }
+        // Scheduled slots whose holder died (its lease expired) are run again from scratch.
         match store.expired_slots().await {
             Ok(keys) => {
                 for key in keys {
@@ -180,7 +187,14 @@ async fn run_slot(
             return;
         }
     };
-    let trigger = Trigger::try_from(key.to_string()).unwrap_or(Trigger::Schedule(key.into()));
+    // Only scheduled slots are run here; any other key is not this loop's to run.
+    let trigger = match Trigger::try_from(key.to_string()) {
+        Ok(trigger @ Trigger::Schedule(_)) => trigger,
+        _ => {
+            tracing::error!(slot = key, "not a scheduled slot; not run");
+            return;
+        }
+    };
     let mut shutdown = stop.clone();
     let grace = async move {
         let _ = shutdown.wait_for(|s| *s).await;

@@ -85,6 +85,14 @@ pub trait Outbox: Send + Sync {
         hold: Duration,
         max_age: Duration,
     ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Renews the hold of claimed notifications for `hold` from now, each only while the
+    /// claim that returned it still holds it (its hold has not expired and no other claim
+    /// came since): the ids still held, which alone may be sent.
+    async fn renew_notifications(
+        &self,
+        items: &[OutboxItem],
+        hold: Duration,
+    ) -> Result<Vec<i64>, StoreError>;
     /// Records a delivery attempt: delivered, or failed with the error and the next attempt
     /// `retry_in` from now.
     async fn finish_notification(
@@ -169,8 +177,17 @@ pub trait Slots: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Lets the lease expire now (graceful shutdown: another replica may take over at once).
     async fn release_slot(&self, fence: &Fence) -> Result<(), StoreError>;
-    /// Running slots whose lease has expired, oldest first.
+    /// Records the missed scheduled slot `key` as skipped with `reason`, unless the slot
+    /// exists (it ran, runs, or its holder died and it is to be taken over); `true` when
+    /// recorded.
+    async fn skip_slot(&self, key: &str, owner: &str, reason: &str) -> Result<bool, StoreError>;
+    /// Scheduled slots (`schedule:…`) still running whose lease has expired, oldest first:
+    /// the slots to take over.
     async fn expired_slots(&self) -> Result<Vec<String>, StoreError>;
+    /// Ends as failed, with a reason naming the process that claimed it, every running slot
+    /// not of the schedule (`hypod run`, the API, the demo) whose lease has expired: the
+    /// process died, and such a run is never re-run by another. The slots ended.
+    async fn end_abandoned_slots(&self) -> Result<Vec<SlotRecord>, StoreError>;
     /// Slots, newest claims first.
     async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError>;
 }

@@ -43,3 +43,4 @@ mod support;
 mod test_app;
 mod trust_reads;
 mod trust_web;
+mod trust_slots;

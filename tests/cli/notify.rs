@@ -98,7 +98,7 @@ fn runs_are_announced_once_through_the_outbox_with_retries() {
         .expect("the first run");
     assert!(announced.contains("8 queued for review"), "{announced}");
     assert!(
-        announced.contains("Top proposals:\n• <https://hypod.example.com/proposals/"),
+        announced.contains("Top proposals:\n• <https://hypod.example.com/ui/proposals/"),
         "{announced}"
     );
     let quiet = delivered

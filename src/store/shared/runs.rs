@@ -292,6 +292,38 @@ impl<D: Dialect> Outbox for D {
         Ok(items)
     }
 
+    async fn renew_notifications(
+        &self,
+        items: &[OutboxItem],
+        hold: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        // Under the write lock, as claims are: a hold is renewed only while it has not expired
+        // and no other claim has counted an attempt since ours.
+        let mut tx = self.begin_write().await?;
+        let mut held = Vec::with_capacity(items.len());
+        for item in items {
+            let renewed = tx
+                .execute(
+                    Sql::clocked::<D>(
+                        "UPDATE outbox SET next_attempt_at = {now} + $1 \
+                         WHERE id = $2 AND attempts = $3 AND delivered_at IS NULL \
+                         AND next_attempt_at > {now}",
+                    ),
+                    &[
+                        Arg::Real(hold.as_secs_f64()),
+                        Arg::Int(item.id),
+                        Arg::Int(item.attempts),
+                    ],
+                )
+                .await?;
+            if renewed == 1 {
+                held.push(item.id);
+            }
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
     async fn finish_notification(
         &self,
         id: i64,

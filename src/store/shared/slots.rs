@@ -1,6 +1,8 @@
 //! Scheduled slots, for every backend: a claim (a new slot, or a takeover of one whose lease
 //! expired, with the next fencing token) in one write transaction, and the lease's renewal,
 //! end and release, each one statement checked against the fence on the database's clock.
+//! Only scheduled slots (`schedule:…`) are ever taken over: an expired slot of `hypod run`,
+//! the API or the demo is ended as abandoned instead, since no other process can run it.
 
 use super::{corrupt_slot, Arg, Conn, Dialect, Sql};
 use crate::domain::{Claim, Fence, SlotRecord, SlotStatus};
@@ -146,6 +148,25 @@ impl<D: Dialect> Slots for D {
         Ok(())
     }
 
+    async fn skip_slot(&self, key: &str, owner: &str, reason: &str) -> Result<bool, StoreError> {
+        // One statement: a slot that exists (ran, running, or expired and so to be taken over)
+        // is left as it is.
+        let inserted = self
+            .connection()
+            .await?
+            .execute(
+                Sql::clocked::<D>(
+                    "INSERT INTO slots \
+                     (key, status, owner, token, lease_expires, claimed_at, finished_at, reason) \
+                     VALUES ($1, 'skipped', $2, 1, {now}, {now}, {now}, $3) \
+                     ON CONFLICT (key) DO NOTHING",
+                ),
+                &[Arg::Text(key), Arg::Text(owner), Arg::Text(reason)],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
     async fn expired_slots(&self) -> Result<Vec<String>, StoreError> {
         let keys: Vec<(String,)> = self
             .connection()
@@ -153,12 +174,34 @@ impl<D: Dialect> Slots for D {
             .fetch_all(
                 Sql::clocked::<D>(
                     "SELECT key FROM slots WHERE status = 'running' AND lease_expires < {now} \
-                     ORDER BY claimed_at",
+                     AND key LIKE 'schedule:%' ORDER BY claimed_at",
                 ),
                 &[],
             )
             .await?;
         Ok(keys.into_iter().map(|(key,)| key).collect())
+    }
+
+    async fn end_abandoned_slots(&self) -> Result<Vec<SlotRecord>, StoreError> {
+        // One statement on the database's clock, so a holder that renews in time is never
+        // ended, and two daemons sweeping at once end each slot once.
+        let rows: Vec<SlotRow> = self
+            .connection()
+            .await?
+            .fetch_all(
+                Sql::clocked::<D>(
+                    "UPDATE slots SET status = 'failed', finished_at = {now}, \
+                     reason = 'abandoned: the process that claimed it (' || owner || \
+                     ') died or stopped renewing its lease; a run not of the schedule is never \
+                     re-run by another process, start it again if it is still wanted' \
+                     WHERE status = 'running' AND lease_expires < {now} \
+                     AND key NOT LIKE 'schedule:%' \
+                     RETURNING key, status, owner, token, takeovers, run_id, reason",
+                ),
+                &[],
+            )
+            .await?;
+        rows.into_iter().map(slot_record).collect()
     }
 
     async fn list_slots(&self, limit: usize) -> Result<Vec<SlotRecord>, StoreError> {
@@ -173,19 +216,21 @@ impl<D: Dialect> Slots for D {
                 &[Arg::size(limit)],
             )
             .await?;
-        rows.into_iter()
-            .map(|(key, status, owner, token, takeovers, run_id, reason)| {
-                Ok(SlotRecord {
-                    status: SlotStatus::parse(&status)
-                        .ok_or_else(|| corrupt_slot(&key, &status))?,
-                    owner,
-                    token,
-                    takeovers,
-                    run_id,
-                    reason,
-                    key,
-                })
-            })
-            .collect()
+        rows.into_iter().map(slot_record).collect()
     }
+}
+
+/// A slot's row, read.
+fn slot_record(
+    (key, status, owner, token, takeovers, run_id, reason): SlotRow,
+) -> Result<SlotRecord, StoreError> {
+    Ok(SlotRecord {
+        status: SlotStatus::parse(&status).ok_or_else(|| corrupt_slot(&key, &status))?,
+        owner,
+        token,
+        takeovers,
+        run_id,
+        reason,
+        key,
+    })
 }
