@@ -42,5 +42,5 @@ mod storage;
 mod support;
 mod test_app;
 mod trust_reads;
-mod trust_web;
 mod trust_slots;
+mod trust_web;
