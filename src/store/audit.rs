@@ -372,7 +372,7 @@ pub fn check_token(
     entries.sort_by_key(|e| e.seq);
     if let Some(forged) = entries.iter().find(|e| !entry_authentic(key, e)) {
         return Err(format!(
-            "its audit entry {} does not verify under the audit key",
+            "its audit entry {} does not verify under this audit key (forged, or this process holds another key than the one that wrote the log)",
             forged.seq
         ));
     }
@@ -457,7 +457,7 @@ pub fn check_draft(
     };
     if !entry_authentic(key, created) {
         return DraftCheck::Refused(format!(
-            "its creation entry {} does not verify under the audit key",
+            "its creation entry {} does not verify under this audit key (forged, or this process holds another key than the one that wrote the log)",
             created.seq
         ));
     }
@@ -739,8 +739,8 @@ fn replay_tokens(entries: &[AuditEntry], tokens: &[StoredToken], report: &mut Au
                 None,
                 about,
                 format!(
-                    "token {} ({}, {}) is stored but the audit log never recorded its creation (added by hand?); it is refused at use",
-                    token.id, token.user, token.role
+                    "stored for {} as {}, but the audit log never recorded its creation (added by hand?); it is refused at use",
+                    token.user, token.role
                 ),
             );
             continue;
@@ -749,10 +749,7 @@ fn replay_tokens(entries: &[AuditEntry], tokens: &[StoredToken], report: &mut Au
             report.push_about(
                 Some(*seq),
                 about,
-                format!(
-                    "token {}: its creation entry does not say its user and role",
-                    token.id
-                ),
+                "its creation entry does not say its user and role".into(),
             );
             continue;
         };
@@ -760,10 +757,7 @@ fn replay_tokens(entries: &[AuditEntry], tokens: &[StoredToken], report: &mut Au
             report.push_about(
                 Some(*seq),
                 about,
-                format!(
-                    "token {} ({}): {problem}; it is refused at use",
-                    token.id, token.user
-                ),
+                format!("{problem}; it is refused at use"),
             );
         }
         if logged.hash.is_none() {
@@ -774,17 +768,14 @@ fn replay_tokens(entries: &[AuditEntry], tokens: &[StoredToken], report: &mut Au
                 Some(*at),
                 about,
                 format!(
-                    "token {} ({}): the audit log revoked it at entry {at} but it is stored live (un-revoked by hand?); it is refused at use",
-                    token.id, token.user
+                    "the audit log revoked it at entry {at} but it is stored live for {} (un-revoked by hand?); it is refused at use",
+                    token.user
                 ),
             ),
             (None, true) => report.push_about(
                 None,
                 about,
-                format!(
-                    "token {} ({}) is stored revoked but the audit log never recorded its revocation",
-                    token.id, token.user
-                ),
+                "it is stored revoked but the audit log never recorded its revocation".into(),
             ),
             _ => {}
         }
@@ -795,7 +786,7 @@ fn replay_tokens(entries: &[AuditEntry], tokens: &[StoredToken], report: &mut Au
             report.push_about(
                 Some(*seq),
                 About::Token(id),
-                format!("token {id} was created at entry {seq} but is no longer stored (deleted by hand?)"),
+                format!("created at entry {seq} but no longer stored (deleted by hand?)"),
             );
         }
     }
@@ -855,16 +846,15 @@ fn replay_imports(entries: &[AuditEntry], stored: &[(String, String)], report: &
                 Some(seq),
                 about,
                 format!(
-                    "experiment {id}: its stored record is not the one the import at entry {seq} wrote (edited by hand?); runs learn from it"
+                    "its stored record is not the one the import at entry {seq} wrote (edited by hand?); runs learn from it"
                 ),
             ),
             None if undigested > 0 => unvouched += 1,
             None => report.push_about(
                 None,
                 about,
-                format!(
-                    "experiment {id} is stored but no import in the audit log wrote it (added by hand?); runs learn from it"
-                ),
+                "it is stored but no import in the audit log wrote it (added by hand?); runs learn from it"
+                    .into(),
             ),
         }
     }
@@ -877,7 +867,7 @@ fn replay_imports(entries: &[AuditEntry], stored: &[(String, String)], report: &
         report.push_about(
             Some(seq),
             About::Experiment(&id),
-            format!("experiment {id} was written by the import at entry {seq} but is no longer stored (deleted by hand?)"),
+            format!("written by the import at entry {seq} but no longer stored (deleted by hand?)"),
         );
     }
     if unvouched > 0 {
