@@ -241,40 +241,58 @@ impl StoredToken {
     }
 }
 
-/// JSON of `value` in one canonical form: fields in their declared order (values are read
-/// back into their type first), and each floating-point number written to 12 significant
-/// digits, so that a number read back from PostgreSQL's `jsonb` gives the same text as the
-/// one written.
-fn canonical_json<T: Serialize>(value: &T) -> String {
-    fn round(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Number(n) if n.is_f64() => {
-                if let Some(f) = n.as_f64() {
-                    *value = serde_json::Value::String(format!("{f:.11e}"));
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(round),
-            serde_json::Value::Object(fields) => fields.values_mut().for_each(round),
-            _ => {}
+/// The SHA-256 of `value`'s JSON in one canonical form: fields in their declared order (values
+/// are read back into their type first, whatever order the database keeps keys in), and each
+/// floating-point number written as a string of 12 significant digits, so that a number read
+/// back from PostgreSQL's `jsonb` hashes as the one written. Written straight into the hash,
+/// without an intermediate document (an import digests every record it writes).
+fn canonical_sha256<T: Serialize>(value: &T) -> [u8; 32] {
+    struct Canonical;
+    impl serde_json::ser::Formatter for Canonical {
+        fn write_f64<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            value: f64,
+        ) -> std::io::Result<()> {
+            write!(writer, "\"{value:.11e}\"")
+        }
+
+        fn write_f32<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            value: f32,
+        ) -> std::io::Result<()> {
+            self.write_f64(writer, f64::from(value))
         }
     }
-    // Drafts and experiments are plain structs with string keys: serialising them cannot fail.
-    let mut value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-    round(&mut value);
-    value.to_string()
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = serde_json::Serializer::with_formatter(Hashing(Sha256::new()), Canonical);
+    // Drafts and experiments are plain structs with string keys, written into memory:
+    // serialising them cannot fail.
+    let _ = value.serialize(&mut out);
+    out.into_inner().0.finalize().into()
 }
 
 /// The SHA-256 (hex) of a draft in its canonical form: what a proposal's creation entry
 /// records as `draft_sha256`.
 pub fn draft_sha256(draft: &ProposalDraft) -> String {
-    hex::encode(Sha256::digest(canonical_json(draft).as_bytes()))
+    hex::encode(canonical_sha256(draft))
 }
 
 /// The digest an import logs for each record it wrote: the first 64 bits (16 hex digits) of
 /// the SHA-256 of the record's canonical form.
 pub fn record_digest(experiment: &Experiment) -> String {
-    let digest = Sha256::digest(canonical_json(experiment).as_bytes());
-    hex::encode(&digest[..8])
+    hex::encode(&canonical_sha256(experiment)[..8])
 }
 
 /// Whether an entry, on its own, is one hypod wrote with this key: its hash matches its
@@ -884,4 +902,130 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain of entries keyed with `key`, and its sealed head.
+    fn chain(key: &AuditKey, items: &[(AuditAction, &str, &str)]) -> (Vec<AuditEntry>, SealedHead) {
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        let mut prev = String::new();
+        for (i, (action, subject, detail)) in items.iter().enumerate() {
+            let at = "2026-01-01T00:00:00.000000Z";
+            let hash = super::super::audit_hash(
+                &prev,
+                at,
+                "cli:ops",
+                &action.to_string(),
+                subject,
+                detail,
+            );
+            entries.push(AuditEntry {
+                seq: i as i64 + 1,
+                at: at.into(),
+                actor: "cli:ops".into(),
+                action: *action,
+                subject: (*subject).into(),
+                detail: (*detail).into(),
+                prev_hash: prev.clone(),
+                mac: Some(key.entry_mac(&hash)),
+                hash: hash.clone(),
+            });
+            prev = hash;
+        }
+        let last = entries.last().expect("an entry");
+        let head = AuditHead {
+            seq: last.seq,
+            hash: last.hash.clone(),
+        };
+        let mac = key.head_mac(head.seq, &head.hash);
+        (entries, SealedHead { head, mac })
+    }
+
+    fn token(role: crate::domain::Role) -> StoredToken {
+        StoredToken {
+            id: "t1".into(),
+            user: "ada".into(),
+            role,
+            hash: "h".repeat(64),
+            created_by: "cli:ops".into(),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn rows_logged_before_the_checks_are_noted_not_refused() {
+        let key = AuditKey::new(b"0123456789abcdef0123").expect("key");
+        let (entries, sealed) = chain(
+            &key,
+            &[
+                (
+                    AuditAction::ExperimentsUpsert,
+                    "experiments",
+                    r#"{"inserted":1,"updated":0,"unchanged":0}"#,
+                ),
+                (
+                    AuditAction::Proposal(ProposalStatus::PendingReview),
+                    "p1",
+                    "[]",
+                ),
+                (
+                    AuditAction::TokenCreate,
+                    "t1",
+                    r#"{"user":"ada","role":"reviewer"}"#,
+                ),
+            ],
+        );
+        let state = StoredState {
+            statuses: vec![("p1".into(), ProposalStatus::PendingReview)],
+            drafts: HashMap::from([("p1".to_string(), "d".repeat(64))]),
+            reviews: Vec::new(),
+            tokens: vec![token(crate::domain::Role::Reviewer)],
+            experiments: vec![("e1".into(), "0123456789abcdef".into())],
+        };
+        let report = verify(&key, &entries, Some(&sealed), None, &state);
+        assert!(report.intact, "{:?}", report.problems);
+        assert_eq!(report.notes.len(), 3, "{:?}", report.notes);
+        assert!(report
+            .notes
+            .iter()
+            .any(|n| n.contains("logged before drafts were hashed")));
+
+        // The same old token entry still refuses a raised role.
+        let raised = StoredState {
+            tokens: vec![token(crate::domain::Role::Admin)],
+            ..state
+        };
+        let report = verify(&key, &entries, Some(&sealed), None, &raised);
+        assert!(!report.intact);
+        assert!(
+            report.chain_intact(),
+            "a token's problem is not the chain's"
+        );
+        assert_eq!(report.problems[0].token_id.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn a_records_digest_is_the_same_however_the_database_wrote_it() {
+        let written: Experiment = serde_json::from_str(
+            r#"{"id":"e1","name":"n","moment":"search","primary_kpi":"conversion_rate","status":"concluded","allocation":[1,1],"latency_ms_p75_delta":5.9,
+                "variants":[{"name":"control","control":true,"visitors":7443,"conversions":271,"revenue":22816.26},
+                            {"name":"treatment","control":false,"visitors":7443,"conversions":296,"revenue":25272.31}]}"#,
+        )
+        .expect("an experiment");
+        // As jsonb gives it back: keys reordered, numbers in another spelling.
+        let read_back: Experiment = serde_json::from_str(
+            r#"{"variants":[{"revenue":22816.260,"visitors":7443,"conversions":271,"control":true,"name":"control"},
+                            {"revenue":2.527231e4,"visitors":7443,"conversions":296,"control":false,"name":"treatment"}],
+                "status":"concluded","primary_kpi":"conversion_rate","moment":"search","name":"n","id":"e1","allocation":[1.0,1.0],"latency_ms_p75_delta":5.90}"#,
+        )
+        .expect("an experiment");
+        assert_eq!(record_digest(&written), record_digest(&read_back));
+        assert_eq!(record_digest(&written).len(), 16);
+        let mut edited = read_back.clone();
+        edited.variants[1].conversions += 1;
+        assert_ne!(record_digest(&written), record_digest(&edited));
+    }
 }
