@@ -12,7 +12,10 @@ impl App {
     pub async fn verify_audit(&self, expected: Option<&AuditHead>) -> AppResult<AuditReport> {
         let key = self.audit_key()?;
         let store = self.store().await?;
-        super::open::refuse_minted_key(self.config(), &key, store.as_ref()).await?;
+        // A read-write open checked this already; a read-only one opens without the key.
+        if self.access == super::Access::ReadOnly {
+            super::open::refuse_minted_key(self.config(), &key, store.as_ref()).await?;
+        }
         verify_store(store.as_ref(), &key, expected).await
     }
 

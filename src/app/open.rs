@@ -77,7 +77,17 @@ pub(super) fn audit_key(config: &Config) -> AppResult<store::AuditKey> {
             "set {var} to the audit key (at least 16 random bytes, e.g. `openssl rand -hex 32`): on PostgreSQL every replica must share it, so it cannot come from a local file"
         )));
     };
-    read_or_create_key_file(&key_file).map_err(|e| {
+    // A key file made beside a database that already exists may be a lost one's replacement:
+    // marked, so that opening refuses it on a log with entries ([`refuse_minted_key`]). A new
+    // database's key (two first starts racing included) is not marked.
+    let database = PathBuf::from(
+        key_file
+            .to_string_lossy()
+            .trim_end_matches(".audit-key")
+            .to_string(),
+    );
+    let existing = std::fs::metadata(&database).is_ok_and(|m| m.len() > 0);
+    read_or_create_key_file(&key_file, existing).map_err(|e| {
         AppError::config(format!(
             "audit key file {}: {e} (or set {var})",
             key_file.display()
@@ -85,7 +95,7 @@ pub(super) fn audit_key(config: &Config) -> AppResult<store::AuditKey> {
     })
 }
 
-fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
+fn read_or_create_key_file(path: &Path, beside_existing: bool) -> Result<store::AuditKey, String> {
     use rand::RngCore as _;
     use std::io::Write as _;
     if let Ok(text) = std::fs::read_to_string(path) {
@@ -116,7 +126,8 @@ fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
         .and_then(|()| std::fs::hard_link(&temporary, path));
     let _ = std::fs::remove_file(&temporary);
     match written {
-        Ok(()) => store::AuditKey::minted(text.as_bytes()),
+        Ok(()) if beside_existing => store::AuditKey::minted(text.as_bytes()),
+        Ok(()) => store::AuditKey::new(text.as_bytes()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
             store::AuditKey::new(text.trim().as_bytes())

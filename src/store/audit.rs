@@ -35,8 +35,9 @@ pub const MIN_KEY_BYTES: usize = 16;
 #[derive(Clone)]
 pub struct AuditKey {
     secret: Vec<u8>,
-    /// Made by this process just now (a SQLite key file created because none was found): such
-    /// a key must never be used on a log that already has entries.
+    /// Made by this process just now beside an existing database (a SQLite key file created
+    /// because none was found): such a key must never be used on a log that already has
+    /// entries.
     minted: bool,
 }
 
@@ -61,7 +62,8 @@ impl AuditKey {
         })
     }
 
-    /// A key this process has just made (see [`AuditKey::is_minted`]).
+    /// A key this process has just made beside an existing database (see
+    /// [`AuditKey::is_minted`]).
     pub fn minted(secret: &[u8]) -> Result<AuditKey, String> {
         AuditKey::new(secret).map(|key| AuditKey {
             minted: true,
@@ -69,8 +71,8 @@ impl AuditKey {
         })
     }
 
-    /// Whether this key was made by this process just now, because none was found: it cannot
-    /// be the key of a log that already has entries.
+    /// Whether this key was made by this process just now, beside an existing database,
+    /// because none was found: it cannot be the key of a log that already has entries.
     pub fn is_minted(&self) -> bool {
         self.minted
     }
