@@ -12,7 +12,7 @@
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
 use crate::domain::{Identity, Role};
-use crate::store::{audit, token_hash, Store, TokenRecord};
+use crate::store::{token_hash, vouch, Store, TokenRecord};
 use serde::Serialize;
 
 /// What a request wants to do; each needs a least role ([`Permission::least_role`]).
@@ -201,7 +201,7 @@ impl App {
     /// an Unauthenticated error saying why (the token is refused, not just its request).
     async fn vouch_token(&self, store: &dyn Store, token: &TokenRecord) -> AppResult<()> {
         let entries = store.audit_entries_about(&token.id).await?;
-        audit::check_token(&self.audit_key()?, token, &entries).map_err(|problem| {
+        vouch::check_token(&self.audit_key()?, token, &entries).map_err(|problem| {
             AppError::new(
                 ErrorKind::Unauthenticated,
                 format!(

@@ -32,7 +32,7 @@ impl App {
             .await?
             .audit_entries_about(&proposal.id)
             .await?;
-        match audit::check_draft(&key, &proposal.id, &proposal.draft, &entries) {
+        match crate::store::vouch::check_draft(&key, &proposal.id, &proposal.draft, &entries) {
             DraftCheck::Vouched => Ok(true),
             DraftCheck::Unhashed => Ok(false),
             DraftCheck::Refused(problem) => Err(AppError::new(

@@ -14,13 +14,13 @@ mod migrations;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
+pub mod vouch;
 
-pub use audit::{
-    AuditKey, AuditProblem, AuditReport, DraftCheck, SealedHead, StoredState, StoredToken,
-};
+pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 pub use capabilities::{
     AuditLog, Experiments, Outbox, Proposals, Reviews, Runs, Slots, Store, Tokens,
 };
+pub use vouch::{DraftCheck, StoredToken};
 
 use crate::domain::{Proposal, Role, StatusChange};
 use chrono::{DateTime, Utc};

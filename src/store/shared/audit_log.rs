@@ -7,7 +7,7 @@
 use super::{append_audit, Arg, Conn, Dialect, Sql};
 use crate::domain::{AuditAction, AuditHead, Proposal, ProposalStatus, Review, Role};
 use crate::history::Experiment;
-use crate::store::audit::{self, DraftCheck, StoredToken};
+use crate::store::vouch::{self, DraftCheck, StoredToken};
 use crate::store::{
     corrupt, AuditEntry, AuditKey, AuditLog, AuditSnapshot, ProposalBody, SealedHead, StoreError,
     StoredState,
@@ -54,7 +54,7 @@ impl<D: Dialect> AuditLog for D {
             let status = ProposalStatus::parse(&status)
                 .ok_or_else(|| corrupt(&what, format!("unknown status {status:?}")))?;
             let body: ProposalBody = serde_json::from_str(&body).map_err(|e| corrupt(&what, e))?;
-            drafts.insert(id.clone(), audit::draft_sha256(&body.draft));
+            drafts.insert(id.clone(), vouch::draft_sha256(&body.draft));
             statuses.push((id, status));
         }
         let reviews = tx.reviews(None).await?;
@@ -132,7 +132,7 @@ async fn stored_tokens<C: Conn>(conn: &mut C) -> Result<Vec<StoredToken>, StoreE
         .collect()
 }
 
-/// Every stored experiment's [`audit::record_digest`], by id, read a page at a time.
+/// Every stored experiment's [`vouch::record_digest`], by id, read a page at a time.
 async fn experiment_digests<C: Conn>(conn: &mut C) -> Result<Vec<(String, String)>, StoreError> {
     let mut digests = Vec::new();
     let mut after = String::new();
@@ -152,7 +152,7 @@ async fn experiment_digests<C: Conn>(conn: &mut C) -> Result<Vec<(String, String
         for (id, body) in rows {
             let experiment: Experiment =
                 serde_json::from_str(&body).map_err(|e| corrupt(&format!("experiment {id}"), e))?;
-            digests.push((id, audit::record_digest(&experiment)));
+            digests.push((id, vouch::record_digest(&experiment)));
         }
         if !full {
             break;
@@ -170,7 +170,7 @@ pub(super) async fn unvouched_draft<C: Conn>(
 ) -> Result<Option<String>, StoreError> {
     let entries = entries_about(tx, &proposal.id).await?;
     Ok(
-        match audit::check_draft(key, &proposal.id, &proposal.draft, &entries) {
+        match vouch::check_draft(key, &proposal.id, &proposal.draft, &entries) {
             DraftCheck::Vouched | DraftCheck::Unhashed => None,
             DraftCheck::Refused(problem) => Some(problem),
         },

@@ -1,12 +1,12 @@
 //! Imports, for every backend: experiments inserted or updated by id in one write transaction
 //! with one audit entry, an unchanged body left untouched. The entry names who imported and
-//! the digest of every record written ([`crate::store::audit::record_digest`]), which `audit
+//! the digest of every record written ([`crate::store::vouch::record_digest`]), which `audit
 //! verify` recomputes from the stored experiments. Loading them is the backend's.
 
 use super::{append_audit, Arg, Conn, Dialect, Sql};
 use crate::domain::AuditAction;
 use crate::history::Experiment;
-use crate::store::audit::{import_detail, record_digest};
+use crate::store::vouch::{import_detail, record_digest};
 use crate::store::{corrupt, Experiments, StoreError, UpsertCounts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -118,7 +118,7 @@ impl<D: Dialect> Tokens for D {
             &token.created_by,
             AuditAction::TokenCreate,
             &token.id,
-            &crate::store::audit::token_create_detail(&TokenRecord {
+            &crate::store::vouch::token_create_detail(&TokenRecord {
                 hash: hash.to_string(),
                 ..token.clone()
             }),

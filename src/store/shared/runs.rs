@@ -67,7 +67,7 @@ impl<D: Dialect> Runs for D {
             insert_proposal(&mut tx, proposal).await?;
             // The draft's hash: approval, export and push check the stored draft against it.
             let detail =
-                crate::store::audit::proposal_created_detail(&proposal.draft, &proposal.verdicts);
+                crate::store::vouch::proposal_created_detail(&proposal.draft, &proposal.verdicts);
             append_audit(
                 &mut tx,
                 key,
