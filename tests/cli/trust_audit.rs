@@ -573,7 +573,23 @@ fn imports_name_their_caller_and_an_edited_experiment_is_reported(url: Option<&s
              WHERE id = 'exp-2024-0001'",
         );
     }
+    // One edited past reading is reported the same way, not a failed verification.
+    if site.sqlite() {
+        site.sql(
+            "UPDATE experiments SET body = json_set(body, '$.variants', 'none') \
+             WHERE id = 'exp-2024-0003'",
+        );
+    } else {
+        site.sql(
+            "UPDATE experiments SET body = jsonb_set(body, '{variants}', '\"none\"') \
+             WHERE id = 'exp-2024-0003'",
+        );
+    }
     let out = site.verify_fails();
+    assert!(
+        out.contains("experiment exp-2024-0003: its stored record is not the one"),
+        "{out}"
+    );
     assert!(
         out.contains(
             "experiment exp-2024-0001: its stored record is not the one the import at entry"
