@@ -115,7 +115,7 @@ async fn measure(n: usize, repeat: usize) {
         body.push_str(&serde_json::to_string(&experiment).expect("an experiment"));
         body.push('\n');
     }
-    app.import_body(Format::Ndjson, &body)
+    app.import_body(Format::Ndjson, &body, "bench")
         .await
         .expect("import the history");
     let id = format!("syn-{:06}", n / 2);

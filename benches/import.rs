@@ -54,12 +54,12 @@ fn main() {
     assert!(report.problems.is_empty(), "{:?}", report.problems.first());
     let started = Instant::now();
     let counts = runtime
-        .block_on(store.upsert_experiments(&report.experiments))
+        .block_on(store.upsert_experiments(&report.experiments, "bench"))
         .expect("upsert");
     let written = started.elapsed();
     let started = Instant::now();
     let again = runtime
-        .block_on(store.upsert_experiments(&report.experiments))
+        .block_on(store.upsert_experiments(&report.experiments, "bench"))
         .expect("upsert again");
     let rewritten = started.elapsed();
 

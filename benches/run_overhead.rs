@@ -87,7 +87,7 @@ async fn measure(latency: Duration, runs: usize) -> Figures {
     let config = Config::load_with_env(Some(&config_path), &[]).expect("configuration");
     let app = hypod::app::App::new(config.clone());
     let imported = app
-        .import(&[SAMPLE.to_string()], false)
+        .import(&[SAMPLE.to_string()], false, "bench")
         .await
         .expect("import the sample");
     assert!(imported.experiments > 0, "the sample imported nothing");

@@ -3,11 +3,16 @@
 //! trusted proxy's `X-Forwarded-User` / `X-Forwarded-Groups`, a command-line `--as USER`
 //! checked against the tokens' users — into one [`Principal`], and the one table of which role
 //! each [`Permission`] needs, checked by every route and command that acts.
+//!
+//! A token counts only as the audit log explains it: at use, its row is checked against its
+//! own `token.create` / `token.revoke` entries (found through the subject index, each entry's
+//! hash and MAC checked under the audit key), so a row added, un-revoked or raised by hand
+//! is refused; `audit verify` replays the whole log.
 
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
 use crate::domain::{echo, Identity, Role, TextError};
-use crate::store::{token_hash, TokenRecord};
+use crate::store::{token_hash, vouch, Store, TokenRecord};
 use serde::Serialize;
 
 /// What a request wants to do; each needs a least role ([`Permission::least_role`]).
@@ -134,6 +139,7 @@ impl App {
             created_at: crate::now(),
             created_by: by.to_string(),
             revoked_at: None,
+            hash: token_hash(&token),
         };
         let store = self.store().await?;
         store.create_token(&record, &token_hash(&token)).await?;
@@ -195,12 +201,12 @@ impl App {
         if secret.len() > 128 || !secret.is_ascii() {
             return Err(unknown());
         }
-        let record = self
-            .store()
-            .await?
+        let store = self.store().await?;
+        let record = store
             .token_by_hash(&token_hash(secret))
             .await?
             .ok_or_else(unknown)?;
+        self.vouch_token(store.as_ref(), &record).await?;
         let user = Identity::parse(&record.user).map_err(|e| match e {
             // A token created before names had to be written in one script.
             TextError::MixedScript { .. } => AppError::new(
@@ -216,6 +222,24 @@ impl App {
             user,
             role: record.role,
             via: AuthSource::Token(record.id),
+        })
+    }
+}
+
+impl App {
+    /// `Ok` when the audit log explains this token row: its creation entry names its user,
+    /// role, secret hash and creator, and no revocation entry contradicts it being live. Else
+    /// an Unauthenticated error saying why (the token is refused, not just its request).
+    async fn vouch_token(&self, store: &dyn Store, token: &TokenRecord) -> AppResult<()> {
+        let entries = store.audit_entries_about(&token.id).await?;
+        vouch::check_token(&self.audit_key()?, token, &entries).map_err(|problem| {
+            AppError::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "token {} of {} is refused: {problem}; the audit log does not explain it (`hypod audit verify` reports it)",
+                    token.id, token.user
+                ),
+            )
         })
     }
 }
@@ -262,19 +286,31 @@ impl App {
     pub async fn cli_principal(&self, user: &str) -> AppResult<Principal> {
         let user = Identity::parse(user)
             .map_err(|e| AppError::input(format!("--as {}: {e}", echo(user))))?;
-        // The person's tokens, matched as the review rule matches people (by skeleton); the
+        let store = self.store().await?;
+        // The person's live tokens, matched as the review rule matches people (by skeleton); the
         // review is recorded under the token's spelling of the name.
-        let held: Vec<(Identity, Role)> = self
-            .store()
-            .await?
+        let live: Vec<(Identity, TokenRecord)> = store
             .list_tokens()
             .await?
             .into_iter()
             .filter(|t| t.revoked_at.is_none())
-            .filter_map(|t| Some((Identity::of_record(&t.user).ok()?, t.role)))
+            .filter_map(|t| Some((Identity::of_record(&t.user).ok()?, t)))
             .filter(|(holder, _)| *holder == user)
             .collect();
-        let Some((holder, role)) = held.into_iter().max_by_key(|(_, role)| rank(*role)) else {
+        // Only the tokens the audit log explains give a role.
+        let mut vouched = Vec::with_capacity(live.len());
+        let mut refused = None;
+        for (holder, token) in live {
+            match self.vouch_token(store.as_ref(), &token).await {
+                Ok(()) => vouched.push((holder, token.role)),
+                Err(e) if e.kind == ErrorKind::Unauthenticated => refused = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((holder, role)) = vouched.into_iter().max_by_key(|(_, role)| rank(*role)) else {
+            if let Some(refused) = refused {
+                return Err(AppError::new(ErrorKind::Forbidden, refused.message));
+            }
             return Err(AppError::new(
                 ErrorKind::Forbidden,
                 format!(

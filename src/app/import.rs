@@ -1,6 +1,7 @@
 //! The import use cases: experiments from files (`hypod import`) or a request body
 //! (`POST /api/v1/experiments`), validated as a whole and written all or nothing (or, with
-//! `--skip-invalid`, the valid ones with the others reported).
+//! `--skip-invalid`, the valid ones with the others reported). The import's audit entry names
+//! its caller (`by`: the shell account, or the API's principal) and what it wrote.
 
 use super::{App, AppError, AppResult};
 use crate::history::import::{self, Location, Source};
@@ -31,7 +32,12 @@ pub struct ImportSummary {
 /// Imports `files` (`-` is stdin). Nothing is written unless every record is valid, or
 /// `skip_invalid` (then the invalid ones are reported).
 impl App {
-    pub async fn import(&self, files: &[String], skip_invalid: bool) -> AppResult<ImportSummary> {
+    pub async fn import(
+        &self,
+        files: &[String],
+        skip_invalid: bool,
+        by: &str,
+    ) -> AppResult<ImportSummary> {
         if files.is_empty() {
             return Err(AppError::input(
                 "hypod import needs at least one FILE (or - for stdin)",
@@ -43,7 +49,7 @@ impl App {
         // Refused input never opens (or creates) the database.
         refuse_invalid(&report, skip_invalid)?;
         let store = self.store().await?;
-        store_import(store.as_ref(), report, skip_invalid, started).await
+        store_import(store.as_ref(), report, skip_invalid, by, started).await
     }
 
     /// `POST /api/v1/experiments`: an uploaded body, validated like a file, all or nothing.
@@ -51,6 +57,7 @@ impl App {
         &self,
         format: import::Format,
         text: &str,
+        by: &str,
     ) -> AppResult<ImportSummary> {
         let started = std::time::Instant::now();
         if text.trim().is_empty() {
@@ -59,7 +66,7 @@ impl App {
             ));
         }
         let report = import::parse_text("request body", format, text);
-        store_import(self.store().await?.as_ref(), report, false, started).await
+        store_import(self.store().await?.as_ref(), report, false, by, started).await
     }
 }
 
@@ -67,10 +74,11 @@ async fn store_import(
     store: &dyn crate::store::Store,
     report: import::ImportReport,
     skip_invalid: bool,
+    by: &str,
     started: std::time::Instant,
 ) -> AppResult<ImportSummary> {
     refuse_invalid(&report, skip_invalid)?;
-    let counts = store.upsert_experiments(&report.experiments).await?;
+    let counts = store.upsert_experiments(&report.experiments, by).await?;
     Ok(ImportSummary {
         records: report.records_read,
         inserted: counts.inserted,

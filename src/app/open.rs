@@ -1,7 +1,9 @@
 //! Opening what the use cases work on: the configured database (read-write, migrated; or
 //! read-only, never migrated) after checking its folder, and the audit key (from the
 //! environment, or on SQLite from a private key file beside the database). A database that
-//! cannot be opened is named without its password.
+//! cannot be opened is named without its password. A key file made because none was found is
+//! never used on a log that already has entries: a lost key file stops writers (and
+//! verification) with a message instead of starting a second key.
 
 use super::{AppError, AppResult};
 use crate::config::{self, Config};
@@ -16,9 +18,11 @@ pub(super) async fn open_store(config: &Config, key: store::AuditKey) -> AppResu
         check_database_folder(&file)?;
     }
     let url = config.database_url();
-    store::open(&url, key)
+    let store = store::open(&url, key.clone())
         .await
-        .map_err(|e| open_failed(&url, "", &e))
+        .map_err(|e| open_failed(&url, "", &e))?;
+    refuse_minted_key(config, &key, store.as_ref()).await?;
+    Ok(store)
 }
 
 /// "cannot open the database URL: why", with the URL's password (and any the driver's message
@@ -28,6 +32,44 @@ fn open_failed(url: &str, purpose: &str, error: &store::StoreError) -> AppError 
         "cannot open the database {}{purpose}: {error}",
         store::shown_url(url)
     )))
+}
+
+/// Refuses a key file this process has just made (none was found) when the log of `store`
+/// already has entries: they were written under another key, and appending under a new one
+/// would leave a log that verifies under neither. The new file is removed again, so the next
+/// start says the same.
+pub(super) async fn refuse_minted_key(
+    config: &Config,
+    key: &store::AuditKey,
+    store: &dyn Store,
+) -> AppResult<()> {
+    if !key.is_minted() {
+        return Ok(());
+    }
+    let logged =
+        store.audit_head().await?.is_some() || !store.audit_entries(0, 1).await?.is_empty();
+    if !logged {
+        return Ok(());
+    }
+    let file = key_file(config);
+    if let Some(file) = &file {
+        let _ = std::fs::remove_file(file);
+    }
+    Err(AppError::config(format!(
+        "the audit key file {} is missing, but the database {} already has audit entries: hypod will not make a new key for a log written under another one (its entries would verify under neither). Restore the key file from a backup, or set {} to the key that wrote this log; nothing was written",
+        file.map_or_else(|| "?".to_string(), |f| f.display().to_string()),
+        store::shown_url(&config.database_url()),
+        config.audit.key_env
+    )))
+}
+
+/// The key file beside a SQLite database (`None` on PostgreSQL).
+fn key_file(config: &Config) -> Option<PathBuf> {
+    let url = config.database_url();
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .map(|path| PathBuf::from(format!("{path}.audit-key")))
 }
 
 /// The audit key: from the environment variable `audit.key_env` names; without it, on SQLite,
@@ -40,18 +82,22 @@ pub(super) fn audit_key(config: &Config) -> AppResult<store::AuditKey> {
         return store::AuditKey::new(&secret)
             .map_err(|e| AppError::config(format!("environment variable {var}: {e}")));
     }
-    let url = config.database_url();
-    let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .map(|rest| rest.split('?').next().unwrap_or(rest))
-    else {
+    let Some(key_file) = key_file(config) else {
         return Err(AppError::config(format!(
             "set {var} to the audit key (at least 16 random bytes, e.g. `openssl rand -hex 32`): on PostgreSQL every replica must share it, so it cannot come from a local file"
         )));
     };
-    let key_file = PathBuf::from(format!("{path}.audit-key"));
-    read_or_create_key_file(&key_file).map_err(|e| {
+    // A key file made beside a database that already exists may be a lost one's replacement:
+    // marked, so that opening refuses it on a log with entries ([`refuse_minted_key`]). A new
+    // database's key (two first starts racing included) is not marked.
+    let database = PathBuf::from(
+        key_file
+            .to_string_lossy()
+            .trim_end_matches(".audit-key")
+            .to_string(),
+    );
+    let existing = std::fs::metadata(&database).is_ok_and(|m| m.len() > 0);
+    read_or_create_key_file(&key_file, existing).map_err(|e| {
         AppError::config(format!(
             "audit key file {}: {e} (or set {var})",
             key_file.display()
@@ -59,7 +105,7 @@ pub(super) fn audit_key(config: &Config) -> AppResult<store::AuditKey> {
     })
 }
 
-fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
+fn read_or_create_key_file(path: &Path, beside_existing: bool) -> Result<store::AuditKey, String> {
     use rand::RngCore as _;
     use std::io::Write as _;
     if let Ok(text) = std::fs::read_to_string(path) {
@@ -90,6 +136,7 @@ fn read_or_create_key_file(path: &Path) -> Result<store::AuditKey, String> {
         .and_then(|()| std::fs::hard_link(&temporary, path));
     let _ = std::fs::remove_file(&temporary);
     match written {
+        Ok(()) if beside_existing => store::AuditKey::minted(text.as_bytes()),
         Ok(()) => store::AuditKey::new(text.as_bytes()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;

@@ -299,6 +299,7 @@ impl App {
                 };
                 AppError::new(kind, err.to_string())
             }
+            StoreError::DraftNotVouched { .. } => AppError::new(ErrorKind::Conflict, e.to_string()),
             other => AppError::runtime(other.to_string()),
         })?;
         Ok(ReviewOutcome {
@@ -389,8 +390,9 @@ pub struct Export {
 }
 
 impl App {
-    /// `export`: the proposals with `status` as drafts — only those whose status and reviews
-    /// a verified audit log explains. A log that does not verify exports nothing.
+    /// `export`: the proposals with `status` as drafts — only those whose status, reviews and
+    /// draft a verified audit log explains; the others are withheld, each with why (the CLI
+    /// says so on stderr and ships the rest). A log that does not verify exports nothing.
     pub async fn export(&self, status: ProposalStatus) -> AppResult<Export> {
         let report = self.verify_audit(None).await?;
         if !report.chain_intact() {
@@ -415,20 +417,34 @@ impl App {
                 ..ProposalFilter::default()
             })
             .await?;
-        let (shipped, withheld): (Vec<&Proposal>, Vec<&Proposal>) =
+        let (explained, withheld): (Vec<&Proposal>, Vec<&Proposal>) =
             proposals.iter().partition(|p| report.explains(&p.id));
-        Ok(Export {
-            drafts: shipped.into_iter().map(ExportDraft::of).collect(),
-            withheld: report
-                .problems
-                .iter()
-                .filter(|problem| {
-                    withheld
-                        .iter()
-                        .any(|p| problem.proposal_id.as_deref() == Some(p.id.as_str()))
-                })
-                .cloned()
-                .collect(),
-        })
+        let mut withheld: Vec<AuditProblem> = report
+            .problems
+            .iter()
+            .filter(|problem| {
+                withheld
+                    .iter()
+                    .any(|p| problem.proposal_id.as_deref() == Some(p.id.as_str()))
+            })
+            .cloned()
+            .collect();
+        // Each draft is checked once more on its own, as the platform push checks it: a draft
+        // edited since the verification above does not ship either.
+        let mut drafts = Vec::with_capacity(explained.len());
+        for proposal in explained {
+            match self.vouch_draft(proposal).await {
+                Ok(_) => drafts.push(ExportDraft::of(proposal)),
+                Err(e) if e.kind == ErrorKind::Conflict => withheld.push(AuditProblem {
+                    seq: None,
+                    proposal_id: Some(proposal.id.clone()),
+                    token_id: None,
+                    experiment_id: None,
+                    problem: e.message,
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Export { drafts, withheld })
     }
 }

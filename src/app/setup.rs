@@ -94,7 +94,7 @@ pub async fn demo(requested: Option<&Path>) -> AppResult<Demo> {
     let counts = app
         .store()
         .await?
-        .upsert_experiments(&report.experiments)
+        .upsert_experiments(&report.experiments, "setup")
         .await?;
     let run = app.run_now(Trigger::Demo).await?;
     run.outcome()?;

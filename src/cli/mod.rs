@@ -420,7 +420,7 @@ async fn dispatch(args: Args) -> AppResult<()> {
             skip_invalid,
             json,
         } => {
-            let summary = app.import(&files, skip_invalid).await?;
+            let summary = app.import(&files, skip_invalid, &shell_actor()).await?;
             if !json {
                 eprint(&text::import_skipped(&summary));
             }

@@ -543,6 +543,9 @@ pub fn audit_report(report: &AuditReport) -> String {
         if let Some(head) = &report.head {
             say!(out, "head {head}");
         }
+        for note in &report.notes {
+            say!(out, "note: {note}");
+        }
         return out;
     }
     say!(
@@ -552,12 +555,17 @@ pub fn audit_report(report: &AuditReport) -> String {
         report.entries
     );
     for p in &report.problems {
-        let place = match (&p.seq, &p.proposal_id) {
-            (Some(seq), _) => format!("entry {seq}"),
-            (None, Some(id)) => format!("proposal {id}"),
-            (None, None) => "log".into(),
+        let place = match (&p.seq, &p.proposal_id, &p.token_id, &p.experiment_id) {
+            (_, Some(id), _, _) => format!("proposal {id}"),
+            (_, None, Some(id), _) => format!("token {id}"),
+            (_, None, None, Some(id)) => format!("experiment {id}"),
+            (Some(seq), None, None, None) => format!("entry {seq}"),
+            (None, None, None, None) => "log".into(),
         };
         say!(out, "  {place}: {}", p.problem);
+    }
+    for note in &report.notes {
+        say!(out, "  note: {note}");
     }
     out
 }

@@ -1,6 +1,6 @@
 //! What the audit log records: the actions, typed, with the one text form each is hashed and
 //! stored under (`experiments.upsert`, `proposal.<status>`, `run.<status>`,
-//! `review.<action>`, `token.create`, `token.revoke`, `policies.changed`).
+//! `review.<action>`, `review.refused`, `token.create`, `token.revoke`, `policies.changed`).
 
 use super::{ProposalStatus, ReviewAction, RunStatus};
 use serde::{Serialize, Serializer};
@@ -16,7 +16,11 @@ pub enum AuditAction {
     Run(RunStatus),
     /// A person reviewed a proposal.
     Review(ReviewAction),
-    /// An API token was created (subject: its id; detail: user and role).
+    /// An approval was refused because the log does not vouch for the proposal's stored draft
+    /// (nothing else was written; detail: who and why).
+    ReviewRefused,
+    /// An API token was created (subject: its id; detail: user, role, the SHA-256 of its
+    /// secret and its creator).
     TokenCreate,
     /// An API token was revoked.
     TokenRevoke,
@@ -32,6 +36,7 @@ impl fmt::Display for AuditAction {
             AuditAction::Proposal(status) => write!(f, "proposal.{}", status.as_str()),
             AuditAction::Run(status) => write!(f, "run.{}", status.as_str()),
             AuditAction::Review(action) => write!(f, "review.{}", action.as_str()),
+            AuditAction::ReviewRefused => f.write_str("review.refused"),
             AuditAction::TokenCreate => f.write_str("token.create"),
             AuditAction::TokenRevoke => f.write_str("token.revoke"),
             AuditAction::PoliciesChanged => f.write_str("policies.changed"),
@@ -47,6 +52,7 @@ impl AuditAction {
             "token.create" => return Some(AuditAction::TokenCreate),
             "token.revoke" => return Some(AuditAction::TokenRevoke),
             "policies.changed" => return Some(AuditAction::PoliciesChanged),
+            "review.refused" => return Some(AuditAction::ReviewRefused),
             _ => {}
         }
         let (kind, value) = text.split_once('.')?;
@@ -120,6 +126,7 @@ mod tests {
             AuditAction::TokenCreate,
             AuditAction::TokenRevoke,
             AuditAction::PoliciesChanged,
+            AuditAction::ReviewRefused,
         ]);
         for action in all {
             assert_eq!(AuditAction::parse(&action.to_string()), Some(action));

@@ -328,7 +328,7 @@ async fn show_experiment(
         (status = 413, body = ErrorBody)))]
 async fn import_experiments(
     State(state): Shared,
-    Importer(_): Importer,
+    Importer(importer): Importer,
     request: axum::extract::Request,
 ) -> ApiResult<Response> {
     let content_type = request
@@ -349,7 +349,10 @@ async fn import_experiments(
         .map_err(|_| ApiError::too_large(IMPORT_LIMIT))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError::input(format!("the request body is not UTF-8: {e}")))?;
-    let summary = state.app.import_body(format, text).await?;
+    let summary = state
+        .app
+        .import_body(format, text, importer.user.as_str())
+        .await?;
     Ok(Json(summary).into_response())
 }
 

@@ -10,20 +10,30 @@
 //! stored sealed with its own MAC, so cutting entries off the end is detected too; rolling the
 //! whole database back to an earlier copy is detected by anyone who kept a later head
 //! (published in run records, the webhook and `hypod audit head`).
+//!
+//! The replay also covers what the log vouches for beyond its chain (tokens, drafts, imported
+//! records): those checks live in [`super::vouch`].
 
+use super::vouch::{logged_draft_sha256, replay_imports, replay_tokens, StoredToken};
 use super::AuditEntry;
 use crate::domain::{AuditAction, AuditHead, ProposalStatus, Review, ReviewAction};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The shortest audit key accepted, in bytes.
 pub const MIN_KEY_BYTES: usize = 16;
 
 /// The secret the audit log's MACs are made with.
 #[derive(Clone)]
-pub struct AuditKey(Vec<u8>);
+pub struct AuditKey {
+    secret: Vec<u8>,
+    /// Made by this process just now beside an existing database (a SQLite key file created
+    /// because none was found): such a key must never be used on a log that already has
+    /// entries.
+    minted: bool,
+}
 
 impl std::fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,7 +50,25 @@ impl AuditKey {
                 secret.len()
             ));
         }
-        Ok(AuditKey(secret.to_vec()))
+        Ok(AuditKey {
+            secret: secret.to_vec(),
+            minted: false,
+        })
+    }
+
+    /// A key this process has just made beside an existing database (see
+    /// [`AuditKey::is_minted`]).
+    pub fn minted(secret: &[u8]) -> Result<AuditKey, String> {
+        AuditKey::new(secret).map(|key| AuditKey {
+            minted: true,
+            ..key
+        })
+    }
+
+    /// Whether this key was made by this process just now, beside an existing database,
+    /// because none was found: it cannot be the key of a log that already has entries.
+    pub fn is_minted(&self) -> bool {
+        self.minted
     }
 
     /// A random key for a store that appends nothing (the read-only commands): entries are
@@ -49,12 +77,15 @@ impl AuditKey {
         use rand::RngCore as _;
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
-        AuditKey(secret.to_vec())
+        AuditKey {
+            secret: secret.to_vec(),
+            minted: false,
+        }
     }
 
     fn mac(&self, parts: &[&[u8]]) -> String {
         // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
-        let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) {
+        let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret) {
             Ok(mac) => mac,
             Err(_) => unreachable!("HMAC accepts keys of every length"),
         };
@@ -92,6 +123,12 @@ pub struct AuditProblem {
     /// The proposal it concerns, if one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proposal_id: Option<String>,
+    /// The API token it concerns, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The imported experiment it concerns, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
     pub problem: String,
 }
 
@@ -104,17 +141,32 @@ pub struct AuditReport {
     /// Proposals whose stored status and reviews the log explains.
     pub proposals_explained: usize,
     pub problems: Vec<AuditProblem>,
+    /// What the log cannot vouch for without being wrong: rows written by a hypod older than
+    /// the checks (drafts, tokens, imported records logged before they were hashed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// What a problem is about.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum About<'a> {
+    Log,
+    Proposal(&'a str),
+    Token(&'a str),
+    Experiment(&'a str),
 }
 
 impl AuditReport {
-    /// Whether the chain itself holds: every problem found, if any, is about one proposal's
-    /// stored state, not about the log.
+    /// Whether the chain itself holds: every problem found, if any, is about one proposal's,
+    /// token's or experiment's stored state, not about the log.
     pub fn chain_intact(&self) -> bool {
-        self.problems.iter().all(|p| p.proposal_id.is_some())
+        self.problems
+            .iter()
+            .all(|p| p.proposal_id.is_some() || p.token_id.is_some() || p.experiment_id.is_some())
     }
 
     /// Whether proposal `id` is explained by a verified log: the chain holds and nothing is
-    /// wrong with this proposal's stored status or reviews.
+    /// wrong with this proposal's stored status, reviews or draft.
     pub fn explains(&self, id: &str) -> bool {
         self.chain_intact()
             && !self
@@ -124,19 +176,41 @@ impl AuditReport {
     }
 
     fn push(&mut self, seq: Option<i64>, proposal_id: Option<&str>, problem: String) {
+        let about = match proposal_id {
+            Some(id) => About::Proposal(id),
+            None => About::Log,
+        };
+        self.push_about(seq, about, problem);
+    }
+
+    pub(super) fn push_about(&mut self, seq: Option<i64>, about: About<'_>, problem: String) {
+        let (mut proposal_id, mut token_id, mut experiment_id) = (None, None, None);
+        match about {
+            About::Log => {}
+            About::Proposal(id) => proposal_id = Some(id.to_string()),
+            About::Token(id) => token_id = Some(id.to_string()),
+            About::Experiment(id) => experiment_id = Some(id.to_string()),
+        }
         self.problems.push(AuditProblem {
             seq,
-            proposal_id: proposal_id.map(str::to_string),
+            proposal_id,
+            token_id,
+            experiment_id,
             problem,
         });
     }
 }
 
-/// What the replay compares the log with: every proposal's stored status and every stored
-/// review.
+/// What the replay compares the log with: every proposal's stored status and draft, every
+/// stored review, every token row and every imported experiment.
 pub struct StoredState {
     pub statuses: Vec<(String, ProposalStatus)>,
+    /// Each proposal's stored draft, as [`draft_sha256`].
+    pub drafts: HashMap<String, String>,
     pub reviews: Vec<Review>,
+    pub tokens: Vec<StoredToken>,
+    /// Each stored experiment's [`record_digest`], by id.
+    pub experiments: Vec<(String, String)>,
 }
 
 /// Verifies a whole log: the links, each entry's MAC, the sealed head, a head the reader kept
@@ -154,6 +228,7 @@ pub fn verify(
         head: None,
         proposals_explained: 0,
         problems: Vec::new(),
+        notes: Vec::new(),
     };
     let mut prev = String::new();
     let mut last_seq = 0i64;
@@ -267,10 +342,15 @@ fn replay(entries: &[AuditEntry], state: &StoredState, report: &mut AuditReport)
     let mut status: HashMap<&str, ProposalStatus> = HashMap::new();
     // (proposal, actor, action) -> how many such reviews the log records.
     let mut logged: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    // proposal -> (its creation entry, the draft hash it logged).
+    let mut created: HashMap<&str, (i64, Option<String>)> = HashMap::new();
     for e in entries {
         match e.action {
             AuditAction::Proposal(s) => {
                 status.insert(e.subject.as_str(), s);
+                created
+                    .entry(e.subject.as_str())
+                    .or_insert_with(|| (e.seq, logged_draft_sha256(&e.detail)));
             }
             AuditAction::Review(action) => {
                 *logged
@@ -295,7 +375,29 @@ fn replay(entries: &[AuditEntry], state: &StoredState, report: &mut AuditReport)
             _ => {}
         }
     }
-    let mut unexplained: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut unexplained: HashSet<&str> = HashSet::new();
+    let mut unhashed = 0usize;
+    for (id, stored) in &state.drafts {
+        match created.get(id.as_str()) {
+            Some((seq, Some(logged))) if logged != stored => {
+                unexplained.insert(id.as_str());
+                report.push(
+                    Some(*seq),
+                    Some(id),
+                    format!(
+                        "its stored draft is not the one logged when it was created (entry {seq}): it was edited after it was queued"
+                    ),
+                );
+            }
+            Some((_, None)) => unhashed += 1,
+            _ => {}
+        }
+    }
+    if unhashed > 0 {
+        report.notes.push(format!(
+            "{unhashed} proposal(s) were logged before drafts were hashed: the log explains their status and reviews but cannot vouch for their drafts"
+        ));
+    }
     for review in &state.reviews {
         let key = (
             review.proposal_id.as_str(),
@@ -350,13 +452,119 @@ fn replay(entries: &[AuditEntry], state: &StoredState, report: &mut AuditReport)
             ),
         }
     }
+    replay_tokens(entries, &state.tokens, report);
+    replay_imports(entries, &state.experiments, report);
 }
 
 /// Compares two MACs in time independent of where they differ.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain of entries keyed with `key`, and its sealed head.
+    fn chain(key: &AuditKey, items: &[(AuditAction, &str, &str)]) -> (Vec<AuditEntry>, SealedHead) {
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        let mut prev = String::new();
+        for (i, (action, subject, detail)) in items.iter().enumerate() {
+            let at = "2026-01-01T00:00:00.000000Z";
+            let hash = super::super::audit_hash(
+                &prev,
+                at,
+                "cli:ops",
+                &action.to_string(),
+                subject,
+                detail,
+            );
+            entries.push(AuditEntry {
+                seq: i as i64 + 1,
+                at: at.into(),
+                actor: "cli:ops".into(),
+                action: *action,
+                subject: (*subject).into(),
+                detail: (*detail).into(),
+                prev_hash: prev.clone(),
+                mac: Some(key.entry_mac(&hash)),
+                hash: hash.clone(),
+            });
+            prev = hash;
+        }
+        let last = entries.last().expect("an entry");
+        let head = AuditHead {
+            seq: last.seq,
+            hash: last.hash.clone(),
+        };
+        let mac = key.head_mac(head.seq, &head.hash);
+        (entries, SealedHead { head, mac })
+    }
+
+    fn token(role: crate::domain::Role) -> StoredToken {
+        StoredToken {
+            id: "t1".into(),
+            user: "ada".into(),
+            role,
+            hash: "h".repeat(64),
+            created_by: "cli:ops".into(),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn rows_logged_before_the_checks_are_noted_not_refused() {
+        let key = AuditKey::new(b"0123456789abcdef0123").expect("key");
+        let (entries, sealed) = chain(
+            &key,
+            &[
+                (
+                    AuditAction::ExperimentsUpsert,
+                    "experiments",
+                    r#"{"inserted":1,"updated":0,"unchanged":0}"#,
+                ),
+                (
+                    AuditAction::Proposal(ProposalStatus::PendingReview),
+                    "p1",
+                    "[]",
+                ),
+                (
+                    AuditAction::TokenCreate,
+                    "t1",
+                    r#"{"user":"ada","role":"reviewer"}"#,
+                ),
+            ],
+        );
+        let state = StoredState {
+            statuses: vec![("p1".into(), ProposalStatus::PendingReview)],
+            drafts: HashMap::from([("p1".to_string(), "d".repeat(64))]),
+            reviews: Vec::new(),
+            tokens: vec![token(crate::domain::Role::Reviewer)],
+            experiments: vec![("e1".into(), "0123456789abcdef".into())],
+        };
+        let report = verify(&key, &entries, Some(&sealed), None, &state);
+        assert!(report.intact, "{:?}", report.problems);
+        assert_eq!(report.notes.len(), 3, "{:?}", report.notes);
+        assert!(report
+            .notes
+            .iter()
+            .any(|n| n.contains("logged before drafts were hashed")));
+
+        // The same old token entry still refuses a raised role.
+        let raised = StoredState {
+            tokens: vec![token(crate::domain::Role::Admin)],
+            ..state
+        };
+        let report = verify(&key, &entries, Some(&sealed), None, &raised);
+        assert!(!report.intact);
+        assert!(
+            report.chain_intact(),
+            "a token's problem is not the chain's"
+        );
+        assert_eq!(report.problems[0].token_id.as_deref(), Some("t1"));
+    }
 }

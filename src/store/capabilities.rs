@@ -32,10 +32,12 @@ pub trait Store:
 /// The imported experiment history.
 #[async_trait]
 pub trait Experiments: Send + Sync {
-    /// Inserts or updates experiments by id, all in one transaction.
+    /// Inserts or updates experiments by id, all in one transaction, with one audit entry
+    /// naming `by` (who imported) and the digest of every record written.
     async fn upsert_experiments(
         &self,
         experiments: &[Experiment],
+        by: &str,
     ) -> Result<UpsertCounts, StoreError>;
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
     /// The audit log's head and whether an entry after sequence number `since` changed the
@@ -134,10 +136,13 @@ pub trait AuditLog: Send + Sync {
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
     /// Up to `limit` audit entries after sequence number `after`, oldest first.
     async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The entries about one subject (a token's or a proposal's id), oldest first, through
+    /// the subject index: the check of a token at use, of a draft at export and push.
+    async fn audit_entries_about(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError>;
     /// The sealed head of the audit chain, if anything was ever logged.
     async fn audit_head(&self) -> Result<Option<SealedHead>, StoreError>;
     /// The log, its sealed head and what it is replayed against (every proposal's status and
-    /// every review), read in one snapshot.
+    /// draft, every review, token and imported experiment), read in one snapshot.
     async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError>;
 }
 

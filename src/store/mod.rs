@@ -14,11 +14,13 @@ mod migrations;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
+pub mod vouch;
 
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 pub use capabilities::{
     AuditLog, Experiments, Outbox, Proposals, Reviews, Runs, Slots, Store, Tokens,
 };
+pub use vouch::{DraftCheck, StoredToken};
 
 use crate::domain::{Proposal, Role, StatusChange};
 use chrono::{DateTime, Utc};
@@ -44,6 +46,16 @@ pub enum StoreError {
     ProposalMoved { proposal_id: String },
     #[error(transparent)]
     Review(#[from] crate::domain::ReviewError),
+    /// The sealed head does not verify under the key this writer holds: appending would mix
+    /// entries under two keys, so nothing is written.
+    #[error("the audit log's sealed head does not verify under this audit key: the key this process holds (HYPOD_AUDIT_KEY, or the SQLite key file beside the database) differs from the one that wrote this log. Nothing was written; start hypod with the key that wrote the log")]
+    AuditKeyMismatch,
+    /// An approval of a proposal whose stored draft the audit log does not vouch for.
+    #[error("proposal {proposal_id} cannot be approved: {problem}. Nothing was approved (the refusal is in the audit log); run `hypod audit verify`")]
+    DraftNotVouched {
+        proposal_id: String,
+        problem: String,
+    },
     #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]
     LeaseLost { slot: String },
     /// A read-only open found a database its migrations have not fully reached (read-only
@@ -159,6 +171,9 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The SHA-256 of its secret ([`token_hash`]), as stored: never shown.
+    #[serde(skip)]
+    pub hash: String,
 }
 
 /// The one timestamp format hypod stores (RFC 3339, microseconds, UTC).

@@ -167,11 +167,11 @@ impl Driver for Postgres {
         batch: &[Experiment],
         bodies: &[String],
         now: DateTime<Utc>,
-    ) -> Result<Option<(usize, usize)>, StoreError> {
+    ) -> Result<Option<Vec<(String, bool)>>, StoreError> {
         // Inserted rows have xmax = 0; an unchanged body (compared as jsonb, whatever the key
         // order) is not touched and not returned.
-        let (inserted, updated): (i64, i64) = sqlx::query_as(
-            "WITH input AS (                        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])                          AS t(id, moment, status, body)),                      changed AS (                        INSERT INTO experiments (id, moment, status, body, imported_at, updated_at)                        SELECT id, moment, status, body::jsonb, $5::timestamptz, $5::timestamptz FROM input                        ON CONFLICT (id) DO UPDATE SET moment = EXCLUDED.moment,                          status = EXCLUDED.status, body = EXCLUDED.body, updated_at = EXCLUDED.updated_at                        WHERE experiments.body IS DISTINCT FROM EXCLUDED.body                        RETURNING (xmax = 0) AS inserted)                      SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted) FROM changed",
+        let written: Vec<(String, bool)> = sqlx::query_as(
+            "WITH input AS (                        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])                          AS t(id, moment, status, body)),                      changed AS (                        INSERT INTO experiments (id, moment, status, body, imported_at, updated_at)                        SELECT id, moment, status, body::jsonb, $5::timestamptz, $5::timestamptz FROM input                        ON CONFLICT (id) DO UPDATE SET moment = EXCLUDED.moment,                          status = EXCLUDED.status, body = EXCLUDED.body, updated_at = EXCLUDED.updated_at                        WHERE experiments.body IS DISTINCT FROM EXCLUDED.body                        RETURNING id, (xmax = 0) AS inserted)                      SELECT id, inserted FROM changed",
         )
         .bind(batch.iter().map(|e| e.id.clone()).collect::<Vec<String>>())
         .bind(
@@ -188,9 +188,9 @@ impl Driver for Postgres {
         )
         .bind(bodies)
         .bind(micros(now))
-        .fetch_one(conn)
+        .fetch_all(conn)
         .await?;
-        Ok(Some((inserted as usize, updated as usize)))
+        Ok(Some(written))
     }
 }
 
@@ -369,6 +369,7 @@ fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
             .ok_or_else(|| corrupt(&format!("token {id}"), format!("unknown role {role:?}")))?,
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
+        hash: row.try_get("hash")?,
         revoked_at: row.try_get("revoked_at")?,
         id,
     })

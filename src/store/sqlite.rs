@@ -336,6 +336,7 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         role: Role::parse(&role).ok_or_else(|| corrupt(&what, format!("unknown role {role:?}")))?,
         created_at: parse_time(&what, &row.try_get::<String, _>("created_at")?)?,
         created_by: row.try_get("created_by")?,
+        hash: row.try_get("hash")?,
         revoked_at: row
             .try_get::<Option<String>, _>("revoked_at")?
             .map(|t| parse_time(&what, &t))

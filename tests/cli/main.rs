@@ -41,6 +41,7 @@ mod spine;
 mod storage;
 mod support;
 mod test_app;
+mod trust_audit;
 mod trust_reads;
 mod trust_slots;
 mod trust_web;

@@ -145,7 +145,7 @@ async fn upserts_count_new_updated_and_unchanged_experiments(db: Arc<TestDb>) {
     let n = experiments.len();
     assert_eq!(n, 246);
     let first = store
-        .upsert_experiments(&experiments)
+        .upsert_experiments(&experiments, "test")
         .await
         .expect("import");
     assert_eq!(
@@ -156,7 +156,10 @@ async fn upserts_count_new_updated_and_unchanged_experiments(db: Arc<TestDb>) {
             unchanged: 0
         }
     );
-    let again = store.upsert_experiments(&experiments).await.expect("again");
+    let again = store
+        .upsert_experiments(&experiments, "test")
+        .await
+        .expect("again");
     assert_eq!(
         again,
         UpsertCounts {
@@ -170,7 +173,7 @@ async fn upserts_count_new_updated_and_unchanged_experiments(db: Arc<TestDb>) {
     extra.id = "exp-new-0001".into();
     experiments.push(extra);
     let changed = store
-        .upsert_experiments(&experiments)
+        .upsert_experiments(&experiments, "test")
         .await
         .expect("changed");
     assert_eq!(
@@ -211,7 +214,7 @@ async fn experiments_load_in_bytewise_id_order(db: Arc<TestDb>) {
         })
         .collect();
     store
-        .upsert_experiments(&experiments)
+        .upsert_experiments(&experiments, "test")
         .await
         .expect("import");
     let loaded: Vec<String> = store
@@ -227,7 +230,7 @@ async fn experiments_load_in_bytewise_id_order(db: Arc<TestDb>) {
     // And what comes back is what went in.
     let all = sample();
     store
-        .upsert_experiments(&all)
+        .upsert_experiments(&all, "test")
         .await
         .expect("import the sample");
     let loaded = store.load_experiments().await.expect("load");
@@ -668,7 +671,10 @@ async fn concurrent_reviews_of_one_proposal_apply_once(db: Arc<TestDb>) {
 
 async fn the_audit_chain_holds_and_tampering_is_found(db: Arc<TestDb>) {
     let store = db.store();
-    store.upsert_experiments(&sample()).await.expect("import");
+    store
+        .upsert_experiments(&sample(), "test")
+        .await
+        .expect("import");
     record(store, "run-1", &[proposal("p-1", "run-1", "s1", 0.5)]).await;
     store
         .review(&review(
@@ -714,7 +720,10 @@ async fn concurrent_writers_keep_one_audit_chain(db: Arc<TestDb>) {
             e.id = format!("{}-{i}", e.id);
         }
         tasks.push(tokio::spawn(async move {
-            db.store().upsert_experiments(&batch).await.expect("import");
+            db.store()
+                .upsert_experiments(&batch, "test")
+                .await
+                .expect("import");
             let id = format!("run-{i}");
             db.store()
                 .record_run(
@@ -920,7 +929,10 @@ impl hypod::proposer::Proposer for Racing<'_> {
 async fn a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice(db: Arc<TestDb>) {
     use hypod::app::run::{run_once, RunPlan};
     let store = db.store();
-    store.upsert_experiments(&sample()).await.expect("import");
+    store
+        .upsert_experiments(&sample(), "test")
+        .await
+        .expect("import");
     let mut config = hypod::config::Config::default();
     config.governance.policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies").into();
     let governance =

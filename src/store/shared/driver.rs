@@ -43,7 +43,7 @@ pub(crate) trait Driver: Database {
         _batch: &[Experiment],
         _bodies: &[String],
         _now: DateTime<Utc>,
-    ) -> Result<Option<(usize, usize)>, StoreError> {
+    ) -> Result<Option<Vec<(String, bool)>>, StoreError> {
         Ok(None)
     }
 }
@@ -156,7 +156,7 @@ where
         batch: &[Experiment],
         bodies: &[String],
         now: DateTime<Utc>,
-    ) -> Result<Option<(usize, usize)>, StoreError> {
+    ) -> Result<Option<Vec<(String, bool)>>, StoreError> {
         DB::upsert_distinct(self.raw(), batch, bodies, now).await
     }
 }

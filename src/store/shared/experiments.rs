@@ -1,13 +1,17 @@
 //! Imports, for every backend: experiments inserted or updated by id in one write transaction
-//! with one audit entry, an unchanged body left untouched; the history's mark, read from the
-//! audit log, that tells a cached analysis it is stale. Loading them is the backend's.
+//! with one audit entry, an unchanged body left untouched. The entry names who imported and
+//! the digest of every record written ([`crate::store::vouch::record_digest`]), which `audit
+//! verify` recomputes from the stored experiments. The history's mark, read from the audit
+//! log, tells a cached analysis it is stale. Loading them is the backend's.
 
 use super::{append_audit, Arg, Conn, Dialect, Sql};
 use crate::domain::AuditAction;
 use crate::history::Experiment;
+use crate::store::vouch::{import_detail, record_digest};
 use crate::store::{corrupt, Experiments, HistoryMark, StoreError, UpsertCounts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
 
 /// Experiments imported in one statement at most (where the backend has one).
 const BATCH: usize = 1_000;
@@ -17,8 +21,11 @@ impl<D: Dialect> Experiments for D {
     async fn upsert_experiments(
         &self,
         experiments: &[Experiment],
+        by: &str,
     ) -> Result<UpsertCounts, StoreError> {
         let mut counts = UpsertCounts::default();
+        // id -> the digest of the record last written for it (a later duplicate wins).
+        let mut written: BTreeMap<&str, String> = BTreeMap::new();
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
         for batch in experiments.chunks(BATCH) {
@@ -31,23 +38,35 @@ impl<D: Dialect> Experiments for D {
             // the earlier as it would alone.
             let mut ids = std::collections::HashSet::with_capacity(batch.len());
             if batch.iter().all(|e| ids.insert(e.id.as_str())) {
-                if let Some((inserted, updated)) = tx.upsert_distinct(batch, &bodies, now).await? {
-                    counts.inserted += inserted;
-                    counts.updated += updated;
-                    counts.unchanged += batch.len() - inserted - updated;
+                if let Some(changed) = tx.upsert_distinct(batch, &bodies, now).await? {
+                    let by_id: HashMap<&str, &Experiment> =
+                        batch.iter().map(|e| (e.id.as_str(), e)).collect();
+                    for (id, inserted) in &changed {
+                        if *inserted {
+                            counts.inserted += 1;
+                        } else {
+                            counts.updated += 1;
+                        }
+                        if let Some((id, experiment)) = by_id.get_key_value(id.as_str()) {
+                            written.insert(id, record_digest(experiment));
+                        }
+                    }
+                    counts.unchanged += batch.len() - changed.len();
                     continue;
                 }
             }
             for (experiment, body) in batch.iter().zip(&bodies) {
-                upsert_one(&mut tx, experiment, body, now, &mut counts).await?;
+                if upsert_one(&mut tx, experiment, body, now, &mut counts).await? {
+                    written.insert(&experiment.id, record_digest(experiment));
+                }
             }
         }
         if counts.inserted + counts.updated > 0 {
-            let detail = serde_json::to_string(&counts).map_err(|e| corrupt("audit", e))?;
+            let detail = import_detail(&counts, &written);
             append_audit(
                 &mut tx,
                 self.audit_key(),
-                "import",
+                by,
                 AuditAction::ExperimentsUpsert,
                 "experiments",
                 &detail,
@@ -83,14 +102,15 @@ async fn history_mark<C: Conn>(conn: &mut C, since: i64) -> Result<HistoryMark, 
 }
 
 /// Inserts or updates one experiment, leaving an unchanged body untouched (compared as the
-/// backend stores it: text on SQLite, `jsonb` on PostgreSQL, whatever the key order).
+/// backend stores it: text on SQLite, `jsonb` on PostgreSQL, whatever the key order); `true`
+/// when it was written.
 async fn upsert_one<C: Conn>(
     tx: &mut C,
     experiment: &Experiment,
     body: &str,
     now: DateTime<Utc>,
     counts: &mut UpsertCounts,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let same: Option<(bool,)> = tx
         .fetch_optional(
             Sql::new("SELECT body = $2 FROM experiments WHERE id = $1"),
@@ -98,7 +118,10 @@ async fn upsert_one<C: Conn>(
         )
         .await?;
     match same {
-        Some((true,)) => counts.unchanged += 1,
+        Some((true,)) => {
+            counts.unchanged += 1;
+            return Ok(false);
+        }
         Some((false,)) => {
             tx.execute(
                 Sql::new(
@@ -134,5 +157,5 @@ async fn upsert_one<C: Conn>(
             counts.inserted += 1;
         }
     }
-    Ok(())
+    Ok(true)
 }

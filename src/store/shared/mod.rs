@@ -116,14 +116,15 @@ pub(crate) trait Conn: Send {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError>;
     /// Inserts or updates a batch of experiments with distinct ids in one statement, leaving
-    /// unchanged bodies untouched: `Some((inserted, updated))`, or `None` where the backend
-    /// has no such statement (the batch then goes row by row).
+    /// unchanged bodies untouched: `Some` of each id written with whether it was inserted
+    /// (else updated), or `None` where the backend has no such statement (the batch then goes
+    /// row by row).
     async fn upsert_distinct(
         &mut self,
         batch: &[Experiment],
         bodies: &[String],
         now: DateTime<Utc>,
-    ) -> Result<Option<(usize, usize)>, StoreError>;
+    ) -> Result<Option<Vec<(String, bool)>>, StoreError>;
 }
 
 /// A row both backends decode the same way (a tuple of plain columns).
@@ -195,7 +196,9 @@ impl<'a> Arg<'a> {
 }
 
 /// Appends one entry to the chain, keyed, and seals the new head, inside `tx` (a write
-/// transaction: the head it reads is the head it extends).
+/// transaction: the head it reads is the head it extends). Refused
+/// ([`StoreError::AuditKeyMismatch`]) when the sealed head (or, without one, the last entry)
+/// does not verify under `key`.
 pub(crate) async fn append_audit<C: Conn>(
     tx: &mut C,
     key: &AuditKey,
@@ -204,13 +207,24 @@ pub(crate) async fn append_audit<C: Conn>(
     subject: &str,
     detail: &str,
 ) -> Result<AuditHead, StoreError> {
-    let prev: Option<(String,)> = tx
+    let prev: Option<(String, Option<String>)> = tx
         .fetch_optional(
-            Sql::new("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1"),
+            Sql::new("SELECT hash, mac FROM audit_log ORDER BY seq DESC LIMIT 1"),
             &[],
         )
         .await?;
-    let prev = prev.map(|(hash,)| hash).unwrap_or_default();
+    // A writer holding another key than the one that wrote the log refuses to append: entries
+    // under two keys would verify under neither.
+    let sealed = audit_log::sealed_head(tx).await?;
+    let other_key = match (&sealed, &prev) {
+        (Some(sealed), _) => sealed.mac != key.head_mac(sealed.head.seq, &sealed.head.hash),
+        (None, Some((hash, Some(mac)))) => *mac != key.entry_mac(hash),
+        (None, _) => false,
+    };
+    if other_key {
+        return Err(StoreError::AuditKeyMismatch);
+    }
+    let prev = prev.map(|(hash, _)| hash).unwrap_or_default();
     let now = Utc::now();
     // As stored: to the microsecond on both backends.
     let at = timestamp(now);

@@ -2,8 +2,8 @@
 //! audit entry: a review (read, judged by [`apply_review`], applied only to the status it was
 //! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]).
 
-use super::{append_audit, Arg, Conn, Dialect, Sql};
-use crate::domain::{apply_review, AuditAction, Proposal, Review, ReviewError};
+use super::{append_audit, audit_log, Arg, Conn, Dialect, Sql};
+use crate::domain::{apply_review, AuditAction, Proposal, Review, ReviewAction, ReviewError};
 use crate::store::{Reviews, StoreError, TokenRecord, Tokens};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,6 +16,13 @@ impl<D: Dialect> Reviews for D {
             Some(proposal) => proposal,
             None => return Err(ReviewError::NotFound(review.proposal_id.clone()).into()),
         };
+        // An approval is of the draft the log vouches for, or of nothing.
+        if review.action == ReviewAction::Approve {
+            let key = self.audit_key();
+            if let Some(problem) = audit_log::unvouched_draft(&mut tx, key, &proposal).await? {
+                return Err(audit_log::refuse_approval(tx, key, review, problem).await);
+            }
+        }
         let previous = tx.reviews(Some(&review.proposal_id)).await?;
         let status = apply_review(&proposal, &previous, review)?;
         tx.execute(
@@ -111,7 +118,10 @@ impl<D: Dialect> Tokens for D {
             &token.created_by,
             AuditAction::TokenCreate,
             &token.id,
-            &serde_json::json!({ "user": token.user, "role": token.role }).to_string(),
+            &crate::store::vouch::token_create_detail(&TokenRecord {
+                hash: hash.to_string(),
+                ..token.clone()
+            }),
         )
         .await?;
         tx.commit().await?;

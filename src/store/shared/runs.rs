@@ -65,15 +65,16 @@ impl<D: Dialect> Runs for D {
         .await?;
         for proposal in proposals {
             insert_proposal(&mut tx, proposal).await?;
-            let verdicts =
-                serde_json::to_string(&proposal.verdicts).map_err(|e| corrupt("audit", e))?;
+            // The draft's hash: approval, export and push check the stored draft against it.
+            let detail =
+                crate::store::vouch::proposal_created_detail(&proposal.draft, &proposal.verdicts);
             append_audit(
                 &mut tx,
                 key,
                 &format!("proposer:{}", proposal.provenance.proposer),
                 AuditAction::Proposal(proposal.status),
                 &proposal.id,
-                &verdicts,
+                &detail,
             )
             .await?;
         }
