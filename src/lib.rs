@@ -18,6 +18,7 @@ pub mod history;
 pub mod proposer;
 pub mod schedule;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod validate;
 
