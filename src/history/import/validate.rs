@@ -383,12 +383,20 @@ fn validate_summary(experiment: &Experiment, summary: &Summary) -> Result<(), Fi
             return Err(field_error(
                 field("ci_high"),
                 format!(
-                    "the interval [{low}, {high}] is not symmetric around {lift} ({below} below, {above} above): hypod derives the standard error from a symmetric 95 % interval; give `effect` with `standard_error` instead"
+                    "the interval [{low}, {high}] is not symmetric around {lift} ({} below, {} above): hypod derives the standard error from a symmetric 95 % interval; give `effect` with `standard_error` instead",
+                    short(below),
+                    short(above)
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// A difference of reported figures without the float noise of the subtraction (six decimals).
+fn short(x: f64) -> String {
+    let text = format!("{x:.6}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn validate_variant(index: usize, variant: &Variant) -> Result<(), FieldError> {

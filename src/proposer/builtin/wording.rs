@@ -60,7 +60,7 @@ pub(super) fn finding(experiment: &Experiment, analysis: &ExperimentAnalysis) ->
         .unwrap_or_else(|| "no p-value".into());
     // A summary-only record's figures are another tool's, and say so.
     let reported = if analysis.summary_only {
-        "reported: "
+        "reported "
     } else {
         ""
     };
