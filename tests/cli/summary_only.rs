@@ -363,7 +363,7 @@ fn lever_pools_with_summary_only_records_equal_statsmodels() {
 
 #[test]
 fn a_run_uses_summary_only_records_as_reported_evidence() {
-    let hypod = Hypod::at_fixed_time();
+    let hypod = Hypod::new();
     let config = hypod.path().join("hypod.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     // The fixture has 12 decided experiments; the default bar is 20.
@@ -376,6 +376,7 @@ fn a_run_uses_summary_only_records_as_reported_evidence() {
     assert!(drafts > 0, "{run}");
 
     let mut reported_evidence = 0;
+    let mut citing = None;
     let ids: Vec<String> = run["proposals"]
         .as_array()
         .expect("the run's proposals")
@@ -397,6 +398,7 @@ fn a_run_uses_summary_only_records_as_reported_evidence() {
             if from_summary {
                 assert_eq!(item["statistics"]["summary_only"], true);
                 reported_evidence += 1;
+                citing = Some(id.clone());
             }
         }
     }
@@ -404,6 +406,25 @@ fn a_run_uses_summary_only_records_as_reported_evidence() {
         reported_evidence > 0,
         "no proposal cites a summary-only record"
     );
+
+    // The proposal's page marks the reported figures as such.
+    let citing = citing.expect("a proposal citing a summary");
+    let cookie = format!("hypod_token={}", hypod.token("vera", "viewer"));
+    let app = TestApp::spawn(&hypod);
+    let page = request(
+        &app.addr,
+        "GET",
+        &format!("/ui/proposals/{citing}"),
+        &[("Cookie", cookie.as_str())],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("reported (summary-only)"),
+        "{}",
+        page.body
+    );
+    drop(app);
 
     // The model's prompt shows them under `reported`, never as hypod's statistics.
     let prompt = hypod.ok(&["prompt", "render"]).stdout;
