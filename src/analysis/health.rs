@@ -80,6 +80,10 @@ pub struct ProgramHealth {
     /// Shipped without a proven result.
     pub black_box_rules: Vec<String>,
     pub srm_flagged: Vec<String>,
+    /// Summary-only records (results as another tool reported them): counted in the outcomes
+    /// and rates above from their reported figures, never re-analysed. Absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub summary_only: Vec<String>,
     /// Arms whose numbers cannot be real or cannot be tested (zero variance: 0 % or 100 %
     /// conversion, constant revenue, a single order): tracking problems, not results.
     pub data_quality: Vec<ExperimentDataQuality>,
@@ -189,6 +193,7 @@ struct Tally {
     leaks: Vec<LatencyLeak>,
     black_box: Vec<String>,
     srm_flagged: Vec<String>,
+    summary_only: Vec<String>,
     data_quality: Vec<ExperimentDataQuality>,
 }
 
@@ -222,6 +227,7 @@ impl Tally {
             leaks: Vec::new(),
             black_box: Vec::new(),
             srm_flagged: Vec::new(),
+            summary_only: Vec::new(),
             data_quality: Vec::new(),
         }
     }
@@ -233,6 +239,9 @@ impl Tally {
         settings: &AnalysisSettings,
     ) {
         self.count += 1;
+        if analysis.summary_only {
+            self.summary_only.push(experiment.id.clone());
+        }
         if experiment.is_running() {
             self.running += 1;
         } else {
@@ -445,6 +454,7 @@ impl Tally {
             latency_leaks: self.leaks,
             black_box_rules: self.black_box,
             srm_flagged: self.srm_flagged,
+            summary_only: self.summary_only,
             data_quality: self.data_quality,
             maturity_stage: stage,
             maturity_reasons: stage_reasons,

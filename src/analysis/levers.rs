@@ -9,7 +9,9 @@
 //! A test counts when it is concluded, valid (proven, disproven or inconclusive: never an SRM
 //! or a test that could not be computed), names a lever, and measures a commercial KPI (a lift
 //! in clicks says nothing about what the lever earns). Its effect is the primary relative lift
-//! and its standard error the delta-method one of the per-experiment analysis.
+//! and its standard error the delta-method one of the per-experiment analysis; for a
+//! summary-only record, the reported effect and its standard error (as reported, or from the
+//! symmetric 95 % interval), pooled exactly as the others.
 
 use super::{ExperimentAnalysis, Outcome};
 use crate::history::{Experiment, Moment};
@@ -30,6 +32,7 @@ struct LeverTest {
     effect: f64,
     se: f64,
     outcome: Outcome,
+    summary_only: bool,
 }
 
 /// A DerSimonian–Laird random-effects pool of k tests.
@@ -134,6 +137,10 @@ pub struct ShrunkTest {
     pub se: f64,
     pub shrunk_effect: f64,
     pub shrunk_se: f64,
+    /// The effect and its standard error are as another tool reported them (absent, i.e. false,
+    /// for a test hypod analysed from its sums).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub summary_only: bool,
 }
 
 /// The test of a lever with the largest observed lift, valid or not: a lever whose best result
@@ -334,6 +341,7 @@ impl LeverCollector {
             effect,
             se,
             outcome: analysis.outcome,
+            summary_only: analysis.summary_only,
         });
     }
 
@@ -399,6 +407,7 @@ impl LeverCollector {
                         se: t.se,
                         shrunk_effect,
                         shrunk_se,
+                        summary_only: t.summary_only,
                     }
                 })
                 .collect();

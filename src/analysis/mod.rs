@@ -194,7 +194,25 @@ pub struct ExperimentAnalysis {
     pub data_quality: Vec<DataQualityProblem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A summary-only record: `primary` holds the figures another tool reported, not statistics
+    /// hypod computed (absent, i.e. false, for every record with per-arm sums).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub summary_only: bool,
+    /// The reported result of a summary-only record, as imported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::history::Summary>,
+    /// What hypod could not check for a summary-only record, in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_checked: Vec<String>,
 }
+
+/// What hypod does not check for a summary-only record (it has no per-arm sums).
+pub const SUMMARY_NOT_CHECKED: [&str; 4] = [
+    "the lift, interval and p-value are taken as reported, not recomputed from per-arm sums",
+    "no data-quality check of the arms (zero variance, 100 % conversion): there are no conversions",
+    "no revenue per visitor or average order value: there is no revenue",
+    "no power or required sample size: there is no baseline rate",
+];
 
 /// One arm of one experiment whose numbers point at a measurement problem.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -245,7 +263,7 @@ impl ControlTotals {
         let control = experiment.control();
         self.experiments += 1;
         self.visitors += control.visitors;
-        self.conversions += control.conversions;
+        self.conversions += control.conversions.unwrap_or(0);
         self.revenue += control.revenue.unwrap_or(0.0);
         self.orders += control.orders.unwrap_or(0);
     }
@@ -262,7 +280,12 @@ pub struct Baselines {
 
 impl Baselines {
     fn add(&mut self, experiment: &Experiment, analysis: &ExperimentAnalysis) {
-        if experiment.is_running() || analysis.outcome == Outcome::Invalid {
+        // A summary-only record has visitors but no conversions or revenue: adding its visitors
+        // would dilute every baseline rate.
+        if experiment.is_running()
+            || analysis.outcome == Outcome::Invalid
+            || experiment.is_summary_only()
+        {
             return;
         }
         if let Some(segment) = &experiment.segment {
@@ -504,15 +527,112 @@ fn is_proportion_kpi(kpi: &str) -> bool {
     !matches!(kpi, "revenue_per_visitor" | "average_order_value")
 }
 
-fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> ExperimentAnalysis {
-    let control = experiment.control();
+/// The sample ratio mismatch test of an experiment's visitors against its allocation: the
+/// p-value (when computable) and whether it is flagged.
+fn srm_of(experiment: &Experiment, settings: &AnalysisSettings) -> (Option<f64>, bool) {
     let observed: Vec<u64> = experiment.variants.iter().map(|v| v.visitors).collect();
     let weights: Vec<f64> = (0..experiment.variants.len())
         .map(|i| experiment.weight(i))
         .collect();
     let srm = stats::srm(&observed, &weights);
     let srm_p_value = srm.as_ref().ok().map(|(_, p)| *p);
-    let srm_flagged = srm_p_value.is_some_and(|p| p < settings.srm_threshold);
+    (
+        srm_p_value,
+        srm_p_value.is_some_and(|p| p < settings.srm_threshold),
+    )
+}
+
+fn srm_reason(srm_p_value: Option<f64>, settings: &AnalysisSettings) -> String {
+    format!(
+        "sample ratio mismatch (p = {:.6} < {}): the traffic split is broken, the result is not trusted",
+        srm_p_value.unwrap_or(0.0),
+        settings.srm_threshold
+    )
+}
+
+/// A summary-only record: the reported figures in `primary`, nothing recomputed. The visitors
+/// per arm are real, so the sample ratio mismatch test runs; the outcome is decided on the
+/// reported p-value when there is one (p < α), else on whether the interval
+/// lift ± z₁₋α/₂·SE excludes 0 (SE as reported, or from the symmetric 95 % interval).
+fn analyze_summary(
+    experiment: &Experiment,
+    summary: &crate::history::Summary,
+    settings: &AnalysisSettings,
+) -> ExperimentAnalysis {
+    let (srm_p_value, srm_flagged) = srm_of(experiment, settings);
+    let treatment = experiment
+        .treatments()
+        .next()
+        .map(|(_, v)| v.name.clone())
+        .unwrap_or_default();
+    let lift = summary.lift();
+    let se = summary
+        .standard_error()
+        .filter(|se| se.is_finite() && *se > 0.0);
+    let primary = MetricResult {
+        kpi: experiment.primary_kpi.clone(),
+        treatment,
+        relative_lift: lift,
+        ci_low: summary.ci_low,
+        ci_high: summary.ci_high,
+        p_value: summary.p_value,
+        adjusted_p_value: summary.p_value,
+        relative_se: se,
+        reason: Some(
+            "summary-only record: the figures are as another tool reported them; hypod has no per-arm sums and did not re-analyse it"
+                .into(),
+        ),
+        ..MetricResult::default()
+    };
+    let significant = match (summary.p_value, lift, se) {
+        (Some(p), _, _) => Some(p < settings.alpha),
+        (None, Some(lift), Some(se)) => {
+            let z = dist::normal_isf(settings.alpha / 2.0);
+            z.is_finite().then(|| lift.abs() > z * se)
+        }
+        _ => None,
+    };
+    let (outcome, reason) = if experiment.is_running() {
+        (Outcome::Running, None)
+    } else if srm_flagged {
+        (Outcome::Invalid, Some(srm_reason(srm_p_value, settings)))
+    } else {
+        match (significant, lift) {
+            (Some(true), Some(lift)) if lift > 0.0 => (Outcome::Proven, None),
+            (Some(true), Some(lift)) if lift < 0.0 => (Outcome::Disproven, None),
+            (Some(_), Some(_)) => (Outcome::Inconclusive, None),
+            _ => (
+                Outcome::NotComputable,
+                Some("the reported summary decides nothing".into()),
+            ),
+        }
+    };
+    ExperimentAnalysis {
+        id: experiment.id.clone(),
+        status: experiment.status,
+        moment: experiment.moment,
+        outcome,
+        srm_p_value,
+        srm_flagged,
+        treatments: vec![primary.clone()],
+        primary,
+        revenue_per_visitor: None,
+        average_order_value: None,
+        commercial_kpi: experiment.has_commercial_kpi(),
+        data_quality: Vec::new(),
+        reason,
+        summary_only: true,
+        summary: Some(summary.clone()),
+        not_checked: SUMMARY_NOT_CHECKED.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> ExperimentAnalysis {
+    if let Some(summary) = &experiment.summary {
+        return analyze_summary(experiment, summary, settings);
+    }
+    let control = experiment.control();
+    let (srm_p_value, srm_flagged) = srm_of(experiment, settings);
 
     let kpi = experiment.primary_kpi.as_str();
     let rpv = |v: &crate::history::Variant| match (v.revenue, v.revenue_sq) {
@@ -529,7 +649,10 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
     let primary_moments = |v: &crate::history::Variant| match kpi {
         "revenue_per_visitor" => rpv(v),
         "average_order_value" => aov(v),
-        _ => Moments::proportion(v.conversions, v.visitors),
+        _ => match v.conversions {
+            Some(conversions) => Moments::proportion(conversions, v.visitors),
+            None => Err("conversions are not given".into()),
+        },
     };
     let mut problems = Vec::new();
     let mut treatments: Vec<MetricResult> = experiment
@@ -611,14 +734,7 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
     let (outcome, reason) = if experiment.is_running() {
         (Outcome::Running, None)
     } else if srm_flagged {
-        (
-            Outcome::Invalid,
-            Some(format!(
-                "sample ratio mismatch (p = {:.6} < {}): the traffic split is broken, the result is not trusted",
-                srm_p_value.unwrap_or(0.0),
-                settings.srm_threshold
-            )),
-        )
+        (Outcome::Invalid, Some(srm_reason(srm_p_value, settings)))
     } else {
         match (primary.adjusted_p_value, primary.relative_lift) {
             (Some(p), Some(lift)) if p < settings.alpha && lift > 0.0 => (Outcome::Proven, None),
@@ -650,6 +766,9 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
         commercial_kpi: experiment.has_commercial_kpi(),
         data_quality: problems,
         reason,
+        summary_only: false,
+        summary: None,
+        not_checked: Vec::new(),
     }
 }
 

@@ -138,6 +138,13 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
         p.black_box_rules.len()
     );
     say!(out, "  sample ratio mismatches  {}", p.srm_flagged.len());
+    if !p.summary_only.is_empty() {
+        say!(
+            out,
+            "  summary-only records     {} (results as reported by another tool, not re-analysed)",
+            p.summary_only.len()
+        );
+    }
     say!(out, "  maturity stage           {}", p.maturity_stage);
     for reason in &p.maturity_reasons {
         say!(out, "    - {reason}");
@@ -166,9 +173,15 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
             (Some(l), Some(h)) => format!("[{:+.1}%, {:+.1}%]", l * 100.0, h * 100.0),
             _ => "—".into(),
         };
+        // A summary-only record's figures are another tool's: marked, never taken for hypod's.
+        let marker = if e.summary_only {
+            "  reported (summary-only, not re-analysed)"
+        } else {
+            ""
+        };
         say!(
             out,
-            "{:<16} {:<15} {:<13} {:>9} {:>20} {:>8} {:>6}",
+            "{:<16} {:<15} {:<13} {:>9} {:>20} {:>8} {:>6}{}",
             e.id,
             e.moment.as_str(),
             e.outcome.as_str(),
@@ -179,6 +192,7 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
             ci,
             fmt_opt(e.primary.p_value, 4),
             fmt_pct(e.primary.power),
+            marker,
         );
     }
     out
@@ -386,8 +400,9 @@ pub fn proposal(view: &ProposalView) -> String {
             item.finding,
             stats
                 .map(|s| format!(
-                    " [{}; lift {}, p {}]",
+                    " [{}; {}lift {}, p {}]",
                     s.outcome.as_str(),
+                    if s.summary_only { "reported " } else { "" },
                     s.primary
                         .relative_lift
                         .map(|l| format!("{:+.1}%", l * 100.0))

@@ -2,7 +2,8 @@
 //!
 //! Everything here is built by [`crate::history::import`] from untrusted files, so the types
 //! carry the invariants that import checks (at least two variants, exactly one control,
-//! visitors ≥ conversions, bounded text).
+//! visitors ≥ conversions, bounded text), or, for a summary-only record, a reported result that
+//! makes sense (a [`Summary`]) and visitors without sums.
 
 use chrono::NaiveDate;
 use schemars::JsonSchema;
@@ -120,7 +121,9 @@ pub struct Variant {
     pub name: String,
     pub control: bool,
     pub visitors: u64,
-    pub conversions: u64,
+    /// Absent only in a summary-only record (see [`Summary`]), which carries no sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversions: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orders: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,6 +178,51 @@ pub struct Experiment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
     pub variants: Vec<Variant>,
+    /// The result as another tool reported it, instead of per-arm sums (a summary-only record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+}
+
+/// The result of a summary-only record as another tool reported it: the relative lift of the
+/// treatment on `metric` with a 95 % interval and/or a p-value, or a relative effect with its
+/// standard error. hypod has no per-arm sums for such a record and never re-analyses it
+/// (import checks which fields may be given together; see docs/import-format.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_lift: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_high: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_error: Option<f64>,
+}
+
+/// z for a two-sided 95 % interval (scipy.stats.norm.isf(0.025)).
+pub const Z_95: f64 = 1.959963984540054;
+
+impl Summary {
+    /// The reported relative effect (`relative_lift`, or `effect`).
+    pub fn lift(&self) -> Option<f64> {
+        self.relative_lift.or(self.effect)
+    }
+
+    /// The standard error of the effect: as reported, or from the symmetric 95 % interval as
+    /// `(ci_high − ci_low)/(2·1.959963984540054)`; none with only a p-value.
+    pub fn standard_error(&self) -> Option<f64> {
+        match (self.standard_error, self.ci_low, self.ci_high) {
+            (Some(se), _, _) => Some(se),
+            (None, Some(low), Some(high)) => Some((high - low) / (2.0 * Z_95)),
+            _ => None,
+        }
+    }
 }
 
 impl Experiment {
@@ -200,6 +248,11 @@ impl Experiment {
 
     pub fn total_visitors(&self) -> u64 {
         self.variants.iter().map(|v| v.visitors).sum()
+    }
+
+    /// A record that carries its result as reported by another tool instead of per-arm sums.
+    pub fn is_summary_only(&self) -> bool {
+        self.summary.is_some()
     }
 
     pub fn is_running(&self) -> bool {

@@ -216,6 +216,7 @@ pub fn sample_program() -> ProgramHealth {
         latency_leaks: Vec::new(),
         black_box_rules: Vec::new(),
         srm_flagged: Vec::new(),
+        summary_only: Vec::new(),
         data_quality: Vec::new(),
         maturity_stage: 3,
         maturity_reasons: vec!["hypotheses are formalized and decided".into()],

@@ -7,6 +7,6 @@ pub mod strict_json;
 pub use crate::domain::experiment as model;
 pub use import::{ImportReport, Problem, Source};
 pub use model::{
-    is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, TestKey, Variant,
+    is_commercial_kpi, Decision, Experiment, ExperimentStatus, Moment, Summary, TestKey, Variant,
     COMMERCIAL_KPIS,
 };

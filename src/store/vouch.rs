@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(record_digest(&written), record_digest(&read_back));
         assert_eq!(record_digest(&written).len(), 16);
         let mut edited = read_back.clone();
-        edited.variants[1].conversions += 1;
+        edited.variants[1].conversions = edited.variants[1].conversions.map(|c| c + 1);
         assert_ne!(record_digest(&written), record_digest(&edited));
     }
 }

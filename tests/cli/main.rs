@@ -39,6 +39,7 @@ mod serve;
 mod snapshots;
 mod spine;
 mod storage;
+mod summary_only;
 mod support;
 mod test_app;
 mod trust_audit;

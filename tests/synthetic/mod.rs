@@ -112,7 +112,7 @@ pub fn history(n: usize) -> Vec<Experiment> {
                         name: "control".into(),
                         control: true,
                         visitors,
-                        conversions: control_conversions,
+                        conversions: Some(control_conversions),
                         orders: None,
                         revenue: None,
                         revenue_sq: None,
@@ -121,12 +121,13 @@ pub fn history(n: usize) -> Vec<Experiment> {
                         name: "treatment".into(),
                         control: false,
                         visitors,
-                        conversions: treatment_conversions,
+                        conversions: Some(treatment_conversions),
                         orders: None,
                         revenue: None,
                         revenue_sq: None,
                     },
                 ],
+                summary: None,
             }
         })
         .collect()
@@ -574,7 +575,7 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
             name: name.into(),
             control,
             visitors,
-            conversions,
+            conversions: Some(conversions),
             orders: Some(conversions),
             revenue: Some(conversions as f64 * 80.0),
             revenue_sq: Some(conversions as f64 * 80.0 * 80.0 * 1.4),
@@ -621,6 +622,7 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
                     treatment_conversions,
                 ),
             ],
+            summary: None,
         });
     }
     experiments.sort_by_key(|e| e.decided_at);

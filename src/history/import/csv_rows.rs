@@ -19,6 +19,17 @@ const VARIANT_COLUMNS: [&str; 7] = [
     "revenue",
     "revenue_sq",
 ];
+/// The columns of a summary-only record's reported result (repeated on each of its rows), each
+/// the field of `summary` after the `summary_` prefix.
+const SUMMARY_COLUMNS: [&str; 7] = [
+    "summary_metric",
+    "summary_relative_lift",
+    "summary_ci_low",
+    "summary_ci_high",
+    "summary_p_value",
+    "summary_effect",
+    "summary_standard_error",
+];
 /// The columns of the experiment (repeated on each of its rows).
 const EXPERIMENT_COLUMNS: [&str; 23] = [
     "id",
@@ -91,7 +102,17 @@ impl CsvExperiment {
             let differing = EXPERIMENT_COLUMNS
                 .iter()
                 .find(|c| self.fields.get(**c) != fields.get(**c))
-                .map(|c| c.to_string());
+                .map(|c| c.to_string())
+                .or_else(|| {
+                    let (first, here) = (self.fields.get("summary"), fields.get("summary"));
+                    SUMMARY_COLUMNS
+                        .iter()
+                        .find(|c| {
+                            let key = &c["summary_".len()..];
+                            first.and_then(|s| s.get(key)) != here.and_then(|s| s.get(key))
+                        })
+                        .map(|c| c.to_string())
+                });
             self.problem = Some((
                 differing,
                 format!(
@@ -251,13 +272,17 @@ pub(super) fn parse_csv<R: BufRead>(
 fn header_problems(headers: &csv::StringRecord) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     for (index, column) in headers.iter().enumerate() {
-        if !VARIANT_COLUMNS.contains(&column) && !EXPERIMENT_COLUMNS.contains(&column) {
+        if !VARIANT_COLUMNS.contains(&column)
+            && !EXPERIMENT_COLUMNS.contains(&column)
+            && !SUMMARY_COLUMNS.contains(&column)
+        {
             problems.push((
                 column.to_string(),
                 format!(
-                    "unknown column (header column {}); the columns are the JSON fields and {}",
+                    "unknown column (header column {}); the columns are the JSON fields, {} and {}",
                     index + 1,
-                    VARIANT_COLUMNS.join(", ")
+                    VARIANT_COLUMNS.join(", "),
+                    SUMMARY_COLUMNS.join(", ")
                 ),
             ));
         } else if let Some(first) = headers.iter().position(|c| c == column) {
@@ -273,7 +298,12 @@ fn header_problems(headers: &csv::StringRecord) -> Vec<(String, String)> {
             }
         }
     }
+    // A file of summary-only records has no sums, so no `conversions` column.
+    let summaries = headers.iter().any(|c| SUMMARY_COLUMNS.contains(&c));
     for required in ["id", "variant", "control", "visitors", "conversions"] {
+        if required == "conversions" && summaries {
+            continue;
+        }
         if !headers.iter().any(|c| c == required) {
             problems.push((required.to_string(), "required column is missing".into()));
         }
@@ -285,8 +315,8 @@ fn header_problems(headers: &csv::StringRecord) -> Vec<(String, String)> {
 type Cells = Map<String, Value>;
 
 /// One row's cells as JSON: the experiment's columns, and the variant's (`variant` becomes
-/// the variant's `name`). Empty cells are absent; the first cell that does not convert is the
-/// row's problem.
+/// the variant's `name`); the `summary_` columns make the experiment's `summary` object. Empty
+/// cells are absent; the first cell that does not convert is the row's problem.
 fn split_row(
     headers: &csv::StringRecord,
     record: &csv::StringRecord,
@@ -300,7 +330,17 @@ fn split_row(
         let value =
             csv_value(column, raw).map_err(|message| (Some(column.to_string()), message))?;
         let key = if column == "variant" { "name" } else { column };
-        if VARIANT_COLUMNS.contains(&column) {
+        if let Some(summary_key) = column
+            .strip_prefix("summary_")
+            .filter(|_| SUMMARY_COLUMNS.contains(&column))
+        {
+            if let Value::Object(summary) = experiment_fields
+                .entry("summary")
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                summary.insert(summary_key.to_string(), value);
+            }
+        } else if VARIANT_COLUMNS.contains(&column) {
             variant.insert(key.to_string(), value);
         } else {
             experiment_fields.insert(key.to_string(), value);
@@ -322,9 +362,16 @@ fn csv_value(column: &str, raw: &str) -> Result<Value, String> {
             .parse::<u64>()
             .map(Value::from)
             .map_err(|_| format!("expected a whole number ≥ 0, found {raw:?}")),
-        "revenue" | "revenue_sq" | "latency_ms_p75_delta" | "attributed_revenue" => {
-            parse_number(raw)
-        }
+        "revenue"
+        | "revenue_sq"
+        | "latency_ms_p75_delta"
+        | "attributed_revenue"
+        | "summary_relative_lift"
+        | "summary_ci_low"
+        | "summary_ci_high"
+        | "summary_p_value"
+        | "summary_effect"
+        | "summary_standard_error" => parse_number(raw),
         "signals" => Ok(Value::Array(
             raw.split('|')
                 .map(str::trim)

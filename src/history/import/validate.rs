@@ -1,9 +1,10 @@
 //! Validating one experiment, whatever format it came in: strict deserialisation (the error
 //! names the field's path), bounds on every text and list, finite non-negative numbers, dates in
 //! order, and variants that make a test (one control, distinct names, conversions within
-//! visitors).
+//! visitors); or, for a summary-only record, a reported result that makes sense (which fields go
+//! together, bounds, a symmetric interval around the lift) and visitors without sums.
 
-use crate::history::model::{Experiment, Variant};
+use crate::history::model::{Experiment, Summary, Variant};
 use serde_json::Value;
 
 const MAX_ID_CHARS: usize = 128;
@@ -145,7 +146,11 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
             format!("needs exactly one variant with \"control\": true, found {controls}"),
         ));
     }
+    if let Some(summary) = &experiment.summary {
+        validate_summary(experiment, summary)?;
+    }
     for (i, variant) in variants.iter().enumerate() {
+        validate_sums_present(i, variant, experiment.summary.is_some())?;
         validate_variant(i, variant)?;
         if variants[..i].iter().any(|other| other.name == variant.name) {
             return Err(field_error(
@@ -210,15 +215,200 @@ fn check_dates(experiment: &Experiment) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// A full record has `conversions` on every variant; a summary-only record has no sum at all
+/// (hypod never invents one, and never mixes reported results with sums it would re-analyse).
+fn validate_sums_present(index: usize, variant: &Variant, summary: bool) -> Result<(), FieldError> {
+    if !summary {
+        if variant.conversions.is_none() {
+            // The same words serde uses for any other missing field.
+            return Err(field_error(
+                format!("variants[{index}]"),
+                "missing field `conversions`",
+            ));
+        }
+        return Ok(());
+    }
+    for (name, given) in [
+        ("conversions", variant.conversions.is_some()),
+        ("orders", variant.orders.is_some()),
+        ("revenue", variant.revenue.is_some()),
+        ("revenue_sq", variant.revenue_sq.is_some()),
+    ] {
+        if given {
+            return Err(field_error(
+                format!("variants[{index}].{name}"),
+                "a summary-only record (one with `summary`) carries visitors per arm and no sums: drop the sums, or drop `summary` to have hypod analyse the sums itself",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Half-widths of a symmetric interval may differ by this share of the half-width (or by
+/// [`SYMMETRY_ABSOLUTE`], rounding to three decimals), whichever is larger.
+const SYMMETRY_SHARE: f64 = 0.05;
+const SYMMETRY_ABSOLUTE: f64 = 0.0005;
+
+/// A reported result that hypod can use: the fields that go together, finite numbers within
+/// their bounds, a lift inside a symmetric interval, one comparison on the primary KPI.
+fn validate_summary(experiment: &Experiment, summary: &Summary) -> Result<(), FieldError> {
+    let field = |name: &str| format!("summary.{name}");
+    check_text(&field("metric"), &summary.metric, MAX_SHORT_CHARS, true)?;
+    if summary.metric != experiment.primary_kpi {
+        return Err(field_error(
+            field("metric"),
+            format!(
+                "reports {:?} but the experiment's primary_kpi is {:?}: hypod decides on the primary KPI, so the summary must report it",
+                summary.metric, experiment.primary_kpi
+            ),
+        ));
+    }
+    if experiment.variants.len() != 2 {
+        return Err(field_error(
+            "variants",
+            format!(
+                "a summary-only record reports one comparison, so it needs exactly two variants (a control and a treatment), found {}",
+                experiment.variants.len()
+            ),
+        ));
+    }
+    for (name, value) in [
+        ("relative_lift", summary.relative_lift),
+        ("ci_low", summary.ci_low),
+        ("ci_high", summary.ci_high),
+        ("p_value", summary.p_value),
+        ("effect", summary.effect),
+        ("standard_error", summary.standard_error),
+    ] {
+        check_finite(&field(name), value, false)?;
+    }
+    let lift = match (summary.relative_lift, summary.effect) {
+        (Some(_), Some(_)) => {
+            return Err(field_error(
+                field("effect"),
+                "give either `relative_lift` (with `ci_low`/`ci_high` or `p_value`) or `effect` with `standard_error`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(field_error(
+                field("relative_lift"),
+                "missing: a summary needs `relative_lift` (with `ci_low`/`ci_high` or `p_value`), or `effect` with `standard_error`",
+            ))
+        }
+        (Some(lift), None) => {
+            if summary.standard_error.is_some() {
+                return Err(field_error(
+                    field("standard_error"),
+                    "goes with `effect`, not with `relative_lift`: write the lift as `effect` with its `standard_error`, or give `relative_lift` with `ci_low`/`ci_high`",
+                ));
+            }
+            match (summary.ci_low, summary.ci_high) {
+                (Some(_), None) => {
+                    return Err(field_error(
+                        field("ci_high"),
+                        "missing: `ci_low` and `ci_high` are given together",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(field_error(
+                        field("ci_low"),
+                        "missing: `ci_low` and `ci_high` are given together",
+                    ))
+                }
+                (None, None) if summary.p_value.is_none() => {
+                    return Err(field_error(
+                        field("ci_low"),
+                        "missing: `relative_lift` needs its 95 % interval (`ci_low`, `ci_high`) or its `p_value`",
+                    ))
+                }
+                _ => {}
+            }
+            ("relative_lift", lift)
+        }
+        (None, Some(effect)) => {
+            for (name, given) in [("ci_low", summary.ci_low), ("ci_high", summary.ci_high)] {
+                if given.is_some() {
+                    return Err(field_error(
+                        field(name),
+                        "goes with `relative_lift`, not with `effect`: give `effect` with `standard_error`, or `relative_lift` with `ci_low`/`ci_high`",
+                    ));
+                }
+            }
+            let Some(se) = summary.standard_error else {
+                return Err(field_error(
+                    field("standard_error"),
+                    "missing: `effect` needs its `standard_error`",
+                ));
+            };
+            if se <= 0.0 {
+                return Err(field_error(
+                    field("standard_error"),
+                    format!("must be > 0, found {se}"),
+                ));
+            }
+            ("effect", effect)
+        }
+    };
+    let (lift_field, lift) = lift;
+    if lift < -1.0 {
+        return Err(field_error(
+            field(lift_field),
+            format!("{lift} is below −1: a relative lift cannot take away more than all of the control's value (lifts are fractions: 0.031 for +3.1 %)"),
+        ));
+    }
+    if let Some(p) = summary.p_value {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(field_error(
+                field("p_value"),
+                format!("must be between 0 and 1, found {p}"),
+            ));
+        }
+    }
+    if let (Some(low), Some(high)) = (summary.ci_low, summary.ci_high) {
+        if low >= high {
+            return Err(field_error(
+                field("ci_high"),
+                format!("{high} is not above ci_low {low}: an interval needs a width"),
+            ));
+        }
+        if lift < low || lift > high {
+            return Err(field_error(
+                field(lift_field),
+                format!("{lift} lies outside its interval [{low}, {high}]"),
+            ));
+        }
+        let (below, above) = (lift - low, high - lift);
+        let half = (high - low) / 2.0;
+        if (above - below).abs() > (SYMMETRY_SHARE * half).max(SYMMETRY_ABSOLUTE) {
+            return Err(field_error(
+                field("ci_high"),
+                format!(
+                    "the interval [{low}, {high}] is not symmetric around {lift} ({} below, {} above): hypod derives the standard error from a symmetric 95 % interval; give `effect` with `standard_error` instead",
+                    short(below),
+                    short(above)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A difference of reported figures without the float noise of the subtraction (six decimals).
+fn short(x: f64) -> String {
+    let text = format!("{x:.6}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn validate_variant(index: usize, variant: &Variant) -> Result<(), FieldError> {
     let field = |name: &str| format!("variants[{index}].{name}");
     check_text(&field("name"), &variant.name, MAX_SHORT_CHARS, true)?;
-    if variant.conversions > variant.visitors {
+    let conversions = variant.conversions.unwrap_or(0);
+    if conversions > variant.visitors {
         return Err(field_error(
             field("conversions"),
             format!(
                 "{} conversions exceed {} visitors",
-                variant.conversions, variant.visitors
+                conversions, variant.visitors
             ),
         ));
     }
@@ -226,16 +416,15 @@ fn validate_variant(index: usize, variant: &Variant) -> Result<(), FieldError> {
     check_finite(&field("revenue_sq"), variant.revenue_sq, true)?;
     // Numbers that no real tracking can produce: each would turn into a "result".
     if let Some(orders) = variant.orders {
-        if orders < variant.conversions {
+        if orders < conversions {
             return Err(field_error(
                 field("orders"),
                 format!(
-                    "{orders} orders are fewer than {} conversions (every converting visitor placed an order)",
-                    variant.conversions
+                    "{orders} orders are fewer than {conversions} conversions (every converting visitor placed an order)"
                 ),
             ));
         }
-        if orders > 0 && variant.conversions == 0 {
+        if orders > 0 && conversions == 0 {
             return Err(field_error(
                 field("orders"),
                 format!("{orders} orders but no conversion"),

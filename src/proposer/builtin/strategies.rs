@@ -280,7 +280,11 @@ impl<'a> Drafting<'a> {
                 continue;
             };
             let per_arm = source.control().visitors;
-            let rate = source.control().conversions as f64 / per_arm.max(1) as f64;
+            // A summary-only record has no conversions: no baseline rate to size a re-run on.
+            let Some(conversions) = source.control().conversions else {
+                continue;
+            };
+            let rate = conversions as f64 / per_arm.max(1) as f64;
             let Ok(required) =
                 stats::sample_size_proportion(rate, expected.lift, self.alpha, self.power)
             else {

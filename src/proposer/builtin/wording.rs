@@ -58,11 +58,18 @@ pub(super) fn finding(experiment: &Experiment, analysis: &ExperimentAnalysis) ->
         .p_value
         .map(p_text)
         .unwrap_or_else(|| "no p-value".into());
+    // A summary-only record's figures are another tool's, and say so.
+    let reported = if analysis.summary_only {
+        "reported "
+    } else {
+        ""
+    };
     format!(
-        "{} for {} at {}: {} on {} ({}, {}, {} visitors)",
+        "{} for {} at {}: {}{} on {} ({}, {}, {} visitors)",
         words(experiment.lever.as_deref().unwrap_or("the change")),
         experiment.segment.as_deref().unwrap_or("all visitors"),
         experiment.moment,
+        reported,
         lift,
         experiment.primary_kpi,
         p,

@@ -216,7 +216,26 @@ pub(super) fn evidence_line(
     }
     put("rendering", json!(experiment.rendering));
     put("kpi", json!(experiment.primary_kpi));
-    if let Some(a) = analysis {
+    if let Some(a) = analysis.filter(|a| a.summary_only) {
+        // A summary-only record: the figures another tool reported, under their own key, so
+        // that they are never read as statistics hypod computed.
+        put("outcome", json!(a.outcome.as_str()));
+        let p = &a.primary;
+        let mut reported = serde_json::Map::new();
+        if let Some(lift) = p.relative_lift {
+            reported.insert("lift".into(), json!(round_to(lift, 3)));
+        }
+        if let (Some(low), Some(high)) = (p.ci_low, p.ci_high) {
+            reported.insert("ci".into(), json!([round_to(low, 3), round_to(high, 3)]));
+        }
+        if let Some(se) = a.summary.as_ref().and_then(|s| s.standard_error) {
+            reported.insert("se".into(), json!(significant(se, 2)));
+        }
+        if let Some(value) = p.p_value {
+            reported.insert("p".into(), json!(significant(value, 2)));
+        }
+        put("reported", Value::Object(reported));
+    } else if let Some(a) = analysis {
         put("outcome", json!(a.outcome.as_str()));
         let p = &a.primary;
         put("lift", json!(p.relative_lift.map(|x| round_to(x, 3))));
