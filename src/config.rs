@@ -910,7 +910,12 @@ fn source_from_table(n: usize, table: &toml::Table) -> Result<SourceConfig, Stri
         })
     }
     let check_env = |key: &str, var: &str| -> Result<(), String> {
-        if env_var_name(var) {
+        if var.starts_with(ENV_PREFIX) {
+            Err(format!(
+                "{}: {var:?} starts with {ENV_PREFIX}, which hypod reads as configuration overrides; name a variable such as \"GROWTHBOOK_API_KEY\"",
+                at(key)
+            ))
+        } else if env_var_name(var) {
             Ok(())
         } else {
             Err(format!(

@@ -40,6 +40,7 @@ mod snapshots;
 mod spine;
 mod storage;
 mod support;
+mod sync;
 mod test_app;
 mod trust_audit;
 mod trust_reads;
