@@ -8,8 +8,12 @@
 //! in any output.
 
 use crate::support::{Hypod, Ran, SAMPLE};
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
 use serde_json::Value;
 use sqlx::Connection;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A hypod folder on one backend (`None`: SQLite) whose hypod.toml gains `sources`.
@@ -43,6 +47,20 @@ impl Site {
             .unwrap_or_default()
             .to_string();
         std::fs::write(&path, format!("{}\n{sources}", base.trim_end())).expect("write config");
+    }
+
+    /// Adds `section` (TOML tables) to hypod.toml, before the `[[source]]` tables.
+    fn add_section(&self, section: &str) {
+        let path = self.hypod.path().join("hypod.toml");
+        let text = std::fs::read_to_string(&path).expect("hypod.toml");
+        let (base, sources) = text.split_once("\n[[source]]").unwrap_or((&text, ""));
+        let sources = if sources.is_empty() {
+            String::new()
+        } else {
+            format!("\n[[source]]{sources}")
+        };
+        std::fs::write(&path, format!("{}\n{section}\n{sources}", base.trim_end()))
+            .expect("write config");
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -495,13 +513,44 @@ fn a_failing_source_lets_a_run_go_on_or_fails_it_on_both_backends() {
     on_both(a_failing_source_lets_a_run_go_on_or_fails_it);
 }
 
+/// A webhook that records the text of every message it is sent.
+fn webhook(runtime: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<String>>>) {
+    async fn hook(
+        State(seen): State<Arc<Mutex<Vec<String>>>>,
+        body: axum::Json<Value>,
+    ) -> axum::http::StatusCode {
+        let text = body.0["text"].as_str().unwrap_or_default().to_string();
+        seen.lock().expect("hook").push(text);
+        axum::http::StatusCode::OK
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind the webhook");
+    let addr = listener.local_addr().expect("address");
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(seen.clone());
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
 /// `hypod serve`'s scheduled runs sync first: a source that fails under `use_last` leaves a run
-/// that went on and says so; under `fail` the slot fails with the reason.
+/// that went on and says so (its record, the web UI's runs page, the webhook); under `fail` the
+/// slot fails with the reason.
 fn scheduled_runs_sync_first(url: Option<&str>) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (hook, messages) = webhook(&runtime);
     let mut site = Site::new(url, &file_source("sheet", "history.ndjson", ""));
     site.hypod.now = None;
+    site.add_section(&format!(
+        "[notify]\nwebhook_url = \"{hook}\"\nretry_seconds = 1\n"
+    ));
     site.write("history.ndjson", &sample());
     site.hypod.ok(&["sync"]);
+    let viewer = site.hypod.token("vera", "viewer");
     std::fs::remove_file(site.hypod.path().join("history.ndjson")).expect("remove");
     for (on_failure, expected) in [("use_last", "succeeded"), ("fail", "failed")] {
         site.set_sources(&file_source(
@@ -531,24 +580,84 @@ fn scheduled_runs_sync_first(url: Option<&str>) {
             );
             std::thread::sleep(Duration::from_millis(200));
         };
-        assert_eq!(daemon.terminate(), Some(0));
         let record: Value = serde_json::from_str(&record).expect("a run record");
-        if on_failure == "use_last" {
+        let id = record["id"].as_str().unwrap_or_default().to_string();
+        let said = if on_failure == "use_last" {
             let notes = stale_notes(&serde_json::json!({ "run": record }));
             assert!(
                 notes.len() == 1
-                    && notes[0].contains("as of ")
+                    && notes[0].starts_with("history from sheet as of ")
                     && notes[0].contains("the sync failed: path \"history.ndjson\": no such file"),
                 "{record}"
             );
+            "history from sheet as of ".to_string()
         } else {
             let error = record["error"].as_str().unwrap_or_default();
             assert!(
-                error.contains("on_failure is \"fail\"") && error.contains("no such file"),
+                error.contains("source sheet failed to sync and its on_failure is \"fail\"")
+                    && error.contains("no such file"),
                 "{record}"
             );
+            "source sheet failed to sync".to_string()
+        };
+        // The webhook's message for this run says it.
+        let started = Instant::now();
+        loop {
+            let sent = messages.lock().expect("hook").clone();
+            if let Some(text) = sent.iter().find(|t| t.contains(&id)) {
+                assert!(text.contains(&said), "{text}");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no webhook message for run {id}: {sent:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
+        // So does the web UI's runs page.
+        let page = crate::test_app::request(
+            &daemon.addr,
+            "GET",
+            "/ui/runs",
+            &[("Cookie", &format!("hypod_token={viewer}"))],
+            None,
+        );
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains(&said), "{}", page.body);
+        assert_eq!(daemon.terminate(), Some(0));
     }
+    assert_eq!(site.ids().len(), 246, "nothing half-written, nothing lost");
+}
+
+/// A daemon's cached analysis sees what a sync (another process) wrote.
+fn a_daemon_sees_what_a_sync_wrote(url: Option<&str>) {
+    let site = Site::new(url, &file_source("sheet", "history.ndjson", ""));
+    let text = sample();
+    let lines: Vec<&str> = text.lines().collect();
+    site.write("history.ndjson", &(lines[..100].join("\n") + "\n"));
+    site.hypod.ok(&["sync"]);
+    let viewer = site.hypod.token("vera", "viewer");
+    let daemon = crate::test_app::TestApp::spawn(&site.hypod);
+    let experiments = || {
+        let answer = crate::test_app::request(
+            &daemon.addr,
+            "GET",
+            "/api/v1/health",
+            &[("Authorization", &format!("Bearer {viewer}"))],
+            None,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()["experiments"].as_u64().expect("a count")
+    };
+    assert_eq!(experiments(), 100);
+    site.write("history.ndjson", &text);
+    site.hypod.ok(&["sync"]);
+    assert_eq!(experiments(), 246);
+}
+
+#[test]
+fn a_daemon_sees_what_a_sync_wrote_on_both_backends() {
+    on_both(a_daemon_sees_what_a_sync_wrote);
 }
 
 #[test]
