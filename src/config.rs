@@ -918,8 +918,9 @@ fn source_from_table(n: usize, table: &toml::Table) -> Result<SourceConfig, Stri
         } else if env_var_name(var) {
             Ok(())
         } else {
+            // The value is not repeated: it may be the secret itself, written here by mistake.
             Err(format!(
-                "{}: {var:?} is not the name of an environment variable (letters, digits and `_`, such as \"GROWTHBOOK_API_KEY\"); the secret itself goes in the environment, never in this file",
+                "{}: must be the name of an environment variable (letters, digits and `_`, such as \"GROWTHBOOK_API_KEY\"); the secret itself goes in that variable, never in this file",
                 at(key)
             ))
         }

@@ -781,6 +781,10 @@ fn source_settings_are_checked_when_the_configuration_loads() {
             "key `source[0].url`",
         ),
         (
+            "[[source]]\nname = \"g\"\nkind = \"growthbook\"\nurl = \"https://api.growthbook.io\"\napi_key_env = \"secret_abc-sekret-123\"\n[source.metrics]\nconversions = \"c\"\nrevenue = \"r\"\n".to_string(),
+            "key `source[0].api_key_env` (source g): must be the name of an environment variable",
+        ),
+        (
             "[[source]]\nname = \"w\"\nkind = \"sql\"\nurl_env = \"HYPOD_WAREHOUSE\"\nexperiments_query = \"q\"\narms_query = \"q\"\n".to_string(),
             "key `source[0].url_env` (source w): \"HYPOD_WAREHOUSE\" starts with HYPOD_",
         ),
@@ -793,7 +797,11 @@ fn source_settings_are_checked_when_the_configuration_loads() {
         let ran = site.hypod.run(&["sync"]);
         assert_eq!(ran.code, Some(2), "{sources}: {}", ran.stdout);
         assert!(ran.stderr.contains(expected), "{sources}\n{}", ran.stderr);
-        assert!(!ran.stderr.contains("u:p@"), "{}", ran.stderr);
+        assert!(
+            !ran.stderr.contains("u:p@") && !ran.stderr.contains("sekret-123"),
+            "{}",
+            ran.stderr
+        );
     }
     site.set_sources("");
     let ran = site.hypod.run(&["sync"]);
