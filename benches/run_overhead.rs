@@ -113,6 +113,7 @@ async fn measure(latency: Duration, runs: usize) -> Figures {
             trigger: Trigger::Cli,
             now: chrono::Utc::now(),
             fence: None,
+            sync_as: None,
         };
         let key = format!("cli:bench-{i}");
         let started = Instant::now();

@@ -50,6 +50,9 @@ pub struct ScheduleConfig {
     /// Seconds a run's claim on its slot lasts without a heartbeat (renewed every third of
     /// it); after that another process may take the slot over.
     pub lease_seconds: u64,
+    /// Whether each scheduled run (and `hypod run`, unless `--no-sync`) first syncs the
+    /// `[[source]]`s; nothing to do when there is none.
+    pub sync: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -60,6 +63,7 @@ impl Default for ScheduleConfig {
             missed: MissedSlot::RunOnce,
             max_run_seconds: 1800,
             lease_seconds: 30,
+            sync: true,
         }
     }
 }
@@ -306,6 +310,13 @@ pub struct Config {
     pub server: ServerConfig,
     pub notify: NotifyConfig,
     pub audit: AuditConfig,
+    /// The `[[source]]` tables as written; read into [`Config::sources`] when the
+    /// configuration loads.
+    #[serde(rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub source_tables: Vec<toml::Table>,
+    /// The history sources (`[[source]]`), validated.
+    #[serde(skip)]
+    pub sources: Vec<SourceConfig>,
     /// Where relative paths are resolved from (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -441,6 +452,11 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         config.source = file;
+        config.sources =
+            sources_from_tables(&config.source_tables).map_err(|message| ConfigError::Invalid {
+                path: name.clone(),
+                message,
+            })?;
         config.validate().map_err(|message| {
             // Name the variable when the key the message is about was set by one.
             match from_env
@@ -769,6 +785,194 @@ fn apply_env(
         }
     }
     Ok(applied)
+}
+
+/// One `[[source]]`: where part of the experiment history lives (docs/sources.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Unique; a safe identifier, named in provenance, errors and `hypod sync --source`.
+    pub name: String,
+    /// What a scheduled run does when this source's sync fails.
+    pub on_failure: crate::sources::OnFailure,
+    pub kind: SourceKind,
+}
+
+/// A source's kind, with that kind's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    Growthbook(crate::sources::GrowthbookSource),
+    Sql(crate::sources::SqlSource),
+    File(crate::sources::FileSource),
+}
+
+impl SourceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceKind::Growthbook(_) => "growthbook",
+            SourceKind::Sql(_) => "sql",
+            SourceKind::File(_) => "file",
+        }
+    }
+}
+
+/// Longest accepted source name.
+const MAX_SOURCE_NAME: usize = 64;
+
+/// Whether `name` is a safe source name: 1–64 ASCII letters, digits, `_` or `-`, starting
+/// with a letter or digit.
+fn safe_source_name(name: &str) -> bool {
+    name.len() <= MAX_SOURCE_NAME
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether `var` can name an environment variable (letters, digits and `_`, not starting with
+/// a digit).
+fn env_var_name(var: &str) -> bool {
+    var.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The `[[source]]` tables read and checked: every error names `source[N]` (from 0, in file
+/// order), the source's name when it has one, and the key. Values of secrets are never read
+/// here: `api_key_env` and `url_env` only name variables.
+fn sources_from_tables(tables: &[toml::Table]) -> Result<Vec<SourceConfig>, String> {
+    let mut sources: Vec<SourceConfig> = Vec::with_capacity(tables.len());
+    for (n, table) in tables.iter().enumerate() {
+        let source = source_from_table(n, table)?;
+        if let Some(first) = sources.iter().position(|s| s.name == source.name) {
+            return Err(format!(
+                "key `source[{n}].name`: {:?} is already the name of source[{first}]; each source needs a name of its own",
+                source.name
+            ));
+        }
+        sources.push(source);
+    }
+    Ok(sources)
+}
+
+fn source_from_table(n: usize, table: &toml::Table) -> Result<SourceConfig, String> {
+    let mut rest = table.clone();
+    let name = match rest.remove("name") {
+        Some(toml::Value::String(name)) => name,
+        Some(_) => return Err(format!("key `source[{n}].name`: must be a string")),
+        None => {
+            return Err(format!(
+                "key `source[{n}].name`: missing; every source needs a name such as \"growthbook\""
+            ))
+        }
+    };
+    if !safe_source_name(&name) {
+        return Err(format!(
+            "key `source[{n}].name`: {name:?} is not a safe name: use 1 to {MAX_SOURCE_NAME} letters, digits, `_` or `-`, starting with a letter or digit"
+        ));
+    }
+    let at = |key: &str| format!("key `source[{n}].{key}` (source {name})");
+    let on_failure = match rest.remove("on_failure") {
+        None => crate::sources::OnFailure::default(),
+        Some(toml::Value::String(text)) if text == "use_last" => crate::sources::OnFailure::UseLast,
+        Some(toml::Value::String(text)) if text == "fail" => crate::sources::OnFailure::Fail,
+        Some(other) => {
+            return Err(format!(
+                "{}: {other} is not one of \"use_last\", \"fail\"",
+                at("on_failure")
+            ))
+        }
+    };
+    let kind = match rest.remove("kind") {
+        Some(toml::Value::String(kind)) => kind,
+        Some(_) | None => {
+            return Err(format!(
+                "{}: missing or not a string; use one of \"growthbook\", \"sql\", \"file\"",
+                at("kind")
+            ))
+        }
+    };
+    fn settings<T: serde::de::DeserializeOwned>(
+        rest: toml::Table,
+        n: usize,
+        name: &str,
+    ) -> Result<T, String> {
+        serde_path_to_error::deserialize(toml::Value::Table(rest)).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                format!("key `source[{n}]` (source {name}): {}", e.inner())
+            } else {
+                format!("key `source[{n}].{path}` (source {name}): {}", e.inner())
+            }
+        })
+    }
+    let check_env = |key: &str, var: &str| -> Result<(), String> {
+        if var.starts_with(ENV_PREFIX) {
+            Err(format!(
+                "{}: {var:?} starts with {ENV_PREFIX}, which hypod reads as configuration overrides; name a variable such as \"GROWTHBOOK_API_KEY\"",
+                at(key)
+            ))
+        } else if env_var_name(var) {
+            Ok(())
+        } else {
+            // The value is not repeated: it may be the secret itself, written here by mistake.
+            Err(format!(
+                "{}: must be the name of an environment variable (letters, digits and `_`, such as \"GROWTHBOOK_API_KEY\"); the secret itself goes in that variable, never in this file",
+                at(key)
+            ))
+        }
+    };
+    let kind = match kind.as_str() {
+        "growthbook" => {
+            let settings: crate::sources::GrowthbookSource = settings(rest, n, &name)?;
+            check_http_url(&format!("source[{n}].url"), &settings.url)
+                .map_err(|e| format!("{e} (source {name})"))?;
+            check_env("api_key_env", &settings.api_key_env)?;
+            for (key, id) in [
+                ("metrics.conversions", Some(&settings.metrics.conversions)),
+                ("metrics.revenue", Some(&settings.metrics.revenue)),
+                ("metrics.orders", settings.metrics.orders.as_ref()),
+            ] {
+                if id.is_some_and(|id| id.trim().is_empty()) {
+                    return Err(format!("{}: must name a GrowthBook metric id", at(key)));
+                }
+            }
+            SourceKind::Growthbook(settings)
+        }
+        "sql" => {
+            let settings: crate::sources::SqlSource = settings(rest, n, &name)?;
+            check_env("url_env", &settings.url_env)?;
+            for (key, query) in [
+                ("experiments_query", &settings.experiments_query),
+                ("arms_query", &settings.arms_query),
+            ] {
+                if query.trim().is_empty() {
+                    return Err(format!("{}: must be a query", at(key)));
+                }
+            }
+            SourceKind::Sql(settings)
+        }
+        "file" => {
+            let settings: crate::sources::FileSource = settings(rest, n, &name)?;
+            crate::sources::file::check_pattern(&settings.path)
+                .map_err(|message| format!("{}: {message}", at("path")))?;
+            SourceKind::File(settings)
+        }
+        other => {
+            return Err(format!(
+                "{}: {other:?} is not one of \"growthbook\", \"sql\", \"file\"",
+                at("kind")
+            ))
+        }
+    };
+    Ok(SourceConfig {
+        name,
+        on_failure,
+        kind,
+    })
 }
 
 #[cfg(test)]

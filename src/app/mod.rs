@@ -1,7 +1,7 @@
 //! The use cases: what hypod does, once, for the command line, the daemon, the HTTP API and the
 //! web UI. [`App`] holds what every use case works on — the configuration, the database, the
 //! audit key and the policy set — and has one method per use case, each in the file of its
-//! subject (`queue`, `run`, `import`, `analyze`, `policy`, `audit`, `access`, `setup`). A
+//! subject (`queue`, `run`, `import`, `sync`, `analyze`, `policy`, `audit`, `access`, `setup`). A
 //! method takes typed input and returns a typed, serialisable view (the `--json` output is that
 //! view) or an [`AppError`] that says what kind of failure it is. Use cases never parse command
 //! lines and never print. What several use cases read alike (the history with its analysis,
@@ -21,6 +21,7 @@ pub mod queue;
 pub mod reads;
 pub mod run;
 pub mod setup;
+pub mod sync;
 
 pub use error::{AppError, AppResult, ErrorKind};
 

@@ -50,6 +50,9 @@ pub struct RunPlan<'a> {
     pub now: DateTime<Utc>,
     /// The slot this run holds: its results commit only while the fence holds the lease.
     pub fence: Option<Fence>,
+    /// Who syncs the `[[source]]`s first (`schedule`, `cli:USER`), or `None` for a run on the
+    /// history as stored. See [`super::sync::sync_before_run`].
+    pub sync_as: Option<String>,
 }
 
 impl<'a> RunPlan<'a> {
@@ -69,6 +72,7 @@ impl<'a> RunPlan<'a> {
             trigger,
             now: crate::now(),
             fence: None,
+            sync_as: None,
         }
     }
 }
@@ -103,6 +107,17 @@ pub async fn run_once(
     let config = plan.config;
     let mut stages = Stages::start();
 
+    // 0. Sync the history's sources, each in its own transaction: a source that fails wrote
+    // nothing, and the run goes on with the stored history (and says so) or fails.
+    let sources = match &plan.sync_as {
+        Some(by) => {
+            super::sync::sync_before_run(store, config, by)
+                .instrument(tracing::info_span!("sync"))
+                .await
+        }
+        None => super::sync::RunSources::default(),
+    };
+
     // 1. Load; proposals pending too long are closed (expired) by this run, so neither
     // proposer sees them as open.
     let Loaded { experiments, queue } = load(store, config, plan.now)
@@ -120,6 +135,12 @@ pub async fn run_once(
         tracing::info_span!("analyse").in_scope(|| analysis::analyze(&experiments, &settings));
     stages.lap("analyse");
     let mut record = new_record(plan, experiments.len(), input_digest);
+    record.notes.extend(sources.stale);
+    if let Some(reason) = sources.refused {
+        record.status = RunStatus::Failed;
+        record.error = Some(reason);
+        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
+    }
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
@@ -767,7 +788,8 @@ impl App {
         })
     }
 
-    /// One run in the slot `key`, claimed for `owner` (see [`run_in_slot_until`]).
+    /// One run in the slot `key`, claimed for `owner` (see [`run_in_slot_until`]). A
+    /// scheduled run syncs the sources first (as `schedule`), others do not.
     pub async fn run_in_slot(
         &self,
         prepared: &PreparedRun,
@@ -776,13 +798,29 @@ impl App {
         owner: &str,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<SlotOutcome, RunError> {
+        let sync_as = matches!(trigger, Trigger::Schedule(_)).then(|| "schedule".to_string());
+        self.run_in_slot_syncing(prepared, trigger, key, owner, shutdown, sync_as)
+            .await
+    }
+
+    /// [`App::run_in_slot`], syncing the sources first as `sync_as` (if any).
+    async fn run_in_slot_syncing(
+        &self,
+        prepared: &PreparedRun,
+        trigger: Trigger,
+        key: &str,
+        owner: &str,
+        shutdown: impl std::future::Future<Output = ()>,
+        sync_as: Option<String>,
+    ) -> Result<SlotOutcome, RunError> {
         let store = self.store().await.map_err(RunError::Open)?.clone();
-        let plan = RunPlan::now(
+        let mut plan = RunPlan::now(
             &self.config,
             &prepared.governance,
             &prepared.proposers,
             trigger,
         );
+        plan.sync_as = sync_as;
         run_in_slot_until(store, plan, key, owner, shutdown).await
     }
 
@@ -807,19 +845,30 @@ impl App {
     }
 
     /// `hypod run`, `POST /api/v1/runs`, the demo: one run now, in a slot of its own claimed
-    /// like a scheduled one (same lease, same fence).
+    /// like a scheduled one (same lease, same fence), on the history as stored.
     pub async fn run_now(&self, trigger: Trigger) -> AppResult<RunView> {
+        self.run_now_syncing(trigger, None).await
+    }
+
+    /// [`App::run_now`], syncing the sources first as `sync_as` (`hypod run` without
+    /// `--no-sync`: `cli:USER`), as a scheduled run does.
+    pub async fn run_now_syncing(
+        &self,
+        trigger: Trigger,
+        sync_as: Option<String>,
+    ) -> AppResult<RunView> {
         let prepared = self.prepare_run()?;
         // Runs like this one whose process died are ended first: no daemon will run them.
         self.end_abandoned_runs().await?;
         let key = format!("{trigger}:{}", uuid::Uuid::now_v7());
         let outcome = self
-            .run_in_slot(
+            .run_in_slot_syncing(
                 &prepared,
                 trigger,
                 &key,
                 &owner_id(),
                 std::future::pending(),
+                sync_as,
             )
             .await?;
         let (record, proposals) = match outcome {

@@ -89,8 +89,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// One run now: analyse, propose, validate, govern, queue.
+    /// One run now: sync the sources (unless --no-sync), analyse, propose, validate, govern,
+    /// queue.
     Run {
+        #[arg(long)]
+        json: bool,
+        /// Run on the history as stored, without syncing the [[source]]s first.
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// Pull the experiment history from the configured [[source]]s (GrowthBook, a SQL
+    /// warehouse, files), validate it as import does, and upsert it; all or nothing per source.
+    Sync {
+        /// Only the source with this name.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -429,10 +442,20 @@ async fn dispatch(args: Args) -> AppResult<()> {
         Command::Analyze { json } => present(&*app.analyze().await?, json, text::analysis),
         Command::Levers { json } => present(&app.levers().await?, json, text::levers),
         Command::Serve => crate::server::serve(app).await,
-        Command::Run { json } => {
-            let view = app.run_now(Trigger::Cli).await?;
+        Command::Run { json, no_sync } => {
+            let sync_as = (!no_sync).then(shell_actor);
+            let view = app.run_now_syncing(Trigger::Cli, sync_as).await?;
             present(&view, json, text::run)?;
             view.outcome()
+        }
+        Command::Sync { source, json } => {
+            let progress = text::SyncProgress::on_stderr();
+            let report = app
+                .sync(source.as_deref(), &shell_actor(), &progress)
+                .await?;
+            progress.clear();
+            present(&report, json, text::sync)?;
+            report.outcome()
         }
         Command::Queue { command } => match command {
             QueueCommand::List {

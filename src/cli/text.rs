@@ -604,6 +604,88 @@ pub fn import(summary: &ImportSummary) -> String {
     out
 }
 
+/// `hypod sync`: one line per source, then what vanished.
+pub fn sync(report: &crate::app::sync::SyncReport) -> String {
+    use crate::app::sync::SyncStatus;
+    let mut out = String::new();
+    for s in &report.sources {
+        match s.status {
+            SyncStatus::Synced if s.inserted + s.updated == 0 => say!(
+                out,
+                "{} ({}): read {} experiments, nothing changed: no experiment written ({} unchanged, {} requests) in {:.2}s",
+                s.source,
+                s.kind,
+                s.read,
+                s.unchanged,
+                s.requests,
+                s.seconds
+            ),
+            SyncStatus::Synced => say!(
+                out,
+                "{} ({}): read {} experiments: {} new, {} updated, {} unchanged ({} requests) in {:.2}s",
+                s.source,
+                s.kind,
+                s.read,
+                s.inserted,
+                s.updated,
+                s.unchanged,
+                s.requests,
+                s.seconds
+            ),
+            SyncStatus::Failed => say!(
+                out,
+                "{} ({}): FAILED, nothing was written: {}",
+                s.source,
+                s.kind,
+                s.error.as_deref().unwrap_or("unknown error")
+            ),
+        }
+        if !s.vanished.is_empty() {
+            say!(
+                out,
+                "  {} experiment(s) no longer listed by {} (kept, not deleted): {}",
+                s.vanished.len(),
+                s.source,
+                s.vanished.join(", ")
+            );
+        }
+    }
+    out
+}
+
+/// A progress line on stderr while sources are read, shown only when stderr is a terminal.
+pub struct SyncProgress {
+    terminal: bool,
+}
+
+impl SyncProgress {
+    pub fn on_stderr() -> SyncProgress {
+        use std::io::IsTerminal;
+        SyncProgress {
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Clears the line once the sync is done.
+    pub fn clear(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl crate::sources::Progress for SyncProgress {
+    fn update(&self, done: u64, total: Option<u64>, what: &str) {
+        if !self.terminal {
+            return;
+        }
+        match total {
+            Some(total) => eprint!("\r\x1b[Ksync: {done} of {total} {what}"),
+            None => eprint!("\r\x1b[Ksync: {done} {what}"),
+        }
+    }
+}
+
 /// What goes to stderr beside the import summary: each skipped record.
 pub fn import_skipped(summary: &ImportSummary) -> String {
     let mut out = String::new();

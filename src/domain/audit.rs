@@ -1,5 +1,5 @@
 //! What the audit log records: the actions, typed, with the one text form each is hashed and
-//! stored under (`experiments.upsert`, `proposal.<status>`, `run.<status>`,
+//! stored under (`experiments.upsert`, `history.sync`, `proposal.<status>`, `run.<status>`,
 //! `review.<action>`, `review.refused`, `token.create`, `token.revoke`, `policies.changed`).
 
 use super::{ProposalStatus, ReviewAction, RunStatus};
@@ -10,6 +10,9 @@ use std::fmt;
 pub enum AuditAction {
     /// An import wrote experiments.
     ExperimentsUpsert,
+    /// A sync of one history source (subject: its name; detail: the counts, a digest of what
+    /// was read and the digest of every record written, as an import's).
+    HistorySync,
     /// A run stored a proposal with this status.
     Proposal(ProposalStatus),
     /// A run ended with this status.
@@ -33,6 +36,7 @@ impl fmt::Display for AuditAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AuditAction::ExperimentsUpsert => f.write_str("experiments.upsert"),
+            AuditAction::HistorySync => f.write_str("history.sync"),
             AuditAction::Proposal(status) => write!(f, "proposal.{}", status.as_str()),
             AuditAction::Run(status) => write!(f, "run.{}", status.as_str()),
             AuditAction::Review(action) => write!(f, "review.{}", action.as_str()),
@@ -49,6 +53,7 @@ impl AuditAction {
     pub fn parse(text: &str) -> Option<AuditAction> {
         match text {
             "experiments.upsert" => return Some(AuditAction::ExperimentsUpsert),
+            "history.sync" => return Some(AuditAction::HistorySync),
             "token.create" => return Some(AuditAction::TokenCreate),
             "token.revoke" => return Some(AuditAction::TokenRevoke),
             "policies.changed" => return Some(AuditAction::PoliciesChanged),
@@ -116,7 +121,7 @@ mod tests {
 
     #[test]
     fn every_action_reads_back_as_itself() {
-        let mut all = vec![AuditAction::ExperimentsUpsert];
+        let mut all = vec![AuditAction::ExperimentsUpsert, AuditAction::HistorySync];
         all.extend(ProposalStatus::ALL.map(AuditAction::Proposal));
         all.extend(
             [RunStatus::Succeeded, RunStatus::NotReady, RunStatus::Failed].map(AuditAction::Run),

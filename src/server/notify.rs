@@ -55,6 +55,10 @@ pub fn message(run: &RunRecord, proposals: &[crate::domain::Proposal], public_ur
     if let Some(error) = &run.error {
         let _ = write!(text, "\nError: {}", escape(error));
     }
+    // What the run said of its history (a source whose sync failed, a program not ready).
+    for note in &run.notes {
+        let _ = write!(text, "\nNote: {}", escape(note));
+    }
     let mut queued: Vec<_> = proposals
         .iter()
         .filter(|p| p.status == ProposalStatus::PendingReview)

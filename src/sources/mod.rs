@@ -5,6 +5,8 @@
 //! ([`Pull`], [`Record`], [`SourceError`], [`Progress`]) and each kind's settings; the kinds
 //! live in `growthbook`, `sql` and `file`.
 
+pub mod file;
+
 use serde::{Deserialize, Serialize};
 
 /// One experiment as a source read it: a JSON object in the import format
@@ -79,6 +81,26 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The source the error is about.
+    pub fn source_name(&self) -> &str {
+        match self {
+            SourceError::Unreachable { source_name, .. }
+            | SourceError::Unauthorized { source_name, .. }
+            | SourceError::Record { source_name, .. }
+            | SourceError::Setup { source_name, .. } => source_name,
+        }
+    }
+
+    /// What went wrong, without the source's name in front (for sentences that name it
+    /// already).
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        let prefix = format!("source {}: ", self.source_name());
+        full.strip_prefix(&prefix).unwrap_or(&full).to_string()
+    }
+}
+
 /// What to do with a scheduled run when its source fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +124,7 @@ pub struct GrowthbookMetrics {
 
 /// `kind = "growthbook"`: GrowthBook's REST API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GrowthbookSource {
     /// The host; hypod appends `/api/v1/...`.
     pub url: String,
@@ -115,6 +138,7 @@ pub struct GrowthbookSource {
 
 /// `kind = "sql"`: a database speaking the PostgreSQL protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SqlSource {
     /// The environment variable holding the database URL.
     pub url_env: String,
@@ -127,6 +151,7 @@ pub struct SqlSource {
 
 /// `kind = "file"`: a path or glob of NDJSON, JSON or CSV files in the import format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileSource {
     pub path: String,
 }

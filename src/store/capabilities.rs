@@ -8,8 +8,8 @@
 //! between backends (proposals, reviews, the audit log, tokens, experiments) in each backend.
 
 use super::{
-    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, QueueMark, SealedHead, StoreError,
-    TokenRecord, UpsertCounts,
+    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, QueueMark, SealedHead, SourceState,
+    StoreError, SyncCounts, SyncWrite, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
@@ -23,7 +23,7 @@ use std::time::Duration;
 /// Everything a backend offers: each capability, and its migrations.
 #[async_trait]
 pub trait Store:
-    Experiments + Runs + Outbox + Proposals + Reviews + AuditLog + Tokens + Slots
+    Experiments + SourceStates + Runs + Outbox + Proposals + Reviews + AuditLog + Tokens + Slots
 {
     /// Applies this backend's migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -44,6 +44,19 @@ pub trait Experiments: Send + Sync {
     /// history (one indexed read of the entries after `since`): what tells a cached analysis
     /// it is stale.
     async fn history_mark(&self, since: i64) -> Result<HistoryMark, StoreError>;
+}
+
+/// History sources: what each keeps between syncs, and a sync's write.
+#[async_trait]
+pub trait SourceStates: Send + Sync {
+    /// What the source `name` kept at its last good sync, if it ever had one.
+    async fn source_state(&self, name: &str) -> Result<Option<SourceState>, StoreError>;
+    /// Writes one source's sync in one transaction: its experiments upserted by id (the
+    /// source recorded as the one that last wrote each), its state and listed ids, and one
+    /// `history.sync` audit entry with the counts, the digest of what was read and the digest
+    /// of every record written. Ids listed at the previous sync and no longer are reported as
+    /// vanished and kept.
+    async fn write_sync(&self, sync: &SyncWrite<'_>) -> Result<SyncCounts, StoreError>;
 }
 
 /// Runs, and the queue mark a run records against.

@@ -25,6 +25,7 @@ const SQLITE: Files = migration_files!("sqlite":
     4 "0004_review.sql",
     5 "0005_queue_hygiene.sql",
     6 "0006_audit_subject.sql",
+    7 "0007_sources.sql",
 );
 
 const POSTGRES: Files = migration_files!("postgres":
@@ -34,6 +35,7 @@ const POSTGRES: Files = migration_files!("postgres":
     4 "0004_review.sql",
     5 "0005_queue_hygiene.sql",
     6 "0006_audit_subject.sql",
+    7 "0007_sources.sql",
 );
 
 /// SQLite's migrations.

@@ -18,7 +18,7 @@ pub mod vouch;
 
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 pub use capabilities::{
-    AuditLog, Experiments, Outbox, Proposals, Reviews, Runs, Slots, Store, Tokens,
+    AuditLog, Experiments, Outbox, Proposals, Reviews, Runs, Slots, SourceStates, Store, Tokens,
 };
 pub use vouch::{DraftCheck, StoredToken};
 
@@ -82,6 +82,44 @@ pub struct UpsertCounts {
     pub inserted: usize,
     pub updated: usize,
     pub unchanged: usize,
+}
+
+/// What the store keeps of one history source between syncs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceState {
+    pub name: String,
+    /// The kind's incremental state ([`crate::sources::Pull::state`]) of its last good sync.
+    pub state: serde_json::Value,
+    /// The ids it listed at its last good sync.
+    pub listed: Vec<String>,
+    /// When its last good sync was.
+    pub last_ok_at: DateTime<Utc>,
+}
+
+/// One source's sync, to be written in one transaction ([`SourceStates::write_sync`]).
+pub struct SyncWrite<'a> {
+    pub source: &'a str,
+    /// Who synced: `cli:USER`, `schedule`, an API principal.
+    pub by: &'a str,
+    /// The validated experiments the source read (not those it reported unchanged).
+    pub experiments: &'a [crate::history::Experiment],
+    /// Every id the source lists now: those read and those it reported unchanged.
+    pub listed: &'a [String],
+    pub state: &'a serde_json::Value,
+    /// Records read, requests made, and the digest of what was read, for the audit entry.
+    pub read: usize,
+    pub requests: u64,
+    pub read_digest: &'a str,
+}
+
+/// What a sync wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncCounts {
+    pub inserted: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Ids the source listed at its previous good sync and no longer lists: kept, reported.
+    pub vanished: Vec<String>,
 }
 
 /// How far the proposal queue has grown: the number of proposals ever stored. Proposals are

@@ -373,7 +373,7 @@ pub(super) fn replay_tokens(
     }
 }
 
-/// What an `experiments.upsert` entry records of the records it wrote (older entries hold the
+/// What an `experiments.upsert` or `history.sync` entry records of the records it wrote (older entries hold the
 /// counts only).
 #[derive(serde::Deserialize)]
 struct LoggedImport {
@@ -393,7 +393,7 @@ pub fn import_detail(counts: &super::UpsertCounts, written: &BTreeMap<&str, Stri
     .to_string()
 }
 
-/// Replays the imports' entries in order (the last write of an id wins) against the stored
+/// Replays the imports' and the syncs' entries in order (the last write of an id wins) against the stored
 /// experiments' digests.
 pub(super) fn replay_imports(
     entries: &[AuditEntry],
@@ -402,9 +402,15 @@ pub(super) fn replay_imports(
 ) {
     let mut written: HashMap<String, (i64, String)> = HashMap::new();
     let mut undigested = 0usize;
+    // Which entries are syncs of a source (named), for the messages.
+    let mut syncs: HashMap<i64, &str> = HashMap::new();
     for e in entries {
-        if e.action != AuditAction::ExperimentsUpsert {
-            continue;
+        match e.action {
+            AuditAction::ExperimentsUpsert => {}
+            AuditAction::HistorySync => {
+                syncs.insert(e.seq, e.subject.as_str());
+            }
+            _ => continue,
         }
         match serde_json::from_str::<LoggedImport>(&e.detail) {
             Ok(LoggedImport {
@@ -417,6 +423,10 @@ pub(super) fn replay_imports(
             _ => undigested += 1,
         }
     }
+    let writer = |seq: i64| match syncs.get(&seq) {
+        Some(source) => format!("the sync of source {source} at entry {seq}"),
+        None => format!("the import at entry {seq}"),
+    };
     let mut unvouched = 0usize;
     for (id, digest) in stored {
         let about = About::Experiment(id);
@@ -426,14 +436,15 @@ pub(super) fn replay_imports(
                 Some(seq),
                 about,
                 format!(
-                    "its stored record is not the one the import at entry {seq} wrote (edited by hand?); runs learn from it"
+                    "its stored record is not the one {} wrote (edited by hand?); runs learn from it",
+                    writer(seq)
                 ),
             ),
             None if undigested > 0 => unvouched += 1,
             None => report.push_about(
                 None,
                 about,
-                "it is stored but no import in the audit log wrote it (added by hand?); runs learn from it"
+                "it is stored but no import or sync in the audit log wrote it (added by hand?); runs learn from it"
                     .into(),
             ),
         }
@@ -447,7 +458,10 @@ pub(super) fn replay_imports(
         report.push_about(
             Some(seq),
             About::Experiment(&id),
-            format!("written by the import at entry {seq} but no longer stored (deleted by hand?)"),
+            format!(
+                "written by {} but no longer stored (deleted by hand?)",
+                writer(seq)
+            ),
         );
     }
     if unvouched > 0 {

@@ -41,6 +41,7 @@ mod spine;
 mod storage;
 mod summary_only;
 mod support;
+mod sync;
 mod test_app;
 mod trust_audit;
 mod trust_reads;

@@ -950,6 +950,7 @@ async fn a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice(db:
         trigger: Trigger::Cli,
         now: now(),
         fence: None,
+        sync_as: None,
     };
     let racing = Racing {
         store,

@@ -23,43 +23,11 @@ impl<D: Dialect> Experiments for D {
         experiments: &[Experiment],
         by: &str,
     ) -> Result<UpsertCounts, StoreError> {
-        let mut counts = UpsertCounts::default();
-        // id -> the digest of the record last written for it (a later duplicate wins).
-        let mut written: BTreeMap<&str, String> = BTreeMap::new();
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
-        for batch in experiments.chunks(BATCH) {
-            let mut bodies = Vec::with_capacity(batch.len());
-            for experiment in batch {
-                bodies
-                    .push(serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?);
-            }
-            // A batch that names an id twice goes row by row, so that the later record updates
-            // the earlier as it would alone.
-            let mut ids = std::collections::HashSet::with_capacity(batch.len());
-            if batch.iter().all(|e| ids.insert(e.id.as_str())) {
-                if let Some(changed) = tx.upsert_distinct(batch, &bodies, now).await? {
-                    let by_id: HashMap<&str, &Experiment> =
-                        batch.iter().map(|e| (e.id.as_str(), e)).collect();
-                    for (id, inserted) in &changed {
-                        if *inserted {
-                            counts.inserted += 1;
-                        } else {
-                            counts.updated += 1;
-                        }
-                        if let Some((id, experiment)) = by_id.get_key_value(id.as_str()) {
-                            written.insert(id, record_digest(experiment));
-                        }
-                    }
-                    counts.unchanged += batch.len() - changed.len();
-                    continue;
-                }
-            }
-            for (experiment, body) in batch.iter().zip(&bodies) {
-                if upsert_one(&mut tx, experiment, body, now, &mut counts).await? {
-                    written.insert(&experiment.id, record_digest(experiment));
-                }
-            }
+        let (counts, written) = upsert_rows(&mut tx, experiments, now).await?;
+        if !written.is_empty() {
+            forget_sources(&mut tx, &written).await?;
         }
         if counts.inserted + counts.updated > 0 {
             let detail = import_detail(&counts, &written);
@@ -86,14 +54,85 @@ impl<D: Dialect> Experiments for D {
     }
 }
 
-/// See [`Experiments::history_mark`]: imports log `experiments.*` entries and runs `run.*`
-/// ones (with the proposals the learning loop reads), each in its own write transaction.
+/// Inserts or updates experiments by id inside `tx`, leaving unchanged bodies untouched: the
+/// counts and the [`record_digest`] of every record written, by id (a later duplicate wins).
+/// What an import and a sync of a source write, before their own audit entries.
+pub(super) async fn upsert_rows<'e, C: Conn>(
+    tx: &mut C,
+    experiments: &'e [Experiment],
+    now: DateTime<Utc>,
+) -> Result<(UpsertCounts, BTreeMap<&'e str, String>), StoreError> {
+    let mut counts = UpsertCounts::default();
+    let mut written: BTreeMap<&str, String> = BTreeMap::new();
+    for batch in experiments.chunks(BATCH) {
+        let mut bodies = Vec::with_capacity(batch.len());
+        for experiment in batch {
+            bodies.push(serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?);
+        }
+        // A batch that names an id twice goes row by row, so that the later record updates
+        // the earlier as it would alone.
+        let mut ids = std::collections::HashSet::with_capacity(batch.len());
+        if batch.iter().all(|e| ids.insert(e.id.as_str())) {
+            if let Some(changed) = tx.upsert_distinct(batch, &bodies, now).await? {
+                let by_id: HashMap<&str, &Experiment> =
+                    batch.iter().map(|e| (e.id.as_str(), e)).collect();
+                for (id, inserted) in &changed {
+                    if *inserted {
+                        counts.inserted += 1;
+                    } else {
+                        counts.updated += 1;
+                    }
+                    if let Some((id, experiment)) = by_id.get_key_value(id.as_str()) {
+                        written.insert(id, record_digest(experiment));
+                    }
+                }
+                counts.unchanged += batch.len() - changed.len();
+                continue;
+            }
+        }
+        for (experiment, body) in batch.iter().zip(&bodies) {
+            if upsert_one(tx, experiment, body, now, &mut counts).await? {
+                written.insert(&experiment.id, record_digest(experiment));
+            }
+        }
+    }
+    Ok((counts, written))
+}
+
+/// An import that rewrote experiments a source had written makes them the import's again
+/// (their `source` is cleared); nothing to do, and one read, when no source ever wrote one.
+async fn forget_sources<C: Conn>(
+    tx: &mut C,
+    written: &BTreeMap<&str, String>,
+) -> Result<(), StoreError> {
+    let (any,): (bool,) = tx
+        .fetch_one(
+            Sql::new("SELECT EXISTS (SELECT 1 FROM experiments WHERE source IS NOT NULL)"),
+            &[],
+        )
+        .await?;
+    if any {
+        for id in written.keys() {
+            tx.execute(
+                Sql::new(
+                    "UPDATE experiments SET source = NULL WHERE id = $1 AND source IS NOT NULL",
+                ),
+                &[Arg::Text(id)],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// See [`Experiments::history_mark`]: imports log `experiments.*` entries, syncs of sources
+/// `history.*` ones and runs `run.*` ones (with the proposals the learning loop reads), each in its own write transaction.
 async fn history_mark<C: Conn>(conn: &mut C, since: i64) -> Result<HistoryMark, StoreError> {
     let (head, changed): (i64, bool) = conn
         .fetch_one(
             Sql::new(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_log), EXISTS (SELECT 1 \
-                 FROM audit_log WHERE seq > $1 AND (action LIKE 'experiments.%' OR action LIKE 'run.%'))",
+                 FROM audit_log WHERE seq > $1 AND (action LIKE 'experiments.%' OR action LIKE 'history.%' OR action LIKE 'run.%'))",
             ),
             &[Arg::Int(since)],
         )

@@ -44,6 +44,7 @@ mod experiments;
 mod reviews;
 mod runs;
 mod slots;
+mod sources;
 
 use super::{audit_hash, timestamp, AuditEntry, AuditKey, StoreError};
 use crate::domain::{AuditAction, AuditHead, Proposal, Review, RunRecord};
