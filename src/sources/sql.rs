@@ -422,9 +422,9 @@ async fn run(
 ) -> Result<Vec<(u64, Map<String, Value>)>, SourceError> {
     let mut out = Vec::new();
     let mut plan: Option<Vec<Plan>> = None;
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .persistent(false)
-        .fetch(&mut *conn);
+    // A named (persistent) statement: an unnamed one is lost when sqlx looks up a custom type
+    // (an enum column) between preparing and executing it.
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch(&mut *conn);
     let mut number = 0u64;
     loop {
         let row = match rows.try_next().await {

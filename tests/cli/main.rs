@@ -38,6 +38,7 @@ mod review_audit;
 mod serve;
 mod snapshots;
 mod spine;
+mod sql_source;
 mod storage;
 mod support;
 mod test_app;
