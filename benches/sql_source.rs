@@ -93,17 +93,17 @@ async fn bench(url: &str, exposures: u64, experiments: u64, repeat: usize) {
                   'conversion_rate', 'page_context', 'concluded', date '2025-01-01',
                   date '2025-01-02', date '2025-02-15', date '2025-02-20', 'iterate', null,
                   null, '1|1'
-           from generate_series(0, {experiments} - 1) e;
+           from generate_series(0::bigint, {experiments} - 1) e;
          insert into exposures
            select 'exp-' || lpad((g % {experiments})::text, 6, '0'), ((g / {experiments}) % 2)::int,
                   'u' || ((g * 7919) % {users}),
                   timestamptz '2025-01-02' + make_interval(mins => (g % 60000)::int)
-           from generate_series(0, {exposures} - 1) g;
+           from generate_series(0::bigint, {exposures} - 1) g;
          insert into orders
            select 'u' || ((g * 104729) % {users}),
                   timestamptz '2025-01-01' + make_interval(mins => ((g * 31) % 70000)::int),
                   ((g * 37) % 20000 + 100) / 100.0
-           from generate_series(0, {buyers} - 1) g;
+           from generate_series(0::bigint, {buyers} - 1) g;
          analyze exposures; analyze orders; analyze experiment_meta;
          {views}"
     );

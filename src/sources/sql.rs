@@ -431,10 +431,22 @@ async fn run(
             Ok(Some(row)) => row,
             Ok(None) => break,
             Err(e) => {
-                return Err(SourceError::Setup {
-                    source_name: name.to_string(),
-                    message: format!("{} failed: {}", query.name(), secrets.scrub(&e.to_string())),
-                })
+                let message = format!("{} failed: {}", query.name(), secrets.scrub(&e.to_string()));
+                let source_name = name.to_string();
+                // The server refused the query (syntax, a missing table, a permission): the
+                // settings are wrong. Anything else (the connection dropped) is the source
+                // being unreachable.
+                return Err(if e.as_database_error().is_some() {
+                    SourceError::Setup {
+                        source_name,
+                        message,
+                    }
+                } else {
+                    SourceError::Unreachable {
+                        source_name,
+                        message,
+                    }
+                });
             }
         };
         number += 1;
@@ -524,7 +536,7 @@ fn plan_of(name: &str, query: Query, row: &PgRow, origin: &str) -> Result<Vec<Pl
             return Err(error(
                 field,
                 format!(
-                    "the column's type {} cannot hold `{field}`, which is {}",
+                    "the column's type {} cannot hold `{field}`, which is {}: cast it in the query",
                     info.name(),
                     kind.describe()
                 ),

@@ -769,3 +769,82 @@ async fn a_url_whose_connection_fails_never_shows_its_password() {
     assert!(text.contains("hypod_no_such_database"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_column_type_reads_as_its_field() {
+    on_fresh_database(
+        "create type kpi as enum ('conversion_rate', 'revenue_per_visitor');",
+        |url| async move {
+            let experiments = "select 'exp-1'::varchar(20) as id, 'One'::char(3) as name, \
+                 'search'::name as moment, 'revenue_per_visitor'::kpi as primary_kpi, \
+                 'concluded'::text as status, '[\"a\", \"b\"]'::jsonb as signals, \
+                 array[3, 1]::int2[] as allocation, 2.5::float4 as latency_ms_p75_delta, \
+                 0.1::float4 as attributed_revenue, \
+                 timestamptz '2025-01-02 23:30:00-05' as started_at, \
+                 timestamp '2025-01-20 08:00:00' as ended_at, date '2025-01-25' as decided_at, \
+                 null::text as notes";
+            let arms = "select * from (values \
+                 ('exp-1'::text, 'control'::text, true, 100::int2, 10::int4, 12::numeric, \
+                  '120.5'::json, 9000.25::float8), \
+                 ('exp-1', 'treatment', false, 100, 11, 11.000, '130'::json, 1e4::float8)) \
+                 as a(experiment_id, name, control, visitors, conversions, orders, revenue, \
+                 revenue_sq)";
+            let pulled = pull_ok(&url, &source(experiments, arms)).await;
+            assert_eq!(pulled.records.len(), 1);
+            let value = &pulled.records[0].value;
+            assert_eq!(
+                value,
+                &serde_json::json!({
+                    "id": "exp-1", "name": "One", "moment": "search",
+                    "primary_kpi": "revenue_per_visitor", "status": "concluded",
+                    "signals": ["a", "b"], "allocation": [3, 1],
+                    "latency_ms_p75_delta": 2.5, "attributed_revenue": 0.1,
+                    "started_at": "2025-01-03", "ended_at": "2025-01-20",
+                    "decided_at": "2025-01-25",
+                    "variants": [
+                        {"name": "control", "control": true, "visitors": 100,
+                         "conversions": 10, "orders": 12, "revenue": 120.5,
+                         "revenue_sq": 9000.25},
+                        {"name": "treatment", "control": false, "visitors": 100,
+                         "conversions": 11, "orders": 11, "revenue": 130,
+                         "revenue_sq": 10000.0}
+                    ]
+                }),
+                "NULL is left out, timestamptz is dated in UTC, whole numerics are integers"
+            );
+            valid(value.clone(), "the record");
+
+            // A list holding NULL, and JSON with a key twice, are named.
+            let err = pull_err(
+                &url,
+                &source(
+                    "select 'exp-1' as id, array['a', null] as signals",
+                    "select 'exp-1' as experiment_id",
+                ),
+            )
+            .await;
+            let (origin, field, message, _) = record_error(err);
+            assert_eq!(
+                (origin.as_str(), field.as_str()),
+                ("experiments_query row 1", "signals")
+            );
+            assert!(message.contains("NULL element"), "{message}");
+            let err = pull_err(
+                &url,
+                &source(
+                    "select 'exp-1' as id, '[1, 2]'::json as allocation \
+                     union all select 'exp-2', '{\"a\": 1, \"a\": 2}'::json",
+                    "select 'exp-1' as experiment_id",
+                ),
+            )
+            .await;
+            let (origin, field, message, _) = record_error(err);
+            assert_eq!(
+                (origin.as_str(), field.as_str()),
+                ("experiments_query row 2", "allocation")
+            );
+            assert!(message.contains("twice"), "{message}");
+        },
+    )
+    .await;
+}
