@@ -475,7 +475,7 @@ async fn run(
         for (i, column) in plan.iter().enumerate() {
             let value = decode(&row, i, column).map_err(|message| SourceError::Record {
                 source_name: name.to_string(),
-                origin: origin.clone(),
+                origin: with_id(&origin, query, &row, plan),
                 field: column.field.to_string(),
                 message,
             })?;
@@ -490,6 +490,23 @@ async fn run(
         }
     }
     Ok(out)
+}
+
+/// A row's origin with the id of its experiment, when the row has a readable one:
+/// `experiments_query row 12 (id exp-1)`, `arms_query row 3 (experiment exp-1)`.
+fn with_id(origin: &str, query: Query, row: &PgRow, plan: &[Plan]) -> String {
+    let (field, label) = match query {
+        Query::Experiments => ("id", "id"),
+        Query::Arms => ("experiment_id", "experiment"),
+    };
+    let id = plan
+        .iter()
+        .position(|p| p.field == field)
+        .and_then(|i| decode(row, i, &plan[i]).ok().flatten());
+    match id {
+        Some(Value::String(id)) => format!("{origin} ({label} {id})"),
+        _ => origin.to_string(),
+    }
 }
 
 /// How each column is read, from the first row's columns: a column the import format does not

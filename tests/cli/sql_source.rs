@@ -609,7 +609,7 @@ async fn a_column_of_the_wrong_type_is_named_with_its_type() {
         let (origin, field, message, _) = record_error(err);
         assert_eq!(
             (origin.as_str(), field.as_str()),
-            ("arms_query row 1", "visitors")
+            ("arms_query row 1 (experiment exp-1)", "visitors")
         );
         assert!(message.contains("not a whole number"), "{message}");
 
@@ -826,7 +826,7 @@ async fn every_documented_column_type_reads_as_its_field() {
             let (origin, field, message, _) = record_error(err);
             assert_eq!(
                 (origin.as_str(), field.as_str()),
-                ("experiments_query row 1", "signals")
+                ("experiments_query row 1 (id exp-1)", "signals")
             );
             assert!(message.contains("NULL element"), "{message}");
             let err = pull_err(
@@ -841,7 +841,7 @@ async fn every_documented_column_type_reads_as_its_field() {
             let (origin, field, message, _) = record_error(err);
             assert_eq!(
                 (origin.as_str(), field.as_str()),
-                ("experiments_query row 2", "allocation")
+                ("experiments_query row 2 (id exp-2)", "allocation")
             );
             assert!(message.contains("twice"), "{message}");
         },
