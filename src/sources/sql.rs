@@ -291,7 +291,7 @@ async fn read(
     progress: &dyn Progress,
 ) -> Result<Pull, SourceError> {
     // Both queries see one snapshot, and nothing they run can write. A server that refuses
-    // (Redshift takes no READ ONLY) still gets one transaction, or none.
+    // this (Redshift may: it has its own isolation levels) gets a plain transaction, or none.
     for begin in [
         "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         "BEGIN",

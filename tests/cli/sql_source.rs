@@ -263,16 +263,50 @@ insert into experiment_meta values
    'conversion_rate', null, 'running', null, null, null, null, null, null, null, null);
 ";
 
-/// The configuration block of docs/sql-warehouse.md, as the SQL source's settings.
+/// The documented configuration of the example views: the ```toml block of a page in docs/
+/// (docs/sql-warehouse.md, or the page it is folded into) that reads `hypod_arms`, as the SQL
+/// source's settings.
 fn documented_source() -> SqlSource {
-    let page = std::fs::read_to_string(Path::new(ROOT).join("docs/sql-warehouse.md"))
-        .expect("read docs/sql-warehouse.md");
-    let start = page.find("```toml\n").expect("a toml block") + "```toml\n".len();
-    let end = start + page[start..].find("```").expect("the block's end");
-    let config: toml::Value = toml::from_str(&page[start..end]).expect("the block is TOML");
-    let table = config["source"][0].clone();
-    assert_eq!(table["kind"].as_str(), Some("sql"));
-    table.try_into().expect("a SQL source's settings")
+    let docs = Path::new(ROOT).join("docs");
+    let mut pages: Vec<_> = std::fs::read_dir(&docs)
+        .expect("docs/")
+        .map(|entry| entry.expect("a docs entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.sort();
+    let mut found = Vec::new();
+    for path in pages {
+        let page = std::fs::read_to_string(&path).expect("read a page");
+        let mut rest = page.as_str();
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + "```toml\n".len()..];
+            let end = body.find("```").expect("the block's end");
+            if body[..end].contains("from hypod_arms") {
+                found.push((path.display().to_string(), body[..end].to_string()));
+            }
+            rest = &body[end..];
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "one documented configuration reads hypod_arms: {found:?}"
+    );
+    let (page, block) = &found[0];
+    let config: toml::Value = toml::from_str(block).unwrap_or_else(|e| panic!("{page}: {e}"));
+    let sources = config["source"].as_array().expect("[[source]]");
+    let table = sources
+        .iter()
+        .find(|s| s["kind"].as_str() == Some("sql"))
+        .expect("a kind = \"sql\" source");
+    // The kind's own settings: what the configuration hands to the source.
+    let mut settings = table.as_table().expect("a table").clone();
+    for common in ["name", "kind", "on_failure"] {
+        settings.remove(common);
+    }
+    toml::Value::Table(settings)
+        .try_into()
+        .expect("a SQL source's settings")
 }
 
 /// One synthetic user's raw rows.
