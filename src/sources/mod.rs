@@ -9,6 +9,8 @@ pub mod file;
 
 use serde::{Deserialize, Serialize};
 
+pub mod sql;
+
 /// One experiment as a source read it: a JSON object in the import format
 /// (docs/import-format.md), not yet validated.
 #[derive(Debug, Clone, PartialEq)]

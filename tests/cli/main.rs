@@ -38,6 +38,7 @@ mod review_audit;
 mod serve;
 mod snapshots;
 mod spine;
+mod sql_source;
 mod storage;
 mod summary_only;
 mod support;
