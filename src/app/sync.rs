@@ -280,12 +280,8 @@ async fn pull(
             })
         }
         SourceKind::Sql(settings) => {
-            let _url = secret(name, &settings.url_env)?;
-            // wired at merge: crate::sources::sql::pull(name, settings, &url, progress).await
-            Err(SourceError::Setup {
-                source_name: name.to_string(),
-                message: "kind sql is not built into this binary".into(),
-            })
+            let url = secret(name, &settings.url_env)?;
+            crate::sources::sql::pull(name, settings, &url, progress).await
         }
     }
 }

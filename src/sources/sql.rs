@@ -41,6 +41,8 @@ enum Kind {
     Bool,
     TextList,
     NumberList,
+    /// A JSON object (json or jsonb), such as a summary-only record's `summary`.
+    Object,
 }
 
 impl Kind {
@@ -53,13 +55,14 @@ impl Kind {
             Kind::Bool => "a boolean (bool)",
             Kind::TextList => "a list of text (text[] or `|`-separated text)",
             Kind::NumberList => "a list of numbers (a numeric array or `|`-separated text)",
+            Kind::Object => "a JSON object (json or jsonb)",
         }
     }
 }
 
 /// The columns `experiments_query` may return: the import format's top-level fields but
 /// `variants` (the arms come from `arms_query`).
-const EXPERIMENT_FIELDS: [(&str, Kind); 23] = [
+const EXPERIMENT_FIELDS: [(&str, Kind); 24] = [
     ("id", Kind::Text),
     ("name", Kind::Text),
     ("hypothesis", Kind::Text),
@@ -83,6 +86,7 @@ const EXPERIMENT_FIELDS: [(&str, Kind); 23] = [
     ("attributed_revenue", Kind::Number),
     ("source_proposal", Kind::Text),
     ("notes", Kind::Text),
+    ("summary", Kind::Object),
 ];
 
 /// The columns `arms_query` may return.
@@ -175,6 +179,7 @@ fn accepts(kind: Kind, column: ColumnType) -> bool {
             }
             Kind::Bool => s == Bool,
             Kind::TextList | Kind::NumberList => s == Text,
+            Kind::Object => false,
         },
         ColumnType::Array(s) => match kind {
             Kind::TextList => s == Text,
