@@ -27,6 +27,11 @@ pub trait Store:
 {
     /// Applies this backend's migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// What `/readyz` checks beyond the database answering: on SQLite, that the database file
+    /// is still the one opened and writable.
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The imported experiment history.

@@ -41,3 +41,4 @@ mod spine;
 mod storage;
 mod support;
 mod test_app;
+mod trust_daemon;
