@@ -50,10 +50,14 @@ pub trait Experiments: Send + Sync {
 pub trait Runs: Send + Sync {
     /// The queue's current [`QueueMark`]. A run reads it before it reads the open proposals.
     async fn queue_mark(&self) -> Result<QueueMark, StoreError>;
+    /// The database's clock: what a run expires pending proposals against and dates its new
+    /// proposals with (never the process's clock, which `HYPOD_NOW` may set).
+    async fn database_now(&self) -> Result<DateTime<Utc>, StoreError>;
 
     /// Stores a run and its proposals in one transaction, with their audit entries, and closes
     /// the open proposals `changes` name (expired, superseded), each with a `proposal.<status>`
-    /// audit entry, only while they are still pending review.
+    /// audit entry, only while they are still pending review (stamped with the database's
+    /// clock).
     ///
     /// `read_at` is the mark the run read before the open proposals it checked its drafts
     /// against. If proposals were queued since (another run, another replica), nothing is

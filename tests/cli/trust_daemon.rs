@@ -8,8 +8,9 @@
 
 use crate::backends::{postgres_server, PgDatabase};
 use crate::review::Reviewed;
-use crate::support::Hypod;
+use crate::support::{Hypod, SAMPLE};
 use crate::test_app::{request, Answer, TestApp};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::Connection;
 
@@ -347,4 +348,99 @@ fn a_sqlite_file_replaced_or_deleted_under_the_daemon_is_not_ready_and_takes_no_
     assert_eq!(review_count(hypod, &first), 0);
     let verify = hypod.run(&["audit", "verify"]);
     assert_eq!(verify.code, Some(0), "{}{}", verify.stdout, verify.stderr);
+}
+
+/// `hypod …` with `HYPOD_NOW` set to `at`.
+fn at(hypod: &Hypod, at: DateTime<Utc>, args: &[&str]) -> crate::support::Ran {
+    let output = hypod
+        .command(args)
+        .env("HYPOD_NOW", at.to_rfc3339())
+        .output()
+        .expect("run hypod");
+    crate::support::Ran::of(output)
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("a time: {value}")))
+        .unwrap_or_else(|e| panic!("{value}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// A process clock far ahead or behind decides nothing: no proposal is dated in the future,
+/// none expires early, no review is dated before the proposal it decides.
+fn process_clocks_decide_nothing(hypod: Hypod) {
+    let now = Utc::now();
+    hypod.ok(&["import", SAMPLE]);
+    hypod.token("rita", "reviewer");
+    // A run whose clock is 400 days ahead: its proposals are dated by the database.
+    let ahead = at(&hypod, now + Duration::days(400), &["run", "--json"]);
+    assert_eq!(ahead.code, Some(0), "{}", ahead.stderr);
+    let pending: Vec<Value> = hypod
+        .ok(&["queue", "list", "--status", "pending_review", "--json"])
+        .json()
+        .as_array()
+        .expect("a list")
+        .clone();
+    assert!(!pending.is_empty(), "the sample run queues proposals");
+    let ids: Vec<String> = pending
+        .iter()
+        .map(|p| p["id"].as_str().expect("id").to_string())
+        .collect();
+
+    // 31 days later still, past `expire_pending_after_days = 30`: nothing expires.
+    let later = at(&hypod, now + Duration::days(431), &["run", "--json"]);
+    assert_eq!(later.code, Some(0), "{}", later.stderr);
+    let summary = &later.json()["run"]["summary"];
+    assert_eq!(summary["expired"], 0, "{summary}");
+    let expired = hypod
+        .ok(&["queue", "list", "--status", "expired", "--json"])
+        .json();
+    assert_eq!(expired, serde_json::json!([]), "no proposal expired");
+    let still: Vec<String> = hypod
+        .ok(&["queue", "list", "--status", "pending_review", "--json"])
+        .json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["id"].as_str().expect("id").to_string())
+        .collect();
+    for id in &ids {
+        assert!(still.contains(id), "{id} is still pending: {still:?}");
+    }
+
+    // A review by a process 400 days behind: stamped by the database, after the proposal.
+    let id = &ids[0];
+    let behind = at(
+        &hypod,
+        now - Duration::days(400),
+        &["queue", "approve", id, "--as", "rita", "--json"],
+    );
+    assert_eq!(behind.code, Some(0), "{}", behind.stderr);
+    let shown = hypod.ok(&["queue", "show", id, "--json"]).json();
+    let created = time(&shown["proposal"]["created_at"]);
+    let reviewed = time(&shown["reviews"][0]["at"]);
+    let done = Utc::now();
+    for (what, t) in [("created", created), ("reviewed", reviewed)] {
+        assert!(
+            t >= now - Duration::minutes(5) && t <= done + Duration::minutes(5),
+            "{what} at {t}, not by the database's clock (between {now} and {done})"
+        );
+    }
+    assert!(
+        reviewed >= created,
+        "reviewed {reviewed} before created {created}"
+    );
+}
+
+#[test]
+fn a_process_clock_ahead_or_behind_decides_no_state_on_sqlite() {
+    process_clocks_decide_nothing(Hypod::new());
+}
+
+#[test]
+fn a_process_clock_ahead_or_behind_decides_no_state_on_postgresql() {
+    let Some(db) = PgGuard::create() else {
+        return;
+    };
+    process_clocks_decide_nothing(Hypod::with_database(&db.0.url));
 }

@@ -1,7 +1,7 @@
 //! Imports, for every backend: experiments inserted or updated by id in one write transaction
 //! with one audit entry, an unchanged body left untouched. Loading them is the backend's.
 
-use super::{append_audit, Arg, Conn, Dialect, Sql};
+use super::{append_audit, database_now, Arg, Conn, Dialect, Sql};
 use crate::domain::AuditAction;
 use crate::history::Experiment;
 use crate::store::{corrupt, Experiments, StoreError, UpsertCounts};
@@ -18,8 +18,9 @@ impl<D: Dialect> Experiments for D {
         experiments: &[Experiment],
     ) -> Result<UpsertCounts, StoreError> {
         let mut counts = UpsertCounts::default();
-        let now = Utc::now();
         let mut tx = self.begin_write().await?;
+        // The stamps are the database's clock.
+        let now = database_now::<D, _>(&mut tx).await?;
         for batch in experiments.chunks(BATCH) {
             let mut bodies = Vec::with_capacity(batch.len());
             for experiment in batch {
