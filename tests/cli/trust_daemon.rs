@@ -267,6 +267,152 @@ fn after_write_errors_the_daemon_writes_again_without_a_restart_on_postgresql() 
     );
 }
 
+/// `hypod serve` as a process whose file writes the test can make fail as on a full disk:
+/// `SIGXFSZ` ignored (so a write past the file-size limit fails with `EFBIG` instead of
+/// killing the process), and the limit lowered and raised again from outside with
+/// `prlimit --pid`. Killed when dropped.
+struct LimitedDaemon {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LimitedDaemon {
+    fn start(hypod: &Hypod) -> LimitedDaemon {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap '' XFSZ; exec \"$0\" serve",
+                env!("CARGO_BIN_EXE_hypod"),
+            ])
+            .current_dir(hypod.path())
+            .env("HYPOD_CONFIG", hypod.path().join("hypod.toml"))
+            .env("HYPOD_AUDIT_KEY", crate::review_audit::TEST_AUDIT_KEY)
+            .env("HYPOD_SERVER__LISTEN", "127.0.0.1:0")
+            .env("HYPOD_SCHEDULE__CRON", "0 0 3 1 1 *")
+            .env("HYPOD_SCHEDULE__MISSED", "skip")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("HYPOD_NOW")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hypod serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("listening on http://") => {
+                    break line
+                        .rsplit("http://")
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                }
+                Some(Ok(_)) => {}
+                other => panic!("hypod serve did not start: {other:?}"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        LimitedDaemon { child, addr }
+    }
+
+    /// Sets the daemon's file-size limit (`prlimit --fsize`): `0` fails every file write.
+    fn file_size_limit(&self, limit: &str) {
+        let done = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", self.child.id()))
+            .arg(format!("--fsize={limit}:unlimited"))
+            .output()
+            .expect("prlimit (util-linux) runs");
+        assert!(
+            done.status.success(),
+            "prlimit: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+}
+
+impl Drop for LimitedDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real write error: the daemon's every file write fails (`EFBIG`, SQLite's "disk I/O
+/// error", after which SQLite has rolled the transaction back itself), then the disk is
+/// freed: every comment, approval and run succeeds again, without a restart.
+#[test]
+fn after_a_real_write_failure_the_sqlite_daemon_writes_again_without_a_restart() {
+    let setup = Reviewed::new();
+    let hypod = &setup.hypod;
+    let (reviewer, governance, admin) = (
+        setup.token("reviewer"),
+        setup.token("governance"),
+        setup.token("admin"),
+    );
+    let pending = setup.pending();
+    let (first, _) = pending[0].clone();
+    let daemon = LimitedDaemon::start(hypod);
+    let send = |token: &str, path: &str, body: Option<&str>| {
+        request(
+            &daemon.addr,
+            "POST",
+            path,
+            &[("Authorization", &bearer(token))],
+            body.map(|b| ("application/json", b)),
+        )
+    };
+    let comment_path = format!("/api/v1/proposals/{first}/comments");
+
+    daemon.file_size_limit("0");
+    for n in 0..10 {
+        let failed = send(
+            reviewer,
+            &comment_path,
+            Some(&format!(r#"{{"text":"while the disk is full {n}"}}"#)),
+        );
+        assert_eq!(failed.status, 500, "{}", failed.body);
+        assert!(failed.body.contains("disk I/O error"), "{}", failed.body);
+    }
+    let run = send(admin, "/api/v1/runs", None);
+    assert_ne!(run.status, 201, "{}", run.body);
+    daemon.file_size_limit("unlimited");
+
+    for n in 0..12 {
+        let ok = send(
+            reviewer,
+            &comment_path,
+            Some(&format!(r#"{{"text":"after the disk was freed {n}"}}"#)),
+        );
+        assert_eq!(
+            ok.status, 200,
+            "write {n} after the disk was freed: {}",
+            ok.body
+        );
+    }
+    for (id, escalated) in &pending {
+        let path = format!("/api/v1/proposals/{id}/approve");
+        let approved = send(reviewer, &path, Some("{}"));
+        assert_eq!(approved.status, 200, "{id}: {}", approved.body);
+        if *escalated {
+            let approved = send(governance, &path, Some("{}"));
+            assert_eq!(approved.status, 200, "{id}: {}", approved.body);
+        }
+    }
+    let run = send(admin, "/api/v1/runs", None);
+    assert_eq!(run.status, 201, "{}", run.body);
+    drop(daemon);
+
+    // What the daemon said it wrote is there, the failed writes are not, the log verifies.
+    assert_eq!(
+        review_count(hypod, &first),
+        12 + 1 + usize::from(pending[0].1)
+    );
+    assert!(setup.with_status("pending_review").is_empty());
+    let verify = hypod.run(&["audit", "verify"]);
+    assert_eq!(verify.code, Some(0), "{}{}", verify.stdout, verify.stderr);
+}
+
 /// Waits until `/readyz` answers 200 (the scheduler's first tick follows the start).
 fn wait_ready(app: &TestApp) {
     let mut last = String::new();
