@@ -106,6 +106,68 @@ impl Backend {
     }
 }
 
+/// Moves every stored proposal's creation `days` back, under hypod's back, as if it had been
+/// waiting that long: expiry is measured by the database's clock, which `HYPOD_NOW` no longer
+/// moves. `postgres` is the database URL, or `None` for the folder's SQLite file.
+pub(crate) fn age_proposals(hypod: &Hypod, postgres: Option<&str>, days: i64) {
+    block_on(async {
+        match postgres {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query(
+                    "UPDATE proposals SET created_at = created_at - make_interval(days => $1::int)",
+                )
+                .bind(days)
+                .execute(&mut conn)
+                .await
+                .expect("age the proposals");
+            }
+            None => {
+                let url = format!("sqlite://{}", hypod.path().join("hypod.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("connect");
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT id, created_at FROM proposals")
+                        .fetch_all(&mut conn)
+                        .await
+                        .expect("the proposals");
+                for (id, created) in rows {
+                    let older = DateTime::parse_from_rfc3339(&created)
+                        .expect("a stored time")
+                        .with_timezone(&Utc)
+                        - Duration::days(days);
+                    sqlx::query("UPDATE proposals SET created_at = $1 WHERE id = $2")
+                        .bind(hypod::store::timestamp(older))
+                        .bind(id)
+                        .execute(&mut conn)
+                        .await
+                        .expect("age a proposal");
+                }
+            }
+        }
+    })
+}
+
+/// Dates every stored proposal of the folder's SQLite file at `at`, under hypod's back (a test
+/// of what follows a proposal's creation, with a history written for that date).
+pub(crate) fn date_proposals(hypod: &Hypod, at: &str) {
+    let at = DateTime::parse_from_rfc3339(at)
+        .expect("an RFC 3339 time")
+        .with_timezone(&Utc);
+    block_on(async {
+        let url = format!("sqlite://{}", hypod.path().join("hypod.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query("UPDATE proposals SET created_at = $1")
+            .bind(hypod::store::timestamp(at))
+            .execute(&mut conn)
+            .await
+            .expect("date the proposals");
+    })
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
