@@ -98,16 +98,16 @@ impl DatabaseFile {
         match identity(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(problem(
-                    "was removed after hypod opened it; whatever is written now would be lost \
-                     (restore the file, or restart hypod to start a new database)"
+                    "was removed after hypod opened it, so nothing more is written to it (it \
+                     would be lost): put the file back, then restart hypod"
                         .to_string(),
                 ))
             }
             Err(e) => return Err(problem(format!("cannot be read ({e})"))),
             Ok(now) if now != self.identity => {
                 return Err(problem(
-                    "was replaced by another file after hypod opened it; restart hypod to use \
-                     the new file"
+                    "was replaced by another file after hypod opened it, so nothing more is \
+                     written to either: restart hypod to use the new file"
                         .to_string(),
                 ))
             }
