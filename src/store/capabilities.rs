@@ -114,7 +114,9 @@ pub trait Proposals: Send + Sync {
 /// Reviews of proposals.
 #[async_trait]
 pub trait Reviews: Send + Sync {
-    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically.
+    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically,
+    /// stamped with the database's clock (never before the proposal's creation): `review.at`
+    /// is not used.
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
     /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
