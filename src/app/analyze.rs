@@ -33,9 +33,11 @@ impl App {
         let governance = self.governance()?;
         let store = self.store().await?;
         let now = crate::now();
-        let Loaded { experiments, queue } = load(store.as_ref(), &self.config, now).await?;
-        // As a run does: proposals it will expire are not shown as open.
-        let (open_proposals, _) = super::run::expire(queue.open_proposals, &self.config, now);
+        // As a run does: the queue's windows and expiry by the database's clock, and the
+        // proposals it will expire are not shown as open.
+        let clock = store.database_now().await?;
+        let Loaded { experiments, queue } = load(store.as_ref(), &self.config, clock).await?;
+        let (open_proposals, _) = super::run::expire(queue.open_proposals, &self.config, clock);
         let mut settings = analysis_settings(&self.config, &governance, now);
         settings.origins = origins(store.as_ref(), &experiments).await?;
         let analysis = analysis::analyze(&experiments, &settings);

@@ -119,11 +119,14 @@ pub async fn run_once(
     };
 
     // 1. Load; proposals pending too long are closed (expired) by this run, so neither
-    // proposer sees them as open.
-    let Loaded { experiments, queue } = load(store, config, plan.now)
+    // proposer sees them as open. What is "too long" (and the window of recent rejections) is
+    // measured by the database's clock, which also stamps what the run writes: `plan.now`
+    // (HYPOD_NOW) dates the analysis only, so a process clock set ahead expires nothing.
+    let clock = store.database_now().await?;
+    let Loaded { experiments, queue } = load(store, config, clock)
         .instrument(tracing::info_span!("load"))
         .await?;
-    let (still_open, expiring) = expire(queue.open_proposals.clone(), config, plan.now);
+    let (still_open, expiring) = expire(queue.open_proposals.clone(), config, clock);
     let origins = origins(store, &experiments).await?;
     stages.lap("load");
     let input_digest = input_digest(&experiments, plan.governance, &queue, &origins);
@@ -285,7 +288,7 @@ impl Assessment<'_> {
         proposed: &RunRecord,
         mut queue: QueueView,
     ) -> Result<(RunRecord, Vec<Proposal>), RunError> {
-        let (config, now) = (self.plan.config, self.plan.now);
+        let config = self.plan.config;
         let fence = self.plan.fence.as_ref();
         for attempt in 1..=MAX_QUEUE_ATTEMPTS {
             let mut record = proposed.clone();
@@ -295,9 +298,17 @@ impl Assessment<'_> {
                 .map(|(p, _)| p.clone())
                 .collect();
             let assessing = std::time::Instant::now();
-            let (open_now, mut changes) = expire(queue.open_proposals.clone(), config, now);
-            let assessed = tracing::info_span!("validate_govern")
-                .in_scope(|| self.assess(&open_now, &rejected, &mut record.summary, &mut changes));
+            let clock = store.database_now().await?;
+            let (open_now, mut changes) = expire(queue.open_proposals.clone(), config, clock);
+            let assessed = tracing::info_span!("validate_govern").in_scope(|| {
+                self.assess(
+                    &open_now,
+                    &rejected,
+                    clock,
+                    &mut record.summary,
+                    &mut changes,
+                )
+            });
             record.summary.expired = changes
                 .iter()
                 .filter(|c| c.closing == Closing::Expired)
@@ -339,7 +350,7 @@ impl Assessment<'_> {
                 }
                 done => return done,
             }
-            queue = load_queue(store, config, now).await?;
+            queue = load_queue(store, config, store.database_now().await?).await?;
         }
         Err(RunError::QueueBusy {
             attempts: MAX_QUEUE_ATTEMPTS,
@@ -352,6 +363,7 @@ impl Assessment<'_> {
         &self,
         open_proposals: &[Proposal],
         rejected_proposals: &[Proposal],
+        clock: DateTime<Utc>,
         summary: &mut RunSummary,
         changes: &mut Vec<StatusChange>,
     ) -> Result<Vec<Proposal>, RunError> {
@@ -361,7 +373,8 @@ impl Assessment<'_> {
             .chain(rejected_proposals)
             .cloned()
             .collect();
-        let queue = QueueCounts::from_queue(&known, plan.now);
+        // The queue's counts compare stored times: the database's clock.
+        let queue = QueueCounts::from_queue(&known, clock);
         let mut assessor = Assessor::new(
             plan.governance,
             &self.analysis.program,
@@ -422,8 +435,8 @@ impl Assessment<'_> {
                 superseded_by: None,
                 run_id: self.run_id.to_string(),
                 status: decision.status,
-                created_at: plan.now,
-                updated_at: plan.now,
+                created_at: clock,
+                updated_at: clock,
                 draft: draft.clone(),
                 enrichment,
                 provenance: self.provenance(),

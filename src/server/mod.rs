@@ -245,10 +245,14 @@ impl Check {
     }
 }
 
-/// Ready when the database answers, the policies load and the scheduler loop is alive.
+/// Ready when the database answers (and, on SQLite, its file is still the one opened and
+/// writable), the policies load and the scheduler loop is alive.
 async fn readyz(State(state): State<Arc<ServerState>>) -> (StatusCode, Json<Readiness>) {
     let database = match state.app.store().await {
-        Ok(store) => Check::of(store.list_slots(1).await),
+        Ok(store) => match store.check_ready().await {
+            Ok(()) => Check::of(store.list_slots(1).await),
+            Err(e) => Check::of(Err::<(), _>(e)),
+        },
         Err(e) => Check::of(Err::<(), _>(e)),
     };
     let policies = Check::of(state.app.governance());

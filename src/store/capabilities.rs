@@ -27,6 +27,11 @@ pub trait Store:
 {
     /// Applies this backend's migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// What `/readyz` checks beyond the database answering: on SQLite, that the database file
+    /// is still the one opened and writable.
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The imported experiment history.
@@ -64,10 +69,14 @@ pub trait SourceStates: Send + Sync {
 pub trait Runs: Send + Sync {
     /// The queue's current [`QueueMark`]. A run reads it before it reads the open proposals.
     async fn queue_mark(&self) -> Result<QueueMark, StoreError>;
+    /// The database's clock: what a run expires pending proposals against and dates its new
+    /// proposals with (never the process's clock, which `HYPOD_NOW` may set).
+    async fn database_now(&self) -> Result<DateTime<Utc>, StoreError>;
 
     /// Stores a run and its proposals in one transaction, with their audit entries, and closes
     /// the open proposals `changes` name (expired, superseded), each with a `proposal.<status>`
-    /// audit entry, only while they are still pending review.
+    /// audit entry, only while they are still pending review (stamped with the database's
+    /// clock).
     ///
     /// `read_at` is the mark the run read before the open proposals it checked its drafts
     /// against. If proposals were queued since (another run, another replica), nothing is
@@ -132,7 +141,9 @@ pub trait Proposals: Send + Sync {
 /// Reviews of proposals.
 #[async_trait]
 pub trait Reviews: Send + Sync {
-    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically.
+    /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically,
+    /// stamped with the database's clock (never before the proposal's creation): `review.at`
+    /// is not used.
     async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
     /// Rejections since `since`, each with its proposal (proposers learn from the reasons).

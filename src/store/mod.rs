@@ -58,6 +58,10 @@ pub enum StoreError {
     },
     #[error("slot {slot}: this process no longer holds its lease (another took it over, or it expired); nothing was written")]
     LeaseLost { slot: String },
+    /// The SQLite database file is no longer the one this process opened (removed, replaced)
+    /// or cannot be written.
+    #[error("the database file {path} {problem}")]
+    DatabaseFile { path: String, problem: String },
     /// A read-only open found a database its migrations have not fully reached (read-only
     /// commands never migrate).
     #[error("the database is at migration {have}, this hypod needs {need}: run `hypod migrate` (or any writing command) first; read-only commands never migrate")]

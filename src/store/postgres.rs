@@ -8,7 +8,9 @@
 //! The transactions themselves are written once in [`super::shared`]; this file holds what
 //! PostgreSQL says its own way: connecting, the write lock, the clock, how times, JSON and counts
 //! are stored (`timestamptz` to the microsecond, `jsonb`, 32-bit integers), an import of a batch
-//! in one statement, and the reads whose rows are PostgreSQL's.
+//! in one statement, and the reads whose rows are PostgreSQL's. As on SQLite, a connection goes
+//! back to the pool only outside any transaction ([`settled`]): one that failed mid-transaction
+//! and could not be rolled back is closed, not reused.
 
 use super::shared::{Dialect, Driver, Fetch, Held, Typed};
 use super::{
@@ -23,11 +25,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::postgres::{
     PgArgumentBuffer, PgArguments, PgConnectOptions, PgConnection, PgExecutor, PgPool,
     PgPoolOptions, PgQueryResult, PgRow, PgTypeInfo,
 };
-use sqlx::{Arguments, Encode, Postgres, Row, Type};
+use sqlx::{Arguments, Connection, Encode, Postgres, Row, Type};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -42,6 +45,38 @@ const PROPOSAL_COLUMNS: &str = "p.id, p.run_id, p.status, p.approvals_required, 
 pub struct PostgresStore {
     pool: PgPool,
     key: AuditKey,
+}
+
+/// Whether a connection given back to the pool may be handed out again: only when it is
+/// outside any transaction. `ping` runs the `ROLLBACK` a dropped transaction queued (an error
+/// closes the connection); then a one-statement query in the simple protocol, which runs in a
+/// transaction of its own (its transaction and statement start at the same instant) unless the
+/// connection is still inside one that sqlx does not count.
+fn settled(
+    conn: &mut PgConnection,
+    _: PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        conn.ping().await?;
+        if conn.is_in_transaction() {
+            tracing::warn!(
+                "a database connection left a transaction in an unknown state; it is closed, \
+                 not reused"
+            );
+            return Ok(false);
+        }
+        let row = sqlx::raw_sql("SELECT transaction_timestamp() = statement_timestamp()")
+            .fetch_one(&mut *conn)
+            .await?;
+        let alone: bool = row.try_get(0)?;
+        if !alone {
+            tracing::warn!(
+                "a database connection is inside a transaction sqlx does not know of; it is \
+                 closed, not reused"
+            );
+        }
+        Ok(alone)
+    })
 }
 
 /// Timestamps as hypod stores them: microseconds, as PostgreSQL keeps them.
@@ -75,6 +110,7 @@ impl PostgresStore {
     ) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            .after_release(settled)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.application_name("hypod"))
             .await?;

@@ -8,6 +8,18 @@
 //! The transactions themselves are written once in [`super::shared`]; this file holds what
 //! SQLite says its own way: opening, the write lock, the clock, how times, JSON and counts are
 //! stored (RFC 3339 text, text, 64-bit integers), and the reads whose rows are SQLite's.
+//!
+//! Two faults a long-lived daemon must survive are handled here, at the connections:
+//!
+//! - a write error (a full disk) can make SQLite roll a transaction back by itself; sqlx's own
+//!   `ROLLBACK` then fails and the connection would go back to the pool believing it is still
+//!   inside a transaction (every later `BEGIN` on it fails). A connection returns to the pool
+//!   only once it is known to be outside any transaction ([`settled`]); otherwise it is closed
+//!   and the pool opens a fresh one;
+//! - the database file deleted or replaced under a live process: the file opened is
+//!   remembered ([`DatabaseFile`]); `/readyz` reports the difference, every write
+//!   transaction refuses to begin, instead of committing into a file nobody can open again,
+//!   and the pool opens no new connection to another file (nor creates an empty one).
 
 use super::shared::{Dialect, Driver, Fetch, Held, Typed};
 use super::{
@@ -21,17 +33,122 @@ use crate::history::Experiment;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Arguments, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::{Arguments, Connection, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub struct SqliteStore {
     pool: SqlitePool,
     key: AuditKey,
+    /// The file a writing store opened (none for read-only opens and in-memory databases).
+    file: Option<DatabaseFile>,
+}
+
+/// The database file as opened: where it is and which file it was (device and inode), so a
+/// file deleted or replaced under a live process is noticed.
+#[derive(Debug, Clone)]
+struct DatabaseFile {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of the file at `path` (`None` where the platform has neither).
+fn identity(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    let meta = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some((meta.dev(), meta.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok(None)
+    }
+}
+
+impl DatabaseFile {
+    /// The file `options` opened, once the pool has opened (and so created) it.
+    fn opened(options: &SqliteConnectOptions) -> Result<Option<DatabaseFile>, StoreError> {
+        let path = options.get_filename();
+        if path.as_os_str().is_empty() || path.to_string_lossy().starts_with(":memory:") {
+            return Ok(None);
+        }
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let identity = identity(&path).map_err(|e| StoreError::DatabaseFile {
+            path: path.display().to_string(),
+            problem: format!("cannot be read after opening it ({e})"),
+        })?;
+        Ok(Some(DatabaseFile { path, identity }))
+    }
+
+    /// Still the file opened, and writable: what the writes and `/readyz` rely on.
+    fn check(&self, writable: bool) -> Result<(), StoreError> {
+        let problem = |problem: String| StoreError::DatabaseFile {
+            path: self.path.display().to_string(),
+            problem,
+        };
+        match identity(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(problem(
+                    "was removed after hypod opened it, so nothing more is written to it (it \
+                     would be lost): put the file back, then restart hypod"
+                        .to_string(),
+                ))
+            }
+            Err(e) => return Err(problem(format!("cannot be read ({e})"))),
+            Ok(now) if now != self.identity => {
+                return Err(problem(
+                    "was replaced by another file after hypod opened it, so nothing more is \
+                     written to either: restart hypod to use the new file"
+                        .to_string(),
+                ))
+            }
+            Ok(_) => {}
+        }
+        if writable {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| problem(format!("is not writable ({e})")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a connection given back to the pool may be handed out again: only when it is
+/// outside any transaction. `ping` first runs the `ROLLBACK` a dropped transaction queued; if
+/// that failed (SQLite had already rolled back by itself after a write error), sqlx still
+/// counts the transaction open and the connection is closed. A transaction sqlx does not know
+/// of is caught by `BEGIN`, which fails inside one. The pool opens a new connection for a
+/// closed one.
+fn settled(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        conn.ping().await?;
+        if conn.is_in_transaction() {
+            tracing::warn!(
+                "a database connection left a transaction in an unknown state (after a write \
+                 error?); it is closed, not reused"
+            );
+            return Ok(false);
+        }
+        if let Err(e) = sqlx::raw_sql("BEGIN").execute(&mut *conn).await {
+            tracing::warn!(error = %e, "a database connection is inside a transaction sqlx does not know of; it is closed, not reused");
+            return Ok(false);
+        }
+        sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+        Ok(true)
+    })
 }
 
 /// Every write transaction takes SQLite's one write lock from its first statement.
@@ -54,11 +171,41 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // Once the file is open, a connection the pool adds later must open that same file:
+        // never create an empty one where it was deleted, never open one put in its place.
+        let opened: Arc<OnceLock<DatabaseFile>> = Arc::default();
+        let same_file = opened.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .after_connect(move |_, _| {
+                let same_file = same_file.clone();
+                Box::pin(async move {
+                    match same_file.get() {
+                        Some(file) => file
+                            .check(false)
+                            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e.to_string()))),
+                        None => Ok(()),
+                    }
+                })
+            })
+            .after_release(settled)
+            .connect_with(options.clone())
             .await?;
-        Ok(SqliteStore { pool, key })
+        let file = DatabaseFile::opened(&options)?;
+        if let Some(file) = &file {
+            let _ = opened.set(file.clone());
+            pool.set_connect_options(options.create_if_missing(false));
+        }
+        Ok(SqliteStore { pool, key, file })
+    }
+
+    /// The file this store opened is still there, the same file, and (`writable`) can be
+    /// written.
+    fn check_file(&self, writable: bool) -> Result<(), StoreError> {
+        match &self.file {
+            Some(file) => file.check(writable),
+            None => Ok(()),
+        }
     }
 
     /// Opens an existing database for reading only (`mode=ro`): nothing is created, migrated or
@@ -95,7 +242,11 @@ impl SqliteStore {
         sqlx::query("SELECT count(*) FROM sqlite_master")
             .execute(&pool)
             .await?;
-        Ok(SqliteStore { pool, key })
+        Ok(SqliteStore {
+            pool,
+            key,
+            file: None,
+        })
     }
 }
 
@@ -174,6 +325,8 @@ impl Dialect for SqliteStore {
     }
 
     async fn begin_write(&self) -> Result<Held<Sqlite>, StoreError> {
+        // A file deleted or replaced since it was opened takes no more writes.
+        self.check_file(false)?;
         Ok(Held::Tx(self.pool.begin_with(BEGIN_WRITE).await?))
     }
 
@@ -246,6 +399,10 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.check_file(true)
     }
 }
 

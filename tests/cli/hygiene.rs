@@ -80,6 +80,8 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
     assert_eq!(next_day["run"]["summary"]["queued"], 0, "{next_day:#}");
 
     // 36 days later every proposal still pending expires; the approved one stays approved.
+    // Expiry is measured by the database's clock, so the proposals are made 36 days older.
+    crate::trust_daemon::age_proposals(&hypod, url, 36);
     hypod.now = Some(LATER);
     let later = hypod.ok(&["run", "--json"]).json();
     let expected: BTreeSet<String> = pending
@@ -118,6 +120,7 @@ fn pending_proposals_expire_at_the_next_run(url: Option<&str>) {
     std::fs::write(&config, text).expect("config");
     let waiting = listed(&hypod, "pending_review");
     assert!(!waiting.is_empty());
+    crate::trust_daemon::age_proposals(&hypod, url, 46);
     hypod.now = Some("2027-01-05T09:00:00Z");
     let failed = hypod.run(&["run", "--json"]);
     assert_eq!(failed.code, Some(1), "{}", failed.stderr);

@@ -106,6 +106,9 @@ fn run_proposals_link_back_and_their_outcomes_feed_the_next_run() {
         "segment too small to read within a quarter",
     ]);
 
+    // Proposals are dated by the database's clock; the history above was written for
+    // proposals queued on FIXED_NOW.
+    crate::trust_daemon::date_proposals(&hypod, FIXED_NOW);
     hypod.now = Some(LATER);
     let analysis = hypod.ok(&["analyze", "--json"]).json();
     let learning = &analysis["learning"];

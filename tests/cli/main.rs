@@ -45,6 +45,7 @@ mod support;
 mod sync;
 mod test_app;
 mod trust_audit;
+mod trust_daemon;
 mod trust_reads;
 mod trust_slots;
 mod trust_web;

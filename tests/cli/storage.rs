@@ -559,7 +559,17 @@ async fn reviews_move_proposals_through_their_states(db: Arc<TestDb>) {
     let p3 = store.proposal_reviews("p-3").await.expect("reviews");
     assert_eq!(p3.len(), 1);
     assert_eq!(p3[0].note.as_deref(), Some("tried in 2023"));
-    assert_eq!(p3[0].at, now() + Duration::minutes(5));
+    // Stamped by the database's clock, not the caller's `at`, and never before the proposal.
+    let (before, after) = (
+        Utc::now() - Duration::minutes(5),
+        Utc::now() + Duration::minutes(5),
+    );
+    assert!(
+        before <= p3[0].at && p3[0].at <= after,
+        "{} is not the database's time",
+        p3[0].at
+    );
+    assert_eq!(rejected.updated_at, p3[0].at);
 
     let audit = store.audit_log().await.expect("audit");
     let reviews_audited = audit
@@ -589,15 +599,22 @@ async fn recent_rejections_come_with_their_proposals(db: Arc<TestDb>) {
         ],
     )
     .await;
-    let mut old = review(
+    let old = review(
         "p-1",
         "ana",
         Role::Reviewer,
         ReviewAction::Reject,
         Some("old"),
     );
-    old.at = now() - Duration::days(40);
     store.review(&old).await.expect("reject p-1");
+    // Reviews are stamped by the database's clock: the old one is dated 40 days before
+    // `now()` under the store's back.
+    db.execute(if db.backend == "sqlite" {
+        "UPDATE reviews SET at = '2026-09-05T09:00:00.000000Z' WHERE proposal_id = 'p-1'"
+    } else {
+        "UPDATE reviews SET at = '2026-09-05T09:00:00Z' WHERE proposal_id = 'p-1'"
+    })
+    .await;
     store
         .review(&review(
             "p-2",

@@ -4,7 +4,7 @@
 //! verify` recomputes from the stored experiments. The history's mark, read from the audit
 //! log, tells a cached analysis it is stale. Loading them is the backend's.
 
-use super::{append_audit, Arg, Conn, Dialect, Sql};
+use super::{append_audit, database_now, Arg, Conn, Dialect, Sql};
 use crate::domain::AuditAction;
 use crate::history::Experiment;
 use crate::store::vouch::{import_detail, record_digest};
@@ -23,8 +23,9 @@ impl<D: Dialect> Experiments for D {
         experiments: &[Experiment],
         by: &str,
     ) -> Result<UpsertCounts, StoreError> {
-        let now = Utc::now();
         let mut tx = self.begin_write().await?;
+        // The stamps are the database's clock.
+        let now = database_now::<D, _>(&mut tx).await?;
         let (counts, written) = upsert_rows(&mut tx, experiments, now).await?;
         if !written.is_empty() {
             forget_sources(&mut tx, &written).await?;

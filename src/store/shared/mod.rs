@@ -16,7 +16,10 @@
 //! - how a write transaction takes the database's one write lock (SQLite `BEGIN IMMEDIATE`,
 //!   PostgreSQL a transaction-scoped advisory lock): [`Dialect::begin_write`];
 //! - the database's clock as an SQL expression ([`Dialect::NOW`], spliced into the statements
-//!   that write `{now}`: a constant, never a value);
+//!   that write `{now}`: a constant, never a value). Every time that decides state (a lease,
+//!   the outbox, a review's stamp, a token's revocation, an import's stamps, the moment a run
+//!   expires proposals against) is the database's, read by [`database_now`], never the
+//!   process's (whose `HYPOD_NOW` only fixes the analysis date);
 //! - the types a value is stored as: times (RFC 3339 text on SQLite, `timestamptz` on
 //!   PostgreSQL), JSON bodies (text, `jsonb`), the approvals count (64-bit, 32-bit). A
 //!   statement's arguments are given as [`Arg`]s and each backend binds the [`Typed`] ones in
@@ -194,6 +197,19 @@ impl<'a> Arg<'a> {
     pub(crate) fn size(n: usize) -> Arg<'a> {
         Arg::Int(i64::try_from(n).unwrap_or(i64::MAX))
     }
+}
+
+/// The database's clock, read through `conn` (in a write transaction: a moment after every
+/// write committed before it), to the microsecond as times are stored.
+pub(crate) async fn database_now<D: Dialect, C: Conn>(
+    conn: &mut C,
+) -> Result<DateTime<Utc>, StoreError> {
+    let (seconds,): (f64,) = conn
+        .fetch_one(Sql::clocked::<D>("SELECT {now}"), &[])
+        .await?;
+    // Whole microseconds: an f64 of seconds since 1970 carries about a microsecond's precision.
+    DateTime::from_timestamp_micros((seconds * 1e6).round() as i64)
+        .ok_or_else(|| super::corrupt("the database's clock", format!("{seconds} s")))
 }
 
 /// Appends one entry to the chain, keyed, and seals the new head, inside `tx` (a write

@@ -1,8 +1,10 @@
 //! The writes of the review surface, for every backend, each in one write transaction with its
 //! audit entry: a review (read, judged by [`apply_review`], applied only to the status it was
 //! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]).
+//! A review and a revocation are stamped with the database's clock, never the caller's: a
+//! review is never dated before the proposal it decides.
 
-use super::{append_audit, audit_log, Arg, Conn, Dialect, Sql};
+use super::{append_audit, audit_log, database_now, Arg, Conn, Dialect, Sql};
 use crate::domain::{apply_review, AuditAction, Proposal, Review, ReviewAction, ReviewError};
 use crate::store::{Reviews, StoreError, TokenRecord, Tokens};
 use async_trait::async_trait;
@@ -23,6 +25,15 @@ impl<D: Dialect> Reviews for D {
                 return Err(audit_log::refuse_approval(tx, key, review, problem).await);
             }
         }
+        // Stamped now by the database, and never before the proposal was made (a proposal
+        // written by a process whose clock ran ahead).
+        let at = database_now::<D, _>(&mut tx)
+            .await?
+            .max(proposal.created_at);
+        let review = &Review {
+            at,
+            ..review.clone()
+        };
         let previous = tx.reviews(Some(&review.proposal_id)).await?;
         let status = apply_review(&proposal, &previous, review)?;
         tx.execute(
@@ -134,10 +145,11 @@ impl<D: Dialect> Tokens for D {
 
     async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
+        let now = database_now::<D, _>(&mut tx).await?;
         let revoked = tx
             .execute(
                 Sql::new("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"),
-                &[Arg::time(Utc::now()), Arg::Text(id)],
+                &[Arg::time(now), Arg::Text(id)],
             )
             .await?
             == 1;

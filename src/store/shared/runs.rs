@@ -3,7 +3,7 @@
 //! still pending, the policy-change entry, the run's own entry and published head, its outbox
 //! row, and the fenced end of its slot), the run reads, and the outbox.
 
-use super::{append_audit, run_from_row, Arg, Conn, Dialect, RunRow, Sql};
+use super::{append_audit, database_now, run_from_row, Arg, Conn, Dialect, RunRow, Sql};
 use crate::domain::{
     AuditAction, AuditHead, Fence, Proposal, RunRecord, RunStatus, SlotStatus, StatusChange,
 };
@@ -24,6 +24,10 @@ impl<D: Dialect> Runs for D {
             .fetch_one(PROPOSAL_COUNT, &[])
             .await?;
         Ok(QueueMark(count))
+    }
+
+    async fn database_now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        database_now::<D, _>(&mut self.connection().await?).await
     }
 
     async fn record_run(
@@ -79,7 +83,9 @@ impl<D: Dialect> Runs for D {
             .await?;
         }
         // Queue hygiene: each change applies only to a proposal still pending; one reviewed
-        // meanwhile makes the run assess again against the queue as it is now.
+        // meanwhile makes the run assess again against the queue as it is now. Dated by the
+        // database's clock.
+        let now = database_now::<D, _>(&mut tx).await?;
         for change in changes {
             let closed = tx
                 .execute(
@@ -89,7 +95,7 @@ impl<D: Dialect> Runs for D {
                     ),
                     &[
                         Arg::Text(change.closing.status().as_str()),
-                        Arg::time(run.finished_at),
+                        Arg::time(now),
                         Arg::OptText(change.superseded_by.as_deref()),
                         Arg::Text(&change.proposal_id),
                     ],

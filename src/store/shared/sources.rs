@@ -4,7 +4,7 @@
 //! all in one write transaction, so that a failure part-way leaves nothing written.
 
 use super::experiments::upsert_rows;
-use super::{append_audit, Arg, Conn, Dialect, Sql};
+use super::{append_audit, database_now, Arg, Conn, Dialect, Sql};
 use crate::domain::AuditAction;
 use crate::store::{
     corrupt, timestamp, SourceState, SourceStates, StoreError, SyncCounts, SyncWrite,
@@ -39,8 +39,9 @@ impl<D: Dialect> SourceStates for D {
     }
 
     async fn write_sync(&self, sync: &SyncWrite<'_>) -> Result<SyncCounts, StoreError> {
-        let now = Utc::now();
         let mut tx = self.begin_write().await?;
+        // The last good sync is dated by the database's clock.
+        let now = database_now::<D, _>(&mut tx).await?;
         let previous: Option<(String,)> = tx
             .fetch_optional(
                 Sql::new("SELECT listed FROM sources WHERE name = $1"),
