@@ -5,6 +5,8 @@
 //! ([`Pull`], [`Record`], [`SourceError`], [`Progress`]) and each kind's settings; the kinds
 //! live in `growthbook`, `sql` and `file`.
 
+pub mod growthbook;
+
 use serde::{Deserialize, Serialize};
 
 /// One experiment as a source read it: a JSON object in the import format
@@ -111,6 +113,10 @@ pub struct GrowthbookSource {
     #[serde(default)]
     pub project: Option<String>,
     pub metrics: GrowthbookMetrics,
+    /// Requests a minute hypod allows itself against the API (GrowthBook allows an API key
+    /// about 60): requests are paced to this rate. Default 60.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 /// `kind = "sql"`: a database speaking the PostgreSQL protocol.

@@ -20,8 +20,9 @@ const VARIANT_COLUMNS: [&str; 7] = [
     "revenue_sq",
 ];
 /// The columns of the experiment (repeated on each of its rows).
-const EXPERIMENT_COLUMNS: [&str; 23] = [
+const EXPERIMENT_COLUMNS: [&str; 24] = [
     "id",
+    "external_id",
     "name",
     "hypothesis",
     "moment",
