@@ -787,17 +787,18 @@ fn map_experiment(
             .filter(|t| !t.is_empty())
             .map(|t| Value::String(t.to_string()))
     };
-    let status =
-        match experiment.status.as_str() {
-            "running" => "running",
-            "stopped" => "concluded",
-            other => return Err(problem(
+    let status = match experiment.status.as_str() {
+        "running" => "running",
+        "stopped" => "concluded",
+        other => {
+            return Err(problem(
                 "status",
                 format!(
                     "GrowthBook status {other:?} is not one hypod knows (draft, running, stopped)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let phase = experiment.phases.last();
 
     let mut record = Map::new();
@@ -879,12 +880,16 @@ fn playbook_value(
                 ),
             )
         };
-        // A string may hold the JSON value itself (`"[\"a\",\"b\"]"`, `"5.9"`, `"\"search\""`).
+        // A string may hold the JSON value itself (`"[\"a\",\"b\"]"`, `"5.9"`, `"\"search\""`):
+        // read as JSON when that gives the field's shape, else as the text it is (a lever
+        // called `2024` stays text).
         let value = match value {
             Value::String(text) => {
                 let text = text.trim();
-                match serde_json::from_str::<Value>(text) {
-                    Ok(parsed @ (Value::Array(_) | Value::Number(_) | Value::String(_))) => parsed,
+                match (shape, serde_json::from_str::<Value>(text)) {
+                    (Shape::Text | Shape::Date, Ok(parsed @ Value::String(_)))
+                    | (Shape::List, Ok(parsed @ Value::Array(_)))
+                    | (Shape::Number, Ok(parsed @ Value::Number(_))) => parsed,
                     _ => Value::String(text.to_string()),
                 }
             }
