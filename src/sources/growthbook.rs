@@ -74,10 +74,10 @@ pub async fn pull(
     let mut total;
     let mut offset = 0;
     loop {
-        let page = client
+        let mut page = client
             .page(&["api", "v1", "experiments"], offset, project.as_deref())
             .await?;
-        let items = page.items("experiments", &client)?;
+        let items = page.take("experiments", &client)?;
         listed.extend(items);
         total = page.total.unwrap_or(listed.len() as u64);
         progress.update(listed.len() as u64, Some(total), "experiments");
@@ -134,14 +134,14 @@ pub async fn pull(
         let wanted: HashMap<&str, ()> = changed.iter().map(|e| (e.id.as_str(), ())).collect();
         let mut offset = 0;
         loop {
-            let page = client
+            let mut page = client
                 .page(
                     &["api", "v1", "experiments", "results"],
                     offset,
                     project.as_deref(),
                 )
                 .await?;
-            for raw in page.items("experimentResults", &client)? {
+            for raw in page.take("experimentResults", &client)? {
                 let parsed = GbResults::parse(raw, &client)?;
                 if wanted.contains_key(parsed.experiment_id.as_str()) {
                     results.insert(parsed.experiment_id.clone(), parsed);
@@ -291,9 +291,10 @@ struct Page {
 }
 
 impl Page {
-    fn items(&self, field: &str, client: &Client) -> Result<Vec<Value>, SourceError> {
-        match self.body.get(field) {
-            Some(Value::Array(items)) => Ok(items.clone()),
+    /// Takes the page's list `field` out of its body.
+    fn take(&mut self, field: &str, client: &Client) -> Result<Vec<Value>, SourceError> {
+        match self.body.get_mut(field).map(Value::take) {
+            Some(Value::Array(items)) => Ok(items),
             _ => Err(client.unreachable(format!(
                 "GrowthBook's answer has no `{field}` list: is `url` GrowthBook's API host?"
             ))),

@@ -476,7 +476,13 @@ async fn ten_thousand_experiments_take_200_requests_then_100() {
         .map(|i| {
             let mut record = sample[i % sample.len()].clone();
             record["id"] = json!(format!("bench-{i:05}"));
-            to_growthbook(i, &record, FieldStyle::Custom)
+            let mut served = to_growthbook(i, &record, FieldStyle::Custom);
+            // The `All` row only: the counts do not depend on the results' size.
+            if let Some(Value::Array(rows)) = served.results.as_mut().map(|r| r["results"].take()) {
+                served.results.as_mut().unwrap()["results"] =
+                    Value::Array(rows.into_iter().skip(1).collect());
+            }
+            served
         })
         .collect();
     let fake = FakeGrowthbook::start(KEY, served).await;
@@ -496,8 +502,36 @@ async fn ten_thousand_experiments_take_200_requests_then_100() {
     assert_eq!(second.unchanged.len(), 10_000);
     let second_requests = fake.total();
     assert_eq!(second_requests, 100);
+    // At 60 a minute the pace spaces requests 1 s apart: the wall time is the request count
+    // in seconds, less one.
     println!(
-        "10 000 experiments: first pull {first_requests} requests ({} s at 60/min), no-change pull {second_requests} requests ({} s at 60/min)",
-        first_requests, second_requests
+        "10 000 experiments: first pull {first_requests} requests (~{} s at 60/min), no-change pull {second_requests} requests (~{} s at 60/min)",
+        first_requests - 1,
+        second_requests - 1
     );
+}
+
+#[tokio::test]
+async fn requests_are_paced_to_the_default_sixty_a_minute() {
+    // A GrowthBook that allows one request per half second: paced at one a second (the default
+    // 60 a minute), a pull is never told to wait.
+    let served: Vec<Served> = sample_served(FieldStyle::Custom)
+        .into_iter()
+        .take(10)
+        .collect();
+    let fake = FakeGrowthbook::start(KEY, served).await;
+    fake.rate_limit(1, Duration::from_millis(500), RetryAfter::Seconds);
+    fake.bulk_lacks(&["exp_00001", "exp_00002"]);
+    let mut source = settings(&fake);
+    source.requests_per_minute = None;
+    let pulled = growthbook::pull(NAME, &source, KEY, None, &Silent)
+        .await
+        .expect("the pull");
+    assert_eq!(pulled.records.len(), 10);
+    assert_eq!(
+        fake.total(),
+        4,
+        "a list page, a bulk page, two single results"
+    );
+    assert_eq!(fake.rate_limited(), 0, "paced below the limit");
 }

@@ -388,10 +388,11 @@ fn answer(
         "experimentResults"
     };
     let mut body = Map::new();
-    body.insert(field.into(), json!(items));
+    let count = items.len();
+    body.insert(field.into(), Value::Array(items));
     body.insert("limit".into(), json!(limit));
     body.insert("offset".into(), json!(offset));
-    body.insert("count".into(), json!(items.len()));
+    body.insert("count".into(), json!(count));
     body.insert("total".into(), json!(total));
     body.insert("hasMore".into(), json!(has_more));
     body.insert("nextOffset".into(), next_offset);
