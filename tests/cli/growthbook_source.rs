@@ -4,15 +4,17 @@
 //! rate limit waited out, 5xx retried and bounded, a refused key, the mapping's refusals, and
 //! the request counts of a 10 000-experiment pull (the benchmark's figures).
 
+use crate::backends::{on_every_backend, TestDb};
 use crate::fake_growthbook::{
     draft, gb_id, sample, sample_served, to_growthbook, FakeGrowthbook, FieldStyle, RetryAfter,
     Route, Served, CONVERSIONS, ORDERS, PROJECT, REVENUE,
 };
+use crate::support::Hypod;
 use hypod::history::import::experiment_from_value;
 use hypod::sources::growthbook;
 use hypod::sources::{GrowthbookMetrics, GrowthbookSource, Progress, Pull, Silent, SourceError};
 use serde_json::{json, Value};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const KEY: &str = "gbk_secret_4f2a9c0e71d3b8a6";
@@ -535,3 +537,74 @@ async fn requests_are_paced_to_the_default_sixty_a_minute() {
     );
     assert_eq!(fake.rate_limited(), 0, "paced below the limit");
 }
+
+#[test]
+fn external_id_is_optional_bounded_text_in_the_import_format() {
+    let mut line = sample()[0].clone();
+    line["external_id"] = json!("exp_19g61ikl1m3p5h1s");
+    let experiment = experiment_from_value(line.clone()).expect("valid");
+    assert_eq!(
+        experiment.external_id.as_deref(),
+        Some("exp_19g61ikl1m3p5h1s")
+    );
+    line["external_id"] = json!("x".repeat(129));
+    let (field, message) = experiment_from_value(line.clone()).expect_err("too long");
+    assert_eq!(field.as_deref(), Some("external_id"), "{message}");
+    line["external_id"] = json!(" ");
+    let (field, _) = experiment_from_value(line).expect_err("empty");
+    assert_eq!(field.as_deref(), Some("external_id"));
+}
+
+/// `a` and `b` equal, numbers to `relative` (the sums recovered from `stddev` differ from the
+/// file's in the last digits).
+fn assert_close(a: &Value, b: &Value, path: &str, relative: f64) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= relative * x.abs().max(y.abs()) + 1e-12,
+                "{path}: {x} vs {y}"
+            );
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: lengths");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_close(x, y, &format!("{path}[{i}]"), relative);
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(x), keys(y), "{path}: keys");
+            for (key, value) in x {
+                assert_close(value, &y[key], &format!("{path}.{key}"), relative);
+            }
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+/// The sample history served by the fake GrowthBook, pulled, imported through the binary:
+/// `analyze --json` equals, value for value, the analysis of the file imported directly.
+async fn the_sample_through_growthbook_analyzes_as_the_file(db: Arc<TestDb>) {
+    let fake = FakeGrowthbook::start(KEY, sample_served(FieldStyle::Mixed)).await;
+    let pulled = pull(&fake, None).await.expect("the pull");
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let hypod = Hypod::with_database(&url);
+        let file = hypod.path().join("growthbook.ndjson");
+        let lines: Vec<String> = pulled.records.iter().map(|r| r.value.to_string()).collect();
+        std::fs::write(&file, lines.join("\n")).expect("write the records");
+        hypod.ok(&["import", file.to_str().unwrap()]);
+        let got = hypod.ok(&["analyze", "--json"]).json();
+
+        let reference = Hypod::new();
+        reference.import_sample();
+        let expected = reference.ok(&["analyze", "--json"]).json();
+        assert_eq!(got["experiments"].as_array().map(Vec::len), Some(246));
+        assert_close(&got, &expected, "$", 1e-9);
+    })
+    .await
+    .expect("the check");
+}
+
+on_every_backend!(the_sample_through_growthbook_analyzes_as_the_file);
