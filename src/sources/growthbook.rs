@@ -10,7 +10,7 @@
 use super::{GrowthbookMetrics, GrowthbookSource, Progress, Pull, Record, SourceError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// The page size asked for (GrowthBook's maximum).
@@ -66,7 +66,7 @@ pub async fn pull(
         .filter(|state| state.settings == settings)
         .unwrap_or_default();
 
-    let mut client = Client::new(name, base, api_key, per_minute)?;
+    let mut client = Client::new(name, base, api_key, &source.api_key_env, per_minute)?;
     let project = source.project.clone();
 
     // 1. Every experiment, page by page (there is no "updated since" filter).
@@ -131,7 +131,7 @@ pub async fn pull(
     let mut results: HashMap<String, GbResults> = HashMap::new();
     let bulk_pages = total.div_ceil(PAGE_LIMIT).max(1);
     if changed.len() as u64 > bulk_pages {
-        let wanted: HashMap<&str, ()> = changed.iter().map(|e| (e.id.as_str(), ())).collect();
+        let wanted: HashSet<&str> = changed.iter().map(|e| e.id.as_str()).collect();
         let mut offset = 0;
         loop {
             let mut page = client
@@ -143,7 +143,7 @@ pub async fn pull(
                 .await?;
             for raw in page.take("experimentResults", &client)? {
                 let parsed = GbResults::parse(raw, &client)?;
-                if wanted.contains_key(parsed.experiment_id.as_str()) {
+                if wanted.contains(parsed.experiment_id.as_str()) {
                     results.insert(parsed.experiment_id.clone(), parsed);
                 }
             }
@@ -276,6 +276,8 @@ struct Client<'a> {
     http: reqwest::Client,
     base: reqwest::Url,
     key: &'a str,
+    /// The name of the variable holding the key, for messages.
+    key_env: &'a str,
     interval: Duration,
     next_slot: Option<tokio::time::Instant>,
     requests: u64,
@@ -285,7 +287,7 @@ struct Client<'a> {
 struct Page {
     body: Value,
     total: Option<u64>,
-    count: u64,
+    limit: u64,
     has_more: bool,
     next_offset: Option<u64>,
 }
@@ -301,13 +303,17 @@ impl Page {
         }
     }
 
-    /// The next page's offset, if there is one that moves forward.
+    /// The next page's offset, if there is one that moves forward and is within `total` (an
+    /// answer that keeps saying `hasMore` cannot keep a pull paging forever).
     fn next(&self, offset: u64) -> Option<u64> {
         if !self.has_more {
             return None;
         }
-        let next = self.next_offset.unwrap_or(offset + self.count.max(1));
-        (next > offset).then_some(next)
+        // `count` may be below the page's slice (the bulk route leaves out experiments without
+        // results), so without `nextOffset` the page advances by its `limit`.
+        let next = self.next_offset.unwrap_or(offset + self.limit.max(1));
+        let within = self.total.is_none_or(|total| next < total);
+        (next > offset && within).then_some(next)
     }
 }
 
@@ -316,6 +322,7 @@ impl<'a> Client<'a> {
         name: &'a str,
         base: reqwest::Url,
         key: &'a str,
+        key_env: &'a str,
         per_minute: u32,
     ) -> Result<Client<'a>, SourceError> {
         let http = reqwest::Client::builder()
@@ -331,6 +338,7 @@ impl<'a> Client<'a> {
             http,
             base,
             key,
+            key_env,
             interval: Duration::from_secs_f64(60.0 / f64::from(per_minute)),
             next_slot: None,
             requests: 0,
@@ -361,7 +369,7 @@ impl<'a> Client<'a> {
         let number = |field: &str| body.get(field).and_then(Value::as_u64);
         Ok(Page {
             total: number("total"),
-            count: number("count").unwrap_or(0),
+            limit: number("limit").unwrap_or(PAGE_LIMIT),
             has_more: body
                 .get("hasMore")
                 .and_then(Value::as_bool)
@@ -450,7 +458,8 @@ impl<'a> Client<'a> {
                             return Err(SourceError::Unauthorized {
                                 source_name: self.name.to_string(),
                                 message: format!(
-                                    "{shown} answered {status}: check the API key in the environment variable named by `api_key_env`"
+                                    "{shown} answered {status}: check the API key in {} (`api_key_env`)",
+                                    self.key_env
                                 ),
                             })
                         }

@@ -190,6 +190,16 @@ async fn paging_follows_next_offset_over_many_pages_within_the_project() {
 }
 
 #[tokio::test]
+async fn a_server_that_always_says_has_more_cannot_keep_a_pull_paging() {
+    let fake = FakeGrowthbook::start(KEY, sample_served(FieldStyle::Custom)).await;
+    fake.endless_paging();
+    let pulled = pull(&fake, None).await.expect("the pull ends");
+    assert_equals_sample(&pulled, &sample_ids());
+    assert_eq!(fake.count(Route::List), 3, "paging stops at `total`");
+    assert_eq!(fake.count(Route::Bulk), 3);
+}
+
+#[tokio::test]
 async fn a_second_pull_without_change_makes_only_list_requests() {
     let fake = FakeGrowthbook::start(KEY, sample_served(FieldStyle::Mixed)).await;
     let first = pull(&fake, None).await.expect("the first pull");
@@ -352,7 +362,7 @@ async fn a_refused_key_is_unauthorized_and_never_shown() {
         "{message}"
     );
     assert!(message.contains("401"), "{message}");
-    assert!(message.contains("api_key_env"), "{message}");
+    assert!(message.contains("GROWTHBOOK_API_KEY"), "{message}");
     assert!(!message.contains(wrong), "{message}");
     assert!(!format!("{error:?}").contains(wrong));
     assert_eq!(fake.unauthorized(), 1, "a refused key is not retried");

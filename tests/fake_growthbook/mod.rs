@@ -86,6 +86,8 @@ struct State {
     bulk_lacks: HashSet<String>,
     /// The most a page holds whatever `limit` asks.
     page_cap: usize,
+    /// A broken server: `hasMore` always true, `nextOffset` always a page further.
+    endless: bool,
     counts: BTreeMap<Route, u64>,
     unauthorized: u64,
     rate_limited: u64,
@@ -112,6 +114,7 @@ impl FakeGrowthbook {
             served,
             bulk_lacks: HashSet::new(),
             page_cap: 100,
+            endless: false,
             counts: BTreeMap::new(),
             unauthorized: 0,
             rate_limited: 0,
@@ -204,6 +207,11 @@ impl FakeGrowthbook {
 
     pub fn page_cap(&self, cap: usize) {
         self.state.lock().unwrap().page_cap = cap;
+    }
+
+    /// `hasMore` always true from now on.
+    pub fn endless_paging(&self) {
+        self.state.lock().unwrap().endless = true;
     }
 
     /// The bulk results route leaves out these GrowthBook ids.
@@ -369,8 +377,12 @@ fn answer(
     } else {
         &[][..]
     };
-    let has_more = end < total;
-    let next_offset = if has_more { json!(end) } else { Value::Null };
+    let has_more = end < total || state.endless;
+    let next_offset = if has_more {
+        json!(end.max(offset + limit.min(state.page_cap)))
+    } else {
+        Value::Null
+    };
     let items: Vec<Value> = match route {
         Route::List => slice.iter().map(|s| s.experiment.clone()).collect(),
         _ => slice
