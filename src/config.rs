@@ -931,6 +931,12 @@ fn source_from_table(n: usize, table: &toml::Table) -> Result<SourceConfig, Stri
             check_http_url(&format!("source[{n}].url"), &settings.url)
                 .map_err(|e| format!("{e} (source {name})"))?;
             check_env("api_key_env", &settings.api_key_env)?;
+            if settings.requests_per_minute == Some(0) {
+                return Err(format!(
+                    "{}: must be at least 1 (GrowthBook allows about 60 a minute per key)",
+                    at("requests_per_minute")
+                ));
+            }
             for (key, id) in [
                 ("metrics.conversions", Some(&settings.metrics.conversions)),
                 ("metrics.revenue", Some(&settings.metrics.revenue)),

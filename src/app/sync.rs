@@ -271,13 +271,8 @@ async fn pull(
             crate::sources::file::pull(name, settings, &config.base_dir, progress)
         }
         SourceKind::Growthbook(settings) => {
-            let _api_key = secret(name, &settings.api_key_env)?;
-            let _ = previous;
-            // wired at merge: crate::sources::growthbook::pull(name, settings, &api_key, previous, progress).await
-            Err(SourceError::Setup {
-                source_name: name.to_string(),
-                message: "kind growthbook is not built into this binary".into(),
-            })
+            let api_key = secret(name, &settings.api_key_env)?;
+            crate::sources::growthbook::pull(name, settings, &api_key, previous, progress).await
         }
         SourceKind::Sql(settings) => {
             let url = secret(name, &settings.url_env)?;

@@ -137,6 +137,10 @@ pub struct Variant {
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     pub id: String,
+    /// The experiment's id in the tool it came from (GrowthBook's `exp_…`), when `id` is a
+    /// different key (GrowthBook's tracking key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hypothesis: Option<String>,

@@ -6,6 +6,7 @@
 //! live in `growthbook`, `sql` and `file`.
 
 pub mod file;
+pub mod growthbook;
 
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +137,10 @@ pub struct GrowthbookSource {
     #[serde(default)]
     pub project: Option<String>,
     pub metrics: GrowthbookMetrics,
+    /// Requests a minute hypod allows itself against the API (GrowthBook allows an API key
+    /// about 60): requests are paced to this rate. Default 60.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 /// `kind = "sql"`: a database speaking the PostgreSQL protocol.

@@ -62,7 +62,7 @@ impl Kind {
 
 /// The columns `experiments_query` may return: the import format's top-level fields but
 /// `variants` (the arms come from `arms_query`).
-const EXPERIMENT_FIELDS: [(&str, Kind); 24] = [
+const EXPERIMENT_FIELDS: [(&str, Kind); 25] = [
     ("id", Kind::Text),
     ("name", Kind::Text),
     ("hypothesis", Kind::Text),
@@ -87,6 +87,7 @@ const EXPERIMENT_FIELDS: [(&str, Kind); 24] = [
     ("source_proposal", Kind::Text),
     ("notes", Kind::Text),
     ("summary", Kind::Object),
+    ("external_id", Kind::Text),
 ];
 
 /// The columns `arms_query` may return.

@@ -20,9 +20,12 @@ mod browser;
 mod builtin;
 mod concurrency;
 mod docs;
+#[path = "../fake_growthbook/mod.rs"]
+mod fake_growthbook;
 #[path = "../fake_openai/mod.rs"]
 mod fake_openai;
 mod governance;
+mod growthbook_source;
 mod hardening;
 mod hygiene;
 mod layering;

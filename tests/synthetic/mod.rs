@@ -74,6 +74,7 @@ pub fn history(n: usize) -> Vec<Experiment> {
                 ((visitors as f64 * rate * (1.0 + lift)) as u64).min(visitors);
             Experiment {
                 id: format!("syn-{i:06}"),
+                external_id: None,
                 name: format!("{lever} for {segment} at {}", moment.as_str()),
                 hypothesis: Some(format!(
                     "If we apply {lever} for {segment} at the {} moment, conversion rate will rise.",
@@ -582,6 +583,7 @@ pub fn realistic(seed: u64, vocabulary: &Vocabulary) -> Realistic {
         };
         experiments.push(Experiment {
             id,
+            external_id: None,
             name: format!(
                 "{} for {} at {}",
                 lever.replace('_', " "),

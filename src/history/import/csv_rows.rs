@@ -31,8 +31,9 @@ const SUMMARY_COLUMNS: [&str; 7] = [
     "summary_standard_error",
 ];
 /// The columns of the experiment (repeated on each of its rows).
-const EXPERIMENT_COLUMNS: [&str; 23] = [
+const EXPERIMENT_COLUMNS: [&str; 24] = [
     "id",
+    "external_id",
     "name",
     "hypothesis",
     "moment",

@@ -77,6 +77,9 @@ fn validate(experiment: &Experiment) -> Result<(), FieldError> {
             "may only hold letters, digits and - _ . : /",
         ));
     }
+    if let Some(external_id) = &experiment.external_id {
+        check_text("external_id", external_id, MAX_ID_CHARS, true)?;
+    }
     check_text("name", &experiment.name, MAX_NAME_CHARS, true)?;
     if let Some(text) = &experiment.hypothesis {
         check_text("hypothesis", text, MAX_HYPOTHESIS_CHARS, false)?;
