@@ -100,7 +100,7 @@ impl App {
         self.analyze().await?.experiment(id).ok_or_else(|| {
             AppError::new(
                 super::ErrorKind::NotFound,
-                format!("experiment {id} does not exist"),
+                format!("experiment {} does not exist", crate::domain::bounded(id)),
             )
         })
     }

@@ -206,10 +206,12 @@ impl App {
     pub async fn explain(&self, id: &str) -> AppResult<Explanation> {
         let governance = self.governance()?;
         let store = self.store().await?;
-        let proposal = store
-            .get_proposal(id)
-            .await?
-            .ok_or_else(|| AppError::input(format!("proposal {id} does not exist")))?;
+        let proposal = store.get_proposal(id).await?.ok_or_else(|| {
+            AppError::input(format!(
+                "proposal {} does not exist",
+                crate::domain::bounded(id)
+            ))
+        })?;
         Ok(crate::governance::explain::explain(
             &proposal,
             &governance.policies,

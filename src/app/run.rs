@@ -918,7 +918,7 @@ impl App {
         self.store().await?.get_run(id).await?.ok_or_else(|| {
             AppError::new(
                 super::ErrorKind::NotFound,
-                format!("run {id} does not exist"),
+                format!("run {} does not exist", crate::domain::bounded(id)),
             )
         })
     }

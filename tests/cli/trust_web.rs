@@ -706,6 +706,7 @@ fn a_huge_identity_is_not_echoed_whole() {
     for args in [
         vec!["queue", "show", huge.as_str()],
         vec!["queue", "approve", huge.as_str(), "--as", "rita"],
+        vec!["policy", "explain", huge.as_str()],
     ] {
         let ran = hypod.run(&args);
         assert_ne!(ran.code, Some(0), "{}", &args[..2].join(" "));
