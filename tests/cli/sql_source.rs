@@ -50,7 +50,7 @@ async fn connect(url: &str) -> sqlx::PgConnection {
 }
 
 /// Runs statements (several, separated by `;`).
-async fn execute(url: &str, sql: &str) {
+pub(crate) async fn execute(url: &str, sql: &str) {
     if sql.trim().is_empty() {
         return;
     }
@@ -108,7 +108,7 @@ fn valid(value: Value, origin: &str) -> Experiment {
         .unwrap_or_else(|(field, message)| panic!("{origin}: field {field:?}: {message}"))
 }
 
-const ARM_COLUMNS: &str =
+pub(crate) const ARM_COLUMNS: &str =
     "experiment_id, name, control, visitors, conversions, orders, revenue, revenue_sq";
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ const ARM_COLUMNS: &str =
 
 /// Plain tables holding the sample history, with a spread of column types: an enum, varchar,
 /// text[], numeric[], date, timestamptz, timestamp, float8, numeric, int4, int8, bool.
-const SAMPLE_TABLES: &str = "
+pub(crate) const SAMPLE_TABLES: &str = "
 create type moment as enum
   ('search', 'product_detail', 'cart_checkout', 'post_purchase', 're_engagement', 'other');
 create table experiments (
@@ -140,7 +140,7 @@ fn sample_lines() -> Vec<Value> {
         .collect()
 }
 
-async fn load_sample(url: &str) {
+pub(crate) async fn load_sample(url: &str) {
     let mut experiments = Vec::new();
     let mut arms = Vec::new();
     for mut line in sample_lines() {
