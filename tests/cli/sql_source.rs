@@ -1,8 +1,8 @@
 //! The SQL warehouse source (`sources::sql::pull`) on CI's PostgreSQL, each test in a fresh
 //! database (skipped loudly without a server, failed when `CI` is set): the sample history
 //! read back from plain tables equals the file, field by field; the example views of
-//! examples/warehouse.sql, read through docs/sql-warehouse.md's configuration, give arm sums
-//! equal to sums computed here from the same synthetic raw rows; and every refusal (an unknown
+//! examples/warehouse.sql, read through the configuration in docs/sources.md#sql-warehouse, give
+//! arm sums equal to sums computed here from the same synthetic raw rows; and every refusal (an unknown
 //! column, a wrong or unsupported type, orphan arms, a duplicate id, a query that fails or
 //! writes, too many rows, a URL whose password must not show) says where it is.
 
@@ -264,7 +264,7 @@ insert into experiment_meta values
 ";
 
 /// The documented configuration of the example views: the ```toml block of a page in docs/
-/// (docs/sql-warehouse.md, or the page it is folded into) that reads `hypod_arms`, as the SQL
+/// (docs/sources.md#sql-warehouse, or wherever the page is) that reads `hypod_arms`, as the SQL
 /// source's settings.
 fn documented_source() -> SqlSource {
     let docs = Path::new(ROOT).join("docs");
