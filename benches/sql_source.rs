@@ -5,8 +5,8 @@
 //! experiments (default 1 000, two arms each) with generate_series, one user in five buying,
 //! and the views of examples/warehouse.sql. Then, HYPOD_BENCH_REPEAT times (default 3):
 //!
-//! - `database`: both queries of docs/sql-warehouse.md's configuration run to completion in the
-//!   database (`CREATE TEMP TABLE … AS`, so nothing crosses the wire);
+//! - `database`: both queries of the configuration in docs/sources.md#sql-warehouse run to
+//!   completion in the database (`CREATE TEMP TABLE … AS`, so nothing crosses the wire);
 //! - `pull`: `sources::sql::pull` over the same views, i.e. the database's work plus hypod's
 //!   (connection, transfer, decoding, assembling the records);
 //! - `pull (sums)`: the pull over the sums materialised in tables: hypod's own cost.

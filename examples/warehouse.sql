@@ -1,5 +1,5 @@
 -- hypod's SQL source over raw tracking tables: two views that turn raw exposures and orders
--- into the per-arm sums hypod reads (docs/sql-warehouse.md explains them; hypod's tests run
+-- into the per-arm sums hypod reads (docs/sources.md#sql-warehouse explains them; hypod's tests run
 -- this file as it is). Portable SQL: PostgreSQL and Redshift (no arrays, no FILTER, no
 -- DISTINCT ON).
 --

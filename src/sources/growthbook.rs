@@ -1,7 +1,7 @@
 //! The GrowthBook source: reads experiments and their latest results from GrowthBook's REST API
 //! (`/api/v1/experiments`, the bulk `/api/v1/experiments/results`, and
 //! `/api/v1/experiments/{id}/results` where the bulk route lacks one) and maps each into an
-//! import record as DESIGN §12 fixes it (docs/sources-growthbook.md has the table). This module
+//! import record as DESIGN §12 fixes it (docs/sources.md#growthbook has the table). This module
 //! owns the paced HTTP client (about 60 requests a minute per key, `429` + `Retry-After`
 //! honoured, 5xx and connection errors retried a bounded number of times), the incremental
 //! state (each experiment's `dateUpdated`), and the mapping. The API key is sent as a bearer

@@ -5,7 +5,8 @@
 //! revenue_sq`). This module owns the connection (one, short connect timeout, a read-only
 //! transaction where the server allows one), decoding each column by its PostgreSQL type into
 //! the import format's JSON, attaching arms to their experiments, and the bounds on what is
-//! read. The aggregation from raw exposures runs in the warehouse (docs/sql-warehouse.md).
+//! read. The aggregation from raw exposures runs in the warehouse
+//! (docs/sources.md#sql-warehouse).
 
 use super::{Progress, Pull, Record, SourceError, SqlSource};
 use crate::history::strict_json;

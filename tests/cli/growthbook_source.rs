@@ -567,7 +567,7 @@ fn external_id_is_optional_bounded_text_in_the_import_format() {
 
 /// `a` and `b` equal, numbers to `relative` (the sums recovered from `stddev` differ from the
 /// file's in the last digits).
-fn assert_close(a: &Value, b: &Value, path: &str, relative: f64) {
+pub(crate) fn assert_close(a: &Value, b: &Value, path: &str, relative: f64) {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());

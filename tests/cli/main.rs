@@ -46,6 +46,7 @@ mod storage;
 mod summary_only;
 mod support;
 mod sync;
+mod sync_sources;
 mod test_app;
 mod trust_audit;
 mod trust_daemon;

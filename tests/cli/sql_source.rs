@@ -1,8 +1,8 @@
 //! The SQL warehouse source (`sources::sql::pull`) on CI's PostgreSQL, each test in a fresh
 //! database (skipped loudly without a server, failed when `CI` is set): the sample history
 //! read back from plain tables equals the file, field by field; the example views of
-//! examples/warehouse.sql, read through docs/sql-warehouse.md's configuration, give arm sums
-//! equal to sums computed here from the same synthetic raw rows; and every refusal (an unknown
+//! examples/warehouse.sql, read through the configuration in docs/sources.md#sql-warehouse, give
+//! arm sums equal to sums computed here from the same synthetic raw rows; and every refusal (an unknown
 //! column, a wrong or unsupported type, orphan arms, a duplicate id, a query that fails or
 //! writes, too many rows, a URL whose password must not show) says where it is.
 
@@ -50,7 +50,7 @@ async fn connect(url: &str) -> sqlx::PgConnection {
 }
 
 /// Runs statements (several, separated by `;`).
-async fn execute(url: &str, sql: &str) {
+pub(crate) async fn execute(url: &str, sql: &str) {
     if sql.trim().is_empty() {
         return;
     }
@@ -108,7 +108,7 @@ fn valid(value: Value, origin: &str) -> Experiment {
         .unwrap_or_else(|(field, message)| panic!("{origin}: field {field:?}: {message}"))
 }
 
-const ARM_COLUMNS: &str =
+pub(crate) const ARM_COLUMNS: &str =
     "experiment_id, name, control, visitors, conversions, orders, revenue, revenue_sq";
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ const ARM_COLUMNS: &str =
 
 /// Plain tables holding the sample history, with a spread of column types: an enum, varchar,
 /// text[], numeric[], date, timestamptz, timestamp, float8, numeric, int4, int8, bool.
-const SAMPLE_TABLES: &str = "
+pub(crate) const SAMPLE_TABLES: &str = "
 create type moment as enum
   ('search', 'product_detail', 'cart_checkout', 'post_purchase', 're_engagement', 'other');
 create table experiments (
@@ -140,7 +140,7 @@ fn sample_lines() -> Vec<Value> {
         .collect()
 }
 
-async fn load_sample(url: &str) {
+pub(crate) async fn load_sample(url: &str) {
     let mut experiments = Vec::new();
     let mut arms = Vec::new();
     for mut line in sample_lines() {
@@ -264,7 +264,7 @@ insert into experiment_meta values
 ";
 
 /// The documented configuration of the example views: the ```toml block of a page in docs/
-/// (docs/sql-warehouse.md, or the page it is folded into) that reads `hypod_arms`, as the SQL
+/// (docs/sources.md#sql-warehouse, or wherever the page is) that reads `hypod_arms`, as the SQL
 /// source's settings.
 fn documented_source() -> SqlSource {
     let docs = Path::new(ROOT).join("docs");

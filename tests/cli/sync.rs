@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A hypod folder on one backend (`None`: SQLite) whose hypod.toml gains `sources`.
-struct Site {
-    hypod: Hypod,
-    url: String,
+pub(crate) struct Site {
+    pub(crate) hypod: Hypod,
+    pub(crate) url: String,
 }
 
 impl Site {
-    fn new(url: Option<&str>, sources: &str) -> Site {
+    pub(crate) fn new(url: Option<&str>, sources: &str) -> Site {
         let mut hypod = match url {
             Some(url) => Hypod::with_database(url),
             None => Hypod::new(),
@@ -38,7 +38,7 @@ impl Site {
     }
 
     /// Replaces the `[[source]]` tables of hypod.toml.
-    fn set_sources(&self, sources: &str) {
+    pub(crate) fn set_sources(&self, sources: &str) {
         let path = self.hypod.path().join("hypod.toml");
         let text = std::fs::read_to_string(&path).expect("hypod.toml");
         let base = text
@@ -50,7 +50,7 @@ impl Site {
     }
 
     /// Adds `section` (TOML tables) to hypod.toml, before the `[[source]]` tables.
-    fn add_section(&self, section: &str) {
+    pub(crate) fn add_section(&self, section: &str) {
         let path = self.hypod.path().join("hypod.toml");
         let text = std::fs::read_to_string(&path).expect("hypod.toml");
         let (base, sources) = text.split_once("\n[[source]]").unwrap_or((&text, ""));
@@ -63,7 +63,7 @@ impl Site {
             .expect("write config");
     }
 
-    fn write(&self, name: &str, text: &str) {
+    pub(crate) fn write(&self, name: &str, text: &str) {
         let path = self.hypod.path().join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("folder");
@@ -71,12 +71,12 @@ impl Site {
         std::fs::write(path, text).expect("write");
     }
 
-    fn sqlite(&self) -> bool {
+    pub(crate) fn sqlite(&self) -> bool {
         self.url.starts_with("sqlite:")
     }
 
     /// The first column of every row `sql` returns, as text.
-    fn strings(&self, sql: &str) -> Vec<String> {
+    pub(crate) fn strings(&self, sql: &str) -> Vec<String> {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
             let text = || sqlx::AssertSqlSafe(sql.to_string());
@@ -98,7 +98,7 @@ impl Site {
         })
     }
 
-    fn sql(&self, sql: &str) {
+    pub(crate) fn sql(&self, sql: &str) {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
             let query = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()));
@@ -117,7 +117,7 @@ impl Site {
         });
     }
 
-    fn sync_json(&self, args: &[&str]) -> (Ran, Value) {
+    pub(crate) fn sync_json(&self, args: &[&str]) -> (Ran, Value) {
         let mut all = vec!["sync", "--json"];
         all.extend_from_slice(args);
         let ran = self.hypod.run(&all);
@@ -126,14 +126,14 @@ impl Site {
     }
 
     /// The stored experiment ids.
-    fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         self.strings("SELECT id FROM experiments ORDER BY id")
     }
 }
 
 /// Runs `scenario` on SQLite, then on a fresh PostgreSQL database (dropped afterwards, also on
 /// failure; skipped without a server unless `CI` is set).
-fn on_both(scenario: fn(Option<&str>)) {
+pub(crate) fn on_both(scenario: fn(Option<&str>)) {
     scenario(None);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
@@ -148,7 +148,7 @@ fn on_both(scenario: fn(Option<&str>)) {
     }
 }
 
-fn sample() -> String {
+pub(crate) fn sample() -> String {
     std::fs::read_to_string(SAMPLE).expect("the sample history")
 }
 
@@ -208,7 +208,7 @@ fn sample_csv() -> String {
 
 /// `analyze --json` after `hypod import FILE` of `text` (written as `name`) on a fresh SQLite
 /// folder at the same fixed time.
-fn analysis_of_import(name: &str, text: &str) -> Value {
+pub(crate) fn analysis_of_import(name: &str, text: &str) -> Value {
     let reference = Hypod::at_fixed_time();
     std::fs::write(reference.path().join(name), text).expect("write");
     reference.ok(&["import", name]);
@@ -429,7 +429,7 @@ fn an_invalid_record_writes_nothing_from_its_source_on_both_backends() {
 }
 
 /// The `history from … as of …: the sync failed: …` notes of a run's JSON.
-fn stale_notes(run: &Value) -> Vec<String> {
+pub(crate) fn stale_notes(run: &Value) -> Vec<String> {
     run["run"]["notes"]
         .as_array()
         .map(|notes| {
