@@ -321,6 +321,10 @@ impl Dialect for SqliteStore {
     }
 
     async fn connection(&self) -> Result<Held<Sqlite>, StoreError> {
+        // Checked before the pool is asked: a connection it would have to add for a file
+        // deleted or replaced since it was opened is refused (`after_connect`), and the pool
+        // would keep retrying until its timeout instead of saying why.
+        self.check_file(false)?;
         Ok(Held::Pooled(self.pool.acquire().await?))
     }
 
@@ -332,6 +336,7 @@ impl Dialect for SqliteStore {
 
     async fn begin_snapshot(&self) -> Result<Held<Sqlite>, StoreError> {
         // A deferred transaction reads one snapshot of a WAL database from its first read on.
+        self.check_file(false)?;
         Ok(Held::Tx(self.pool.begin().await?))
     }
 
