@@ -84,6 +84,9 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
+/// How long opening the database, or waiting for a pooled connection, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl PostgresStore {
     /// Connects to `postgres://…` or `postgresql://…` (the database must exist).
     pub async fn connect(url: &str, key: AuditKey) -> Result<PostgresStore, StoreError> {
@@ -108,11 +111,28 @@ impl PostgresStore {
         options: PgConnectOptions,
         key: AuditKey,
     ) -> Result<PostgresStore, StoreError> {
+        let options = options.application_name("hypod");
+        // One connection made directly first: a server that refuses, an unknown database or a
+        // wrong password is reported at once with its reason, where the pool would retry until
+        // its timeout and then say only that it timed out.
+        let first =
+            tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| {
+                    sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer from the server within {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    ))
+                })??;
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .after_release(settled)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.application_name("hypod"))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
             .await?;
         Ok(PostgresStore { pool, key })
     }

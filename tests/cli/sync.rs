@@ -707,8 +707,16 @@ fn an_edited_synced_experiment_is_reported_by_verify_on_both_backends() {
 #[test]
 fn no_secret_appears_in_any_output() {
     let secret = "sekret-123";
+    // A GrowthBook that refuses the key it is sent (an unreachable one would be retried with
+    // backoff for seconds by every command below).
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let growthbook = runtime.block_on(crate::fake_growthbook::FakeGrowthbook::start(
+        "another-key",
+        Vec::new(),
+    ));
     let sources = format!(
-        "[[source]]\nname = \"gb\"\nkind = \"growthbook\"\nurl = \"http://127.0.0.1:9\"\napi_key_env = \"GB_TEST_KEY_FOR_HYPOD\"\n[source.metrics]\nconversions = \"met_c\"\nrevenue = \"met_r\"\n\n[[source]]\nname = \"warehouse\"\nkind = \"sql\"\nurl_env = \"WAREHOUSE_TEST_URL_FOR_HYPOD\"\nexperiments_query = \"select 1\"\narms_query = \"select 1\"\n{}",
+        "[[source]]\nname = \"gb\"\nkind = \"growthbook\"\nurl = \"{}\"\napi_key_env = \"GB_TEST_KEY_FOR_HYPOD\"\n[source.metrics]\nconversions = \"met_c\"\nrevenue = \"met_r\"\n\n[[source]]\nname = \"warehouse\"\nkind = \"sql\"\nurl_env = \"WAREHOUSE_TEST_URL_FOR_HYPOD\"\nexperiments_query = \"select 1\"\narms_query = \"select 1\"\n{}",
+        growthbook.url(),
         file_source("sheet", "missing.ndjson", "")
     );
     let site = Site::new(None, &sources);
@@ -738,6 +746,10 @@ fn no_secret_appears_in_any_output() {
         seen.push_str(&ran.stderr);
     }
     assert!(seen.contains("source gb"), "{seen}");
+    assert!(
+        growthbook.unauthorized() > 0,
+        "the key was sent and refused"
+    );
     assert!(!seen.contains(secret), "a secret was shown:\n{seen}");
     let records = site
         .strings("SELECT CAST(record AS TEXT) FROM runs")
