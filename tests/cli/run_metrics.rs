@@ -467,3 +467,81 @@ fn the_parser_refuses_what_a_scraper_refuses() {
         assert!(parse(&bad).is_err(), "{why} accepted:\n{bad}");
     }
 }
+
+/// The value of `Key=` in the unit (the last one, as systemd reads it).
+fn unit_value<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+    unit.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The systemd unit, the install line in the docs and the container agree on where the binary
+/// is, and the unit keeps its state in its `StateDirectory` as a dynamic user; where
+/// `systemd-analyze` is installed, its exposure score is at most 2.0.
+#[test]
+fn the_systemd_unit_matches_the_docs_and_scores_at_most_two() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    let unit = read("deploy/hypod.service");
+    let exec = unit_value(&unit, "ExecStart").expect("ExecStart");
+    let binary = exec.split_whitespace().next().expect("a command");
+    let docs = read("docs/deployment.md");
+    assert!(
+        docs.contains(&format!("install -m 0755 target/release/hypod {binary}")),
+        "docs/deployment.md installs the binary where ExecStart ({binary}) points"
+    );
+    let container = read("deploy/Containerfile");
+    assert!(
+        container.contains(&format!(
+            "COPY --from=build /src/target/release/hypod {binary}"
+        )) && container.contains(&format!("ENTRYPOINT [\"{binary}\"]")),
+        "the Containerfile puts the binary at {binary}"
+    );
+    assert_eq!(unit_value(&unit, "DynamicUser"), Some("yes"));
+    assert_eq!(unit_value(&unit, "StateDirectory"), Some("hypod"));
+    assert_eq!(
+        unit_value(&unit, "WorkingDirectory"),
+        Some("/var/lib/hypod")
+    );
+    assert!(
+        unit.contains("Environment=HYPOD_CONFIG=/var/lib/hypod/hypod.toml"),
+        "the configuration (and so the SQLite database and key file beside it) in the state directory"
+    );
+    for directive in [
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.trim() == directive),
+            "{directive} missing"
+        );
+    }
+    let analyzed = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(root.join("deploy/hypod.service"))
+        .output();
+    let Ok(analyzed) = analyzed else {
+        eprintln!("systemd-analyze is not installed: the unit's exposure score was NOT checked");
+        return;
+    };
+    let text = String::from_utf8_lossy(&analyzed.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for hypod.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no score from systemd-analyze: {text}{}",
+                String::from_utf8_lossy(&analyzed.stderr)
+            )
+        });
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+}
