@@ -26,7 +26,7 @@ bin=$(realpath "${1:-$here/target/debug/hypod}")
 port=${HYPOD_CHECK_PORT:-$(python3 -c "import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])")}
 work=$(mktemp -d /tmp/hypod-sandbox.XXXXXX)
 server=
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "$created_var_lib" ] && rmdir /var/lib/hypod; true' EXIT
+trap 'set +e; [ -n "$server" ] && kill "$server" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "$created_var_lib" ] && rmdir /var/lib/hypod; true' EXIT
 state=$work/state
 created_var_lib=
 if [ ! -d /var/lib/hypod ]; then mkdir /var/lib/hypod; created_var_lib=1; fi
