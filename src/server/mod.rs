@@ -45,6 +45,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(api)
         .merge(ui::router())
         .layer(axum::extract::DefaultBodyLimit::max(auth::BODY_LIMIT))
+        // Outermost: every answer counted by route template and status, refusals included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

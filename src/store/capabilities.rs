@@ -8,8 +8,8 @@
 //! between backends (proposals, reviews, the audit log, tokens, experiments) in each backend.
 
 use super::{
-    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, QueueMark, SealedHead, SourceState,
-    StoreError, SyncCounts, SyncWrite, TokenRecord, UpsertCounts,
+    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, QueueMark, RunTally, SealedHead,
+    SourceState, StoreError, SyncCounts, SyncWrite, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
@@ -95,6 +95,10 @@ pub trait Runs: Send + Sync {
     ) -> Result<AuditHead, StoreError>;
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Every stored run counted by trigger kind, status and duration bucket, in one grouped
+    /// read of the `runs` table (runs are never deleted, so each count only grows): what
+    /// `/metrics` shows of the runs of every process on the database.
+    async fn run_tally(&self) -> Result<Vec<RunTally>, StoreError>;
 }
 
 /// The notification outbox.

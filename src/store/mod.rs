@@ -137,6 +137,26 @@ impl std::fmt::Display for QueueMark {
     }
 }
 
+/// The upper bounds, in seconds, of the buckets the stored runs' durations are counted in
+/// ([`Runs::run_tally`]); a last bucket above them holds the longer runs.
+pub const RUN_SECONDS_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// The stored runs of one trigger kind (`schedule`, `cli`, `api`, `demo`) and status that took
+/// as long as one bucket of [`RUN_SECONDS_BUCKETS`] allows: every row of the `runs` table,
+/// whichever process recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTally {
+    pub trigger: String,
+    pub status: String,
+    /// Index into [`RUN_SECONDS_BUCKETS`]; its length for the runs longer than the last bound.
+    pub bucket: usize,
+    pub runs: u64,
+    /// The runs' durations added up, in seconds.
+    pub seconds: f64,
+}
+
 /// Where the stored history stands for its readers: the audit log's last sequence number, and
 /// whether an entry after the one a reader asked about changed what the history's analysis
 /// reads (an import, or a run and the proposals it stored). Every such write appends its audit

@@ -255,6 +255,8 @@ impl Dialect for PostgresStore {
     type Conn = Held<Postgres>;
     /// (`clock_timestamp()`, not `now()`, which is the start of the transaction.)
     const NOW: &'static str = "extract(epoch from clock_timestamp())::double precision";
+    const RUN_SECONDS: &'static str =
+        "extract(epoch from (finished_at - started_at))::double precision";
 
     fn audit_key(&self) -> &AuditKey {
         &self.key

@@ -315,6 +315,8 @@ impl Driver for Sqlite {
 impl Dialect for SqliteStore {
     type Conn = Held<Sqlite>;
     const NOW: &'static str = "((julianday('now') - 2440587.5) * 86400.0)";
+    const RUN_SECONDS: &'static str =
+        "((julianday(finished_at) - julianday(started_at)) * 86400.0)";
 
     fn audit_key(&self) -> &AuditKey {
         &self.key

@@ -38,6 +38,7 @@ mod pipes;
 mod policy_cli;
 mod review;
 mod review_audit;
+mod run_metrics;
 mod serve;
 mod snapshots;
 mod spine;

@@ -69,6 +69,9 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// The database's clock, in seconds since the epoch, as an SQL expression: leases and the
     /// outbox never trust a replica's clock.
     const NOW: &'static str;
+    /// A stored run's duration in seconds (`finished_at - started_at` of the `runs` row), as
+    /// an SQL expression.
+    const RUN_SECONDS: &'static str;
     /// The key audit entries are made with.
     fn audit_key(&self) -> &AuditKey;
     /// A connection from the pool, each statement committed on its own.
@@ -154,6 +157,25 @@ impl Sql {
     /// A statement whose `{now}` stands for the database's clock ([`Dialect::NOW`]).
     pub(crate) fn clocked<D: Dialect>(text: &'static str) -> Sql {
         Sql(Cow::Owned(text.replace("{now}", D::NOW)))
+    }
+
+    /// The statement that counts the stored runs by trigger kind, status and duration bucket
+    /// ([`crate::store::RUN_SECONDS_BUCKETS`]): built from constants only.
+    pub(crate) fn run_tally<D: Dialect>() -> Sql {
+        let mut bucket = String::from("CASE");
+        for (i, bound) in crate::store::RUN_SECONDS_BUCKETS.iter().enumerate() {
+            bucket.push_str(&format!(" WHEN d <= {bound:?} THEN {i}"));
+        }
+        bucket.push_str(&format!(
+            " ELSE {} END",
+            crate::store::RUN_SECONDS_BUCKETS.len()
+        ));
+        Sql(Cow::Owned(format!(
+            "SELECT CASE WHEN trigger LIKE 'schedule:%' THEN 'schedule' ELSE trigger END, \
+             status, CAST({bucket} AS BIGINT), COUNT(*), SUM(d) \
+             FROM (SELECT trigger, status, {} AS d FROM runs) AS r GROUP BY 1, 2, 3",
+            D::RUN_SECONDS
+        )))
     }
 
     /// For the backend's query: built only from the constants above, never from a value.

@@ -8,7 +8,8 @@ use crate::domain::{
     AuditAction, AuditHead, Fence, Proposal, RunRecord, RunStatus, SlotStatus, StatusChange,
 };
 use crate::store::{
-    closing_detail, corrupt, Outbox, OutboxItem, ProposalBody, QueueMark, Runs, StoreError,
+    closing_detail, corrupt, Outbox, OutboxItem, ProposalBody, QueueMark, RunTally, Runs,
+    StoreError,
 };
 use async_trait::async_trait;
 use std::time::Duration;
@@ -227,6 +228,24 @@ impl<D: Dialect> Runs for D {
             )
             .await?;
         row.map(run_from_row).transpose()
+    }
+
+    async fn run_tally(&self) -> Result<Vec<RunTally>, StoreError> {
+        let rows: Vec<(String, String, i64, i64, Option<f64>)> = self
+            .connection()
+            .await?
+            .fetch_all(Sql::run_tally::<D>(), &[])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(trigger, status, bucket, runs, seconds)| RunTally {
+                trigger,
+                status,
+                bucket: usize::try_from(bucket).unwrap_or(0),
+                runs: u64::try_from(runs).unwrap_or(0),
+                seconds: seconds.unwrap_or(0.0).max(0.0),
+            })
+            .collect())
     }
 }
 
