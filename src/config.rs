@@ -388,7 +388,10 @@ impl GrowthbookExport {
         }
         check_env_name(&key("api_key_env"), &self.api_key_env)?;
         if self.retry_seconds == 0 {
-            return Err(format!("key `{}`: must be at least 1", key("retry_seconds")));
+            return Err(format!(
+                "key `{}`: must be at least 1",
+                key("retry_seconds")
+            ));
         }
         if !(3..=3600).contains(&self.hold_seconds) {
             return Err(format!(

@@ -382,7 +382,11 @@ impl App {
             let outcome = self.attempt(client, &item).await?;
             match &outcome {
                 PushOutcome::Pushed { experiment_id, .. } => {
-                    tracing::info!(proposal = item.proposal_id, experiment = experiment_id, "pushed to GrowthBook")
+                    tracing::info!(
+                        proposal = item.proposal_id,
+                        experiment = experiment_id,
+                        "pushed to GrowthBook"
+                    )
                 }
                 PushOutcome::Refused { message, .. } => {
                     tracing::warn!(proposal = item.proposal_id, error = %message, "GrowthBook refused the draft")

@@ -303,22 +303,24 @@ impl App {
             .review_pushing(&review, push_on)
             .await
             .map_err(|e| match e {
-            StoreError::Review(err) => {
-                let kind = match err {
-                    ReviewError::NotFound(_) => ErrorKind::NotFound,
-                    ReviewError::NotReviewable { .. }
-                    | ReviewError::AlreadyApproved { .. }
-                    | ReviewError::Blocked { .. } => ErrorKind::Conflict,
-                    ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
-                    ReviewError::ReasonRequired
-                    | ReviewError::ActorRequired
-                    | ReviewError::Text(_) => ErrorKind::Input,
-                };
-                AppError::new(kind, err.to_string())
-            }
-            StoreError::DraftNotVouched { .. } => AppError::new(ErrorKind::Conflict, e.to_string()),
-            other => AppError::runtime(other.to_string()),
-        })?;
+                StoreError::Review(err) => {
+                    let kind = match err {
+                        ReviewError::NotFound(_) => ErrorKind::NotFound,
+                        ReviewError::NotReviewable { .. }
+                        | ReviewError::AlreadyApproved { .. }
+                        | ReviewError::Blocked { .. } => ErrorKind::Conflict,
+                        ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
+                        ReviewError::ReasonRequired
+                        | ReviewError::ActorRequired
+                        | ReviewError::Text(_) => ErrorKind::Input,
+                    };
+                    AppError::new(kind, err.to_string())
+                }
+                StoreError::DraftNotVouched { .. } => {
+                    AppError::new(ErrorKind::Conflict, e.to_string())
+                }
+                other => AppError::runtime(other.to_string()),
+            })?;
         Ok(ReviewOutcome {
             summary: ProposalSummary::of(&proposal),
             actor: review.actor,

@@ -398,9 +398,7 @@ fn withheld(problems: &[crate::store::AuditProblem]) {
 /// so it works on a read-only copy.
 fn reads_only(command: &Command) -> bool {
     match command {
-        Command::Analyze { .. }
-        | Command::Levers { .. }
-        | Command::Prompt { .. } => true,
+        Command::Analyze { .. } | Command::Levers { .. } | Command::Prompt { .. } => true,
         Command::Export { push, .. } => !push,
         Command::Queue { command } => {
             matches!(

@@ -137,7 +137,12 @@ impl Server {
             )))
         };
         // Pushes to GrowthBook from their own task too, when it is configured with its key.
-        let pusher = match config.export.growthbook.as_ref().map(|_| state.app.push_client()) {
+        let pusher = match config
+            .export
+            .growthbook
+            .as_ref()
+            .map(|_| state.app.push_client())
+        {
             Some(Ok(client)) => Some(tokio::spawn(push::run(
                 state.clone(),
                 client,

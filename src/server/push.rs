@@ -4,8 +4,8 @@
 //! shutdown. Holds, retries and the once-only rule are the outbox's (`src/app/push.rs`); this
 //! loop never blocks a run or a request.
 
-use crate::app::push::PushClient;
 use super::ServerState;
+use crate::app::push::PushClient;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

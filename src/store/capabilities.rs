@@ -146,8 +146,11 @@ pub trait Pushes: Send + Sync {
     /// Queues a push of each of `ids` on `platform` (by hand: `hypod export --push`): a
     /// proposal never queued gets a row, a refused one is queued again (it was never created),
     /// a pending or pushed one is left as it is. The ids queued now.
-    async fn enqueue_pushes(&self, ids: &[String], platform: &str)
-        -> Result<Vec<String>, StoreError>;
+    async fn enqueue_pushes(
+        &self,
+        ids: &[String],
+        platform: &str,
+    ) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` pending pushes that are due, each held for `hold` (its next attempt
     /// moved that far ahead and its attempts counted) so that no other process posts it
     /// meanwhile.

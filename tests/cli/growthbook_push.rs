@@ -107,7 +107,10 @@ fn settled(hypod: &Hypod, ids: &[String]) -> Vec<Value> {
     let started = Instant::now();
     loop {
         let pushes: Vec<Value> = ids.iter().map(|id| push_of(hypod, id)).collect();
-        if pushes.iter().all(|p| p["state"] == "pushed" || p["state"] == "refused") {
+        if pushes
+            .iter()
+            .all(|p| p["state"] == "pushed" || p["state"] == "refused")
+        {
             return pushes;
         }
         assert!(
@@ -226,7 +229,12 @@ fn approve(
 fn tracking_keys(bodies: &[Value]) -> Vec<String> {
     bodies
         .iter()
-        .map(|b| b["trackingKey"].as_str().expect("a tracking key").to_string())
+        .map(|b| {
+            b["trackingKey"]
+                .as_str()
+                .expect("a tracking key")
+                .to_string()
+        })
         .collect()
 }
 
@@ -269,8 +277,12 @@ async fn serve_pushes_each_approved_proposal_once(db: Arc<TestDb>) {
             assert_eq!(body["status"], "draft");
         }
         let keys: BTreeSet<String> = tracking_keys(&created).into_iter().collect();
-        let expected: BTreeSet<String> = queue.iter().map(|(id, _)| format!("hypod-{id}")).collect();
-        assert_eq!(keys, expected, "each approved proposal once, by its tracking key");
+        let expected: BTreeSet<String> =
+            queue.iter().map(|(id, _)| format!("hypod-{id}")).collect();
+        assert_eq!(
+            keys, expected,
+            "each approved proposal once, by its tracking key"
+        );
         for (id, push) in approved.iter().zip(&pushes) {
             if *id == refused.0 {
                 continue;
@@ -294,7 +306,10 @@ async fn serve_pushes_each_approved_proposal_once(db: Arc<TestDb>) {
         let lost_id = lost_key.trim_start_matches("hypod-");
         let lost = push_of(&hypod, lost_id);
         assert_eq!(lost["state"], "pushed", "{lost}");
-        assert_eq!(lost["experiment_id"], "exp_new_00001", "the one created first");
+        assert_eq!(
+            lost["experiment_id"], "exp_new_00001",
+            "the one created first"
+        );
         assert!(lost["attempts"].as_i64() >= Some(2), "{lost}");
 
         // The refused owner: GrowthBook's message on the proposal, in `queue show` and the page.
@@ -323,7 +338,11 @@ async fn serve_pushes_each_approved_proposal_once(db: Arc<TestDb>) {
         let after = settled(&hypod, std::slice::from_ref(&late.0));
         assert_eq!(after[0]["state"], "pushed", "{after:?}");
         assert_eq!(fake.created().len(), created.len() + 1);
-        assert_eq!(fake.count(Route::Create), posts + 1, "only the new one posted");
+        assert_eq!(
+            fake.count(Route::Create),
+            posts + 1,
+            "only the new one posted"
+        );
         assert_eq!(fake.refused().len(), refusals.len());
         let second_log = daemon.stop();
 
@@ -375,9 +394,7 @@ async fn export_push_by_hand_is_once_only(db: Arc<TestDb>) {
         // Without push_on_approval nothing was queued.
         assert_eq!(push_of(&hypod, &plain[0]), Value::Null);
 
-        let drafts = hypod
-            .ok(&["export", "--format", "growthbook"])
-            .json();
+        let drafts = hypod.ok(&["export", "--format", "growthbook"]).json();
         let drafts = drafts.as_array().expect("an array of bodies");
         assert_eq!(drafts.len(), 2);
         for draft in drafts {
@@ -388,7 +405,10 @@ async fn export_push_by_hand_is_once_only(db: Arc<TestDb>) {
             assert_eq!(draft["project"], PROJECT);
             assert_eq!(draft["variations"].as_array().map(Vec::len), Some(2));
             assert_eq!(draft["tags"][0], "hypod");
-            assert!(draft["description"].as_str().unwrap().contains("Rollback plan:"));
+            assert!(draft["description"]
+                .as_str()
+                .unwrap()
+                .contains("Rollback plan:"));
         }
         let by_key = |id: &str| {
             drafts
@@ -405,7 +425,10 @@ async fn export_push_by_hand_is_once_only(db: Arc<TestDb>) {
         let first = with_key(&hypod, &["export", "--push"]);
         assert_eq!(first.code, Some(1), "{}\n{}", first.stdout, first.stderr);
         assert!(
-            first.stdout.contains(&format!("{}  growthbook   pushed as exp_new_00001", plain[0])),
+            first.stdout.contains(&format!(
+                "{}  growthbook   pushed as exp_new_00001",
+                plain[0]
+            )),
             "{}",
             first.stdout
         );
@@ -439,7 +462,10 @@ async fn export_push_by_hand_is_once_only(db: Arc<TestDb>) {
         assert_eq!(idle.code, Some(0), "{}", idle.stderr);
         assert_eq!(fake.count(Route::Create), posts, "nothing posted twice");
         let shown = hypod.ok(&["queue", "show", &plain[1]]).stdout;
-        assert!(shown.contains("growthbook   pushed as exp_new_00002"), "{shown}");
+        assert!(
+            shown.contains("growthbook   pushed as exp_new_00002"),
+            "{shown}"
+        );
 
         // Without the key: refused before anything is sent, naming the variable.
         let keyless = hypod.run(&["export", "--push"]);

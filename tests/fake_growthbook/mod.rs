@@ -334,7 +334,10 @@ fn answer(
         let expected = format!("Bearer {}", guard.key);
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             guard.unauthorized += 1;
-            return (respond(401, &[], json!({"message": "Invalid API key"})), false);
+            return (
+                respond(401, &[], json!({"message": "Invalid API key"})),
+                false,
+            );
         }
         return create(&mut guard, body);
     }
@@ -511,18 +514,59 @@ fn answer_get(
 
 /// Every property the request body may have (`additionalProperties: false`).
 const POST_PROPERTIES: [&str; 53] = [
-    "datasourceId", "assignmentQueryId", "trackingKey", "bypassDuplicateKeyCheck", "name",
-    "type", "project", "templateId", "hypothesis", "description", "tags", "metrics",
-    "secondaryMetrics", "guardrailMetrics", "activationMetric", "segmentId", "queryFilter",
-    "owner", "archived", "status", "autoRefresh", "hashAttribute", "fallbackAttribute",
-    "hashVersion", "disableStickyBucketing", "bucketVersion", "minBucketVersion",
-    "releasedVariationId", "excludeFromPayload", "inProgressConversions", "attributionModel",
-    "lookbackOverride", "statsEngine", "variations", "phases", "regressionAdjustmentEnabled",
-    "sequentialTestingEnabled", "sequentialTestingTuningParameter", "shareLevel",
-    "banditScheduleValue", "banditScheduleUnit", "banditBurnInValue", "banditBurnInUnit",
-    "banditConversionWindowValue", "banditConversionWindowUnit", "postStratificationEnabled",
-    "decisionFrameworkSettings", "metricOverrides", "defaultDashboardId", "customFields",
-    "customMetricSlices", "precomputedUnitDimensionIds", "statusUpdateSchedule",
+    "datasourceId",
+    "assignmentQueryId",
+    "trackingKey",
+    "bypassDuplicateKeyCheck",
+    "name",
+    "type",
+    "project",
+    "templateId",
+    "hypothesis",
+    "description",
+    "tags",
+    "metrics",
+    "secondaryMetrics",
+    "guardrailMetrics",
+    "activationMetric",
+    "segmentId",
+    "queryFilter",
+    "owner",
+    "archived",
+    "status",
+    "autoRefresh",
+    "hashAttribute",
+    "fallbackAttribute",
+    "hashVersion",
+    "disableStickyBucketing",
+    "bucketVersion",
+    "minBucketVersion",
+    "releasedVariationId",
+    "excludeFromPayload",
+    "inProgressConversions",
+    "attributionModel",
+    "lookbackOverride",
+    "statsEngine",
+    "variations",
+    "phases",
+    "regressionAdjustmentEnabled",
+    "sequentialTestingEnabled",
+    "sequentialTestingTuningParameter",
+    "shareLevel",
+    "banditScheduleValue",
+    "banditScheduleUnit",
+    "banditBurnInValue",
+    "banditBurnInUnit",
+    "banditConversionWindowValue",
+    "banditConversionWindowUnit",
+    "postStratificationEnabled",
+    "decisionFrameworkSettings",
+    "metricOverrides",
+    "defaultDashboardId",
+    "customFields",
+    "customMetricSlices",
+    "precomputedUnitDimensionIds",
+    "statusUpdateSchedule",
 ];
 
 /// GrowthBook counts string lengths in UTF-16 units, as JavaScript does.
@@ -552,8 +596,17 @@ pub fn validate_post(body: &Value) -> Result<(), String> {
         }
     };
     for key in [
-        "datasourceId", "assignmentQueryId", "trackingKey", "name", "project", "templateId",
-        "hypothesis", "owner", "activationMetric", "segmentId", "queryFilter",
+        "datasourceId",
+        "assignmentQueryId",
+        "trackingKey",
+        "name",
+        "project",
+        "templateId",
+        "hypothesis",
+        "owner",
+        "activationMetric",
+        "segmentId",
+        "queryFilter",
     ] {
         string(key)?;
     }
@@ -668,9 +721,16 @@ fn create(state: &mut State, body: &[u8]) -> (Response<Body>, bool) {
         }
     }
     let mut metrics: Vec<String> = Vec::new();
-    for key in ["metrics", "secondaryMetrics", "guardrailMetrics", "activationMetric"] {
+    for key in [
+        "metrics",
+        "secondaryMetrics",
+        "guardrailMetrics",
+        "activationMetric",
+    ] {
         match parsed.get(key) {
-            Some(Value::Array(ids)) => metrics.extend(ids.iter().filter_map(Value::as_str).map(str::to_string)),
+            Some(Value::Array(ids)) => {
+                metrics.extend(ids.iter().filter_map(Value::as_str).map(str::to_string))
+            }
             Some(Value::String(id)) => metrics.push(id.clone()),
             _ => {}
         }

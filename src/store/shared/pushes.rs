@@ -235,7 +235,16 @@ impl<D: Dialect> Pushes for D {
             )
             .await?;
         row.map(
-            |(proposal_id, platform, state, attempts, experiment_id, experiment_url, http_status, error)| {
+            |(
+                proposal_id,
+                platform,
+                state,
+                attempts,
+                experiment_id,
+                experiment_url,
+                http_status,
+                error,
+            )| {
                 let state = PushState::parse(&state).ok_or_else(|| {
                     crate::store::corrupt(&format!("push of {proposal_id}"), &state)
                 })?;
