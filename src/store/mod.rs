@@ -82,7 +82,7 @@ pub struct OutboxItem {
 }
 
 /// Where a proposal's push to the experimentation platform stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PushState {
     /// Waiting to be posted (or retried after a 429/5xx or a lost answer).
@@ -110,7 +110,7 @@ impl PushState {
 }
 
 /// A proposal's push, as stored (shown by `queue show`, its `--json`, the API and the page).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PushRecord {
     pub proposal_id: String,
     /// `growthbook`.

@@ -480,9 +480,120 @@ async fn export_push_by_hand_is_once_only(db: Arc<TestDb>) {
     .expect("the check");
 }
 
+/// A busy GrowthBook (`503`) is retried with backoff and each push still lands once; a draft
+/// edited after its approval queued its push is refused without being sent. Approval from the
+/// shell queues pushes too.
+async fn a_busy_growthbook_is_retried_and_an_edited_draft_is_never_sent(db: Arc<TestDb>) {
+    let fake = Arc::new(FakeGrowthbook::start(KEY, Vec::new()).await);
+    let url = db.url.clone();
+    let shared = fake.clone();
+    let (hypod, plain) = tokio::task::spawn_blocking(move || {
+        let (hypod, _tokens) = site(&url, &export_table(&shared, true, "u_gus"));
+        let plain: Vec<String> = pending(&hypod)
+            .into_iter()
+            .filter(|(_, escalated)| !escalated)
+            .map(|(id, _)| id)
+            .take(3)
+            .collect();
+        assert_eq!(plain.len(), 3, "{plain:?}");
+        for id in &plain {
+            hypod.ok(&["queue", "approve", id, "--as", "rita"]);
+            assert_eq!(
+                push_of(&hypod, id)["state"],
+                "pending",
+                "queued by the approval"
+            );
+        }
+        (hypod, plain)
+    })
+    .await
+    .expect("the setup");
+    // The third draft edited under hypod's back after its approval queued the push.
+    let edit = if db.backend == "sqlite" {
+        format!(
+            "UPDATE proposals SET body = json_set(body, '$.draft.change', 'show the diagnosis') \
+             WHERE id = '{}'",
+            plain[2]
+        )
+    } else {
+        format!(
+            "UPDATE proposals SET body = jsonb_set(body, '{{draft,change}}', '\"show the diagnosis\"') \
+             WHERE id = '{}'",
+            plain[2]
+        )
+    };
+    db.execute(Box::leak(edit.into_boxed_str())).await;
+    fake.fail_next(2);
+    let shared = fake.clone();
+    tokio::task::spawn_blocking(move || {
+        let fake = shared;
+        let first = with_key(&hypod, &["export", "--push"]);
+        assert_eq!(first.code, Some(1), "{}\n{}", first.stdout, first.stderr);
+        assert!(
+            first
+                .stdout
+                .contains("push pending after 1 attempt(s) (503)"),
+            "{}",
+            first.stdout
+        );
+        assert!(
+            first
+                .stderr
+                .contains(&format!("withheld proposal {}", plain[2])),
+            "{}",
+            first.stderr
+        );
+        // Retried (after the backoff) until both land.
+        let started = Instant::now();
+        while [&plain[0], &plain[1]]
+            .iter()
+            .any(|id| push_of(&hypod, id)["state"] != "pushed")
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "never pushed");
+            std::thread::sleep(Duration::from_millis(300));
+            with_key(&hypod, &["export", "--push"]);
+        }
+        assert_eq!(fake.server_errors(), 2);
+        let keys = tracking_keys(&fake.created());
+        let expected = [format!("hypod-{}", plain[0]), format!("hypod-{}", plain[1])];
+        assert_eq!(keys.len(), 2, "each once: {keys:?}");
+        assert_eq!(
+            keys.into_iter().collect::<BTreeSet<_>>(),
+            expected.into_iter().collect::<BTreeSet<_>>(),
+            "the edited one never"
+        );
+        let edited = push_of(&hypod, &plain[2]);
+        assert_eq!(edited["state"], "refused", "{edited}");
+        assert!(
+            edited["error"]
+                .as_str()
+                .unwrap()
+                .contains("may not leave hypod"),
+            "{edited}"
+        );
+        assert_eq!(edited["http_status"], Value::Null);
+        assert!(fake
+            .refused()
+            .iter()
+            .all(|(body, _)| body["trackingKey"] != format!("hypod-{}", plain[2])));
+        let audit = hypod.ok(&["audit", "export"]).json_lines();
+        let refused: Vec<&Value> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "push.refused")
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0]["subject"], plain[2].as_str());
+    })
+    .await
+    .expect("the check");
+}
+
 on_every_backend!(
     serve_pushes_each_approved_proposal_once,
-    export_push_by_hand_is_once_only
+    export_push_by_hand_is_once_only,
+    a_busy_growthbook_is_retried_and_an_edited_draft_is_never_sent
 );
 
 /// `[export.growthbook]` is checked at load: each mistake refused with exit 2, naming the key.
@@ -525,6 +636,26 @@ fn the_growthbook_export_table_is_checked_at_load_naming_the_key() {
         assert!(!ran.stderr.contains("XYZZY"), "{}", ran.stderr);
         assert!(!hypod.path().join("hypod.db").exists(), "nothing opened");
     }
+    // Pushing on approval without the key: the daemon does not start, and says which variable.
+    let hypod = Hypod::new();
+    let path = hypod.path().join("hypod.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(&format!("{base}push_on_approval = true\n"));
+    std::fs::write(&path, config).unwrap();
+    let serve = Ran::of(
+        hypod
+            .command(&["serve"])
+            .env("HYPOD_SERVER__LISTEN", "127.0.0.1:0")
+            .env_remove("GB_KEY")
+            .output()
+            .expect("run hypod serve"),
+    );
+    assert_eq!(serve.code, Some(2), "{}", serve.stderr);
+    assert!(
+        serve.stderr.contains("GB_KEY") && serve.stderr.contains("export.growthbook.api_key_env"),
+        "{}",
+        serve.stderr
+    );
     // Not configured: the GrowthBook format says what to add.
     let hypod = Hypod::new();
     hypod.import_sample();
