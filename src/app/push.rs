@@ -505,6 +505,92 @@ mod tests {
         assert_eq!(at_most("short", 30), "short");
     }
 
+    fn config() -> GrowthbookExport {
+        GrowthbookExport {
+            url: "https://api.growthbook.io".into(),
+            api_key_env: "GB".into(),
+            app_url: None,
+            project: None,
+            datasource_id: Some("ds".into()),
+            assignment_query_id: "aq".into(),
+            push_on_approval: false,
+            metrics: [("conversion_rate".to_string(), "met_c".to_string())].into(),
+            owners: [("rita".to_string(), "rita@shop.example".to_string())].into(),
+            retry_seconds: 30,
+            hold_seconds: 60,
+        }
+    }
+
+    fn proposal() -> Proposal {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let mut draft = crate::domain::draft::tests_support::draft();
+        draft.rationale = "x".repeat(20_000);
+        draft.primary_kpi = "conversion_rate".into();
+        draft.guardrail_kpis = vec!["not_mapped".into()];
+        Proposal {
+            id: "p1".into(),
+            run_id: "r1".into(),
+            status: ProposalStatus::Approved,
+            created_at: at,
+            updated_at: at,
+            draft,
+            enrichment: Default::default(),
+            verdicts: Vec::new(),
+            provenance: Default::default(),
+            approvals_required: 1,
+            superseded_by: None,
+        }
+    }
+
+    #[test]
+    fn the_draft_holds_only_what_growthbook_takes() {
+        let config = config();
+        let body = serde_json::to_value(growthbook_draft(&proposal(), Some("rita"), &config))
+            .expect("json");
+        assert_eq!(body["trackingKey"], "hypod-p1");
+        assert_eq!(body["status"], "draft");
+        assert_eq!(body["owner"], "rita@shop.example");
+        assert_eq!(body["metrics"], serde_json::json!(["met_c"]));
+        // An unmapped KPI is left out, and so is an empty list and an absent project.
+        assert!(body.get("guardrailMetrics").is_none(), "{body}");
+        assert!(body.get("project").is_none(), "{body}");
+        let description = body["description"].as_str().expect("a description");
+        assert!(description.encode_utf16().count() <= MAX_DESCRIPTION);
+        let keys: Vec<&str> = body
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in &keys {
+            assert!(
+                [
+                    "trackingKey",
+                    "name",
+                    "status",
+                    "variations",
+                    "hypothesis",
+                    "description",
+                    "tags",
+                    "metrics",
+                    "datasourceId",
+                    "assignmentQueryId",
+                    "owner",
+                ]
+                .contains(key),
+                "{key}"
+            );
+        }
+        // An approver not mapped: no owner at all.
+        let body = serde_json::to_value(growthbook_draft(&proposal(), Some("ada"), &config))
+            .expect("json");
+        assert!(body.get("owner").is_none(), "{body}");
+        assert_eq!(
+            config.experiment_url("exp_1"),
+            "https://app.growthbook.io/experiment/exp_1"
+        );
+    }
+
     #[test]
     fn backoff_doubles_and_is_capped() {
         let base = Duration::from_secs(30);
