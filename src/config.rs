@@ -298,6 +298,166 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `[export]`: the experimentation platforms approved proposals are written for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// `[export.growthbook]`: drafts for GrowthBook's `POST /api/v1/experiments`, and the push.
+    pub growthbook: Option<GrowthbookExport>,
+}
+
+impl ExportConfig {
+    fn is_empty(&self) -> bool {
+        self.growthbook.is_none()
+    }
+}
+
+/// `[export.growthbook]` (docs/configuration.md, DESIGN §12 "Platforms").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowthbookExport {
+    /// GrowthBook's API host (`https://api.growthbook.io`); hypod appends `/api/v1/experiments`.
+    pub url: String,
+    /// The variable holding the API key (sent as `Authorization: Bearer <key>`).
+    pub api_key_env: String,
+    /// Where the experiment's page is (its URL is `{app_url}/experiment/{id}`); by default
+    /// `url` with a leading `api.` host label read as `app.` (GrowthBook Cloud).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_url: Option<String>,
+    /// The GrowthBook project drafts are created in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The data source; required when metrics are mapped (GrowthBook refuses metrics without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasource_id: Option<String>,
+    /// The assignment (exposure) query: GrowthBook requires one.
+    pub assignment_query_id: String,
+    /// Whether the approval that makes a proposal `approved` queues its push.
+    #[serde(default)]
+    pub push_on_approval: bool,
+    /// KPI (a proposal's `primary_kpi`, `guardrail_kpis`) → GrowthBook metric id; KPIs not
+    /// listed are left out of the draft.
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, String>,
+    /// hypod user (the approver) → GrowthBook member email or user id, sent as `owner`; a
+    /// user not listed leaves `owner` out (GrowthBook refuses an unknown one).
+    #[serde(default)]
+    pub owners: std::collections::BTreeMap<String, String>,
+    /// The first retry of a push answered 429/5xx (or unanswered) comes this many seconds
+    /// later, then doubling, at most an hour.
+    #[serde(default = "default_push_retry")]
+    pub retry_seconds: u64,
+    /// How long a push is held by the process posting it (each post is given half of it).
+    #[serde(default = "default_push_hold")]
+    pub hold_seconds: u64,
+}
+
+fn default_push_retry() -> u64 {
+    30
+}
+
+fn default_push_hold() -> u64 {
+    60
+}
+
+impl GrowthbookExport {
+    /// The experiment page of GrowthBook experiment `id`.
+    pub fn experiment_url(&self, id: &str) -> String {
+        let base = match &self.app_url {
+            Some(app) => app.clone(),
+            None => match reqwest::Url::parse(&self.url) {
+                Ok(mut parsed) => {
+                    if let Some(rest) = parsed.host_str().and_then(|h| h.strip_prefix("api.")) {
+                        let host = format!("app.{rest}");
+                        let _ = parsed.set_host(Some(&host));
+                    }
+                    parsed.to_string()
+                }
+                Err(_) => self.url.clone(),
+            },
+        };
+        format!("{}/experiment/{id}", base.trim_end_matches('/'))
+    }
+
+    /// Checks the table at load: every message names the key.
+    fn check(&self) -> Result<(), String> {
+        let key = |k: &str| format!("export.growthbook.{k}");
+        check_http_url(&key("url"), &self.url)?;
+        if let Some(app) = &self.app_url {
+            check_http_url(&key("app_url"), app)?;
+        }
+        check_env_name(&key("api_key_env"), &self.api_key_env)?;
+        if self.retry_seconds == 0 {
+            return Err(format!(
+                "key `{}`: must be at least 1",
+                key("retry_seconds")
+            ));
+        }
+        if !(3..=3600).contains(&self.hold_seconds) {
+            return Err(format!(
+                "key `{}`: must be between 3 and 3600",
+                key("hold_seconds")
+            ));
+        }
+        if self.assignment_query_id.trim().is_empty() {
+            return Err(format!(
+                "key `{}`: must name the assignment query (GrowthBook refuses a draft without one)",
+                key("assignment_query_id")
+            ));
+        }
+        for (what, value) in [
+            ("project", &self.project),
+            ("datasource_id", &self.datasource_id),
+        ] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!(
+                    "key `{}`: must not be empty; remove the key to leave it out",
+                    key(what)
+                ));
+            }
+        }
+        for (kpi, id) in &self.metrics {
+            if id.trim().is_empty() {
+                return Err(format!(
+                    "key `{}`: must name a GrowthBook metric id",
+                    key(&format!("metrics.{kpi}"))
+                ));
+            }
+        }
+        if !self.metrics.is_empty() && self.datasource_id.is_none() {
+            return Err(format!(
+                "key `{}`: required when `export.growthbook.metrics` maps KPIs (GrowthBook refuses metrics without a data source)",
+                key("datasource_id")
+            ));
+        }
+        for (user, member) in &self.owners {
+            if member.trim().is_empty() {
+                return Err(format!(
+                    "key `{}`: must be a GrowthBook member's email or user id",
+                    key(&format!("owners.{user}"))
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `var` (the value of key `key`) names an environment variable hypod does not
+/// read as an override. The value is not repeated in the message: it may be the secret itself.
+fn check_env_name(key: &str, var: &str) -> Result<(), String> {
+    if var.starts_with(ENV_PREFIX) {
+        Err(format!(
+            "key `{key}`: {var:?} starts with {ENV_PREFIX}, which hypod reads as configuration overrides; name a variable such as \"GROWTHBOOK_API_KEY\""
+        ))
+    } else if env_var_name(var) {
+        Ok(())
+    } else {
+        Err(format!(
+            "key `{key}`: must be the name of an environment variable (letters, digits and `_`, such as \"GROWTHBOOK_API_KEY\"); the secret itself goes in that variable, never in this file"
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -310,6 +470,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub notify: NotifyConfig,
     pub audit: AuditConfig,
+    /// `[export]`: where approved proposals go (`[export.growthbook]`).
+    #[serde(skip_serializing_if = "ExportConfig::is_empty")]
+    pub export: ExportConfig,
     /// The `[[source]]` tables as written; read into [`Config::sources`] when the
     /// configuration loads.
     #[serde(rename = "source", skip_serializing_if = "Vec::is_empty")]
@@ -539,6 +702,9 @@ impl Config {
         }
         if !self.notify.webhook_url.is_empty() {
             check_http_url("notify.webhook_url", &self.notify.webhook_url)?;
+        }
+        if let Some(growthbook) = &self.export.growthbook {
+            growthbook.check()?;
         }
         if self.notify.retry_seconds == 0 {
             return Err("key `notify.retry_seconds`: must be at least 1".into());
@@ -910,20 +1076,8 @@ fn source_from_table(n: usize, table: &toml::Table) -> Result<SourceConfig, Stri
         })
     }
     let check_env = |key: &str, var: &str| -> Result<(), String> {
-        if var.starts_with(ENV_PREFIX) {
-            Err(format!(
-                "{}: {var:?} starts with {ENV_PREFIX}, which hypod reads as configuration overrides; name a variable such as \"GROWTHBOOK_API_KEY\"",
-                at(key)
-            ))
-        } else if env_var_name(var) {
-            Ok(())
-        } else {
-            // The value is not repeated: it may be the secret itself, written here by mistake.
-            Err(format!(
-                "{}: must be the name of an environment variable (letters, digits and `_`, such as \"GROWTHBOOK_API_KEY\"); the secret itself goes in that variable, never in this file",
-                at(key)
-            ))
-        }
+        check_env_name(&format!("source[{n}].{key}"), var)
+            .map_err(|e| e.replacen("`: ", &format!("` (source {name}): "), 1))
     };
     let kind = match kind.as_str() {
         "growthbook" => {

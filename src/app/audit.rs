@@ -1,7 +1,7 @@
 //! The audit use cases: verify the log (links, keys, head, an earlier head the caller kept,
 //! and the replay against the stored proposals and reviews), show the current head, and list
 //! or export the entries (NDJSON for a SIEM); and the one check of a proposal's draft before it
-//! leaves hypod ([`App::vouch_draft`]: export, and the platform push to come).
+//! leaves hypod ([`App::vouch_draft`]: export, and the platform push of `push.rs`).
 
 use super::{App, AppError, AppResult};
 use crate::domain::{AuditHead, Proposal};

@@ -17,6 +17,7 @@ pub mod import;
 pub mod load;
 mod open;
 pub mod policy;
+pub mod push;
 pub mod queue;
 pub mod reads;
 pub mod run;

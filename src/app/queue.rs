@@ -207,6 +207,9 @@ pub struct ProposalView {
     /// Experiments of the history that name this proposal as their `source_proposal`, with
     /// what they found against what was predicted.
     pub tested_as: Vec<crate::analysis::learning::ProposalLink>,
+    /// Its push to the experimentation platform (`[export.growthbook]`), if one was queued:
+    /// pending, pushed (GrowthBook's experiment id and URL) or refused (GrowthBook's message).
+    pub push: Option<crate::store::PushRecord>,
 }
 
 impl App {
@@ -221,6 +224,7 @@ impl App {
             )
         })?;
         let reviews = store.proposal_reviews(id).await?;
+        let push = store.push_of(id).await?;
         let analysis = self.analyze().await?;
         let evidence = proposal
             .draft
@@ -244,6 +248,7 @@ impl App {
             evidence,
             reviews,
             tested_as,
+            push,
         })
     }
 }
@@ -285,23 +290,37 @@ impl App {
             at: crate::now(),
         };
         let store = self.store().await?;
-        let proposal = store.review(&review).await.map_err(|e| match e {
-            StoreError::Review(err) => {
-                let kind = match err {
-                    ReviewError::NotFound(_) => ErrorKind::NotFound,
-                    ReviewError::NotReviewable { .. }
-                    | ReviewError::AlreadyApproved { .. }
-                    | ReviewError::Blocked { .. } => ErrorKind::Conflict,
-                    ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
-                    ReviewError::ReasonRequired
-                    | ReviewError::ActorRequired
-                    | ReviewError::Text(_) => ErrorKind::Input,
-                };
-                AppError::new(kind, err.to_string())
-            }
-            StoreError::DraftNotVouched { .. } => AppError::new(ErrorKind::Conflict, e.to_string()),
-            other => AppError::runtime(other.to_string()),
-        })?;
+        // With `push_on_approval`, the approval that makes it approved queues its push in the
+        // same transaction.
+        let push_on = self
+            .config()
+            .export
+            .growthbook
+            .as_ref()
+            .filter(|g| g.push_on_approval)
+            .map(|_| super::push::PLATFORM);
+        let proposal = store
+            .review_pushing(&review, push_on)
+            .await
+            .map_err(|e| match e {
+                StoreError::Review(err) => {
+                    let kind = match err {
+                        ReviewError::NotFound(_) => ErrorKind::NotFound,
+                        ReviewError::NotReviewable { .. }
+                        | ReviewError::AlreadyApproved { .. }
+                        | ReviewError::Blocked { .. } => ErrorKind::Conflict,
+                        ReviewError::RoleMayNotReview(_) => ErrorKind::Forbidden,
+                        ReviewError::ReasonRequired
+                        | ReviewError::ActorRequired
+                        | ReviewError::Text(_) => ErrorKind::Input,
+                    };
+                    AppError::new(kind, err.to_string())
+                }
+                StoreError::DraftNotVouched { .. } => {
+                    AppError::new(ErrorKind::Conflict, e.to_string())
+                }
+                other => AppError::runtime(other.to_string()),
+            })?;
         Ok(ReviewOutcome {
             summary: ProposalSummary::of(&proposal),
             actor: review.actor,
@@ -382,10 +401,11 @@ impl ExportDraft {
     }
 }
 
-/// What `export` ships, and what it withheld because the audit log does not explain it.
+/// What `export` ships (drafts in the format asked for), and what it withheld because the
+/// audit log does not explain it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Export {
-    pub drafts: Vec<ExportDraft>,
+pub struct Export<T = ExportDraft> {
+    pub drafts: Vec<T>,
     pub withheld: Vec<AuditProblem>,
 }
 
@@ -394,6 +414,42 @@ impl App {
     /// draft a verified audit log explains; the others are withheld, each with why (the CLI
     /// says so on stderr and ships the rest). A log that does not verify exports nothing.
     pub async fn export(&self, status: ProposalStatus) -> AppResult<Export> {
+        let (proposals, withheld) = self.vouched(status).await?;
+        Ok(Export {
+            drafts: proposals.iter().map(ExportDraft::of).collect(),
+            withheld,
+        })
+    }
+
+    /// `export --format growthbook`: the proposals with `status` as the request bodies of
+    /// GrowthBook's `POST /api/v1/experiments` under `[export.growthbook]`, withheld as
+    /// [`App::export`] withholds.
+    pub async fn export_growthbook(
+        &self,
+        status: ProposalStatus,
+    ) -> AppResult<Export<super::push::GrowthbookDraft>> {
+        let config = self.growthbook_config()?;
+        let (proposals, withheld) = self.vouched(status).await?;
+        let store = self.store().await?;
+        let mut drafts = Vec::with_capacity(proposals.len());
+        for proposal in &proposals {
+            let reviews = store.proposal_reviews(&proposal.id).await?;
+            drafts.push(super::push::growthbook_draft(
+                proposal,
+                super::push::approver(&reviews),
+                config,
+            ));
+        }
+        Ok(Export { drafts, withheld })
+    }
+
+    /// The proposals with `status` that may leave hypod (their status, reviews and draft
+    /// explained by a verified audit log, each draft vouched for once more on its own), and
+    /// the problems of those withheld. A log that does not verify lets nothing leave.
+    pub(crate) async fn vouched(
+        &self,
+        status: ProposalStatus,
+    ) -> AppResult<(Vec<Proposal>, Vec<AuditProblem>)> {
         let report = self.verify_audit(None).await?;
         if !report.chain_intact() {
             let first = report
@@ -417,8 +473,8 @@ impl App {
                 ..ProposalFilter::default()
             })
             .await?;
-        let (explained, withheld): (Vec<&Proposal>, Vec<&Proposal>) =
-            proposals.iter().partition(|p| report.explains(&p.id));
+        let (explained, withheld): (Vec<Proposal>, Vec<Proposal>) =
+            proposals.into_iter().partition(|p| report.explains(&p.id));
         let mut withheld: Vec<AuditProblem> = report
             .problems
             .iter()
@@ -431,10 +487,10 @@ impl App {
             .collect();
         // Each draft is checked once more on its own, as the platform push checks it: a draft
         // edited since the verification above does not ship either.
-        let mut drafts = Vec::with_capacity(explained.len());
+        let mut vouched = Vec::with_capacity(explained.len());
         for proposal in explained {
-            match self.vouch_draft(proposal).await {
-                Ok(_) => drafts.push(ExportDraft::of(proposal)),
+            match self.vouch_draft(&proposal).await {
+                Ok(_) => vouched.push(proposal),
                 Err(e) if e.kind == ErrorKind::Conflict => withheld.push(AuditProblem {
                     seq: None,
                     proposal_id: Some(proposal.id.clone()),
@@ -445,6 +501,6 @@ impl App {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Export { drafts, withheld })
+        Ok((vouched, withheld))
     }
 }

@@ -20,6 +20,9 @@ pub enum ExportFormat {
     Json,
     /// One JSON object a line.
     Ndjson,
+    /// A JSON array of the request bodies of GrowthBook's `POST /api/v1/experiments`
+    /// (`[export.growthbook]`).
+    Growthbook,
 }
 
 fn parse_moment(text: &str) -> Result<Moment, String> {
@@ -121,6 +124,13 @@ enum Command {
         status: ProposalStatus,
         #[arg(long, value_enum, default_value = "json")]
         format: ExportFormat,
+        /// Push the approved proposals to GrowthBook now (`[export.growthbook]`), each at most
+        /// once, through the same outbox as `hypod serve`; prints each one's push.
+        #[arg(long, conflicts_with_all = ["status", "format"])]
+        push: bool,
+        /// With --push: the pushes as JSON.
+        #[arg(long, requires = "push")]
+        json: bool,
     },
     /// Governance tooling: lint, test, dry-run, explain and replay the policies.
     Policy {
@@ -373,14 +383,23 @@ async fn review(
     present(&outcome, json, text::review)
 }
 
+/// Says on stderr which proposals an export or push withheld, and why.
+fn withheld(problems: &[crate::store::AuditProblem]) {
+    for problem in problems {
+        eprint(&format!(
+            "hypod: withheld proposal {}: {}\n",
+            problem.proposal_id.as_deref().unwrap_or("?"),
+            problem.problem
+        ));
+    }
+}
+
 /// Whether a command only reads: then it opens the database read-only and never migrates it,
 /// so it works on a read-only copy.
 fn reads_only(command: &Command) -> bool {
     match command {
-        Command::Analyze { .. }
-        | Command::Levers { .. }
-        | Command::Export { .. }
-        | Command::Prompt { .. } => true,
+        Command::Analyze { .. } | Command::Levers { .. } | Command::Prompt { .. } => true,
+        Command::Export { push, .. } => !push,
         Command::Queue { command } => {
             matches!(
                 command,
@@ -495,18 +514,24 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 Ok(())
             }
         },
-        Command::Export { status, format } => {
-            let export = app.export(status).await?;
-            for problem in &export.withheld {
-                eprint(&format!(
-                    "hypod: withheld proposal {}: {}\n",
-                    problem.proposal_id.as_deref().unwrap_or("?"),
-                    problem.problem
-                ));
+        Command::Export {
+            push: true, json, ..
+        } => {
+            let report = app.push_approved(&shell_actor()).await?;
+            withheld(&report.withheld);
+            present(&report, json, text::pushes)?;
+            report.outcome()
+        }
+        Command::Export { status, format, .. } => {
+            if format == ExportFormat::Growthbook {
+                let export = app.export_growthbook(status).await?;
+                withheld(&export.withheld);
+                return present(&export.drafts, true, |_| String::new());
             }
+            let export = app.export(status).await?;
+            withheld(&export.withheld);
             let drafts = export.drafts;
             match format {
-                ExportFormat::Json => present(&drafts, true, |_| String::new()),
                 ExportFormat::Ndjson => {
                     let mut out = String::new();
                     for draft in &drafts {
@@ -515,6 +540,9 @@ async fn dispatch(args: Args) -> AppResult<()> {
                     }
                     let _ = write_stdout(&out);
                     Ok(())
+                }
+                ExportFormat::Json | ExportFormat::Growthbook => {
+                    present(&drafts, true, |_| String::new())
                 }
             }
         }

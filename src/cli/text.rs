@@ -313,6 +313,9 @@ pub fn proposal(view: &ProposalView) -> String {
         proposal.status,
         proposal.approvals_required
     );
+    if let Some(push) = &view.push {
+        say!(out, "{}", push_line(push));
+    }
     if let Some(by) = &proposal.superseded_by {
         say!(out, "replaced by  {by} (the same idea on better evidence)");
     }
@@ -458,6 +461,42 @@ pub fn proposal(view: &ProposalView) -> String {
                 .map(|n| format!(": {n}"))
                 .unwrap_or_default()
         );
+    }
+    out
+}
+
+/// A proposal's push to the platform, on one line (`queue show`, `export --push`).
+fn push_line(push: &crate::store::PushRecord) -> String {
+    use crate::store::PushState;
+    let status = push
+        .http_status
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    let error = push.error.as_deref().unwrap_or("");
+    match push.state {
+        PushState::Pushed => format!(
+            "{:<12} pushed as {} ({})",
+            push.platform,
+            push.experiment_id.as_deref().unwrap_or("?"),
+            push.experiment_url.as_deref().unwrap_or("")
+        ),
+        PushState::Refused => format!("{:<12} refused{status}: {error}", push.platform),
+        PushState::Pending if push.attempts == 0 => format!("{:<12} push pending", push.platform),
+        PushState::Pending => format!(
+            "{:<12} push pending after {} attempt(s){status}: {error}",
+            push.platform, push.attempts
+        ),
+    }
+}
+
+/// `export --push`: each approved proposal's push.
+pub fn pushes(report: &crate::app::push::PushReport) -> String {
+    let mut out = String::new();
+    if report.pushes.is_empty() {
+        say!(out, "no approved proposal to push");
+    }
+    for push in &report.pushes {
+        say!(out, "{}  {}", push.proposal_id, push_line(push));
     }
     out
 }

@@ -1,6 +1,6 @@
 //! What the audit log records: the actions, typed, with the one text form each is hashed and
 //! stored under (`experiments.upsert`, `history.sync`, `proposal.<status>`, `run.<status>`,
-//! `review.<action>`, `review.refused`, `token.create`, `token.revoke`, `policies.changed`).
+//! `review.<action>`, `review.refused`, `token.create`, `token.revoke`, `policies.changed`, `push.delivered`, `push.refused`).
 
 use super::{ProposalStatus, ReviewAction, RunStatus};
 use serde::{Serialize, Serializer};
@@ -30,6 +30,12 @@ pub enum AuditAction {
     /// A run evaluated its drafts against a policy set other than the last one logged
     /// (subject: the policy-set digest).
     PoliciesChanged,
+    /// An approved proposal was created as a draft experiment on the platform (subject: the
+    /// proposal; detail: the platform, its experiment id and URL, the attempts).
+    PushDelivered,
+    /// The platform refused an approved proposal's draft, or hypod would not send it (subject:
+    /// the proposal; detail: the HTTP status and the platform's message).
+    PushRefused,
 }
 
 impl fmt::Display for AuditAction {
@@ -44,6 +50,8 @@ impl fmt::Display for AuditAction {
             AuditAction::TokenCreate => f.write_str("token.create"),
             AuditAction::TokenRevoke => f.write_str("token.revoke"),
             AuditAction::PoliciesChanged => f.write_str("policies.changed"),
+            AuditAction::PushDelivered => f.write_str("push.delivered"),
+            AuditAction::PushRefused => f.write_str("push.refused"),
         }
     }
 }
@@ -58,6 +66,8 @@ impl AuditAction {
             "token.revoke" => return Some(AuditAction::TokenRevoke),
             "policies.changed" => return Some(AuditAction::PoliciesChanged),
             "review.refused" => return Some(AuditAction::ReviewRefused),
+            "push.delivered" => return Some(AuditAction::PushDelivered),
+            "push.refused" => return Some(AuditAction::PushRefused),
             _ => {}
         }
         let (kind, value) = text.split_once('.')?;
@@ -132,6 +142,8 @@ mod tests {
             AuditAction::TokenRevoke,
             AuditAction::PoliciesChanged,
             AuditAction::ReviewRefused,
+            AuditAction::PushDelivered,
+            AuditAction::PushRefused,
         ]);
         for action in all {
             assert_eq!(AuditAction::parse(&action.to_string()), Some(action));

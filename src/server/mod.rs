@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod metrics;
 pub mod notify;
+pub mod push;
 pub mod scheduler;
 pub mod ui;
 
@@ -73,6 +74,15 @@ impl Server {
         app.store().await?;
         app.audit_key()?;
         app.governance()?;
+        // Pushing on approval needs GrowthBook's key: missing, the daemon does not start.
+        if config
+            .export
+            .growthbook
+            .as_ref()
+            .is_some_and(|g| g.push_on_approval)
+        {
+            app.push_client()?;
+        }
         let address = listener.local_addr().map_err(AppError::from)?;
         let openapi = api::router()
             .1
@@ -131,6 +141,24 @@ impl Server {
                 stop_rx.clone(),
             )))
         };
+        // Pushes to GrowthBook from their own task too, when it is configured with its key.
+        let pusher = match config
+            .export
+            .growthbook
+            .as_ref()
+            .map(|_| state.app.push_client())
+        {
+            Some(Ok(client)) => Some(tokio::spawn(push::run(
+                state.clone(),
+                client,
+                stop_rx.clone(),
+            ))),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "pushes to GrowthBook are off");
+                None
+            }
+            None => None,
+        };
         let mut server_stop = stop_rx.clone();
         // The peer address reaches the handlers: proxy authentication trusts listed proxies only.
         let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -147,6 +175,9 @@ impl Server {
         served.map_err(AppError::from)?;
         if let Some(notifier) = notifier {
             let _ = notifier.await;
+        }
+        if let Some(pusher) = pusher {
+            let _ = pusher.await;
         }
         match scheduler.await {
             Ok(result) => result,

@@ -8,8 +8,9 @@
 //! between backends (proposals, reviews, the audit log, tokens, experiments) in each backend.
 
 use super::{
-    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, QueueMark, RunTally, SealedHead,
-    SourceState, StoreError, SyncCounts, SyncWrite, TokenRecord, UpsertCounts,
+    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, PushItem, PushOutcome, PushRecord,
+    QueueMark, RunTally, SealedHead, SourceState, StoreError, SyncCounts, SyncWrite, TokenRecord,
+    UpsertCounts,
 };
 use crate::domain::{
     AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
@@ -23,7 +24,16 @@ use std::time::Duration;
 /// Everything a backend offers: each capability, and its migrations.
 #[async_trait]
 pub trait Store:
-    Experiments + SourceStates + Runs + Outbox + Proposals + Reviews + AuditLog + Tokens + Slots
+    Experiments
+    + SourceStates
+    + Runs
+    + Outbox
+    + Pushes
+    + Proposals
+    + Reviews
+    + AuditLog
+    + Tokens
+    + Slots
 {
     /// Applies this backend's migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -133,6 +143,37 @@ pub trait Outbox: Send + Sync {
     async fn notification_counts(&self) -> Result<(usize, usize), StoreError>;
 }
 
+/// The push outbox: approved proposals to be created as drafts on the experimentation
+/// platform, each at most once (the proposal is the row's key).
+#[async_trait]
+pub trait Pushes: Send + Sync {
+    /// Queues a push of each of `ids` on `platform` (by hand: `hypod export --push`): a
+    /// proposal never queued gets a row, a refused one is queued again (it was never created),
+    /// a pending or pushed one is left as it is. The ids queued now.
+    async fn enqueue_pushes(
+        &self,
+        ids: &[String],
+        platform: &str,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` pending pushes that are due, each held for `hold` (its next attempt
+    /// moved that far ahead and its attempts counted) so that no other process posts it
+    /// meanwhile.
+    async fn claim_pushes(&self, limit: usize, hold: Duration)
+        -> Result<Vec<PushItem>, StoreError>;
+    /// Records how an attempt ended, only while the claim that returned `item` still holds it
+    /// (no other claim counted an attempt since, the row is still pending): pushed or refused
+    /// with an audit entry (`push.delivered`, `push.refused`, actor `actor`) in the same
+    /// transaction; a retry moved `retry_in` ahead. `false` when the claim no longer held it.
+    async fn finish_push(
+        &self,
+        item: &PushItem,
+        outcome: &PushOutcome,
+        actor: &str,
+    ) -> Result<bool, StoreError>;
+    /// The push of one proposal, if one was ever queued.
+    async fn push_of(&self, proposal_id: &str) -> Result<Option<PushRecord>, StoreError>;
+}
+
 /// The proposal queue, read.
 #[async_trait]
 pub trait Proposals: Send + Sync {
@@ -148,7 +189,16 @@ pub trait Reviews: Send + Sync {
     /// Records a review and applies its effect ([`crate::domain::apply_review`]) atomically,
     /// stamped with the database's clock (never before the proposal's creation): `review.at`
     /// is not used.
-    async fn review(&self, review: &Review) -> Result<Proposal, StoreError>;
+    async fn review(&self, review: &Review) -> Result<Proposal, StoreError> {
+        self.review_pushing(review, None).await
+    }
+    /// [`Reviews::review`]; when the review makes the proposal `approved` and `push_on` names
+    /// a platform, a push of it is queued in the same transaction ([`Pushes`]).
+    async fn review_pushing(
+        &self,
+        review: &Review,
+        push_on: Option<&str>,
+    ) -> Result<Proposal, StoreError>;
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
     /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
     async fn recent_rejections(

@@ -26,6 +26,7 @@ const SQLITE: Files = migration_files!("sqlite":
     5 "0005_queue_hygiene.sql",
     6 "0006_audit_subject.sql",
     7 "0007_sources.sql",
+    8 "0008_growthbook_push.sql",
 );
 
 const POSTGRES: Files = migration_files!("postgres":
@@ -36,6 +37,7 @@ const POSTGRES: Files = migration_files!("postgres":
     5 "0005_queue_hygiene.sql",
     6 "0006_audit_subject.sql",
     7 "0007_sources.sql",
+    8 "0008_growthbook_push.sql",
 );
 
 /// SQLite's migrations.

@@ -18,7 +18,8 @@ pub mod vouch;
 
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 pub use capabilities::{
-    AuditLog, Experiments, Outbox, Proposals, Reviews, Runs, Slots, SourceStates, Store, Tokens,
+    AuditLog, Experiments, Outbox, Proposals, Pushes, Reviews, Runs, Slots, SourceStates, Store,
+    Tokens,
 };
 pub use vouch::{DraftCheck, StoredToken};
 
@@ -78,6 +79,84 @@ pub struct OutboxItem {
     pub run_id: String,
     /// Attempts so far, this one included.
     pub attempts: i64,
+}
+
+/// Where a proposal's push to the experimentation platform stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PushState {
+    /// Waiting to be posted (or retried after a 429/5xx or a lost answer).
+    Pending,
+    /// Created on the platform: its experiment id and URL are kept.
+    Pushed,
+    /// The platform refused it (a 4xx), or hypod would not send its draft: the message is kept.
+    Refused,
+}
+
+impl PushState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushState::Pending => "pending",
+            PushState::Pushed => "pushed",
+            PushState::Refused => "refused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PushState> {
+        [PushState::Pending, PushState::Pushed, PushState::Refused]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A proposal's push, as stored (shown by `queue show`, its `--json`, the API and the page).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PushRecord {
+    pub proposal_id: String,
+    /// `growthbook`.
+    pub platform: String,
+    pub state: PushState,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The platform's experiment id, once pushed.
+    pub experiment_id: Option<String>,
+    /// Where the experiment is seen on the platform, once pushed.
+    pub experiment_url: Option<String>,
+    /// The HTTP status of the last answer that decided or delayed the push.
+    pub http_status: Option<i64>,
+    /// The platform's message (refused), or why the last attempt is retried (pending).
+    pub error: Option<String>,
+}
+
+/// A claimed push: the proposal, and the attempt this claim counted (the finish is recorded
+/// only while no other claim came since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushItem {
+    pub proposal_id: String,
+    pub attempts: i64,
+}
+
+/// How one push attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushOutcome {
+    /// Created (or found already created under its tracking key): an audit entry is written.
+    Pushed {
+        experiment_id: String,
+        experiment_url: String,
+        /// Whether a duplicate-key answer was confirmed by reading the experiment back.
+        confirmed_duplicate: bool,
+    },
+    /// Refused for good (a 4xx, or a draft hypod may not send): an audit entry is written.
+    Refused {
+        http_status: Option<u16>,
+        message: String,
+    },
+    /// To be tried again after `retry_in` (a 429/5xx, a lost answer).
+    Retry {
+        http_status: Option<u16>,
+        error: String,
+        retry_in: std::time::Duration,
+    },
 }
 
 /// What an import wrote.

@@ -1069,7 +1069,7 @@ fn the_checks_catch_drift() {
     let drifted = page(
         "docs/drifted.md",
         "# Drifted\n\n```sh\nhypod frobnicate\nhypod run --fast\n```\n\n\
-         Run `hypod queue list --colour` or `hypod export --format growthbook`.\n\n\
+         Run `hypod queue list --colour` or `hypod export --format mlflow`.\n\n\
          ```toml\n[proposer]\nmax_proposal = 3\n```\n\n\
          | `proposer.max_drafts` | `8` |\n\nSet `HYPOD_LLM__MODEL_NAME`.\n\n\
          `cargo test --test cli nothing_here::` and `cargo bench --bench nothing`.\n\n\
@@ -1077,7 +1077,7 @@ fn the_checks_catch_drift() {
     );
     let pages = [drifted];
     let (_, commands) = command_problems(&pages);
-    for needle in ["frobnicate", "--fast", "--colour", "growthbook"] {
+    for needle in ["frobnicate", "--fast", "--colour", "mlflow"] {
         assert!(
             commands.iter().any(|p| p.contains(needle)),
             "{needle} not caught: {commands:?}"

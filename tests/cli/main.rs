@@ -25,6 +25,7 @@ mod fake_growthbook;
 #[path = "../fake_openai/mod.rs"]
 mod fake_openai;
 mod governance;
+mod growthbook_push;
 mod growthbook_source;
 mod hardening;
 mod hygiene;

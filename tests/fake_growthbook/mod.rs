@@ -6,6 +6,17 @@
 //! past a configurable burst per window; injected 5xx. It counts requests per route, and
 //! converts the sample history into GrowthBook's experiment and results shapes (the revenue
 //! metric's `stddev` the sample standard deviation gbstats computes from the sums).
+//!
+//! It also creates experiments as GrowthBook's `POST /api/v1/experiments` does: each body is
+//! checked against the documented request schema ([`validate_post`]: `additionalProperties:
+//! false`, required `trackingKey`/`name`/`variations`, variations `{key, name}` and nothing
+//! unknown, the `status` enum, `description` ≤ 10 000) and the handler's runtime rules
+//! (`assignmentQueryId` required, a known data source and assignment query, a data source when
+//! metrics are given, known metrics, an owner who is a member — "Unable to find user" — and a
+//! tracking key not used before — "Experiment with tracking key already exists"), answering
+//! `{experiment}` with its new id; created experiments are then listed, and
+//! `GET /api/v1/experiments?trackingKey=…` filters by tracking key. An answer can be lost on
+//! purpose (the experiment is created, the client never hears back).
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -38,6 +49,8 @@ pub enum Route {
     Bulk,
     /// `GET /api/v1/experiments/{id}/results`
     One,
+    /// `POST /api/v1/experiments`
+    Create,
     /// anything else
     Other,
 }
@@ -98,7 +111,21 @@ struct State {
     fail_always: bool,
     server_errors: u64,
     queries: Vec<(Route, String)>,
+    /// GrowthBook members (emails and user ids) an `owner` may name.
+    members: Vec<String>,
+    /// The bodies of created experiments, in order.
+    created: Vec<Value>,
+    /// Bodies refused by the schema or a runtime rule, with GrowthBook's message.
+    refused: Vec<(Value, String)>,
+    /// The next `n` creations succeed but their answer is never sent.
+    lose_answers: u32,
 }
+
+/// The data source and assignment query the fake's organisation has.
+pub const DATASOURCE: &str = "ds_shop";
+pub const ASSIGNMENT_QUERY: &str = "user_id";
+/// Members an `owner` may name.
+pub const MEMBERS: [&str; 2] = ["rita@shop.example", "u_gus"];
 
 pub struct FakeGrowthbook {
     pub addr: SocketAddr,
@@ -124,12 +151,25 @@ impl FakeGrowthbook {
             fail_always: false,
             server_errors: 0,
             queries: Vec::new(),
+            members: MEMBERS.iter().map(|m| m.to_string()).collect(),
+            created: Vec::new(),
+            refused: Vec::new(),
+            lose_answers: 0,
         }));
         let shared = state.clone();
-        let router = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
-            let state = shared.clone();
-            async move { answer(&state, method, uri, headers) }
-        });
+        let router = Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let state = shared.clone();
+                async move {
+                    let (response, lost) = answer(&state, method, uri, headers, &body);
+                    if lost {
+                        // Created, but the answer never comes: the client times out.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    response
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the fake GrowthBook");
@@ -233,6 +273,23 @@ impl FakeGrowthbook {
     }
 }
 
+impl FakeGrowthbook {
+    /// The bodies of the experiments created, in order.
+    pub fn created(&self) -> Vec<Value> {
+        self.state.lock().unwrap().created.clone()
+    }
+
+    /// The bodies refused, each with GrowthBook's message.
+    pub fn refused(&self) -> Vec<(Value, String)> {
+        self.state.lock().unwrap().refused.clone()
+    }
+
+    /// The next `n` experiments are created but their answers are lost.
+    pub fn lose_answers(&self, n: u32) {
+        self.state.lock().unwrap().lose_answers = n;
+    }
+}
+
 impl Drop for FakeGrowthbook {
     fn drop(&mut self) {
         self.task.abort();
@@ -252,6 +309,42 @@ fn respond(status: u16, headers: &[(&str, String)], body: Value) -> Response<Bod
 }
 
 fn answer(
+    state: &Arc<Mutex<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: &[u8],
+) -> (Response<Body>, bool) {
+    let route_of = |uri: &Uri, method: &Method| {
+        let path = uri.path().trim_end_matches('/');
+        (method == Method::POST && path == "/api/v1/experiments").then_some(Route::Create)
+    };
+    if let Some(Route::Create) = route_of(&uri, &method) {
+        let mut guard = state.lock().unwrap();
+        *guard.counts.entry(Route::Create).or_default() += 1;
+        if guard.fail_always || guard.fail_next > 0 {
+            guard.fail_next = guard.fail_next.saturating_sub(1);
+            guard.server_errors += 1;
+            let status = if guard.fail_always { 502 } else { 503 };
+            return (
+                respond(status, &[], json!({"message": "upstream unavailable"})),
+                false,
+            );
+        }
+        let expected = format!("Bearer {}", guard.key);
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            guard.unauthorized += 1;
+            return (
+                respond(401, &[], json!({"message": "Invalid API key"})),
+                false,
+            );
+        }
+        return create(&mut guard, body);
+    }
+    (answer_get(state, method, uri, headers), false)
+}
+
+fn answer_get(
     state: &Arc<Mutex<State>>,
     method: Method,
     uri: Uri,
@@ -331,6 +424,7 @@ fn answer(
     }
 
     let project = query.get("projectId").cloned();
+    let tracking_key = query.get("trackingKey").cloned();
     let matching: Vec<&Served> = state
         .served
         .iter()
@@ -338,6 +432,9 @@ fn answer(
             project
                 .as_deref()
                 .is_none_or(|p| s.experiment["project"] == p)
+                && tracking_key
+                    .as_deref()
+                    .is_none_or(|k| s.experiment["trackingKey"] == k)
         })
         .collect();
     if route == Route::One {
@@ -409,6 +506,291 @@ fn answer(
     body.insert("hasMore".into(), json!(has_more));
     body.insert("nextOffset".into(), next_offset);
     respond(200, &[], Value::Object(body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// `POST /api/v1/experiments`, from GrowthBook's OpenAPI document (postExperiment) and its
+// handler (packages/back-end/src/api/experiments/postExperiment.ts).
+
+/// Every property the request body may have (`additionalProperties: false`).
+const POST_PROPERTIES: [&str; 53] = [
+    "datasourceId",
+    "assignmentQueryId",
+    "trackingKey",
+    "bypassDuplicateKeyCheck",
+    "name",
+    "type",
+    "project",
+    "templateId",
+    "hypothesis",
+    "description",
+    "tags",
+    "metrics",
+    "secondaryMetrics",
+    "guardrailMetrics",
+    "activationMetric",
+    "segmentId",
+    "queryFilter",
+    "owner",
+    "archived",
+    "status",
+    "autoRefresh",
+    "hashAttribute",
+    "fallbackAttribute",
+    "hashVersion",
+    "disableStickyBucketing",
+    "bucketVersion",
+    "minBucketVersion",
+    "releasedVariationId",
+    "excludeFromPayload",
+    "inProgressConversions",
+    "attributionModel",
+    "lookbackOverride",
+    "statsEngine",
+    "variations",
+    "phases",
+    "regressionAdjustmentEnabled",
+    "sequentialTestingEnabled",
+    "sequentialTestingTuningParameter",
+    "shareLevel",
+    "banditScheduleValue",
+    "banditScheduleUnit",
+    "banditBurnInValue",
+    "banditBurnInUnit",
+    "banditConversionWindowValue",
+    "banditConversionWindowUnit",
+    "postStratificationEnabled",
+    "decisionFrameworkSettings",
+    "metricOverrides",
+    "defaultDashboardId",
+    "customFields",
+    "customMetricSlices",
+    "precomputedUnitDimensionIds",
+    "statusUpdateSchedule",
+];
+
+/// GrowthBook counts string lengths in UTF-16 units, as JavaScript does.
+fn js_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// Checks a `POST /api/v1/experiments` body against the documented request schema: `Err` with
+/// what is wrong (GrowthBook answers such a body 400).
+pub fn validate_post(body: &Value) -> Result<(), String> {
+    let object = body.as_object().ok_or("the body must be an object")?;
+    for key in object.keys() {
+        if !POST_PROPERTIES.contains(&key.as_str()) {
+            return Err(format!("Unrecognized key: \"{key}\""));
+        }
+    }
+    for required in ["trackingKey", "name", "variations"] {
+        if !object.contains_key(required) {
+            return Err(format!("{required}: Required"));
+        }
+    }
+    let string = |key: &str| -> Result<Option<&str>, String> {
+        match object.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("{key}: Expected string")),
+        }
+    };
+    for key in [
+        "datasourceId",
+        "assignmentQueryId",
+        "trackingKey",
+        "name",
+        "project",
+        "templateId",
+        "hypothesis",
+        "owner",
+        "activationMetric",
+        "segmentId",
+        "queryFilter",
+    ] {
+        string(key)?;
+    }
+    if let Some(description) = string("description")? {
+        if js_len(description) > 10_000 {
+            return Err("description: String must contain at most 10000 character(s)".into());
+        }
+    }
+    if let Some(status) = string("status")? {
+        if !["draft", "running", "stopped"].contains(&status) {
+            return Err(format!(
+                "status: Invalid enum value. Expected 'draft' | 'running' | 'stopped', received '{status}'"
+            ));
+        }
+    }
+    for key in ["tags", "metrics", "secondaryMetrics", "guardrailMetrics"] {
+        match object.get(key) {
+            None => {}
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
+            Some(_) => return Err(format!("{key}: Expected array of strings")),
+        }
+    }
+    if let Some(fields) = object.get("customFields") {
+        let fields = fields.as_object().ok_or("customFields: Expected object")?;
+        if !fields.values().all(Value::is_string) {
+            return Err("customFields: values must be strings".into());
+        }
+    }
+    let variations = object["variations"]
+        .as_array()
+        .ok_or("variations: Expected array")?;
+    if variations.len() < 2 {
+        return Err("variations: Array must contain at least 2 element(s)".into());
+    }
+    for (i, variation) in variations.iter().enumerate() {
+        let variation = variation
+            .as_object()
+            .ok_or(format!("variations.{i}: Expected object"))?;
+        for key in variation.keys() {
+            if !["id", "key", "name", "description", "screenshots"].contains(&key.as_str()) {
+                return Err(format!("variations.{i}: Unrecognized key: \"{key}\""));
+            }
+        }
+        for key in ["key", "name"] {
+            if !variation.get(key).is_some_and(Value::is_string) {
+                return Err(format!("variations.{i}.{key}: Required string"));
+            }
+        }
+        for key in ["id", "description"] {
+            if variation.get(key).is_some_and(|v| !v.is_string()) {
+                return Err(format!("variations.{i}.{key}: Expected string"));
+            }
+        }
+        if variation
+            .get("description")
+            .and_then(Value::as_str)
+            .is_some_and(|d| js_len(d) > 10_000)
+        {
+            return Err(format!(
+                "variations.{i}.description: String must contain at most 10000 character(s)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The handler: the schema, then the runtime rules in the order GrowthBook checks them.
+fn create(state: &mut State, body: &[u8]) -> (Response<Body>, bool) {
+    let parsed: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => return refuse(state, Value::Null, format!("Invalid JSON: {e}")),
+    };
+    if let Err(problem) = validate_post(&parsed) {
+        return refuse(state, parsed, format!("Request body: {problem}"));
+    }
+    let text = |key: &str| parsed.get(key).and_then(Value::as_str).map(str::to_string);
+    let Some(assignment) = text("assignmentQueryId") else {
+        return refuse(
+            state,
+            parsed,
+            "assignmentQueryId is required unless provided by the template".into(),
+        );
+    };
+    let datasource = text("datasourceId");
+    if let Some(ds) = &datasource {
+        if ds != DATASOURCE {
+            return refuse(state, parsed, format!("Invalid data source: {ds}"));
+        }
+        if assignment != ASSIGNMENT_QUERY {
+            return refuse(
+                state,
+                parsed,
+                format!("Unrecognized assignment query ID: {assignment}"),
+            );
+        }
+    }
+    let tracking_key = text("trackingKey").unwrap_or_default();
+    let exists = state
+        .served
+        .iter()
+        .any(|s| s.experiment["trackingKey"] == tracking_key.as_str());
+    if exists && parsed.get("bypassDuplicateKeyCheck") != Some(&json!(true)) {
+        return refuse(
+            state,
+            parsed,
+            format!("Experiment with tracking key already exists: {tracking_key}."),
+        );
+    }
+    if let Some(owner) = text("owner") {
+        if !state.members.contains(&owner) {
+            return refuse(state, parsed, format!("Unable to find user: {owner}"));
+        }
+    }
+    let mut metrics: Vec<String> = Vec::new();
+    for key in [
+        "metrics",
+        "secondaryMetrics",
+        "guardrailMetrics",
+        "activationMetric",
+    ] {
+        match parsed.get(key) {
+            Some(Value::Array(ids)) => {
+                metrics.extend(ids.iter().filter_map(Value::as_str).map(str::to_string))
+            }
+            Some(Value::String(id)) => metrics.push(id.clone()),
+            _ => {}
+        }
+    }
+    if !metrics.is_empty() {
+        if datasource.is_none() {
+            return refuse(
+                state,
+                parsed,
+                "Must provide a datasource when including metrics".into(),
+            );
+        }
+        if let Some(unknown) = metrics
+            .iter()
+            .find(|m| ![CONVERSIONS, REVENUE, ORDERS].contains(&m.as_str()))
+        {
+            return refuse(state, parsed, format!("Unknown metric: {unknown}"));
+        }
+    }
+    let id = format!("exp_new_{:05}", state.created.len() + 1);
+    let variations: Vec<Value> = parsed["variations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({"variationId": format!("var_{id}_{i}"), "key": v["key"], "name": v["name"],
+                   "description": v.get("description").cloned().unwrap_or(json!("")),
+                   "screenshots": []})
+        })
+        .collect();
+    let experiment = json!({
+        "id": id,
+        "trackingKey": tracking_key,
+        "name": parsed["name"],
+        "project": parsed.get("project").cloned().unwrap_or(json!("")),
+        "hypothesis": parsed.get("hypothesis").cloned().unwrap_or(json!("")),
+        "description": parsed.get("description").cloned().unwrap_or(json!("")),
+        "tags": parsed.get("tags").cloned().unwrap_or(json!([])),
+        "owner": parsed.get("owner").cloned().unwrap_or(json!("u_api_key")),
+        "archived": false,
+        "status": parsed.get("status").cloned().unwrap_or(json!("draft")),
+        "dateCreated": "2026-12-01T00:00:00.000Z",
+        "dateUpdated": "2026-12-01T00:00:00.000Z",
+        "variations": variations,
+        "phases": [],
+    });
+    state.created.push(parsed);
+    state.served.push(Served {
+        experiment: experiment.clone(),
+        results: None,
+    });
+    let lost = state.lose_answers > 0;
+    state.lose_answers = state.lose_answers.saturating_sub(1);
+    (respond(200, &[], json!({ "experiment": experiment })), lost)
+}
+
+fn refuse(state: &mut State, body: Value, message: String) -> (Response<Body>, bool) {
+    state.refused.push((body, message.clone()));
+    (respond(400, &[], json!({ "message": message })), false)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@
 mod audit_log;
 mod driver;
 mod experiments;
+mod pushes;
 mod reviews;
 mod runs;
 mod slots;

@@ -1,18 +1,25 @@
 //! The writes of the review surface, for every backend, each in one write transaction with its
 //! audit entry: a review (read, judged by [`apply_review`], applied only to the status it was
 //! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]).
+//! An approval that makes a proposal `approved` queues its platform push in the same transaction.
 //! A review and a revocation are stamped with the database's clock, never the caller's: a
 //! review is never dated before the proposal it decides.
 
 use super::{append_audit, audit_log, database_now, Arg, Conn, Dialect, Sql};
-use crate::domain::{apply_review, AuditAction, Proposal, Review, ReviewAction, ReviewError};
+use crate::domain::{
+    apply_review, AuditAction, Proposal, ProposalStatus, Review, ReviewAction, ReviewError,
+};
 use crate::store::{Reviews, StoreError, TokenRecord, Tokens};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 #[async_trait]
 impl<D: Dialect> Reviews for D {
-    async fn review(&self, review: &Review) -> Result<Proposal, StoreError> {
+    async fn review_pushing(
+        &self,
+        review: &Review,
+        push_on: Option<&str>,
+    ) -> Result<Proposal, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut proposal = match tx.proposal(&review.proposal_id).await? {
             Some(proposal) => proposal,
@@ -86,6 +93,13 @@ impl<D: Dialect> Reviews for D {
             &detail,
         )
         .await?;
+        // The approval that makes it `approved` queues its push in the same transaction: an
+        // approval is never recorded without its push, nor a push queued without the approval.
+        if let Some(platform) = push_on {
+            if status == ProposalStatus::Approved && proposal.status != ProposalStatus::Approved {
+                super::pushes::enqueue::<D, _>(&mut tx, &review.proposal_id, platform).await?;
+            }
+        }
         tx.commit().await?;
         proposal.status = status;
         proposal.updated_at = review.at;
