@@ -199,13 +199,17 @@ pub struct EvidenceView {
 }
 
 /// `queue show`: a proposal with its evidence's statistics and its reviews.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProposalView {
+    #[schema(value_type = Object)]
     pub proposal: Proposal,
+    #[schema(value_type = Vec<Object>)]
     pub evidence: Vec<EvidenceView>,
+    #[schema(value_type = Vec<Object>)]
     pub reviews: Vec<Review>,
     /// Experiments of the history that name this proposal as their `source_proposal`, with
     /// what they found against what was predicted.
+    #[schema(value_type = Vec<Object>)]
     pub tested_as: Vec<crate::analysis::learning::ProposalLink>,
 }
 
@@ -383,8 +387,9 @@ impl ExportDraft {
 }
 
 /// What `export` ships, and what it withheld because the audit log does not explain it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Export {
+    #[schema(value_type = Vec<Object>)]
     pub drafts: Vec<ExportDraft>,
     pub withheld: Vec<AuditProblem>,
 }

@@ -44,6 +44,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/openapi.json", get(api::openapi))
         .merge(api)
         .merge(ui::router())
+        // The router's own 404 and 405 answer the API's JSON error, like every other error.
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(auth::BODY_LIMIT))
         .with_state(state)
 }
