@@ -315,16 +315,23 @@ async fn review(
             note,
         })
         .await?;
-    let view = state.app.show(&id).await?;
-    let approvers: Vec<Role> = view
-        .reviews
+    // The reviews only (not the proposal's view, whose evidence statistics are a heavy read
+    // that an approval must not wait for).
+    let reviews = state
+        .app
+        .store()
+        .await?
+        .proposal_reviews(&id)
+        .await
+        .map_err(AppError::from)?;
+    let approvers: Vec<Role> = reviews
         .iter()
         .filter(|r| r.action == ReviewAction::Approve)
         .map(|r| r.role)
         .collect();
     let given = approvers.len() as u32;
-    let required = view.proposal.approvals_required;
-    let pending = view.proposal.status == ProposalStatus::PendingReview;
+    let required = outcome.summary.approvals_required;
+    let pending = outcome.summary.status == ProposalStatus::PendingReview;
     let needs_governance =
         pending && outcome.escalated && !approvers.iter().any(|role| role.governs());
     let missing = if pending {

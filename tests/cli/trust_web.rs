@@ -316,7 +316,7 @@ fn behind_the_proxy_another_sites_page_cannot_write_through_the_api() {
     }
     let (status, body) = raw_request(&addr, "GET", "/api/v1/runs", &governance);
     assert_eq!(
-        (status, json(&body)),
+        (status, json(&body)["items"].clone()),
         (200, Value::Array(Vec::new())),
         "{body}"
     );
