@@ -162,6 +162,31 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
     .into_response()
 }
 
+/// Middleware: an error answered to a request that carries a body says `Connection: close`.
+/// Such an answer may come before the body was read (the role is checked first, the body is
+/// never read for a caller who may not send it), and hyper then closes the connection without
+/// saying so: a client that put the connection back in its pool failed its next request on it
+/// ("remote end closed connection without response", found by Schemathesis).
+pub async fn close_after_unread_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi(State(state): Shared) -> Response {
     (
@@ -216,8 +241,15 @@ struct ProposalQuery {
 
 /// The queue, highest priority first, filtered, one page at a time (keyset pagination).
 #[utoipa::path(get, path = "/api/v1/proposals", tag = "proposals", params(ProposalQuery),
-    responses((status = 200, description = "One page of the queue.", body = ProposalPage),
-        Errors))]
+    responses((status = 200, description = "One page of the queue.", body = ProposalPage,
+        links(
+            ("show" = (operation_id = "show_proposal",
+                parameters(("id" = "$response.body#/items/0/id")))),
+            ("approve" = (operation_id = "approve",
+                parameters(("id" = "$response.body#/items/0/id")))),
+            ("comment" = (operation_id = "comment",
+                parameters(("id" = "$response.body#/items/0/id")))),
+        )), Errors))]
 async fn list_proposals(
     State(state): Shared,
     Reader(_): Reader,
@@ -416,7 +448,9 @@ struct PageQuery {
 /// Recent runs, newest first, each with the audit head it published, one page at a time
 /// (keyset pagination, as the proposals).
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(PageQuery),
-    responses((status = 200, description = "One page of runs.", body = RunPage), Errors))]
+    responses((status = 200, description = "One page of runs.", body = RunPage,
+        links(("show" = (operation_id = "show_run",
+            parameters(("id" = "$response.body#/items/0/id")))))), Errors))]
 async fn list_runs(
     State(state): Shared,
     Reader(_): Reader,
@@ -466,8 +500,9 @@ struct ExperimentQuery {
 
 /// The imported history, by id, one page at a time.
 #[utoipa::path(get, path = "/api/v1/experiments", tag = "experiments", params(ExperimentQuery),
-    responses((status = 200, description = "One page of experiments.", body = ExperimentPage),
-        Errors))]
+    responses((status = 200, description = "One page of experiments.", body = ExperimentPage,
+        links(("show" = (operation_id = "show_experiment",
+            parameters(("id" = "$response.body#/items/0/id")))))), Errors))]
 async fn list_experiments(
     State(state): Shared,
     Reader(_): Reader,

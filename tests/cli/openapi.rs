@@ -138,6 +138,34 @@ fn the_routers_own_404_and_405_answer_the_json_error() {
     );
 }
 
+/// An error answered before the body was read (a viewer's approval is refused on its role)
+/// tells the client the connection closes, so that the client does not send its next request
+/// on a connection the server has dropped.
+#[test]
+fn an_error_before_the_body_is_read_closes_the_connection_openly() {
+    let setup = Reviewed::new();
+    let app = TestApp::spawn(&setup.hypod);
+    let note = format!("{{\"note\":\"{}\"}}", "x".repeat(60_000));
+    let refused = request(
+        &app.addr,
+        "POST",
+        "/api/v1/proposals/any/approve",
+        &[("Authorization", &bearer(setup.token("viewer")))],
+        Some(("application/json", &note)),
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(
+        refused.header("connection"),
+        Some("close"),
+        "{:?}",
+        refused.headers
+    );
+    // A success keeps the connection.
+    let me = get(&app, setup.token("viewer"), "/api/v1/me");
+    assert_eq!(me.status, 200);
+    assert_eq!(me.header("connection"), None, "{:?}", me.headers);
+}
+
 /// `GET /api/v1/runs` pages like the proposals: `items` and a `next_cursor` that fetches the
 /// next page, newest first, no run twice.
 fn runs_page_with_a_cursor(hypod: Hypod) {
