@@ -200,6 +200,28 @@ fn runs_page_with_a_cursor(hypod: Hypod) {
     assert_eq!(ids, sorted, "three runs, newest first, none twice");
 }
 
+/// The history pages the same way: `cursor` in, `next_cursor` out (it took `after` and
+/// answered `next_after` before).
+#[test]
+fn experiments_page_with_a_cursor() {
+    let setup = Reviewed::new();
+    let viewer = setup.token("viewer");
+    let app = TestApp::spawn(&setup.hypod);
+    let first = get(&app, viewer, "/api/v1/experiments?limit=2").json();
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    assert_eq!(Some(cursor), first["items"][1]["id"].as_str(), "{first}");
+    let second = get(
+        &app,
+        viewer,
+        &format!("/api/v1/experiments?limit=2&cursor={cursor}"),
+    );
+    assert_eq!(second.status, 200, "{}", second.body);
+    let second = second.json();
+    assert!(second["items"][0]["id"].as_str() > Some(cursor), "{second}");
+    let old = get(&app, viewer, "/api/v1/experiments?after=exp-2024-0001");
+    assert_eq!(old.status, 400, "{}", old.body);
+}
+
 #[test]
 fn runs_page_with_a_cursor_on_sqlite_and_postgresql() {
     on_both_backends(runs_page_with_a_cursor);
