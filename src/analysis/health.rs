@@ -40,7 +40,7 @@ pub struct LatencyLeak {
     pub budget_ms: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProgramHealth {
     pub experiments: usize,
     pub running: usize,
@@ -55,7 +55,9 @@ pub struct ProgramHealth {
     pub proven_rate: Option<f64>,
     /// `below_healthy` (shipping noise), `healthy` (30–50%), `above_healthy` (suspect measurement).
     pub proven_rate_band: Option<String>,
+    #[schema(value_type = std::collections::HashMap<String, Object>)]
     pub proven_rate_by_moment: BTreeMap<String, RateCell>,
+    #[schema(value_type = std::collections::HashMap<String, Object>)]
     pub proven_rate_by_quarter: BTreeMap<String, RateCell>,
     pub median_idea_to_decision_days: Option<f64>,
     pub idea_to_decision_days_by_quarter: BTreeMap<String, f64>,
@@ -72,10 +74,12 @@ pub struct ProgramHealth {
     pub moment_coverage_12m: BTreeMap<String, usize>,
     /// Named moments with fewer than 3 experiments in those 12 months, or under a quarter of the
     /// busiest moment's count.
+    #[schema(value_type = Vec<String>)]
     pub neglected_moments: Vec<Moment>,
     /// Share of experiments whose primary KPI is not commercial.
     pub kpi_mirage_share: Option<f64>,
     pub kpi_mirage_experiments: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
     pub latency_leaks: Vec<LatencyLeak>,
     /// Shipped without a proven result.
     pub black_box_rules: Vec<String>,
@@ -86,6 +90,7 @@ pub struct ProgramHealth {
     pub summary_only: Vec<String>,
     /// Arms whose numbers cannot be real or cannot be tested (zero variance: 0 % or 100 %
     /// conversion, constant revenue, a single order): tracking problems, not results.
+    #[schema(value_type = Vec<Object>)]
     pub data_quality: Vec<ExperimentDataQuality>,
     pub maturity_stage: u8,
     pub maturity_reasons: Vec<String>,

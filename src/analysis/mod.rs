@@ -172,25 +172,32 @@ impl MetricResult {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExperimentAnalysis {
     pub id: String,
+    #[schema(value_type = String)]
     pub status: ExperimentStatus,
     pub moment: crate::history::Moment,
+    #[schema(value_type = String)]
     pub outcome: Outcome,
     pub srm_p_value: Option<f64>,
     pub srm_flagged: bool,
     /// The primary KPI for the treatment the outcome is decided on.
+    #[schema(value_type = Object)]
     pub primary: MetricResult,
     /// Revenue per visitor, where revenue is given.
+    #[schema(value_type = Option<Object>)]
     pub revenue_per_visitor: Option<MetricResult>,
     /// Average order value (revenue/orders) as a ratio metric, where revenue and orders are given.
+    #[schema(value_type = Option<Object>)]
     pub average_order_value: Option<MetricResult>,
     /// Every treatment on the primary KPI (more than one for A/B/n tests).
+    #[schema(value_type = Vec<Object>)]
     pub treatments: Vec<MetricResult>,
     pub commercial_kpi: bool,
     /// Arms whose data cannot be real or cannot be tested (zero variance): tracking problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub data_quality: Vec<DataQualityProblem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -200,6 +207,7 @@ pub struct ExperimentAnalysis {
     pub summary_only: bool,
     /// The reported result of a summary-only record, as imported.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<crate::history::Summary>,
     /// What hypod could not check for a summary-only record, in words.
     #[serde(skip_serializing_if = "Vec::is_empty")]

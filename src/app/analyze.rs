@@ -57,12 +57,13 @@ impl App {
     }
 }
 
-/// One page of the imported history, by id; `next_after` fetches the next.
+/// One page of the imported history, by id; `next_cursor` (the page's last id) fetches the
+/// next, as the proposals' and runs' pages do.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ExperimentPage {
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<crate::history::Experiment>,
-    pub next_after: Option<String>,
+    pub next_cursor: Option<String>,
 }
 
 impl App {
@@ -86,13 +87,13 @@ impl App {
             .take(limit + 1)
             .cloned()
             .collect();
-        let next_after = if items.len() > limit {
+        let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|e| e.id.clone())
         } else {
             None
         };
-        Ok(ExperimentPage { items, next_after })
+        Ok(ExperimentPage { items, next_cursor })
     }
 
     /// One experiment with its statistics.

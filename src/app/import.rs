@@ -16,12 +16,13 @@ pub struct Skipped {
 }
 
 /// `import`: what was read and written.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportSummary {
     pub records: usize,
     pub inserted: usize,
     pub updated: usize,
     pub unchanged: usize,
+    #[schema(value_type = Vec<Object>)]
     pub skipped: Vec<Skipped>,
     pub seconds: f64,
     /// Valid experiments read.

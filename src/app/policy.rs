@@ -125,10 +125,13 @@ impl App {
 const MAX_DRAFT_BYTES: u64 = 1 << 20;
 
 /// `policy eval`: what a draft would get, without queueing it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Evaluation {
+    #[schema(value_type = Object)]
     pub decision: GovernanceDecision,
+    #[schema(value_type = Vec<Object>)]
     pub verdicts: Vec<Verdict>,
+    #[schema(value_type = Object)]
     pub enrichment: Enrichment,
     pub policy_digest: String,
     #[serde(skip)]

@@ -199,13 +199,17 @@ pub struct EvidenceView {
 }
 
 /// `queue show`: a proposal with its evidence's statistics and its reviews.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProposalView {
+    #[schema(value_type = Object)]
     pub proposal: Proposal,
+    #[schema(value_type = Vec<Object>)]
     pub evidence: Vec<EvidenceView>,
+    #[schema(value_type = Vec<Object>)]
     pub reviews: Vec<Review>,
     /// Experiments of the history that name this proposal as their `source_proposal`, with
     /// what they found against what was predicted.
+    #[schema(value_type = Vec<Object>)]
     pub tested_as: Vec<crate::analysis::learning::ProposalLink>,
     /// Its push to the experimentation platform (`[export.growthbook]`), if one was queued:
     /// pending, pushed (GrowthBook's experiment id and URL) or refused (GrowthBook's message).
@@ -403,8 +407,10 @@ impl ExportDraft {
 
 /// What `export` ships (drafts in the format asked for), and what it withheld because the
 /// audit log does not explain it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(bound = "")]
 pub struct Export<T = ExportDraft> {
+    #[schema(value_type = Vec<Object>)]
     pub drafts: Vec<T>,
     pub withheld: Vec<AuditProblem>,
 }

@@ -759,8 +759,15 @@ pub async fn run_in_slot_until(
     Ok(outcome)
 }
 
+/// One page of the runs, newest first; `next_cursor` fetches the next (absent on the last).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RunPage {
+    pub items: Vec<RunRecord>,
+    pub next_cursor: Option<String>,
+}
+
 /// `hypod run`: one run and its queued proposals.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub run: RunRecord,
     pub proposals: Vec<super::queue::ProposalSummary>,
@@ -908,6 +915,29 @@ impl App {
 
 impl App {
     /// Recent runs, newest first: at most `limit` (see [`super::queue::page_size`]).
+    /// One page of the runs, newest first: `limit` as [`super::queue::page_size`] takes it,
+    /// after the run `cursor` names (the previous page's `next_cursor`).
+    pub async fn runs_page(
+        &self,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> AppResult<RunPage> {
+        let limit = super::queue::page_size(limit)?;
+        let cursor = cursor.filter(|c| !c.is_empty());
+        let mut items = self
+            .store()
+            .await?
+            .list_runs_after(cursor, limit + 1)
+            .await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(RunPage { items, next_cursor })
+    }
+
     pub async fn runs(&self, limit: Option<usize>) -> AppResult<Vec<RunRecord>> {
         let limit = super::queue::page_size(limit)?;
         Ok(self.store().await?.list_runs(limit).await?)

@@ -93,10 +93,13 @@ pub struct RunSummary {
     pub superseded: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: String,
+    /// `cli`, `api`, `demo` or `schedule:<slot>`.
+    #[schema(value_type = String)]
     pub trigger: Trigger,
+    #[schema(value_type = String)]
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -104,10 +107,13 @@ pub struct RunRecord {
     /// Why the run used the builtin proposer instead of the configured one, if it did.
     pub fell_back: Option<String>,
     pub error: Option<String>,
+    #[schema(value_type = Object)]
     pub summary: RunSummary,
+    #[schema(value_type = Option<Object>)]
     pub usage: Option<LlmUsage>,
     pub policy_digest: String,
     pub input_digest: String,
+    #[schema(value_type = Vec<Object>)]
     pub rejected_drafts: Vec<RejectedDraft>,
     pub notes: Vec<String>,
     /// The audit chain's head after this run's entries: keep it to detect later that entries

@@ -45,6 +45,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/openapi.json", get(api::openapi))
         .merge(api)
         .merge(ui::router())
+        // The router's own 404 and 405 answer the API's JSON error, like every other error.
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn(api::close_after_unread_body))
         .layer(axum::extract::DefaultBodyLimit::max(auth::BODY_LIMIT))
         // Outermost: every answer counted by route template and status, refusals included.
         .layer(axum::middleware::from_fn_with_state(

@@ -104,6 +104,13 @@ pub trait Runs: Send + Sync {
         fence: Option<&Fence>,
     ) -> Result<AuditHead, StoreError>;
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Up to `limit` runs, newest first, that come after run `after` in that order (keyset
+    /// pagination; a run id that does not exist yields an empty page).
+    async fn list_runs_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     /// Every stored run counted by trigger kind, status and duration bucket, in one grouped
     /// read of the `runs` table (runs are never deleted, so each count only grows): what

@@ -35,6 +35,7 @@ mod llm_prompt;
 mod llm_proposer;
 mod llm_run;
 mod notify;
+mod openapi;
 mod pipes;
 mod policy_cli;
 mod review;

@@ -117,7 +117,7 @@ fn every_route_answers_401_without_credentials_and_403_below_its_role() {
         None,
     )
     .json();
-    let run_id = runs[0]["id"].as_str().expect("a run").to_string();
+    let run_id = runs["items"][0]["id"].as_str().expect("a run").to_string();
     let draft = std::fs::read_to_string(fixture("draft.json")).expect("draft fixture");
     // (method, path template, concrete path, body, least role). Mutations use ids or bodies
     // that fail after authorisation (an unknown proposal, an empty import), so that running

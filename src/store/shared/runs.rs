@@ -215,6 +215,29 @@ impl<D: Dialect> Runs for D {
         rows.into_iter().map(run_from_row).collect()
     }
 
+    async fn list_runs_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let Some(after) = after else {
+            return self.list_runs(limit).await;
+        };
+        let rows: Vec<RunRow> = self
+            .connection()
+            .await?
+            .fetch_all(
+                Sql::new(
+                    "SELECT id, CAST(record AS TEXT) AS record, audit_seq, audit_hash FROM runs \
+                     WHERE (started_at, id) < (SELECT started_at, id FROM runs WHERE id = $1) \
+                     ORDER BY started_at DESC, id DESC LIMIT $2",
+                ),
+                &[Arg::Text(after), Arg::size(limit)],
+            )
+            .await?;
+        rows.into_iter().map(run_from_row).collect()
+    }
+
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let row: Option<RunRow> = self
             .connection()
