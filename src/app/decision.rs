@@ -82,3 +82,113 @@ impl Decision {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GrowthbookExport;
+    use crate::domain::proposal::{Enrichment, Provenance};
+    use crate::domain::{ReviewAction, Role, RuleSource, Verdict};
+
+    fn proposal(status: ProposalStatus) -> Proposal {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let verdict = |rule: &str, effect, passed| Verdict {
+            rule_id: rule.into(),
+            source: RuleSource::Policy,
+            effect,
+            passed,
+            message: format!("{rule} said so"),
+        };
+        Proposal {
+            id: "p1".into(),
+            run_id: "r1".into(),
+            status,
+            created_at: at,
+            updated_at: at,
+            draft: crate::domain::draft::tests_support::draft(),
+            enrichment: Enrichment::default(),
+            verdicts: vec![
+                verdict("cart-risk", Effect::Escalate, false),
+                verdict("consent", Effect::Deny, true),
+            ],
+            provenance: Provenance::default(),
+            approvals_required: 2,
+            superseded_by: None,
+        }
+    }
+
+    fn pushing() -> Config {
+        let mut config = Config::default();
+        config.export.growthbook = Some(GrowthbookExport {
+            url: "https://api.growthbook.io".into(),
+            api_key_env: "GB".into(),
+            app_url: None,
+            project: None,
+            datasource_id: None,
+            assignment_query_id: "aq".into(),
+            push_on_approval: true,
+            metrics: Default::default(),
+            owners: Default::default(),
+            retry_seconds: 30,
+            hold_seconds: 60,
+        });
+        config
+    }
+
+    #[test]
+    fn only_unmet_rules_stand_in_the_way_and_pending_ones_expire() {
+        let mut config = Config::default();
+        config.proposer.expire_pending_after_days = 30;
+        let review = Review {
+            proposal_id: "p1".into(),
+            actor: "rita".into(),
+            role: Role::Reviewer,
+            action: ReviewAction::Approve,
+            note: None,
+            at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let d = Decision::of(&proposal(ProposalStatus::PendingReview), &[review], &config);
+        assert_eq!(d.unmet.len(), 1);
+        assert_eq!(d.unmet[0].rule_id, "cart-risk");
+        assert_eq!(d.progress, "1 of 2 approvals, waiting for governance");
+        assert_eq!(
+            d.approved_by.as_deref(),
+            Some("approved by rita (reviewer)")
+        );
+        assert!(
+            d.after_approval.contains("hypod export"),
+            "{}",
+            d.after_approval
+        );
+        assert_eq!(
+            d.expires_at.map(|at| at.format("%Y-%m-%d").to_string()),
+            Some("1970-01-31".into())
+        );
+        // Expiry off (0 days), or no longer pending: no date.
+        config.proposer.expire_pending_after_days = 0;
+        let off = Decision::of(&proposal(ProposalStatus::PendingReview), &[], &config);
+        assert_eq!(off.expires_at, None);
+        let decided = Decision::of(&proposal(ProposalStatus::Approved), &[], &pushing());
+        assert_eq!(decided.expires_at, None);
+    }
+
+    #[test]
+    fn with_push_on_approval_the_next_step_is_the_growthbook_push() {
+        let pending = Decision::of(&proposal(ProposalStatus::PendingReview), &[], &pushing());
+        assert!(
+            pending
+                .after_approval
+                .starts_with("After approval hypod pushes it to GrowthBook"),
+            "{}",
+            pending.after_approval
+        );
+        let approved = Decision::of(&proposal(ProposalStatus::Approved), &[], &pushing());
+        assert!(
+            approved
+                .after_approval
+                .starts_with("Approved: hypod pushes it to GrowthBook"),
+            "{}",
+            approved.after_approval
+        );
+    }
+}
