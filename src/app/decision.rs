@@ -15,6 +15,9 @@ pub struct Unmet {
     pub rule_id: String,
     /// `escalate` (it needs governance) or `deny` (nobody may approve it).
     pub effect: Effect,
+    /// What the effect means for the reviewer: "governance must approve", "nobody may
+    /// approve it", "a warning".
+    pub means: String,
     pub message: String,
 }
 
@@ -46,6 +49,12 @@ impl Decision {
             .map(|v| Unmet {
                 rule_id: v.rule_id.clone(),
                 effect: v.effect,
+                means: match v.effect {
+                    Effect::Escalate => "governance must approve",
+                    Effect::Deny => "nobody may approve it",
+                    Effect::Warn => "a warning",
+                }
+                .to_string(),
                 message: v.message.clone(),
             })
             .collect();
@@ -59,14 +68,14 @@ impl Decision {
             (false, true) => "After approval hypod pushes it to GrowthBook as a draft experiment \
                 (push_on_approval); the team builds and starts the test there."
                 .to_string(),
-            (false, false) => "After approval it is ready for `hypod export`, which hands it \
-                to the experimentation platform; the team builds and starts the test there."
+            (false, false) => "After approval it is ready for export (hypod export), which hands \
+                it to the experimentation platform; the team builds and starts the test there."
                 .to_string(),
             (true, true) => "Approved: hypod pushes it to GrowthBook as a draft experiment \
                 (push_on_approval); the team builds and starts the test there."
                 .to_string(),
-            (true, false) => "Approved: `hypod export` now hands it to the experimentation \
-                platform; the team builds and starts the test there."
+            (true, false) => "Approved: export (hypod export) now hands it to the \
+                experimentation platform; the team builds and starts the test there."
                 .to_string(),
         };
         let days = config.proposer.expire_pending_after_days;

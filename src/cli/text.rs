@@ -495,20 +495,15 @@ fn decision_into(out: &mut String, view: &ProposalView) {
     for (i, unmet) in decision.unmet.iter().enumerate() {
         say!(
             out,
-            "{} {} {}: {}{}",
+            "{} {} ({}): {}",
             if i == 0 {
                 "in the way  "
             } else {
                 "            "
             },
-            unmet.effect.as_str(),
             unmet.rule_id,
-            unmet.message,
-            match unmet.effect {
-                crate::domain::Effect::Escalate => " — needs an approval from governance",
-                crate::domain::Effect::Deny => " — nobody may approve it",
-                crate::domain::Effect::Warn => "",
-            }
+            unmet.means,
+            unmet.message
         );
     }
     say!(

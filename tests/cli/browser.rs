@@ -384,7 +384,7 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     assert!(
         browser
             .text("#next")
-            .starts_with("Approved: `hypod export` now hands it"),
+            .starts_with("Approved: export (hypod export) now hands it"),
         "{}",
         browser.text("#next")
     );
@@ -399,9 +399,7 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
         .expect("an escalated proposal");
     browser.go(&format!("{site}/ui/proposals/{escalated}"));
     assert!(
-        browser
-            .text("#unmet")
-            .contains("needs an approval from governance"),
+        browser.text("#unmet").contains("governance must approve"),
         "{}",
         browser.text("#unmet")
     );

@@ -90,10 +90,7 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
     assert!(decision < hypothesis, "the decision opens the page");
     let unmet = section(&before, "unmet");
     assert!(unmet.contains(&rule), "{unmet}");
-    assert!(
-        unmet.contains("needs an approval from governance"),
-        "{unmet}"
-    );
+    assert!(unmet.contains("governance must approve"), "{unmet}");
     assert!(
         section(&before, "progress")
             .contains("0 of 2 approvals, waiting for 2 more, one from governance"),
@@ -103,7 +100,7 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
     assert!(before.contains("<details id=\"passed-rules\"><summary>"));
     let next = section(&before, "next");
     assert!(
-        next.contains("After approval it is ready for `hypod export`"),
+        next.contains("After approval it is ready for export (hypod export)"),
         "{next}"
     );
     assert!(
@@ -126,7 +123,7 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
     let head: Vec<&str> = text.lines().take(8).collect();
     let head = head.join("\n");
     assert!(
-        head.contains(&format!("in the way   escalate {rule}: ")),
+        head.contains(&format!("in the way   {rule} (governance must approve): ")),
         "{text}"
     );
     assert!(
@@ -136,7 +133,7 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
         "{text}"
     );
     assert!(
-        head.contains("next         After approval it is ready for `hypod export`"),
+        head.contains("next         After approval it is ready for export (hypod export)"),
         "{text}"
     );
     assert!(
@@ -157,13 +154,13 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
     );
     let next = section(&approved, "next");
     assert!(
-        next.contains("Approved: `hypod export` now hands it"),
+        next.contains("Approved: export (hypod export) now hands it"),
         "{next}"
     );
     assert!(!approved.contains("id=\"expiry\""), "{next}");
     let text = setup.hypod.ok(&["queue", "show", &id]).stdout;
     assert!(
-        text.contains("next         Approved: `hypod export` now hands it"),
+        text.contains("next         Approved: export (hypod export) now hands it"),
         "{text}"
     );
     assert!(!text.contains("expires      "), "{text}");
