@@ -186,3 +186,45 @@ fn the_decision_opens_the_page_and_queue_show_on_postgresql() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// The decision card repeats model-written text (the change) and policy text (the unmet rule's
+/// message): both stay escaped, on the page and under the unchanged CSP.
+#[test]
+fn the_decision_card_escapes_what_the_model_wrote() {
+    let setup = Reviewed::new();
+    let draft = std::fs::read_to_string(crate::support::fixture("draft.json")).expect("draft");
+    let mut draft: serde_json::Value = serde_json::from_str(&draft).expect("JSON");
+    draft["title"] = "A change with markup in it".into();
+    draft["change"] = "<script>window.__pwned=1</script><b>bold</b> change".into();
+    crate::review_audit::queue_draft(&setup.hypod, draft);
+    let id = setup
+        .hypod
+        .ok(&["queue", "list", "--json"])
+        .json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|p| p["title"] == "A change with markup in it")
+        .and_then(|p| p["id"].as_str())
+        .expect("the queued draft")
+        .to_string();
+    let app = TestApp::spawn(&setup.hypod);
+    let answer = request(
+        &app.addr,
+        "GET",
+        &format!("/ui/proposals/{id}"),
+        &[("Cookie", &format!("hypod_token={}", setup.token("viewer")))],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let asked = section(&answer.body, "asked");
+    assert!(
+        asked.contains("&lt;script&gt;window.__pwned=1&lt;&#x2f;script&gt;&lt;b&gt;bold")
+            || asked.contains("&lt;script&gt;window.__pwned=1&lt;/script&gt;&lt;b&gt;bold"),
+        "{asked}"
+    );
+    assert!(!answer.body.contains("<script>"), "{}", answer.body);
+    assert!(!answer.body.contains("<b>bold"), "{}", answer.body);
+    let csp = answer.header("content-security-policy").expect("a CSP");
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+}
