@@ -214,6 +214,10 @@ pub struct ProposalView {
     /// Its push to the experimentation platform (`[export.growthbook]`), if one was queued:
     /// pending, pushed (GrowthBook's experiment id and URL) or refused (GrowthBook's message).
     pub push: Option<crate::store::PushRecord>,
+    /// The decision asked of a reviewer: unmet rules, approval progress, what happens after
+    /// approval and the expiry date.
+    #[schema(value_type = Object)]
+    pub decision: super::decision::Decision,
 }
 
 impl App {
@@ -247,7 +251,9 @@ impl App {
             .filter(|l| l.proposal_id == proposal.id)
             .cloned()
             .collect();
+        let decision = super::decision::Decision::of(&proposal, &reviews, self.config());
         Ok(ProposalView {
+            decision,
             proposal,
             evidence,
             reviews,

@@ -313,6 +313,7 @@ pub fn proposal(view: &ProposalView) -> String {
         proposal.status,
         proposal.approvals_required
     );
+    decision_into(&mut out, view);
     if let Some(push) = &view.push {
         say!(out, "{}", push_line(push));
     }
@@ -463,6 +464,66 @@ pub fn proposal(view: &ProposalView) -> String {
         );
     }
     out
+}
+
+/// `queue show` opens with the decision: what is asked, what stands in the way, the approval
+/// progress and what happens after approval.
+fn decision_into(out: &mut String, view: &ProposalView) {
+    let d = &view.proposal.draft;
+    let e = &view.proposal.enrichment;
+    let decision = &view.decision;
+    say!(
+        out,
+        "asked        {} Expected lift {:+.1}%{}; {} visitors per arm; {} days",
+        d.change,
+        d.expected_relative_lift * 100.0,
+        e.predicted_interval
+            .map(|[low, high]| format!(
+                " (95% predicted {:+.1}% to {:+.1}%)",
+                low * 100.0,
+                high * 100.0
+            ))
+            .unwrap_or_default(),
+        e.required_visitors_per_arm
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "—".into()),
+        fmt_opt(e.expected_duration_days, 0)
+    );
+    if decision.unmet.is_empty() {
+        say!(out, "in the way   nothing: every rule passed");
+    }
+    for (i, unmet) in decision.unmet.iter().enumerate() {
+        say!(
+            out,
+            "{} {} ({}): {}",
+            if i == 0 {
+                "in the way  "
+            } else {
+                "            "
+            },
+            unmet.rule_id,
+            unmet.means,
+            unmet.message
+        );
+    }
+    say!(
+        out,
+        "approvals    {}{}",
+        decision.progress,
+        decision
+            .approved_by
+            .as_ref()
+            .map(|by| format!("; {by}"))
+            .unwrap_or_default()
+    );
+    say!(out, "next         {}", decision.after_approval);
+    if let Some(at) = decision.expires_at {
+        say!(
+            out,
+            "expires      on {} unless decided before",
+            at.format("%Y-%m-%d")
+        );
+    }
 }
 
 /// A proposal's push to the platform, on one line (`queue show`, `export --push`).

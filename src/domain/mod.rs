@@ -27,7 +27,9 @@ pub use proposal::{
     Closing, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter,
     ProposalStatus, Provenance, StatusChange,
 };
-pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
+pub use review::{
+    apply_review, ApprovalProgress, Approver, Review, ReviewAction, ReviewError, Role,
+};
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};
 pub use slot::{Claim, Fence, SlotRecord, SlotStatus};
 pub use verdict::{

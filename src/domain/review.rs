@@ -210,6 +210,121 @@ pub fn apply_review(
     }
 }
 
+/// Someone who approved a proposal, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Approver {
+    pub actor: String,
+    pub role: Role,
+}
+
+/// Where a proposal stands on its way to approval: one reading for the API's answer to a
+/// review, the proposal page and `queue show`. Approvals count distinct PEOPLE, compared as
+/// [`Identity`] compares them (by confusable skeleton), not rows.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ApprovalProgress {
+    /// Distinct people who approved it.
+    pub given: u32,
+    /// How many it needs.
+    pub required: u32,
+    /// How many more it needs before it is approved (0 once it is no longer pending review).
+    pub missing: u32,
+    /// Roles one of the missing approvals must come from (`governance` — or `admin` — for an
+    /// escalated proposal that no governance approval has reached yet).
+    pub missing_roles: Vec<Role>,
+    /// Who approved it, in the order they did (one entry per person).
+    pub approvers: Vec<Approver>,
+}
+
+impl ApprovalProgress {
+    /// The progress of `proposal`, given its recorded `reviews`.
+    pub fn of(proposal: &Proposal, reviews: &[Review]) -> ApprovalProgress {
+        ApprovalProgress::from_parts(
+            proposal.status,
+            proposal.approvals_required,
+            escalates(&proposal.verdicts),
+            reviews,
+        )
+    }
+
+    /// The same from a proposal's status, required approvals and whether it is escalated (what a
+    /// summary carries).
+    pub fn from_parts(
+        status: ProposalStatus,
+        required: u32,
+        escalated: bool,
+        reviews: &[Review],
+    ) -> ApprovalProgress {
+        let mut seen: Vec<String> = Vec::new();
+        let mut approvers = Vec::new();
+        for r in reviews.iter().filter(|r| r.action == ReviewAction::Approve) {
+            // A name that no longer parses (an older row) is compared as written.
+            let person = Identity::of_record(&r.actor)
+                .map(|i| i.skeleton().to_string())
+                .unwrap_or_else(|_| r.actor.clone());
+            if seen.contains(&person) {
+                continue;
+            }
+            seen.push(person);
+            approvers.push(Approver {
+                actor: r.actor.clone(),
+                role: r.role,
+            });
+        }
+        let given = approvers.len() as u32;
+        let pending = status == ProposalStatus::PendingReview;
+        let needs_governance = pending && escalated && !approvers.iter().any(|a| a.role.governs());
+        let missing = if pending {
+            required
+                .saturating_sub(given)
+                .max(u32::from(needs_governance))
+        } else {
+            0
+        };
+        ApprovalProgress {
+            given,
+            required,
+            missing,
+            missing_roles: if needs_governance {
+                vec![Role::Governance]
+            } else {
+                Vec::new()
+            },
+            approvers,
+        }
+    }
+
+    /// In words: "1 of 2 approvals, waiting for governance".
+    pub fn describe(&self) -> String {
+        let noun = if self.required == 1 {
+            "approval"
+        } else {
+            "approvals"
+        };
+        let mut text = format!("{} of {} {noun}", self.given, self.required);
+        let governance = !self.missing_roles.is_empty();
+        match (self.missing, governance) {
+            (0, _) => {}
+            (1, true) => text.push_str(", waiting for governance"),
+            (n, true) => text.push_str(&format!(", waiting for {n} more, one from governance")),
+            (n, false) => text.push_str(&format!(", waiting for {n} more")),
+        }
+        text
+    }
+
+    /// Who approved, in words: "approved by ada (reviewer)", or `None` before anyone did.
+    pub fn approved_by(&self) -> Option<String> {
+        if self.approvers.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .approvers
+            .iter()
+            .map(|a| format!("{} ({})", a.actor, a.role))
+            .collect();
+        Some(format!("approved by {}", names.join(", ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +367,69 @@ mod tests {
     }
 
     const PENDING: ProposalStatus = ProposalStatus::PendingReview;
+
+    #[test]
+    fn progress_counts_people_not_rows_and_names_the_missing_governance() {
+        let p = proposal(PENDING, true, 2);
+        let reviews = [
+            review("rob", Role::Reviewer, ReviewAction::Approve, None),
+            // The same person under a Cyrillic look-alike spelling, and a comment: no approval.
+            review("r\u{043e}b", Role::Reviewer, ReviewAction::Approve, None),
+            review("eve", Role::Reviewer, ReviewAction::Comment, Some("hm")),
+        ];
+        let progress = ApprovalProgress::of(&p, &reviews);
+        assert_eq!(progress.given, 1);
+        assert_eq!(progress.missing, 1);
+        assert_eq!(progress.missing_roles, vec![Role::Governance]);
+        assert_eq!(
+            progress.describe(),
+            "1 of 2 approvals, waiting for governance"
+        );
+        assert_eq!(
+            progress.approved_by().as_deref(),
+            Some("approved by rob (reviewer)")
+        );
+    }
+
+    #[test]
+    fn progress_of_an_escalated_proposal_two_reviewers_short_of_governance() {
+        let p = proposal(PENDING, true, 2);
+        let reviews = [
+            review("rob", Role::Reviewer, ReviewAction::Approve, None),
+            review("ada", Role::Reviewer, ReviewAction::Approve, None),
+        ];
+        let progress = ApprovalProgress::of(&p, &reviews);
+        assert_eq!((progress.given, progress.missing), (2, 1));
+        assert_eq!(
+            progress.describe(),
+            "2 of 2 approvals, waiting for governance"
+        );
+        let none = ApprovalProgress::of(&p, &[]);
+        assert_eq!(
+            none.describe(),
+            "0 of 2 approvals, waiting for 2 more, one from governance"
+        );
+    }
+
+    #[test]
+    fn progress_of_a_plain_and_of_a_decided_proposal() {
+        let plain = ApprovalProgress::of(&proposal(PENDING, false, 1), &[]);
+        assert_eq!(plain.describe(), "0 of 1 approval, waiting for 1 more");
+        assert!(plain.missing_roles.is_empty());
+        assert_eq!(plain.approved_by(), None);
+        let approved = proposal(ProposalStatus::Approved, true, 2);
+        let reviews = [
+            review("rob", Role::Reviewer, ReviewAction::Approve, None),
+            review("gov", Role::Governance, ReviewAction::Approve, None),
+        ];
+        let done = ApprovalProgress::of(&approved, &reviews);
+        assert_eq!((done.given, done.missing), (2, 0));
+        assert!(done.missing_roles.is_empty());
+        assert_eq!(done.describe(), "2 of 2 approvals");
+        // Once decided nothing is missing, whatever was approved.
+        let rejected = ApprovalProgress::of(&proposal(ProposalStatus::Rejected, true, 2), &[]);
+        assert_eq!(rejected.missing, 0);
+    }
 
     #[test]
     fn one_approval_approves_a_plain_proposal() {

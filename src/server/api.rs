@@ -356,34 +356,19 @@ async fn review(
         .proposal_reviews(&id)
         .await
         .map_err(AppError::from)?;
-    let approvers: Vec<Role> = reviews
-        .iter()
-        .filter(|r| r.action == ReviewAction::Approve)
-        .map(|r| r.role)
-        .collect();
-    let given = approvers.len() as u32;
-    let required = outcome.summary.approvals_required;
-    let pending = outcome.summary.status == ProposalStatus::PendingReview;
-    let needs_governance =
-        pending && outcome.escalated && !approvers.iter().any(|role| role.governs());
-    let missing = if pending {
-        required
-            .saturating_sub(given)
-            .max(u32::from(needs_governance))
-    } else {
-        0
-    };
+    let progress = crate::domain::ApprovalProgress::from_parts(
+        outcome.summary.status,
+        outcome.summary.approvals_required,
+        outcome.escalated,
+        &reviews,
+    );
     Ok(Json(ReviewAnswer {
         summary: outcome.summary,
         approvals: Approvals {
-            given,
-            required,
-            missing,
-            missing_roles: if needs_governance {
-                vec![Role::Governance]
-            } else {
-                Vec::new()
-            },
+            given: progress.given,
+            required: progress.required,
+            missing: progress.missing,
+            missing_roles: progress.missing_roles,
         },
     }))
 }

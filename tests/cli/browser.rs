@@ -380,6 +380,37 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
         .all_texts("#history .review")
         .iter()
         .any(|r| r.contains("rita (reviewer) approve")));
+    // After approval the page says what happens next, and no expiry any more.
+    assert!(
+        browser
+            .text("#next")
+            .starts_with("Approved: export (hypod export) now hands it"),
+        "{}",
+        browser.text("#next")
+    );
+    assert!(browser.find("#expiry").is_none());
+
+    // The escalated proposal opens with its unmet rule and who must approve; passing rules
+    // are folded away; after rita's approval it waits for governance.
+    let (escalated, _) = setup
+        .pending()
+        .into_iter()
+        .find(|(_, escalated)| *escalated)
+        .expect("an escalated proposal");
+    browser.go(&format!("{site}/ui/proposals/{escalated}"));
+    assert!(
+        browser.text("#unmet").contains("governance must approve"),
+        "{}",
+        browser.text("#unmet")
+    );
+    assert!(browser.text("#passed-rules").contains("rule(s) passed"));
+    assert!(browser.text("#expiry").starts_with("Expires on "));
+    browser.screenshot("proposal-escalated");
+    browser.click_to("#approve", "done=approve");
+    assert_eq!(
+        browser.text("#progress"),
+        "1 of 2 approvals, waiting for governance; approved by rita (reviewer)."
+    );
 
     // Reject another, with a reason.
     browser.go(&format!("{site}/ui/proposals/{}", plain[1]));

@@ -19,6 +19,7 @@ mod backends;
 mod browser;
 mod builtin;
 mod concurrency;
+mod decision_page;
 mod docs;
 #[path = "../fake_growthbook/mod.rs"]
 mod fake_growthbook;

@@ -1,0 +1,203 @@
+//! The decision a reviewer is asked to take on one proposal, read in one look: what stands in
+//! the way (the rules that did not pass), the approval progress in words, and what happens
+//! after approval (export or the GrowthBook push, and the expiry date before it). The proposal
+//! page and `queue show` both open with it; it is computed here once, from the proposal, its
+//! reviews and the configuration.
+
+use crate::config::Config;
+use crate::domain::{ApprovalProgress, Effect, Proposal, ProposalStatus, Review};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+/// A rule that did not pass.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Unmet {
+    pub rule_id: String,
+    /// `escalate` (it needs governance) or `deny` (nobody may approve it).
+    pub effect: Effect,
+    /// What the effect means for the reviewer: "governance must approve", "nobody may
+    /// approve it", "a warning".
+    pub means: String,
+    pub message: String,
+}
+
+/// What a reviewer decides on, and what follows.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Decision {
+    /// The rules that did not pass; the passing ones are left to the verdict list.
+    pub unmet: Vec<Unmet>,
+    pub approvals: ApprovalProgress,
+    /// The approval progress in words: "1 of 2 approvals, waiting for governance".
+    pub progress: String,
+    /// Who approved, in words ("approved by rob (reviewer)"), once someone has.
+    pub approved_by: Option<String>,
+    /// What happens once it is approved (or, when it is, what happens now).
+    pub after_approval: String,
+    /// When it expires unless decided (`proposer.expire_pending_after_days` after it was
+    /// proposed); only while pending review and expiry is on.
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Decision {
+    pub fn of(proposal: &Proposal, reviews: &[Review], config: &Config) -> Decision {
+        let approvals = ApprovalProgress::of(proposal, reviews);
+        let unmet = proposal
+            .verdicts
+            .iter()
+            .filter(|v| !v.passed)
+            .map(|v| Unmet {
+                rule_id: v.rule_id.clone(),
+                effect: v.effect,
+                means: match v.effect {
+                    Effect::Escalate => "governance must approve",
+                    Effect::Deny => "nobody may approve it",
+                    Effect::Warn => "a warning",
+                }
+                .to_string(),
+                message: v.message.clone(),
+            })
+            .collect();
+        let push = config
+            .export
+            .growthbook
+            .as_ref()
+            .is_some_and(|g| g.push_on_approval);
+        let approved = proposal.status == ProposalStatus::Approved;
+        let after_approval = match (approved, push) {
+            (false, true) => "After approval hypod pushes it to GrowthBook as a draft experiment \
+                (push_on_approval); the team builds and starts the test there."
+                .to_string(),
+            (false, false) => "After approval it is ready for export (hypod export), which hands \
+                it to the experimentation platform; the team builds and starts the test there."
+                .to_string(),
+            (true, true) => "Approved: hypod pushes it to GrowthBook as a draft experiment \
+                (push_on_approval); the team builds and starts the test there."
+                .to_string(),
+            (true, false) => "Approved: export (hypod export) now hands it to the \
+                experimentation platform; the team builds and starts the test there."
+                .to_string(),
+        };
+        let days = config.proposer.expire_pending_after_days;
+        let expires_at = (proposal.status == ProposalStatus::PendingReview && days > 0)
+            .then(|| proposal.created_at + Duration::days(i64::from(days)));
+        Decision {
+            unmet,
+            progress: approvals.describe(),
+            approved_by: approvals.approved_by(),
+            approvals,
+            after_approval,
+            expires_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GrowthbookExport;
+    use crate::domain::proposal::{Enrichment, Provenance};
+    use crate::domain::{ReviewAction, Role, RuleSource, Verdict};
+
+    fn proposal(status: ProposalStatus) -> Proposal {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let verdict = |rule: &str, effect, passed| Verdict {
+            rule_id: rule.into(),
+            source: RuleSource::Policy,
+            effect,
+            passed,
+            message: format!("{rule} said so"),
+        };
+        Proposal {
+            id: "p1".into(),
+            run_id: "r1".into(),
+            status,
+            created_at: at,
+            updated_at: at,
+            draft: crate::domain::draft::tests_support::draft(),
+            enrichment: Enrichment::default(),
+            verdicts: vec![
+                verdict("cart-risk", Effect::Escalate, false),
+                verdict("consent", Effect::Deny, true),
+            ],
+            provenance: Provenance::default(),
+            approvals_required: 2,
+            superseded_by: None,
+        }
+    }
+
+    fn pushing() -> Config {
+        let mut config = Config::default();
+        config.export.growthbook = Some(GrowthbookExport {
+            url: "https://api.growthbook.io".into(),
+            api_key_env: "GB".into(),
+            app_url: None,
+            project: None,
+            datasource_id: None,
+            assignment_query_id: "aq".into(),
+            push_on_approval: true,
+            metrics: Default::default(),
+            owners: Default::default(),
+            retry_seconds: 30,
+            hold_seconds: 60,
+        });
+        config
+    }
+
+    #[test]
+    fn only_unmet_rules_stand_in_the_way_and_pending_ones_expire() {
+        let mut config = Config::default();
+        config.proposer.expire_pending_after_days = 30;
+        let review = Review {
+            proposal_id: "p1".into(),
+            actor: "rita".into(),
+            role: Role::Reviewer,
+            action: ReviewAction::Approve,
+            note: None,
+            at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let d = Decision::of(&proposal(ProposalStatus::PendingReview), &[review], &config);
+        assert_eq!(d.unmet.len(), 1);
+        assert_eq!(d.unmet[0].rule_id, "cart-risk");
+        assert_eq!(d.progress, "1 of 2 approvals, waiting for governance");
+        assert_eq!(
+            d.approved_by.as_deref(),
+            Some("approved by rita (reviewer)")
+        );
+        assert!(
+            d.after_approval.contains("hypod export"),
+            "{}",
+            d.after_approval
+        );
+        assert_eq!(
+            d.expires_at.map(|at| at.format("%Y-%m-%d").to_string()),
+            Some("1970-01-31".into())
+        );
+        // Expiry off (0 days), or no longer pending: no date.
+        config.proposer.expire_pending_after_days = 0;
+        let off = Decision::of(&proposal(ProposalStatus::PendingReview), &[], &config);
+        assert_eq!(off.expires_at, None);
+        let decided = Decision::of(&proposal(ProposalStatus::Approved), &[], &pushing());
+        assert_eq!(decided.expires_at, None);
+    }
+
+    #[test]
+    fn with_push_on_approval_the_next_step_is_the_growthbook_push() {
+        let pending = Decision::of(&proposal(ProposalStatus::PendingReview), &[], &pushing());
+        assert!(
+            pending
+                .after_approval
+                .starts_with("After approval hypod pushes it to GrowthBook"),
+            "{}",
+            pending.after_approval
+        );
+        let approved = Decision::of(&proposal(ProposalStatus::Approved), &[], &pushing());
+        assert!(
+            approved
+                .after_approval
+                .starts_with("Approved: hypod pushes it to GrowthBook"),
+            "{}",
+            approved.after_approval
+        );
+    }
+}
