@@ -37,6 +37,11 @@ pub struct ProposalSummary {
     pub evidence: Vec<String>,
     pub approvals_required: u32,
     pub failed_rules: Vec<FailedRule>,
+    /// When the run that proposed it recorded it (its age, and its expiry under
+    /// `proposer.expire_pending_after_days`, count from here). Not serialised: the listings'
+    /// JSON is unchanged; `queue show` has it.
+    #[serde(skip)]
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ProposalSummary {
@@ -70,6 +75,7 @@ impl ProposalSummary {
                     message: v.message.clone(),
                 })
                 .collect(),
+            created_at: p.created_at,
         }
     }
 }
@@ -187,6 +193,20 @@ impl App {
             items: proposals.iter().map(ProposalSummary::of).collect(),
             next_cursor,
         })
+    }
+}
+
+impl App {
+    /// How many proposals the queue holds in each status, every status named (0 when none).
+    pub async fn queue_counts(&self) -> AppResult<Vec<(ProposalStatus, u64)>> {
+        let stored = self.store().await?.count_proposals_by_status().await?;
+        Ok(ProposalStatus::ALL
+            .iter()
+            .map(|s| {
+                let n = stored.iter().find(|(t, _)| t == s).map_or(0, |(_, n)| *n);
+                (*s, n)
+            })
+            .collect())
     }
 }
 

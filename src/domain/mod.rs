@@ -11,6 +11,7 @@ pub mod proposal;
 pub mod review;
 pub mod run;
 pub mod slot;
+pub mod units;
 pub mod verdict;
 
 pub use audit::{AuditAction, AuditHead};

@@ -1,0 +1,228 @@
+//! The web UI's queue and runs pages as a reviewer reads them, through the real server on
+//! SQLite and PostgreSQL: the queue opens on the proposals pending review with a count per
+//! status (every other status, "all" included, one click away), each row with its age and
+//! expiry date and its value in the configured currency ("value units" without one); the
+//! runs page shows the proven rate as an unsigned percentage.
+
+use crate::backends::{postgres_server, PgDatabase};
+use crate::support::{Hypod, SAMPLE};
+use crate::test_app::{request, Answer, TestApp};
+use serde_json::Value;
+
+fn on_sqlite(check: fn(&Hypod)) {
+    check(&Hypod::new());
+}
+
+/// `check` on a fresh PostgreSQL database (dropped after, also when the check fails); skipped
+/// without PostgreSQL unless `CI` is set.
+fn on_postgres(check: fn(&Hypod)) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(PgDatabase::create(&server));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check(&Hypod::with_database(&db.url))
+    }));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The sample imported, one run made and one pending proposal rejected, so
+/// the queue holds several statuses.
+fn queue_with_statuses(hypod: &Hypod) -> Vec<Value> {
+    hypod.ok(&["import", SAMPLE]);
+    hypod.ok(&["run"]);
+    let all = hypod.ok(&["queue", "list", "--json"]).json();
+    let pending: Vec<&Value> = all
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|p| p["status"] == "pending_review")
+        .collect();
+    assert!(pending.len() >= 2, "the sample run queues proposals: {all}");
+    let id = pending[0]["id"].as_str().expect("an id").to_string();
+    hypod.token("rita", "reviewer");
+    hypod.ok(&[
+        "queue", "reject", &id, "--as", "rita", "--reason", "not now",
+    ]);
+    hypod
+        .ok(&["queue", "list", "--json"])
+        .json()
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+fn page(daemon: &TestApp, cookie: &str, path: &str) -> Answer {
+    request(&daemon.addr, "GET", path, &[("Cookie", cookie)], None)
+}
+
+fn count_of(all: &[Value], status: &str) -> usize {
+    all.iter().filter(|p| p["status"] == status).count()
+}
+
+fn rows(body: &str) -> usize {
+    body.matches("<tr class=\"proposal\">").count()
+}
+
+fn the_queue_opens_on_pending_with_counts_ages_and_expiry(hypod: &Hypod) {
+    let all = queue_with_statuses(hypod);
+    let admin = hypod.token("ada", "admin");
+    let cookie = format!("hypod_token={admin}");
+    let daemon = TestApp::spawn(hypod);
+    let queue = page(&daemon, &cookie, "/ui/queue");
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    let pending = count_of(&all, "pending_review");
+    let rejected = count_of(&all, "rejected");
+    assert_eq!(rejected, 1);
+    // Opens on what waits for a reviewer: only pending rows, the pending filter selected.
+    assert_eq!(rows(&queue.body), pending.min(50), "{}", queue.body);
+    assert!(
+        !queue.body.contains("class=\"status s-rejected\""),
+        "{}",
+        queue.body
+    );
+    assert!(
+        queue
+            .body
+            .contains("<option value=\"pending_review\" selected>"),
+        "{}",
+        queue.body
+    );
+    // A count per status, each a link to that status; "all" one click away.
+    assert!(
+        queue
+            .body
+            .contains(&format!("pending review ({pending})</a>")),
+        "{}",
+        queue.body
+    );
+    assert!(
+        queue
+            .body
+            .contains("href=\"/ui/queue?status=rejected\">rejected (1)</a>"),
+        "{}",
+        queue.body
+    );
+    assert!(
+        queue.body.contains(&format!(
+            "href=\"/ui/queue?status=all\">all ({})</a>",
+            all.len()
+        )),
+        "{}",
+        queue.body
+    );
+    // Age from the creation date (the run just made, on the database's clock) and the day
+    // `proposer.expire_pending_after_days` (30) after it.
+    let first = all
+        .iter()
+        .find(|p| p["status"] == "pending_review")
+        .expect("a pending proposal");
+    let shown = hypod
+        .ok(&[
+            "queue",
+            "show",
+            first["id"].as_str().expect("an id"),
+            "--json",
+        ])
+        .json();
+    let created = chrono::DateTime::parse_from_rfc3339(
+        shown["proposal"]["created_at"]
+            .as_str()
+            .expect("created_at"),
+    )
+    .expect("an RFC 3339 time");
+    let expires = (created + chrono::Duration::days(30))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(
+        queue
+            .body
+            .contains("<td class=\"age\">less than a day</td>"),
+        "{}",
+        queue.body
+    );
+    assert!(
+        queue
+            .body
+            .contains(&format!("<td class=\"expires\">{expires}</td>")),
+        "{}",
+        queue.body
+    );
+    // Without `program.currency`, value reads in "value units".
+    assert!(queue.body.contains(" value units</td>"), "{}", queue.body);
+
+    let everything = page(&daemon, &cookie, "/ui/queue?status=all");
+    assert_eq!(everything.status, 200, "{}", everything.body);
+    assert_eq!(rows(&everything.body), all.len().min(50));
+    assert!(
+        everything.body.contains("class=\"status s-rejected\""),
+        "{}",
+        everything.body
+    );
+    let only_rejected = page(&daemon, &cookie, "/ui/queue?status=rejected");
+    assert_eq!(rows(&only_rejected.body), 1, "{}", only_rejected.body);
+    // A decided proposal no longer expires.
+    assert!(
+        only_rejected.body.contains("<td class=\"expires\">—</td>"),
+        "{}",
+        only_rejected.body
+    );
+}
+
+#[test]
+fn the_queue_opens_on_pending_with_counts_ages_and_expiry_on_sqlite() {
+    on_sqlite(the_queue_opens_on_pending_with_counts_ages_and_expiry);
+}
+
+#[test]
+fn the_queue_opens_on_pending_with_counts_ages_and_expiry_on_postgresql() {
+    on_postgres(the_queue_opens_on_pending_with_counts_ages_and_expiry);
+}
+
+#[test]
+fn value_reads_in_the_configured_currency_and_the_proven_rate_carries_no_sign() {
+    let hypod = Hypod::new();
+    queue_with_statuses(&hypod);
+    let admin = hypod.token("ada", "admin");
+    let cookie = format!("hypod_token={admin}");
+    let daemon = TestApp::spawn_with(&hypod, &[("HYPOD_PROGRAM__CURRENCY", "EUR")]);
+    let queue = page(&daemon, &cookie, "/ui/queue");
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    assert!(queue.body.contains(" EUR</td>"), "{}", queue.body);
+    assert!(!queue.body.contains("value units"), "{}", queue.body);
+
+    let runs = page(&daemon, &cookie, "/ui/runs");
+    assert_eq!(runs.status, 200, "{}", runs.body);
+    let health = runs
+        .body
+        .split("proven rate <strong>")
+        .nth(1)
+        .and_then(|rest| rest.split("</strong>").next())
+        .unwrap_or_else(|| panic!("no proven rate: {}", runs.body));
+    assert!(
+        health.ends_with('%') && !health.starts_with('+') && !health.starts_with('-'),
+        "the proven rate is a rate, not a lift: {health}"
+    );
+}
+
+#[test]
+fn a_currency_that_is_not_one_is_refused_at_start() {
+    let hypod = Hypod::new();
+    let output = hypod
+        .command(&["queue", "list"])
+        .env("HYPOD_PROGRAM__CURRENCY", "NOT-A-CURRENCY-NAME")
+        .output()
+        .expect("run hypod");
+    let ran = crate::support::Ran::of(output);
+    assert_ne!(ran.code, Some(0), "{}", ran.stdout);
+    assert!(
+        ran.stderr
+            .contains("key `program.currency`: must be 1 to 12 printable characters"),
+        "{}",
+        ran.stderr
+    );
+}
