@@ -7,7 +7,7 @@ use super::{App, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
 use crate::domain::{
     escalates, Effect, EvidenceRef, Moment, PageCursor, Proposal, ProposalFilter, ProposalStatus,
-    Rendering, Review, ReviewAction, ReviewError, Strategy,
+    QueueOrder, Rendering, Review, ReviewAction, ReviewError, Strategy,
 };
 use crate::store::{AuditProblem, StoreError};
 use serde::Serialize;
@@ -120,6 +120,8 @@ pub struct PageRequest {
     pub text: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
+    /// The order (highest priority first unless said).
+    pub order: QueueOrder,
 }
 
 /// One page of a listing; `next_cursor` fetches the next (absent on the last page).
@@ -166,11 +168,15 @@ impl App {
     pub async fn queue_page(&self, request: PageRequest) -> AppResult<ProposalPage> {
         let limit = page_size(request.limit)?;
         let after = match request.cursor.as_deref().filter(|c| !c.is_empty()) {
-            Some(text) => Some(PageCursor::decode(text).ok_or_else(|| {
-                AppError::input(
-                    "query `cursor` is not a cursor hypod gave: start again from the first page",
-                )
-            })?),
+            Some(text) => Some(
+                PageCursor::decode(text)
+                    .filter(|c| c.fits(request.order))
+                    .ok_or_else(|| {
+                        AppError::input(
+                            "query `cursor` is not a cursor hypod gave for this order: start again from the first page",
+                        )
+                    })?,
+            ),
             None => None,
         };
         let filter = ProposalFilter {
@@ -179,13 +185,16 @@ impl App {
             segment: bounded("segment", request.segment, 200)?,
             run_id: bounded("run", request.run, 64)?,
             text: bounded("q", request.text, 200)?,
+            order: request.order,
             after,
             limit: Some(limit + 1),
         };
         let mut proposals = self.store().await?.list_proposals(&filter).await?;
         let next_cursor = if proposals.len() > limit {
             proposals.truncate(limit);
-            proposals.last().map(|p| PageCursor::of(p).encode())
+            proposals
+                .last()
+                .map(|p| PageCursor::of(p, request.order).encode())
         } else {
             None
         };

@@ -25,8 +25,8 @@ pub use experiment::{
 };
 pub use identity::{bounded, echo, escape_for_terminal, Identity, TextError};
 pub use proposal::{
-    Closing, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter,
-    ProposalStatus, Provenance, StatusChange,
+    Closing, CursorKey, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal,
+    ProposalFilter, ProposalStatus, Provenance, QueueOrder, StatusChange,
 };
 pub use review::{apply_review, Review, ReviewAction, ReviewError, Role};
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};

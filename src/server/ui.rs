@@ -13,7 +13,7 @@ use crate::app::access::{Permission, Principal};
 use crate::app::queue::{PageRequest, ReviewRequest};
 use crate::app::{AppError, ErrorKind};
 use crate::config::AuthMode;
-use crate::domain::{echo, units, Moment, ProposalStatus, ReviewAction};
+use crate::domain::{echo, units, Moment, ProposalStatus, QueueOrder, ReviewAction};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -250,6 +250,7 @@ async fn logout(headers: HeaderMap) -> Response {
 #[serde(deny_unknown_fields)]
 struct QueueQuery {
     status: Option<String>,
+    sort: Option<String>,
     moment: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
@@ -270,7 +271,23 @@ async fn queue(
     let status = nonempty(query.status);
     let moment = nonempty(query.moment);
     let text = nonempty(query.q).map(|q| q.chars().take(200).collect::<String>());
+    let order = match nonempty(query.sort).as_deref() {
+        None => QueueOrder::Value,
+        Some(s) => match QueueOrder::parse(s) {
+            Some(o) => o,
+            None => {
+                return error_page(
+                    AppError::input(format!(
+                        "unknown sort {}: sort by value, age or expiry",
+                        echo(s)
+                    )),
+                    Some(&me),
+                )
+            }
+        },
+    };
     let request = PageRequest {
+        order,
         status: match status.as_deref() {
             // The queue opens on what waits for a reviewer; "all" shows every status.
             None => Some(ProposalStatus::PendingReview),
@@ -348,6 +365,8 @@ async fn queue(
             currency => config.program.currency.clone(),
             statuses => ProposalStatus::ALL.map(|s| s.as_str()),
             moments => Moment::ALL.map(|m| m.as_str()),
+            sorts => QueueOrder::ALL.map(|o| o.as_str()),
+            sort => order.as_str(),
             status => status.unwrap_or_else(|| ProposalStatus::PendingReview.as_str().to_string()),
             moment => moment,
             q => text,

@@ -226,3 +226,176 @@ fn a_currency_that_is_not_one_is_refused_at_start() {
         ran.stderr
     );
 }
+
+/// The ids of the page's rows, in order.
+fn row_ids(body: &str) -> Vec<String> {
+    body.split("<a href=\"/ui/proposals/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn sorting_by_age_and_expiry_and_a_bad_sort_refused(hypod: &Hypod) {
+    let all = queue_with_statuses(hypod);
+    let admin = hypod.token("ada", "admin");
+    let cookie = format!("hypod_token={admin}");
+    let daemon = TestApp::spawn(hypod);
+    // By value (the default): highest priority first, as `queue list` orders them.
+    let by_value: Vec<String> = all
+        .iter()
+        .filter(|p| p["status"] == "pending_review")
+        .map(|p| p["id"].as_str().expect("an id").to_string())
+        .collect();
+    let default = page(&daemon, &cookie, "/ui/queue");
+    assert_eq!(row_ids(&default.body), by_value);
+    assert!(
+        default
+            .body
+            .contains("<option value=\"value\" selected>by value</option>"),
+        "{}",
+        default.body
+    );
+    // One run made them all at one instant: by age and by expiry the tie goes by id.
+    let mut by_id = by_value.clone();
+    by_id.sort();
+    for sort in ["age", "expiry"] {
+        let sorted = page(&daemon, &cookie, &format!("/ui/queue?sort={sort}"));
+        assert_eq!(sorted.status, 200, "{}", sorted.body);
+        assert_eq!(row_ids(&sorted.body), by_id, "sort={sort}");
+        assert!(
+            sorted.body.contains(&format!(
+                "<option value=\"{sort}\" selected>by {sort}</option>"
+            )),
+            "{}",
+            sorted.body
+        );
+    }
+    // A sort hypod does not know is refused, named, with the ones it knows.
+    let bad = page(&daemon, &cookie, "/ui/queue?sort=priority%3Cb%3E");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.body.contains("unknown sort") && bad.body.contains("sort by value, age or expiry"),
+        "{}",
+        bad.body
+    );
+    assert!(
+        !bad.body.contains("<b>"),
+        "the echo is escaped: {}",
+        bad.body
+    );
+    // A cursor of one order does not continue another.
+    let value_cursor = format!("{:016x}.{}", 1.0f64.to_bits(), by_value[0]);
+    let mixed = page(
+        &daemon,
+        &cookie,
+        &format!("/ui/queue?sort=age&cursor={value_cursor}"),
+    );
+    assert_eq!(mixed.status, 400, "{}", mixed.body);
+    assert!(mixed.body.contains("for this order"), "{}", mixed.body);
+}
+
+#[test]
+fn sorting_by_age_and_expiry_and_a_bad_sort_refused_on_sqlite() {
+    on_sqlite(sorting_by_age_and_expiry_and_a_bad_sort_refused);
+}
+
+#[test]
+fn sorting_by_age_and_expiry_and_a_bad_sort_refused_on_postgresql() {
+    on_postgres(sorting_by_age_and_expiry_and_a_bad_sort_refused);
+}
+
+/// Every page of `GET /api/v1/proposals?sort=SORT` walked three at a time: the ids, in order.
+fn walk(daemon: &TestApp, auth: &str, sort: &str) -> Vec<String> {
+    let mut walked = Vec::new();
+    let mut path = format!("/api/v1/proposals?limit=3&sort={sort}");
+    loop {
+        let page = request(&daemon.addr, "GET", &path, &[("Authorization", auth)], None);
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 3);
+        walked.extend(
+            items
+                .iter()
+                .map(|p| p["id"].as_str().expect("an id").to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/proposals?limit=3&sort={sort}&cursor={cursor}"),
+            None => return walked,
+        }
+    }
+}
+
+/// Two runs at two moments (the first proposing 3, the second the 5 others): keyset pages
+/// walk the whole queue once in each order.
+fn keyset_pages_walk_the_queue_once_in_every_order(hypod: &Hypod) {
+    hypod.ok(&["import", SAMPLE]);
+    let first = hypod
+        .command(&["run"])
+        .env("HYPOD_PROPOSER__MAX_PROPOSALS", "3")
+        .output()
+        .expect("run hypod");
+    assert!(first.status.success(), "{first:?}");
+    hypod.ok(&["run"]);
+    let admin = hypod.token("ada", "admin");
+    let auth = format!("Bearer {admin}");
+    let daemon = TestApp::spawn(hypod);
+    let all = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/proposals?limit=200",
+        &[("Authorization", auth.as_str())],
+        None,
+    )
+    .json();
+    let ids: Vec<String> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["id"].as_str().expect("an id").to_string())
+        .collect();
+    assert!(ids.len() >= 4, "{all}");
+    // The creation time of each, from `queue show`.
+    let created = |id: &str| {
+        hypod.ok(&["queue", "show", id, "--json"]).json()["proposal"]["created_at"]
+            .as_str()
+            .expect("created_at")
+            .to_string()
+    };
+    let mut keyed: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = ids
+        .iter()
+        .map(|id| {
+            (
+                chrono::DateTime::parse_from_rfc3339(&created(id)).expect("a time"),
+                id.clone(),
+            )
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let oldest_first: Vec<String> = keyed.iter().map(|(_, id)| id.clone()).collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let newest_first: Vec<String> = keyed.iter().map(|(_, id)| id.clone()).collect();
+    assert_ne!(oldest_first, newest_first, "two runs, two creation times");
+    assert_eq!(walk(&daemon, &auth, "value"), ids);
+    assert_eq!(walk(&daemon, &auth, "expiry"), oldest_first);
+    assert_eq!(walk(&daemon, &auth, "age"), newest_first);
+    let bad = request(
+        &daemon.addr,
+        "GET",
+        "/api/v1/proposals?sort=newest",
+        &[("Authorization", auth.as_str())],
+        None,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
+
+#[test]
+fn keyset_pages_walk_the_queue_once_in_every_order_on_sqlite() {
+    on_sqlite(keyset_pages_walk_the_queue_once_in_every_order);
+}
+
+#[test]
+fn keyset_pages_walk_the_queue_once_in_every_order_on_postgresql() {
+    on_postgres(keyset_pages_walk_the_queue_once_in_every_order);
+}
