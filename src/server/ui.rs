@@ -397,6 +397,7 @@ async fn proposal(
             escalated => escalated,
             may_review => me.may(Permission::Review),
             done => flash.get("done").cloned(),
+            currency => state.app.config().program.currency.clone(),
         },
     )
 }

@@ -195,6 +195,51 @@ fn value_reads_in_the_configured_currency_and_the_proven_rate_carries_no_sign() 
     assert!(queue.body.contains(" EUR</td>"), "{}", queue.body);
     assert!(!queue.body.contains("value units"), "{}", queue.body);
 
+    // A proposal's page: its value per day in the currency, once, and p-values with a floor.
+    let id = row_ids(&queue.body)
+        .into_iter()
+        .next()
+        .expect("a pending proposal");
+    let proposal = page(&daemon, &cookie, &format!("/ui/proposals/{id}"));
+    assert_eq!(proposal.status, 200, "{}", proposal.body);
+    assert!(
+        proposal.body.contains(" EUR per day</strong>") && !proposal.body.contains("; priority "),
+        "{}",
+        proposal.body
+    );
+    assert!(
+        proposal.body.contains("<td class=\"p-value\">< 0.001</td>")
+            || proposal
+                .body
+                .contains("<td class=\"p-value\">&lt; 0.001</td>"),
+        "{}",
+        proposal.body
+    );
+    assert!(!proposal.body.contains("0.0000"), "{}", proposal.body);
+
+    // `queue list` says the unit of its value column.
+    let listed = hypod
+        .command(&["queue", "list"])
+        .env("HYPOD_PROGRAM__CURRENCY", "EUR")
+        .output()
+        .expect("run hypod");
+    let listed = crate::support::Ran::of(listed);
+    assert!(
+        listed
+            .stdout
+            .contains("value/day: expected value per day in EUR"),
+        "{}",
+        listed.stdout
+    );
+    let plain = hypod.ok(&["queue", "list"]);
+    assert!(
+        plain
+            .stdout
+            .contains("expected value per day in value units"),
+        "{}",
+        plain.stdout
+    );
+
     let runs = page(&daemon, &cookie, "/ui/runs");
     assert_eq!(runs.status, 200, "{}", runs.body);
     let health = runs
