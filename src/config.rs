@@ -75,6 +75,16 @@ pub enum ProposerKind {
     Openai,
 }
 
+/// `[program]`: the experimentation program itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgramConfig {
+    /// The currency value is counted in (`"EUR"`), shown next to every amount; none: amounts
+    /// read "value units".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProposerConfig {
@@ -461,6 +471,8 @@ fn check_env_name(key: &str, var: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[program]`: how the experimentation program's numbers read.
+    pub program: ProgramConfig,
     pub database: DatabaseConfig,
     pub schedule: ScheduleConfig,
     pub proposer: ProposerConfig,
@@ -663,6 +675,12 @@ impl Config {
         }
         if self.proposer.per_moment == 0 {
             return Err("key `proposer.per_moment`: must be at least 1".into());
+        }
+        if let Some(currency) = &self.program.currency {
+            let len = currency.chars().count();
+            if len == 0 || len > 12 || currency.chars().any(|c| c.is_control()) {
+                return Err("key `program.currency`: must be 1 to 12 printable characters, such as \"EUR\" or \"$\"".into());
+            }
         }
         if self.proposer.expire_pending_after_days > 36_500 {
             return Err("key `proposer.expire_pending_after_days`: must be at most 36500 (100 years; 0 turns expiry off)".into());

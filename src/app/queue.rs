@@ -7,7 +7,7 @@ use super::{App, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
 use crate::domain::{
     escalates, Effect, EvidenceRef, Moment, PageCursor, Proposal, ProposalFilter, ProposalStatus,
-    Rendering, Review, ReviewAction, ReviewError, Strategy,
+    QueueOrder, Rendering, Review, ReviewAction, ReviewError, Strategy,
 };
 use crate::store::{AuditProblem, StoreError};
 use serde::Serialize;
@@ -37,6 +37,11 @@ pub struct ProposalSummary {
     pub evidence: Vec<String>,
     pub approvals_required: u32,
     pub failed_rules: Vec<FailedRule>,
+    /// When the run that proposed it recorded it (its age, and its expiry under
+    /// `proposer.expire_pending_after_days`, count from here). Not serialised: the listings'
+    /// JSON is unchanged; `queue show` has it.
+    #[serde(skip)]
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ProposalSummary {
@@ -70,6 +75,7 @@ impl ProposalSummary {
                     message: v.message.clone(),
                 })
                 .collect(),
+            created_at: p.created_at,
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct PageRequest {
     pub text: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
+    /// The order (highest priority first unless said).
+    pub order: QueueOrder,
 }
 
 /// One page of a listing; `next_cursor` fetches the next (absent on the last page).
@@ -160,11 +168,15 @@ impl App {
     pub async fn queue_page(&self, request: PageRequest) -> AppResult<ProposalPage> {
         let limit = page_size(request.limit)?;
         let after = match request.cursor.as_deref().filter(|c| !c.is_empty()) {
-            Some(text) => Some(PageCursor::decode(text).ok_or_else(|| {
-                AppError::input(
-                    "query `cursor` is not a cursor hypod gave: start again from the first page",
-                )
-            })?),
+            Some(text) => Some(
+                PageCursor::decode(text)
+                    .filter(|c| c.fits(request.order))
+                    .ok_or_else(|| {
+                        AppError::input(
+                            "query `cursor` is not a cursor hypod gave for this order: start again from the first page",
+                        )
+                    })?,
+            ),
             None => None,
         };
         let filter = ProposalFilter {
@@ -173,13 +185,16 @@ impl App {
             segment: bounded("segment", request.segment, 200)?,
             run_id: bounded("run", request.run, 64)?,
             text: bounded("q", request.text, 200)?,
+            order: request.order,
             after,
             limit: Some(limit + 1),
         };
         let mut proposals = self.store().await?.list_proposals(&filter).await?;
         let next_cursor = if proposals.len() > limit {
             proposals.truncate(limit);
-            proposals.last().map(|p| PageCursor::of(p).encode())
+            proposals
+                .last()
+                .map(|p| PageCursor::of(p, request.order).encode())
         } else {
             None
         };
@@ -187,6 +202,20 @@ impl App {
             items: proposals.iter().map(ProposalSummary::of).collect(),
             next_cursor,
         })
+    }
+}
+
+impl App {
+    /// How many proposals the queue holds in each status, every status named (0 when none).
+    pub async fn queue_counts(&self) -> AppResult<Vec<(ProposalStatus, u64)>> {
+        let stored = self.store().await?.count_proposals_by_status().await?;
+        Ok(ProposalStatus::ALL
+            .iter()
+            .map(|s| {
+                let n = stored.iter().find(|(t, _)| t == s).map_or(0, |(_, n)| *n);
+                (*s, n)
+            })
+            .collect())
     }
 }
 

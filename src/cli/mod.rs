@@ -481,7 +481,12 @@ async fn dispatch(args: Args) -> AppResult<()> {
                 status,
                 moment,
                 json,
-            } => present(&app.list(status, moment).await?, json, text::queue_list),
+            } => {
+                let currency = app.config().program.currency.clone();
+                present(&app.list(status, moment).await?, json, |list| {
+                    text::queue_list(list, currency.as_deref())
+                })
+            }
             QueueCommand::Show { id, json } => present(&app.show(&id).await?, json, text::proposal),
             QueueCommand::Approve {
                 id,

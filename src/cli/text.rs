@@ -290,12 +290,21 @@ fn queue_table(out: &mut String, proposals: &[Proposal]) {
     }
 }
 
-pub fn queue_list(list: &QueueList) -> String {
+/// `queue list`: the table, and the unit its value per day is counted in (`program.currency`,
+/// or "value units").
+pub fn queue_list(list: &QueueList, currency: Option<&str>) -> String {
     let mut out = String::new();
     if list.proposals.is_empty() {
         say!(out, "the queue is empty for this filter");
     } else {
         queue_table(&mut out, &list.proposals);
+        match currency {
+            Some(c) => say!(out, "value/day: expected value per day in {c}"),
+            None => say!(
+                out,
+                "value/day: expected value per day in value units (`program.currency` names the currency)"
+            ),
+        }
     }
     out
 }

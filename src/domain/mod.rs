@@ -11,6 +11,7 @@ pub mod proposal;
 pub mod review;
 pub mod run;
 pub mod slot;
+pub mod units;
 pub mod verdict;
 
 pub use audit::{AuditAction, AuditHead};
@@ -24,8 +25,8 @@ pub use experiment::{
 };
 pub use identity::{bounded, echo, escape_for_terminal, Identity, TextError};
 pub use proposal::{
-    Closing, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal, ProposalFilter,
-    ProposalStatus, Provenance, StatusChange,
+    Closing, CursorKey, DuplicateKind, DuplicateRef, Enrichment, PageCursor, Proposal,
+    ProposalFilter, ProposalStatus, Provenance, QueueOrder, StatusChange,
 };
 pub use review::{
     apply_review, ApprovalProgress, Approver, Review, ReviewAction, ReviewError, Role,

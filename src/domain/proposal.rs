@@ -209,39 +209,152 @@ pub struct ProposalFilter {
     pub run_id: Option<String>,
     /// Case-insensitive words that must appear in the title or hypothesis.
     pub text: Option<String>,
+    /// The listing's order (highest priority first unless said).
+    pub order: QueueOrder,
     /// Keyset pagination: only proposals after this one in the listing order.
     pub after: Option<PageCursor>,
     pub limit: Option<usize>,
 }
 
-/// Where a page of the queue ended: the last proposal's priority and id.
+/// The order a listing of the queue is in (`sort` in the web UI), each with its tie-break by id
+/// so that keyset pagination is exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOrder {
+    /// Highest priority (expected value per day) first.
+    #[default]
+    Value,
+    /// Newest first.
+    Age,
+    /// Expiring soonest first: the oldest first, as a pending proposal expires a fixed number of
+    /// days after its creation.
+    Expiry,
+}
+
+impl QueueOrder {
+    pub const ALL: [QueueOrder; 3] = [QueueOrder::Value, QueueOrder::Age, QueueOrder::Expiry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueOrder::Value => "value",
+            QueueOrder::Age => "age",
+            QueueOrder::Expiry => "expiry",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<QueueOrder> {
+        QueueOrder::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+/// What a page of the queue ended on in its order: the last proposal's priority (by value)
+/// or creation time (by age or expiry).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CursorKey {
+    Priority(f64),
+    Created(DateTime<Utc>),
+}
+
+/// Where a page of the queue ended: the last proposal's key in the listing's order, and its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageCursor {
-    pub priority: f64,
+    pub key: CursorKey,
     pub id: String,
 }
 
 impl PageCursor {
-    pub fn of(p: &Proposal) -> PageCursor {
+    pub fn of(p: &Proposal, order: QueueOrder) -> PageCursor {
+        let key = match order {
+            QueueOrder::Value => CursorKey::Priority(p.enrichment.priority),
+            QueueOrder::Age | QueueOrder::Expiry => CursorKey::Created(p.created_at),
+        };
         PageCursor {
-            priority: p.enrichment.priority,
+            key,
             id: p.id.clone(),
         }
     }
 
-    /// An opaque text form for URLs: the priority's bits in hex, a dot, the id.
+    /// Whether this cursor can continue a listing in `order`.
+    pub fn fits(&self, order: QueueOrder) -> bool {
+        matches!(
+            (self.key, order),
+            (CursorKey::Priority(_), QueueOrder::Value)
+                | (CursorKey::Created(_), QueueOrder::Age | QueueOrder::Expiry)
+        )
+    }
+
+    /// The priority it ended on (by value).
+    pub fn priority(&self) -> Option<f64> {
+        match self.key {
+            CursorKey::Priority(p) => Some(p),
+            CursorKey::Created(_) => None,
+        }
+    }
+
+    /// The creation time it ended on (by age or expiry).
+    pub fn created(&self) -> Option<DateTime<Utc>> {
+        match self.key {
+            CursorKey::Created(t) => Some(t),
+            CursorKey::Priority(_) => None,
+        }
+    }
+
+    /// An opaque text form for URLs: the priority's bits in hex (or `t` and the creation time
+    /// in microseconds), a dot, the id.
     pub fn encode(&self) -> String {
-        format!("{:016x}.{}", self.priority.to_bits(), self.id)
+        match self.key {
+            CursorKey::Priority(p) => format!("{:016x}.{}", p.to_bits(), self.id),
+            CursorKey::Created(t) => format!("t{}.{}", t.timestamp_micros(), self.id),
+        }
     }
 
     pub fn decode(text: &str) -> Option<PageCursor> {
-        let (bits, id) = text.split_once('.')?;
-        let priority = f64::from_bits(u64::from_str_radix(bits, 16).ok()?);
-        (bits.len() == 16 && priority.is_finite() && !id.is_empty() && id.len() <= 64).then(|| {
-            PageCursor {
-                priority,
-                id: id.to_string(),
+        let (head, id) = text.split_once('.')?;
+        if id.is_empty() || id.len() > 64 {
+            return None;
+        }
+        let key = if let Some(micros) = head.strip_prefix('t') {
+            CursorKey::Created(DateTime::from_timestamp_micros(micros.parse().ok()?)?)
+        } else {
+            let priority = f64::from_bits(u64::from_str_radix(head, 16).ok()?);
+            if head.len() != 16 || !priority.is_finite() {
+                return None;
             }
+            CursorKey::Priority(priority)
+        };
+        Some(PageCursor {
+            key,
+            id: id.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_carry_their_order_and_come_back_whole() {
+        let at = DateTime::from_timestamp_micros(1_790_000_000_123_456).expect("a time");
+        for cursor in [
+            PageCursor {
+                key: CursorKey::Priority(16224.5),
+                id: "a-1".into(),
+            },
+            PageCursor {
+                key: CursorKey::Created(at),
+                id: "b-2".into(),
+            },
+        ] {
+            assert_eq!(PageCursor::decode(&cursor.encode()), Some(cursor));
+        }
+        let by_time = PageCursor::decode(&format!("t{}.x", at.timestamp_micros())).expect("one");
+        assert!(by_time.fits(QueueOrder::Age) && by_time.fits(QueueOrder::Expiry));
+        assert!(!by_time.fits(QueueOrder::Value));
+        assert_eq!(QueueOrder::parse("expiry"), Some(QueueOrder::Expiry));
+        assert_eq!(QueueOrder::parse("Value"), None);
+        for bad in ["", "t.x", "tabc.x", "7ff0000000000000.x", "00.x", "t1."] {
+            assert_eq!(PageCursor::decode(bad), None, "{bad}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::app::queue::{
 };
 use crate::app::run::{RunPage, RunView};
 use crate::app::{self, AppError};
-use crate::domain::{Moment, ProposalStatus, ReviewAction, Role, RunRecord, Trigger};
+use crate::domain::{Moment, ProposalStatus, QueueOrder, ReviewAction, Role, RunRecord, Trigger};
 use crate::history::import::Format;
 use crate::store::{AuditEntry, AuditReport};
 use axum::extract::{Path, State};
@@ -235,8 +235,11 @@ struct ProposalQuery {
     /// At most 200; 50 by default.
     #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (of the same `sort`).
     cursor: Option<String>,
+    /// `value` (highest priority first, the default), `age` (newest first) or `expiry`
+    /// (oldest, so expiring soonest, first).
+    sort: Option<QueueOrder>,
 }
 
 /// The queue, highest priority first, filtered, one page at a time (keyset pagination).
@@ -265,6 +268,7 @@ async fn list_proposals(
             text: query.q,
             limit: query.limit,
             cursor: query.cursor,
+            order: query.sort.unwrap_or_default(),
         })
         .await?;
     Ok(Json(page))

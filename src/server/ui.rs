@@ -13,7 +13,7 @@ use crate::app::access::{Permission, Principal};
 use crate::app::queue::{PageRequest, ReviewRequest};
 use crate::app::{AppError, ErrorKind};
 use crate::config::AuthMode;
-use crate::domain::{echo, Moment, ProposalStatus, ReviewAction};
+use crate::domain::{echo, units, Moment, ProposalStatus, QueueOrder, ReviewAction};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -46,6 +46,16 @@ fn templates() -> &'static Environment<'static> {
         }
         env.add_filter("pct", |v: Option<f64>| {
             v.map(|v| format!("{:+.1}%", v * 100.0))
+                .unwrap_or_else(|| "—".into())
+        });
+        env.add_filter("rate", |v: Option<f64>| {
+            v.map(units::rate).unwrap_or_else(|| "—".into())
+        });
+        env.add_filter("pvalue", |v: Option<f64>| {
+            v.map(units::p_value).unwrap_or_else(|| "—".into())
+        });
+        env.add_filter("money", |v: Option<f64>, currency: Option<String>| {
+            v.map(|v| units::money(v, currency.as_deref()))
                 .unwrap_or_else(|| "—".into())
         });
         env.add_filter("num", |v: Option<f64>, digits: Option<usize>| {
@@ -240,6 +250,7 @@ async fn logout(headers: HeaderMap) -> Response {
 #[serde(deny_unknown_fields)]
 struct QueueQuery {
     status: Option<String>,
+    sort: Option<String>,
     moment: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
@@ -260,9 +271,27 @@ async fn queue(
     let status = nonempty(query.status);
     let moment = nonempty(query.moment);
     let text = nonempty(query.q).map(|q| q.chars().take(200).collect::<String>());
+    let order = match nonempty(query.sort).as_deref() {
+        None => QueueOrder::Value,
+        Some(s) => match QueueOrder::parse(s) {
+            Some(o) => o,
+            None => {
+                return error_page(
+                    AppError::input(format!(
+                        "unknown sort {}: sort by value, age or expiry",
+                        echo(s)
+                    )),
+                    Some(&me),
+                )
+            }
+        },
+    };
     let request = PageRequest {
+        order,
         status: match status.as_deref() {
-            None | Some("all") => None,
+            // The queue opens on what waits for a reviewer; "all" shows every status.
+            None => Some(ProposalStatus::PendingReview),
+            Some("all") => None,
             Some(s) => match ProposalStatus::parse(s) {
                 Some(s) => Some(s),
                 None => {
@@ -294,15 +323,51 @@ async fn queue(
         Ok(page) => page,
         Err(e) => return error_page(e, Some(&me)),
     };
+    let counts = match state.app.queue_counts().await {
+        Ok(counts) => counts,
+        Err(e) => return error_page(e, Some(&me)),
+    };
+    let config = state.app.config();
+    let expire_days = config.proposer.expire_pending_after_days;
+    let now = crate::now();
+    // Each row with its age and, while pending, the day a run expires it.
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|p| {
+            let expires =
+                (p.status == ProposalStatus::PendingReview && expire_days > 0).then(|| {
+                    (p.created_at + chrono::Duration::days(i64::from(expire_days)))
+                        .format("%Y-%m-%d")
+                        .to_string()
+                });
+            let mut row = serde_json::to_value(p).unwrap_or_default();
+            if let Some(fields) = row.as_object_mut() {
+                fields.insert("age".into(), units::age(p.created_at, now).into());
+                fields.insert("expires".into(), expires.into());
+            }
+            row
+        })
+        .collect();
+    let counts: Vec<serde_json::Value> = counts
+        .iter()
+        .map(|(s, n)| serde_json::json!({ "status": s.as_str(), "count": n }))
+        .collect();
+    let total: u64 = counts.iter().filter_map(|c| c["count"].as_u64()).sum();
     render(
         "queue.html",
         context! {
             title => "Queue",
             me => me_value(&me),
-            items => minijinja::Value::from_serialize(&page.items),
+            items => minijinja::Value::from_serialize(&items),
+            counts => minijinja::Value::from_serialize(&counts),
+            total => total,
+            currency => config.program.currency.clone(),
             statuses => ProposalStatus::ALL.map(|s| s.as_str()),
             moments => Moment::ALL.map(|m| m.as_str()),
-            status => status,
+            sorts => QueueOrder::ALL.map(|o| o.as_str()),
+            sort => order.as_str(),
+            status => status.unwrap_or_else(|| ProposalStatus::PendingReview.as_str().to_string()),
             moment => moment,
             q => text,
             next => page.next_cursor,
@@ -332,6 +397,7 @@ async fn proposal(
             escalated => escalated,
             may_review => me.may(Permission::Review),
             done => flash.get("done").cloned(),
+            currency => state.app.config().program.currency.clone(),
         },
     )
 }

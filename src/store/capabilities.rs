@@ -13,8 +13,8 @@ use super::{
     UpsertCounts,
 };
 use crate::domain::{
-    AuditHead, Claim, Fence, Proposal, ProposalFilter, Review, RunRecord, SlotRecord, SlotStatus,
-    StatusChange,
+    AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, RunRecord,
+    SlotRecord, SlotStatus, StatusChange,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ pub trait Store:
     + Outbox
     + Pushes
     + Proposals
+    + ProposalCounts
     + Reviews
     + AuditLog
     + Tokens
@@ -188,6 +189,14 @@ pub trait Proposals: Send + Sync {
     async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError>;
     /// The stored proposals among `ids` (ids no proposal has are left out), by id.
     async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError>;
+}
+
+/// How many proposals the queue holds in each status (the web UI's status filter shows them).
+#[async_trait]
+pub trait ProposalCounts: Send + Sync {
+    /// The number of stored proposals per status, in one grouped query; statuses without a
+    /// proposal are left out.
+    async fn count_proposals_by_status(&self) -> Result<Vec<(ProposalStatus, u64)>, StoreError>;
 }
 
 /// Reviews of proposals.

@@ -18,8 +18,8 @@ pub mod vouch;
 
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 pub use capabilities::{
-    AuditLog, Experiments, Outbox, Proposals, Pushes, Reviews, Runs, Slots, SourceStates, Store,
-    Tokens,
+    AuditLog, Experiments, Outbox, ProposalCounts, Proposals, Pushes, Reviews, Runs, Slots,
+    SourceStates, Store, Tokens,
 };
 pub use vouch::{DraftCheck, StoredToken};
 

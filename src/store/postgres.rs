@@ -18,7 +18,8 @@ use super::{
     TokenRecord,
 };
 use crate::domain::{
-    AuditAction, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, Role,
+    AuditAction, PageCursor, Proposal, ProposalFilter, ProposalStatus, QueueOrder, Review,
+    ReviewAction, Role,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -346,23 +347,40 @@ impl Proposals for PostgresStore {
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
         // Optional filters as `($n IS NULL OR column = $n)`: one static query, no SQL built at
         // run time. `LIMIT NULL` is no limit.
-        let sql = select_proposals(
+        let filters =
             "WHERE ($1::text IS NULL OR p.status = $1) AND ($2::text IS NULL OR p.moment = $2) \
              AND ($3::text IS NULL OR p.run_id = $3) AND ($4::text IS NULL OR p.segment = $4) \
              AND ($5::text IS NULL OR p.body->'draft'->>'title' ILIKE $5 \
-                  OR p.body->'draft'->>'hypothesis' ILIKE $5) \
-             AND ($6::float8 IS NULL OR p.priority < $6 OR (p.priority = $6 AND p.id > $7)) \
-             ORDER BY p.priority DESC, p.id ASC LIMIT $8",
-        );
+                  OR p.body->'draft'->>'hypothesis' ILIKE $5) ";
+        // The order and its keyset condition: constants, one per order.
+        let order = match filter.order {
+            QueueOrder::Value => {
+                "AND ($6::float8 IS NULL OR p.priority < $6 OR (p.priority = $6 AND p.id > $7)) \
+                 AND ($9::timestamptz IS NULL OR $9 IS NOT NULL) \
+                 ORDER BY p.priority DESC, p.id ASC LIMIT $8"
+            }
+            QueueOrder::Age => {
+                "AND ($9::timestamptz IS NULL OR p.created_at < $9 OR (p.created_at = $9 AND p.id > $7)) \
+                 AND ($6::float8 IS NULL OR $6 IS NOT NULL) \
+                 ORDER BY p.created_at DESC, p.id ASC LIMIT $8"
+            }
+            QueueOrder::Expiry => {
+                "AND ($9::timestamptz IS NULL OR p.created_at > $9 OR (p.created_at = $9 AND p.id > $7)) \
+                 AND ($6::float8 IS NULL OR $6 IS NOT NULL) \
+                 ORDER BY p.created_at ASC, p.id ASC LIMIT $8"
+            }
+        };
+        let sql = format!("SELECT {PROPOSAL_COLUMNS} FROM proposals p {filters}{order}");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(filter.status.map(|s| s.as_str()))
             .bind(filter.moment.map(|m| m.as_str()))
             .bind(filter.run_id.as_deref())
             .bind(filter.segment.as_deref())
             .bind(filter.text.as_deref().map(super::like_pattern))
-            .bind(filter.after.as_ref().map(|c| c.priority))
+            .bind(filter.after.as_ref().and_then(PageCursor::priority))
             .bind(filter.after.as_ref().map(|c| c.id.as_str()))
             .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
+            .bind(filter.after.as_ref().and_then(PageCursor::created))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(proposal_from_row).collect()

@@ -27,7 +27,8 @@ use super::{
     StoreError, TokenRecord,
 };
 use crate::domain::{
-    AuditAction, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction, Role,
+    AuditAction, PageCursor, Proposal, ProposalFilter, ProposalStatus, QueueOrder, Review,
+    ReviewAction, Role,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -418,23 +419,54 @@ impl Proposals for SqliteStore {
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
         // Optional filters as `(? IS NULL OR column = ?)`: one static query, no SQL built at run time.
         let text = filter.text.as_deref().map(like_pattern);
-        let rows = sqlx::query(
-            "SELECT * FROM proposals
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2)
-               AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4)
-               AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\'
-                    OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\')
-               AND (?6 IS NULL OR priority < ?6 OR (priority = ?6 AND id > ?7))
-             ORDER BY priority DESC, id ASC LIMIT ?8",
-        )
+        // One static statement per order; times are fixed-width RFC 3339 text, ordered as text.
+        let rows = sqlx::query(match filter.order {
+            QueueOrder::Value => concat!(
+                "SELECT * FROM proposals WHERE ",
+                "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
+                 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
+                 AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
+                      OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') ",
+                "AND (?6 IS NULL OR priority < ?6 OR (priority = ?6 AND id > ?7)) \
+                 AND (?9 IS NULL OR ?9 IS NOT NULL) \
+                 ORDER BY priority DESC, id ASC LIMIT ?8"
+            ),
+            QueueOrder::Age => concat!(
+                "SELECT * FROM proposals WHERE ",
+                "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
+                 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
+                 AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
+                      OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') ",
+                "AND (?9 IS NULL OR created_at < ?9 OR (created_at = ?9 AND id > ?7)) \
+                 AND (?6 IS NULL OR ?6 IS NOT NULL) \
+                 ORDER BY created_at DESC, id ASC LIMIT ?8"
+            ),
+            QueueOrder::Expiry => concat!(
+                "SELECT * FROM proposals WHERE ",
+                "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
+                 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
+                 AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
+                      OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') ",
+                "AND (?9 IS NULL OR created_at > ?9 OR (created_at = ?9 AND id > ?7)) \
+                 AND (?6 IS NULL OR ?6 IS NOT NULL) \
+                 ORDER BY created_at ASC, id ASC LIMIT ?8"
+            ),
+        })
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.moment.map(|m| m.as_str()))
         .bind(filter.run_id.as_deref())
         .bind(filter.segment.as_deref())
         .bind(text)
-        .bind(filter.after.as_ref().map(|c| c.priority))
+        .bind(filter.after.as_ref().and_then(PageCursor::priority))
         .bind(filter.after.as_ref().map(|c| c.id.as_str()))
         .bind(filter.limit.map(|l| l as i64).unwrap_or(-1))
+        .bind(
+            filter
+                .after
+                .as_ref()
+                .and_then(PageCursor::created)
+                .map(super::timestamp),
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(proposal_from_row).collect()

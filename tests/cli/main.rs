@@ -39,6 +39,7 @@ mod notify;
 mod openapi;
 mod pipes;
 mod policy_cli;
+mod queue_page;
 mod review;
 mod review_audit;
 mod run_metrics;

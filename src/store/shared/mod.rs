@@ -44,6 +44,7 @@
 mod audit_log;
 mod driver;
 mod experiments;
+mod proposal_counts;
 mod pushes;
 mod reviews;
 mod runs;
