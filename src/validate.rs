@@ -572,6 +572,18 @@ mod tests {
     use super::*;
     use crate::history::Moment;
 
+    #[test]
+    fn a_duration_is_whole_weeks_never_below_the_minimum() {
+        // 6873 per arm over 42 000 consented visitors a day: 1 day, run for a week.
+        let short = test_duration(6873, 42_000.0, 7);
+        assert_eq!((short.reach_days, short.days), (1.0, 7.0));
+        assert_eq!(test_duration(70_000, 10_000.0, 7).days, 14.0); // 14 days exactly
+        assert_eq!(test_duration(70_001, 10_000.0, 7).days, 21.0); // 15 days → 3 weeks
+        assert_eq!(test_duration(6873, 42_000.0, 14).days, 14.0);
+        // 0 turns the minimum and the rounding off.
+        assert_eq!(test_duration(70_001, 10_000.0, 0).days, 15.0);
+    }
+
     fn key(moment: Moment, lever: &str, segment: &str) -> TestKey {
         TestKey::new(moment, lever, segment)
     }

@@ -278,3 +278,36 @@ impl PageCursor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_duration_says_why_it_is_longer_than_the_sample_needs() {
+        let e = |duration, reach, share| Enrichment {
+            expected_duration_days: duration,
+            days_to_reach_sample: reach,
+            consented_share: share,
+            ..Enrichment::default()
+        };
+        assert_eq!(
+            e(Some(7.0), Some(1.0), Some(1.0)).duration_words().as_deref(),
+            Some("7 days: a full week, although 1 day would reach the sample; 100% of the segment consented")
+        );
+        assert_eq!(
+            e(Some(42.0), Some(39.0), Some(0.74)).duration_words().as_deref(),
+            Some("42 days: 6 full weeks, although 39 days would reach the sample; 74% of the segment consented")
+        );
+        assert_eq!(
+            e(Some(7.0), Some(7.0), None).duration_words().as_deref(),
+            Some("7 days")
+        );
+        // A proposal stored before the reach was recorded says what it knows.
+        assert_eq!(
+            e(Some(3.0), None, Some(0.5)).duration_words().as_deref(),
+            Some("3 days; 50% of the segment consented")
+        );
+        assert_eq!(e(None, None, Some(1.0)).duration_words(), None);
+    }
+}
