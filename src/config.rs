@@ -94,6 +94,9 @@ pub struct ProposerConfig {
     /// A proposal pending review longer than this many days is `expired` by the next run
     /// (0: never).
     pub expire_pending_after_days: u32,
+    /// The shortest test in days, a multiple of 7 (whole weeks): every expected duration is
+    /// rounded up to whole weeks and never below it (0: the days to reach the sample, as is).
+    pub min_days: u32,
 }
 
 impl Default for ProposerConfig {
@@ -103,6 +106,7 @@ impl Default for ProposerConfig {
             max_proposals: 8,
             per_moment: 3,
             expire_pending_after_days: 30,
+            min_days: crate::validate::DEFAULT_MIN_DAYS,
         }
     }
 }
@@ -681,6 +685,9 @@ impl Config {
             if len == 0 || len > 12 || currency.chars().any(|c| c.is_control()) {
                 return Err("key `program.currency`: must be 1 to 12 printable characters, such as \"EUR\" or \"$\"".into());
             }
+        }
+        if !self.proposer.min_days.is_multiple_of(7) || self.proposer.min_days > 364 {
+            return Err("key `proposer.min_days`: must be whole weeks, a multiple of 7 up to 364 (0 turns the minimum and the rounding to weeks off)".into());
         }
         if self.proposer.expire_pending_after_days > 36_500 {
             return Err("key `proposer.expire_pending_after_days`: must be at most 36500 (100 years; 0 turns expiry off)".into());

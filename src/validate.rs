@@ -316,6 +316,8 @@ pub struct Surroundings<'a> {
     pub rejected_proposals: &'a [Proposal],
     pub alpha: f64,
     pub power: f64,
+    /// `proposer.min_days`: the shortest test, in whole weeks (see [`test_duration`]).
+    pub min_days: u32,
 }
 
 fn draft_key(draft: &ProposalDraft) -> TestKey {
@@ -368,6 +370,82 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
     best
 }
 
+/// The default of `proposer.min_days`: a test runs at least one full week.
+pub const DEFAULT_MIN_DAYS: u32 = 7;
+
+/// The sample a test of `lift` at a place needs, and the baseline it is computed from.
+#[derive(Debug, Clone)]
+pub struct SampleSize {
+    /// The control totals the baseline comes from.
+    pub totals: crate::analysis::ControlTotals,
+    pub baseline_rate: Option<f64>,
+    /// Where the baseline comes from (which experiments).
+    pub baseline_source: String,
+    /// Visitors per arm; `None` without a baseline, an error when the pair is not computable.
+    pub required_visitors_per_arm: Option<Result<u64, String>>,
+}
+
+/// The one sample-size computation: visitors per arm to detect a relative `lift` of the
+/// conversion rate at `moment` for `segment`, from the controls of the concluded tests of that
+/// place (else of the moment, else of every test). The enrichment a proposal shows under size
+/// and every figure a proposer writes into its text come from here, so they agree.
+pub fn sample_size(
+    analysis: &Analysis,
+    moment: crate::history::Moment,
+    segment: &str,
+    lift: f64,
+    alpha: f64,
+    power: f64,
+) -> SampleSize {
+    let baselines = analysis.baselines();
+    let (totals, baseline_source) = if let Some(place) = baselines.place(moment, segment) {
+        (
+            *place,
+            format!("controls of concluded {moment} tests for {segment}"),
+        )
+    } else if let Some(at) = baselines.moment(moment) {
+        (*at, format!("controls of concluded {moment} tests"))
+    } else {
+        (
+            *baselines.all(),
+            "controls of all concluded tests".to_string(),
+        )
+    };
+    let baseline_rate = (totals.visitors > 0 && totals.conversions > 0)
+        .then(|| totals.conversions as f64 / totals.visitors as f64);
+    SampleSize {
+        totals,
+        baseline_rate,
+        baseline_source,
+        required_visitors_per_arm: baseline_rate
+            .map(|b| stats::sample_size_proportion(b, lift, alpha, power)),
+    }
+}
+
+/// How long a test runs: the days its consented traffic needs to fill both arms, and the
+/// duration it is given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Duration {
+    /// Days to reach the sample: ⌈2 × visitors per arm ÷ consented daily visitors⌉.
+    pub reach_days: f64,
+    /// Expected duration: with `min_days` > 0, the reach rounded up to whole weeks (a multiple
+    /// of 7 days) and never below `min_days`, so a test reads every weekday as often as the
+    /// others; with `min_days` = 0, the reach itself.
+    pub days: f64,
+}
+
+/// [`Duration`] of a test needing `per_arm` visitors per arm with `consented_daily` consented
+/// visitors a day (at least 1).
+pub fn test_duration(per_arm: u64, consented_daily: f64, min_days: u32) -> Duration {
+    let reach_days = (2.0 * per_arm as f64 / consented_daily.max(1.0)).ceil();
+    let days = if min_days == 0 {
+        reach_days
+    } else {
+        ((reach_days / 7.0).ceil() * 7.0).max(f64::from(min_days))
+    };
+    Duration { reach_days, days }
+}
+
 /// Computes what hypod adds to a well-formed draft.
 pub fn enrich(
     draft: &ProposalDraft,
@@ -388,35 +466,18 @@ pub fn enrich_without_duplicates(
     around: &Surroundings<'_>,
 ) -> Enrichment {
     let mut notes = Vec::new();
-    let baselines = around.analysis.baselines();
-    let (totals, baseline_source) =
-        if let Some(place) = baselines.place(draft.moment, &draft.segment) {
-            (
-                *place,
-                format!(
-                    "controls of concluded {} tests for {}",
-                    draft.moment, draft.segment
-                ),
-            )
-        } else if let Some(moment) = baselines.moment(draft.moment) {
-            (
-                *moment,
-                format!("controls of concluded {} tests", draft.moment),
-            )
-        } else {
-            (
-                *baselines.all(),
-                "controls of all concluded tests".to_string(),
-            )
-        };
-    let (visitors, conversions, revenue, orders) = (
-        totals.visitors,
-        totals.conversions,
-        totals.revenue,
-        totals.orders,
+    let lift = draft.expected_relative_lift;
+    let sample = sample_size(
+        around.analysis,
+        draft.moment,
+        &draft.segment,
+        lift,
+        around.alpha,
+        around.power,
     );
-    let baseline_rate =
-        (visitors > 0 && conversions > 0).then(|| conversions as f64 / visitors as f64);
+    let (revenue, orders) = (sample.totals.revenue, sample.totals.orders);
+    let baseline_rate = sample.baseline_rate;
+    let baseline_source = sample.baseline_source;
     if baseline_rate.is_none() {
         notes.push("no baseline: no concluded experiment with conversions to start from".into());
     }
@@ -425,12 +486,14 @@ pub fn enrich_without_duplicates(
     } else {
         around.catalog.default_conversion_value
     };
-    let lift = draft.expected_relative_lift;
-    let required_visitors_per_arm = baseline_rate.and_then(|b| {
-        stats::sample_size_proportion(b, lift, around.alpha, around.power)
-            .map_err(|reason| notes.push(format!("required sample size: {reason}")))
-            .ok()
-    });
+    let required_visitors_per_arm = match sample.required_visitors_per_arm {
+        Some(Ok(n)) => Some(n),
+        Some(Err(reason)) => {
+            notes.push(format!("required sample size: {reason}"));
+            None
+        }
+        None => None,
+    };
     let segment = around.catalog.segment(&draft.segment);
     let segment_daily_visitors = segment.map(|s| s.daily_visitors);
     let consented_share = segment.map(|s| around.catalog.consented_share(s, &draft.signals));
@@ -438,16 +501,19 @@ pub fn enrich_without_duplicates(
         (Some(daily), Some(share)) => daily as f64 * share,
         _ => 0.0,
     };
-    let expected_duration_days = match required_visitors_per_arm {
-        Some(n) if consented_daily >= 1.0 => Some((2.0 * n as f64 / consented_daily).ceil()),
+    let (days_to_reach_sample, expected_duration_days) = match required_visitors_per_arm {
+        Some(n) if consented_daily >= 1.0 => {
+            let duration = test_duration(n, consented_daily, around.min_days);
+            (Some(duration.reach_days), Some(duration.days))
+        }
         Some(_) => {
             notes.push(
                 "no expected duration: the segment has no consented traffic for these signals"
                     .into(),
             );
-            None
+            (None, None)
         }
-        None => None,
+        None => (None, None),
     };
     let evidence_strength = evidence_strength(draft, around.analysis);
     let expected_value_per_day = consented_daily
@@ -463,6 +529,7 @@ pub fn enrich_without_duplicates(
         segment_daily_visitors,
         consented_share,
         expected_duration_days,
+        days_to_reach_sample,
         value_per_conversion: round2(value_per_conversion),
         evidence_strength: round2(evidence_strength),
         expected_value_per_day: round2(expected_value_per_day),
@@ -504,6 +571,18 @@ pub fn evidence_strength(draft: &ProposalDraft, analysis: &Analysis) -> f64 {
 mod tests {
     use super::*;
     use crate::history::Moment;
+
+    #[test]
+    fn a_duration_is_whole_weeks_never_below_the_minimum() {
+        // 6873 per arm over 42 000 consented visitors a day: 1 day, run for a week.
+        let short = test_duration(6873, 42_000.0, 7);
+        assert_eq!((short.reach_days, short.days), (1.0, 7.0));
+        assert_eq!(test_duration(70_000, 10_000.0, 7).days, 14.0); // 14 days exactly
+        assert_eq!(test_duration(70_001, 10_000.0, 7).days, 21.0); // 15 days → 3 weeks
+        assert_eq!(test_duration(6873, 42_000.0, 14).days, 14.0);
+        // 0 turns the minimum and the rounding off.
+        assert_eq!(test_duration(70_001, 10_000.0, 0).days, 15.0);
+    }
 
     fn key(moment: Moment, lever: &str, segment: &str) -> TestKey {
         TestKey::new(moment, lever, segment)

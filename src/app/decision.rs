@@ -37,6 +37,10 @@ pub struct Decision {
     /// proposed); only while pending review and expiry is on.
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The expected duration in words, with why it is longer than the sample needs and the
+    /// consented share of the segment that drives it ("7 days: a full week, although 1 day
+    /// would reach the sample; 100% of the segment consented"); `None` without a duration.
+    pub duration: Option<String>,
 }
 
 impl Decision {
@@ -88,6 +92,7 @@ impl Decision {
             approvals,
             after_approval,
             expires_at,
+            duration: proposal.enrichment.duration_words(),
         }
     }
 }

@@ -156,6 +156,7 @@ fn proposers(config: &Config, governance: &Governance) -> AppResult<ProposerPair
     let builtin = BuiltinProposer {
         alpha: config.analysis.alpha,
         power: config.analysis.power,
+        min_days: config.proposer.min_days,
     };
     match config.proposer.kind {
         ProposerKind::Builtin => Ok((Box::new(builtin), None)),

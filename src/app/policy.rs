@@ -169,6 +169,7 @@ impl App {
             rejected_proposals: &[],
             alpha: config.analysis.alpha,
             power: config.analysis.power,
+            min_days: config.proposer.min_days,
         };
         let queue = QueueCounts::from_queue(&open, now);
         let mut assessor = Assessor::new(&governance, &analysis.program, &experiments, queue, now);

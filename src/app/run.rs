@@ -396,6 +396,7 @@ impl Assessment<'_> {
                 rejected_proposals,
                 alpha: plan.config.analysis.alpha,
                 power: plan.config.analysis.power,
+                min_days: plan.config.proposer.min_days,
             };
             let mut enrichment = assessor.enrich(draft, proposed.strategy, &around);
             let Some(replaces) = successor_of(draft, &mut enrichment, &around, changes) else {

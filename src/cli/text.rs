@@ -483,7 +483,7 @@ fn decision_into(out: &mut String, view: &ProposalView) {
     let decision = &view.decision;
     say!(
         out,
-        "asked        {} Expected lift {:+.1}%{}; {} visitors per arm; {} days",
+        "asked        {} Expected lift {:+.1}%{}; {} visitors per arm; {}",
         d.change,
         d.expected_relative_lift * 100.0,
         e.predicted_interval
@@ -496,7 +496,7 @@ fn decision_into(out: &mut String, view: &ProposalView) {
         e.required_visitors_per_arm
             .map(|n| n.to_string())
             .unwrap_or_else(|| "—".into()),
-        fmt_opt(e.expected_duration_days, 0)
+        decision.duration.clone().unwrap_or_else(|| "— days".into())
     );
     if decision.unmet.is_empty() {
         say!(out, "in the way   nothing: every rule passed");

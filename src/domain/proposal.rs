@@ -112,7 +112,13 @@ pub struct Enrichment {
     pub segment_daily_visitors: Option<u64>,
     /// Share of the segment's traffic that consented to every purpose the signals need.
     pub consented_share: Option<f64>,
+    /// Expected duration: the days to reach the sample rounded up to whole weeks, never below
+    /// `proposer.min_days` (see docs/proposals-and-queue.md).
     pub expected_duration_days: Option<f64>,
+    /// Days the segment's consented traffic needs to fill both arms (before the whole-week
+    /// rounding and `proposer.min_days`). `None` on proposals stored before it was recorded.
+    #[serde(default)]
+    pub days_to_reach_sample: Option<f64>,
     /// Value of one conversion used for the expected value.
     pub value_per_conversion: f64,
     /// Evidence strength in 0..=1 (how well the cited experiments support the expected lift).
@@ -135,6 +141,33 @@ pub struct Enrichment {
     pub supersedes: Option<String>,
     /// Why a statistic is missing, when one is.
     pub notes: Vec<String>,
+}
+
+impl Enrichment {
+    /// The expected duration in words, with why it is longer than the sample needs and the
+    /// consented share of the segment that drives it: "7 days: a full week, although 1 day
+    /// would reach the sample; 86% of the segment consented". `None` without a duration.
+    pub fn duration_words(&self) -> Option<String> {
+        let days = self.expected_duration_days?;
+        let plural = |n: f64| if n == 1.0 { "day" } else { "days" };
+        let mut words = format!("{days:.0} {}", plural(days));
+        if let Some(reach) = self.days_to_reach_sample.filter(|r| *r < days) {
+            let weeks = (days / 7.0).round();
+            let whole = if weeks == 1.0 {
+                "a full week".to_string()
+            } else {
+                format!("{weeks:.0} full weeks")
+            };
+            words.push_str(&format!(
+                ": {whole}, although {reach:.0} {} would reach the sample",
+                plural(reach)
+            ));
+        }
+        if let Some(share) = self.consented_share {
+            words.push_str(&format!("; {:.0}% of the segment consented", share * 100.0));
+        }
+        Some(words)
+    }
 }
 
 /// Where a proposal came from, for audit.
@@ -356,5 +389,38 @@ mod cursor_tests {
         for bad in ["", "t.x", "tabc.x", "7ff0000000000000.x", "00.x", "t1."] {
             assert_eq!(PageCursor::decode(bad), None, "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_duration_says_why_it_is_longer_than_the_sample_needs() {
+        let e = |duration, reach, share| Enrichment {
+            expected_duration_days: duration,
+            days_to_reach_sample: reach,
+            consented_share: share,
+            ..Enrichment::default()
+        };
+        assert_eq!(
+            e(Some(7.0), Some(1.0), Some(1.0)).duration_words().as_deref(),
+            Some("7 days: a full week, although 1 day would reach the sample; 100% of the segment consented")
+        );
+        assert_eq!(
+            e(Some(42.0), Some(39.0), Some(0.74)).duration_words().as_deref(),
+            Some("42 days: 6 full weeks, although 39 days would reach the sample; 74% of the segment consented")
+        );
+        assert_eq!(
+            e(Some(7.0), Some(7.0), None).duration_words().as_deref(),
+            Some("7 days")
+        );
+        // A proposal stored before the reach was recorded says what it knows.
+        assert_eq!(
+            e(Some(3.0), None, Some(0.5)).duration_words().as_deref(),
+            Some("3 days; 50% of the segment consented")
+        );
+        assert_eq!(e(None, None, Some(1.0)).duration_words(), None);
     }
 }

@@ -372,6 +372,26 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     assert!(browser.find("#evidence").is_some());
     assert!(browser.text("#duration").ends_with("days"));
     browser.screenshot("proposal");
+    // The top proposal's sample takes 1 day: it is sized to a full week, and says so.
+    let one_day = setup
+        .hypod
+        .ok(&["queue", "list", "--json"])
+        .json()
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| {
+            p["title"] == "Try delivery promise in cart and checkout, after it won on product pages"
+        })
+        .and_then(|p| p["id"].as_str().map(str::to_string))
+        .expect("the 1-day proposal of the sample");
+    browser.go(&format!("{site}/ui/proposals/{one_day}"));
+    assert_eq!(browser.text("#duration"), "7 days");
+    assert_eq!(
+        browser.text("#asked-duration"),
+        "7 days: a full week, although 1 day would reach the sample; 100% of the segment consented"
+    );
+    browser.go(&format!("{site}/ui/proposals/{}", plain[0]));
     browser.type_into("#approve-note", "strong evidence, small risk");
     browser.click_to("#approve", "done=approve");
     assert_eq!(browser.text("#flash"), "Recorded: approve.");

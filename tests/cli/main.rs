@@ -44,6 +44,7 @@ mod review;
 mod review_audit;
 mod run_metrics;
 mod serve;
+mod sizing;
 mod snapshots;
 mod spine;
 mod sql_source;

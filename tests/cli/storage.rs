@@ -958,6 +958,7 @@ async fn a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice(db:
     let builtin = hypod::proposer::builtin::BuiltinProposer {
         alpha: config.analysis.alpha,
         power: config.analysis.power,
+        min_days: config.proposer.min_days,
     };
     let plan = || RunPlan {
         config: &config,

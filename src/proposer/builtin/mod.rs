@@ -53,9 +53,16 @@ use wording::{at, change_verb, commercial_kpi, finding, note, percent, words};
 /// what its rule claimed).
 const MIN_SIZED_LIFT: f64 = 0.01;
 
+/// The expected lift a draft states and is sized for: within the sized range, to 0.1 %.
+fn sized_lift(lift: f64) -> f64 {
+    (lift.clamp(MIN_SIZED_LIFT, validate::MAX_EXPECTED_LIFT) * 1000.0).round() / 1000.0
+}
+
 pub struct BuiltinProposer {
     pub alpha: f64,
     pub power: f64,
+    /// `proposer.min_days`.
+    pub min_days: u32,
 }
 
 impl Default for BuiltinProposer {
@@ -63,6 +70,7 @@ impl Default for BuiltinProposer {
         BuiltinProposer {
             alpha: 0.05,
             power: 0.8,
+            min_days: validate::DEFAULT_MIN_DAYS,
         }
     }
 }
@@ -312,8 +320,7 @@ impl<'a> Drafting<'a> {
             .unwrap_or(budget / 2.0)
             .min(budget);
         let kpi = commercial_kpi(source, catalog);
-        let lift =
-            (lift.clamp(MIN_SIZED_LIFT, validate::MAX_EXPECTED_LIFT) * 1000.0).round() / 1000.0;
+        let lift = sized_lift(lift);
         let evidence = std::iter::once(source)
             .chain(also)
             .take(validate::MAX_EVIDENCE)
@@ -456,6 +463,7 @@ impl Proposer for BuiltinProposer {
             rejected_proposals: &no_proposals,
             alpha: self.alpha,
             power: self.power,
+            min_days: self.min_days,
         };
         // What the program learnt: transfers of a lever that failed, and what reviewers
         // rejected lately, weigh its ideas down, and their rationale says so.

@@ -4,11 +4,12 @@
 //! returns sketches drafted through [`Drafting::draft`]; the portfolio picks among them.
 
 use super::wording::{at, p_text, percent, pooled, words};
-use super::{lever_of, Drafting, Kind, Sketch, MIN_SIZED_LIFT};
+use super::{lever_of, sized_lift, Drafting, Kind, Sketch, MIN_SIZED_LIFT};
 use crate::analysis::levers::{Expectation, LeverEntry};
 use crate::analysis::{stats, ExperimentAnalysis, Outcome};
 use crate::history::{Experiment, Moment, TestKey};
 use crate::proposer::{ProposedDraft, Risk};
+use crate::validate;
 use std::collections::BTreeMap;
 
 /// Below this power for the lever's pooled effect, an inconclusive test said little.
@@ -280,17 +281,9 @@ impl<'a> Drafting<'a> {
                 continue;
             };
             let per_arm = source.control().visitors;
-            // A summary-only record has no conversions: no baseline rate to size a re-run on.
-            let Some(conversions) = source.control().conversions else {
-                continue;
-            };
-            let rate = conversions as f64 / per_arm.max(1) as f64;
-            let Ok(required) =
-                stats::sample_size_proportion(rate, expected.lift, self.alpha, self.power)
-            else {
-                continue;
-            };
-            if power >= RETEST_MAX_POWER || required <= per_arm {
+            // A summary-only record has no conversions: it says nothing about the rate a
+            // re-run would be sized on.
+            if source.control().conversions.is_none() {
                 continue;
             }
             let Some(segment) = source
@@ -300,6 +293,23 @@ impl<'a> Drafting<'a> {
             else {
                 continue;
             };
+            // The very figure the proposal's enrichment shows under size: the same function,
+            // on the same place and the draft's (rounded) lift.
+            let Some(Ok(required)) = validate::sample_size(
+                self.context.analysis,
+                source.moment,
+                &segment.name,
+                sized_lift(expected.lift),
+                self.alpha,
+                self.power,
+            )
+            .required_visitors_per_arm
+            else {
+                continue;
+            };
+            if power >= RETEST_MAX_POWER || required <= per_arm {
+                continue;
+            }
             let title = format!(
                 "Re-run {} for {} {} with enough traffic to see {}",
                 words(&lever),

@@ -31,6 +31,7 @@ pub fn foreseeable_denials(
         rejected_proposals: rejected,
         alpha: 0.05,
         power: 0.8,
+        min_days: crate::validate::DEFAULT_MIN_DAYS,
     };
     if let Some(duplicate) = nearest_duplicate(draft, &around) {
         let what = duplicate.kind.describe();

@@ -1,0 +1,315 @@
+//! How a proposal is sized, as a reviewer reads it (issue #26): one sample-size figure in the
+//! proposer's text and under size; the expected duration in whole weeks, never below
+//! `proposer.min_days`, saying so when the sample alone would take less; the consented share
+//! of the segment beside the duration. Through the binary (`queue show`, text and `--json`) and
+//! the real server's proposal page, on SQLite and PostgreSQL.
+
+use crate::review::Reviewed;
+use crate::support::{Hypod, SAMPLE};
+use crate::test_app::{request, TestApp};
+use serde_json::Value;
+
+/// Every "at least N visitors per arm" / "needs N visitors per arm" figure in `text`.
+fn stated_sizes(text: &str) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    for lead in ["at least ", "needs "] {
+        for (at, _) in text.match_indices(lead) {
+            let rest = &text[at + lead.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if !digits.is_empty() && rest[digits.len()..].starts_with(" visitors per arm") {
+                sizes.push(digits.parse().expect("a number"));
+            }
+        }
+    }
+    sizes
+}
+
+/// `queue show --json` of every proposal in the queue.
+fn shown(hypod: &Hypod) -> Vec<Value> {
+    hypod
+        .ok(&["queue", "list", "--json"])
+        .json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| {
+            let id = p["id"].as_str().expect("an id");
+            hypod.ok(&["queue", "show", id, "--json"]).json()
+        })
+        .collect()
+}
+
+fn on_postgresql(check: fn(Hypod)) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check(Hypod::with_database(&db.url))
+    }));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The retest's change said "at least 141741 visitors per arm" while its size said 145699:
+/// the strategy sized on the first test's control, the enrichment on the place's baseline.
+fn the_size_in_the_text_is_the_size_shown(hypod: Hypod) {
+    hypod.ok(&["import", SAMPLE]);
+    hypod.ok(&["run"]);
+    let mut stated = 0;
+    for view in shown(&hypod) {
+        let p = &view["proposal"];
+        let required = p["enrichment"]["required_visitors_per_arm"].as_u64();
+        for field in ["change", "rationale"] {
+            let text = p["draft"][field].as_str().expect("text");
+            for size in stated_sizes(text) {
+                stated += 1;
+                assert_eq!(
+                    Some(size),
+                    required,
+                    "{field} of {} says {size} visitors per arm, its size {required:?}: {text}",
+                    p["draft"]["title"]
+                );
+            }
+        }
+    }
+    assert!(
+        stated >= 2,
+        "the sample history gives a retest whose change and rationale state its sample"
+    );
+}
+
+#[test]
+fn the_size_in_the_text_is_the_size_shown_on_sqlite() {
+    the_size_in_the_text_is_the_size_shown(Hypod::new());
+}
+
+#[test]
+fn the_size_in_the_text_is_the_size_shown_on_postgresql() {
+    on_postgresql(the_size_in_the_text_is_the_size_shown);
+}
+
+/// The top proposal of the sample reaches its sample in 1 day: it is sized to a full week, and
+/// `queue show` (text and JSON) and the proposal page say why, with the consented share of the
+/// segment beside the duration.
+fn the_one_day_test_is_sized_to_a_full_week(hypod: Hypod) {
+    let setup = Reviewed::on(hypod);
+    let views = shown(&setup.hypod);
+    for view in &views {
+        let days = view["proposal"]["enrichment"]["expected_duration_days"]
+            .as_f64()
+            .expect("every sample proposal has a duration");
+        assert!(
+            days >= 7.0 && days % 7.0 == 0.0,
+            "{days} days is not whole weeks of at least 7: {}",
+            view["proposal"]["draft"]["title"]
+        );
+    }
+    let top = views
+        .iter()
+        .max_by(|a, b| {
+            let value = |v: &Value| {
+                v["proposal"]["enrichment"]["expected_value_per_day"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            };
+            value(a).total_cmp(&value(b))
+        })
+        .expect("proposals");
+    let id = top["proposal"]["id"].as_str().expect("id");
+    let enrichment = &top["proposal"]["enrichment"];
+    assert_eq!(enrichment["expected_duration_days"], 7.0, "{enrichment}");
+    assert_eq!(enrichment["days_to_reach_sample"], 1.0, "{enrichment}");
+    let words =
+        "7 days: a full week, although 1 day would reach the sample; 100% of the segment consented";
+    assert_eq!(top["decision"]["duration"], words, "{}", top["decision"]);
+    let text = setup.hypod.ok(&["queue", "show", id]).stdout;
+    let asked = text
+        .lines()
+        .find(|l| l.starts_with("asked "))
+        .expect("an asked line");
+    assert!(
+        asked.ends_with(&format!("visitors per arm; {words}")),
+        "{asked}"
+    );
+
+    // A segment only partly consented: its share beside the duration, in the text and JSON.
+    let partial = views
+        .iter()
+        .find(|v| {
+            v["proposal"]["enrichment"]["consented_share"]
+                .as_f64()
+                .is_some_and(|s| s < 1.0)
+        })
+        .expect("the sample history gives a proposal for a partly consented segment");
+    let share = partial["proposal"]["enrichment"]["consented_share"]
+        .as_f64()
+        .expect("a share");
+    let consented = format!("{:.0}% of the segment consented", share * 100.0);
+    assert!(
+        partial["decision"]["duration"]
+            .as_str()
+            .is_some_and(|d| d.ends_with(&consented)),
+        "{}",
+        partial["decision"]
+    );
+    let partial_id = partial["proposal"]["id"].as_str().expect("id");
+    let text = setup.hypod.ok(&["queue", "show", partial_id]).stdout;
+    assert!(text.contains(&consented), "{text}");
+
+    // The proposal page: beside the duration, in the decision card and under size.
+    let app = TestApp::spawn(&setup.hypod);
+    let page = |id: &str| {
+        let answer = request(
+            &app.addr,
+            "GET",
+            &format!("/ui/proposals/{id}"),
+            &[(
+                "Cookie",
+                &format!("hypod_token={}", setup.token("reviewer")),
+            )],
+            None,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body
+    };
+    let html = page(id);
+    assert!(
+        html.contains(&format!("<span id=\"asked-duration\">{words}</span>")),
+        "{html}"
+    );
+    assert!(
+        html.contains("<strong id=\"duration\">7 days</strong> (<span id=\"consented-share\">100% of the segment consented</span>)"),
+        "{html}"
+    );
+    let html = page(partial_id);
+    assert!(
+        html.contains(&format!("<span id=\"consented-share\">{consented}</span>")),
+        "{html}"
+    );
+}
+
+#[test]
+fn the_one_day_test_is_sized_to_a_full_week_on_sqlite() {
+    the_one_day_test_is_sized_to_a_full_week(Hypod::new());
+}
+
+#[test]
+fn the_one_day_test_is_sized_to_a_full_week_on_postgresql() {
+    on_postgresql(the_one_day_test_is_sized_to_a_full_week);
+}
+
+fn with_proposer(hypod: &Hypod, section: &str) {
+    let path = hypod.path().join("hypod.toml");
+    let mut config = std::fs::read_to_string(&path).expect("config");
+    config.push_str(section);
+    std::fs::write(&path, config).expect("write config");
+}
+
+/// `proposer.min_days = 0` turns the minimum and the rounding to weeks off: the top proposal
+/// takes the 1 day its sample needs again, and says nothing more.
+#[test]
+fn min_days_zero_sizes_to_the_sample_alone() {
+    let hypod = Hypod::new();
+    with_proposer(&hypod, "[proposer]\nmin_days = 0\n");
+    hypod.ok(&["import", SAMPLE]);
+    hypod.ok(&["run"]);
+    let views = shown(&hypod);
+    let one_day = views
+        .iter()
+        .find(|v| v["proposal"]["enrichment"]["days_to_reach_sample"] == 1.0)
+        .expect("the 1-day proposal");
+    assert_eq!(
+        one_day["proposal"]["enrichment"]["expected_duration_days"],
+        1.0
+    );
+    assert_eq!(
+        one_day["decision"]["duration"],
+        "1 day; 100% of the segment consented"
+    );
+}
+
+/// A minimum that is not whole weeks is refused before anything is read or written, naming
+/// the key and what to write instead.
+#[test]
+fn min_days_not_in_whole_weeks_is_refused() {
+    let hypod = Hypod::new();
+    with_proposer(&hypod, "[proposer]\nmin_days = 10\n");
+    for args in [vec!["import", SAMPLE], vec!["run"]] {
+        let ran = hypod.run(&args);
+        assert_ne!(ran.code, Some(0), "{args:?} ran with min_days = 10");
+        assert!(
+            ran.stderr.contains("proposer.min_days") && ran.stderr.contains("multiple of 7"),
+            "{}",
+            ran.stderr
+        );
+    }
+    assert!(
+        !hypod.path().join("hypod.db").exists(),
+        "nothing was written"
+    );
+}
+
+/// Governance can warn below the minimum: the days to reach the sample are a policy field, so
+/// a rule can flag a test whose sample alone would take less than a week.
+#[test]
+fn a_policy_can_warn_when_the_sample_alone_takes_less_than_a_week() {
+    let hypod = Hypod::new();
+    let policies = hypod.path().join("policies");
+    std::fs::create_dir(&policies).expect("policies dir");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    for entry in std::fs::read_dir(shipped).expect("shipped policies") {
+        let entry = entry.expect("entry");
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), policies.join(entry.file_name())).expect("copy");
+        }
+    }
+    std::fs::write(
+        policies.join("full-week.toml"),
+        r#"[[rule]]
+id = "full-week"
+effect = "warn"
+description = "A test whose sample alone takes less than a week reads a weekday mix."
+when = "proposal.days_to_reach_sample != null"
+expr = "proposal.days_to_reach_sample >= 7.0"
+message = "The sample alone takes {{ proposal.days_to_reach_sample }} day(s): run whole weeks."
+"#,
+    )
+    .expect("write rule");
+    let path = hypod.path().join("hypod.toml");
+    let config = std::fs::read_to_string(&path)
+        .expect("config")
+        .replace(shipped, &policies.to_string_lossy());
+    std::fs::write(&path, config).expect("write config");
+    hypod.ok(&["import", SAMPLE]);
+    hypod.ok(&["run"]);
+    let views = shown(&hypod);
+    let verdict = |v: &Value| {
+        v["proposal"]["verdicts"]
+            .as_array()
+            .expect("verdicts")
+            .iter()
+            .find(|r| r["rule_id"] == "full-week")
+            .cloned()
+            .expect("the full-week verdict")
+    };
+    let one_day = views
+        .iter()
+        .find(|v| v["proposal"]["enrichment"]["days_to_reach_sample"] == 1.0)
+        .expect("the 1-day proposal");
+    let warned = verdict(one_day);
+    assert_eq!(warned["passed"], false, "{warned}");
+    assert_eq!(warned["effect"], "warn", "{warned}");
+    let long = views
+        .iter()
+        .find(|v| {
+            v["proposal"]["enrichment"]["days_to_reach_sample"]
+                .as_f64()
+                .is_some_and(|d| d >= 7.0)
+        })
+        .expect("a proposal whose sample takes a week or more");
+    assert_eq!(verdict(long)["passed"], true);
+}
