@@ -41,6 +41,7 @@ mod pipes;
 mod policy_cli;
 mod review;
 mod review_audit;
+mod review_notify;
 mod run_metrics;
 mod serve;
 mod snapshots;
