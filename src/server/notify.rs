@@ -343,6 +343,54 @@ mod tests {
         assert_eq!(backoff(base, 50), MAX_BACKOFF);
     }
 
+    fn proposal(title: &str) -> Proposal {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let mut draft = crate::domain::draft::tests_support::draft();
+        draft.title = title.into();
+        Proposal {
+            id: "p1".into(),
+            run_id: "r1".into(),
+            status: ProposalStatus::Rejected,
+            created_at: at,
+            updated_at: at,
+            draft,
+            enrichment: crate::domain::proposal::Enrichment::default(),
+            verdicts: Vec::new(),
+            provenance: crate::domain::proposal::Provenance::default(),
+            approvals_required: 1,
+            superseded_by: None,
+        }
+    }
+
+    #[test]
+    fn a_review_message_names_the_decision_and_escapes_what_people_wrote() {
+        let review = Review {
+            proposal_id: "p1".into(),
+            actor: "gus".into(),
+            role: crate::domain::Role::Governance,
+            action: ReviewAction::Reject,
+            note: Some("<https://evil|ok> & <!here>".into()),
+            at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        };
+        let p = proposal("Free <b>shipping</b>");
+        assert_eq!(
+            review_message(&p, &review, "https://hypod.example.com/"),
+            "hypod: proposal p1 rejected by gus (governance): \
+             <https://hypod.example.com/ui/proposals/p1|Free &lt;b&gt;shipping&lt;/b&gt;>\n\
+             Reason: &lt;https://evil|ok&gt; &amp; &lt;!here&gt;"
+        );
+        // Without `server.public_url`: the title alone, and no note line without a note.
+        let approval = Review {
+            action: ReviewAction::Approve,
+            note: None,
+            ..review
+        };
+        assert_eq!(
+            review_message(&p, &approval, ""),
+            "hypod: proposal p1 approved by gus (governance): Free &lt;b&gt;shipping&lt;/b&gt;"
+        );
+    }
+
     #[test]
     fn untrusted_text_cannot_forge_links_or_mentions() {
         assert_eq!(
