@@ -1,17 +1,22 @@
-//! Run notifications: delivers the outbox (one row per recorded run, written in the run's own
-//! transaction) to `notify.webhook_url` as Slack-compatible JSON (`{"text": …}`), never
-//! blocking a run. Each row is held while it is sent (`notify.hold_seconds`, renewed before
+//! Notifications: delivers the outbox (one row per recorded run, written in the run's own
+//! transaction, and one per review that approved or rejected a proposal, written in the
+//! review's) to `notify.webhook_url` as Slack-compatible JSON (`{"text": …}`), never
+//! blocking a run or a review. A run's message names its escalated proposals and who must
+//! approve them. Each row is held while it is sent (`notify.hold_seconds`, renewed before
 //! each send of a batch; a row whose hold expired is not sent), so one daemon sends it; a
 //! failure is retried with exponential backoff from `notify.retry_seconds` (capped at an
 //! hour); rows older than a day are given up. Delivery is at least once: a crash between a
-//! receiver's 200 and the row's update sends it again, so the text carries the run id to
-//! deduplicate on. Proposals are linked to their page in the web UI under `server.public_url`.
+//! receiver's 200 and the row's update sends it again, so the text carries the run or proposal
+//! id to deduplicate on. Proposals are linked to their page in the web UI under `server.public_url`.
 //! The webhook's address is never logged or stored beyond its scheme and host: its path is a
 //! secret.
 
 use crate::config::Config;
-use crate::domain::{ProposalFilter, ProposalStatus, RunRecord};
-use crate::store::{OutboxItem, Store};
+use crate::domain::{
+    escalates, ApprovalProgress, Proposal, ProposalFilter, ProposalStatus, Review, ReviewAction,
+    RunRecord,
+};
+use crate::store::{Notice, OutboxItem, Store};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,39 +73,104 @@ pub fn message(run: &RunRecord, proposals: &[crate::domain::Proposal], public_ur
         text.push_str("\nTop proposals:");
     }
     for p in queued.iter().take(TOP) {
-        let title = escape(&p.draft.title);
-        let line = if public_url.is_empty() {
-            title
-        } else {
-            format!(
-                "<{}/ui/proposals/{}|{title}>",
-                public_url.trim_end_matches('/'),
-                p.id
-            )
-        };
+        let line = link(public_url, &p.id, &p.draft.title);
         let _ = write!(
             text,
             "\n• {line} ({}, priority {:.0})",
             p.draft.moment, p.enrichment.priority
         );
     }
+    // The escalated ones cannot be approved without governance: say so, and by name.
+    let mut escalated: Vec<_> = queued.iter().filter(|p| escalates(&p.verdicts)).collect();
+    escalated.sort_by(|a, b| a.id.cmp(&b.id));
+    if !escalated.is_empty() {
+        text.push_str("\nNeeds governance approval:");
+    }
+    for p in escalated.iter().take(TOP) {
+        let progress = ApprovalProgress::from_parts(p.status, p.approvals_required, true, &[]);
+        let _ = write!(
+            text,
+            "\n• {} ({})",
+            link(public_url, &p.id, &p.draft.title),
+            progress.describe()
+        );
+    }
+    if escalated.len() > TOP {
+        let _ = write!(text, "\n• and {} more", escalated.len() - TOP);
+    }
     text
 }
 
-/// The body of one row's notification, built from the stored run and its proposals.
+/// A proposal's title, linked to its page in the web UI under `public_url` (when set).
+fn link(public_url: &str, id: &str, title: &str) -> String {
+    let title = escape(title);
+    if public_url.is_empty() {
+        title
+    } else {
+        format!(
+            "<{}/ui/proposals/{id}|{title}>",
+            public_url.trim_end_matches('/')
+        )
+    }
+}
+
+/// The message for a review that approved or rejected `proposal`: its title (linked), who
+/// decided, and their note.
+pub fn review_message(proposal: &Proposal, review: &Review, public_url: &str) -> String {
+    let verb = match review.action {
+        ReviewAction::Approve => "approved",
+        ReviewAction::Reject => "rejected",
+        ReviewAction::Comment => "commented on",
+    };
+    let mut text = format!(
+        "hypod: proposal {} {verb} by {} ({}): {}",
+        proposal.id,
+        escape(&review.actor),
+        review.role,
+        link(public_url, &proposal.id, &proposal.draft.title)
+    );
+    if let Some(note) = review.note.as_deref().filter(|n| !n.trim().is_empty()) {
+        let label = if review.action == ReviewAction::Reject {
+            "Reason"
+        } else {
+            "Note"
+        };
+        let _ = write!(text, "\n{label}: {}", escape(note));
+    }
+    text
+}
+
+/// The body of one row's notification, built from what is stored: the run and its
+/// proposals, or the review and its proposal.
 async fn body(
     store: &dyn Store,
     config: &Config,
     item: &OutboxItem,
 ) -> Result<serde_json::Value, String> {
+    let run_id = match &item.about {
+        Notice::Run(run_id) => run_id,
+        Notice::Review {
+            proposal_id,
+            review,
+        } => {
+            let proposal = store
+                .get_proposal(proposal_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("proposal {proposal_id} is not in the database"))?;
+            return Ok(serde_json::json!({
+                "text": review_message(&proposal, review, &config.server.public_url),
+            }));
+        }
+    };
     let run = store
-        .get_run(&item.run_id)
+        .get_run(run_id)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("run {} is not in the database", item.run_id))?;
+        .ok_or_else(|| format!("run {run_id} is not in the database"))?;
     let proposals = store
         .list_proposals(&ProposalFilter {
-            run_id: Some(item.run_id.clone()),
+            run_id: Some(run_id.clone()),
             ..ProposalFilter::default()
         })
         .await
@@ -239,7 +309,7 @@ async fn send_batch(
                 batch.retain(|i| held.contains(&i.id));
                 if !held.contains(&item.id) {
                     tracing::info!(
-                        run = item.run_id,
+                        subject = item.about.subject(),
                         "the hold on this notification expired; not sent here (another daemon may send it)"
                     );
                     continue;
@@ -249,9 +319,9 @@ async fn send_batch(
             Err(e) => Err(e),
         };
         match &outcome {
-            Ok(()) => tracing::info!(run = item.run_id, "notification delivered"),
+            Ok(()) => tracing::info!(subject = item.about.subject(), "notification delivered"),
             Err(e) => {
-                tracing::warn!(run = item.run_id, attempt = item.attempts, error = %e, "notification failed; will retry")
+                tracing::warn!(subject = item.about.subject(), attempt = item.attempts, error = %e, "notification failed; will retry")
             }
         }
         let retry_in = backoff(base, item.attempts);
@@ -271,6 +341,54 @@ mod tests {
         assert_eq!(backoff(base, 1), Duration::from_secs(30));
         assert_eq!(backoff(base, 3), Duration::from_secs(120));
         assert_eq!(backoff(base, 50), MAX_BACKOFF);
+    }
+
+    fn proposal(title: &str) -> Proposal {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let mut draft = crate::domain::draft::tests_support::draft();
+        draft.title = title.into();
+        Proposal {
+            id: "p1".into(),
+            run_id: "r1".into(),
+            status: ProposalStatus::Rejected,
+            created_at: at,
+            updated_at: at,
+            draft,
+            enrichment: crate::domain::proposal::Enrichment::default(),
+            verdicts: Vec::new(),
+            provenance: crate::domain::proposal::Provenance::default(),
+            approvals_required: 1,
+            superseded_by: None,
+        }
+    }
+
+    #[test]
+    fn a_review_message_names_the_decision_and_escapes_what_people_wrote() {
+        let review = Review {
+            proposal_id: "p1".into(),
+            actor: "gus".into(),
+            role: crate::domain::Role::Governance,
+            action: ReviewAction::Reject,
+            note: Some("<https://evil|ok> & <!here>".into()),
+            at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        };
+        let p = proposal("Free <b>shipping</b>");
+        assert_eq!(
+            review_message(&p, &review, "https://hypod.example.com/"),
+            "hypod: proposal p1 rejected by gus (governance): \
+             <https://hypod.example.com/ui/proposals/p1|Free &lt;b&gt;shipping&lt;/b&gt;>\n\
+             Reason: &lt;https://evil|ok&gt; &amp; &lt;!here&gt;"
+        );
+        // Without `server.public_url`: the title alone, and no note line without a note.
+        let approval = Review {
+            action: ReviewAction::Approve,
+            note: None,
+            ..review
+        };
+        assert_eq!(
+            review_message(&p, &approval, ""),
+            "hypod: proposal p1 approved by gus (governance): Free &lt;b&gt;shipping&lt;/b&gt;"
+        );
     }
 
     #[test]

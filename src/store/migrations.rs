@@ -27,6 +27,7 @@ const SQLITE: Files = migration_files!("sqlite":
     6 "0006_audit_subject.sql",
     7 "0007_sources.sql",
     8 "0008_growthbook_push.sql",
+    9 "0009_review_notifications.sql",
 );
 
 const POSTGRES: Files = migration_files!("postgres":
@@ -38,6 +39,7 @@ const POSTGRES: Files = migration_files!("postgres":
     6 "0006_audit_subject.sql",
     7 "0007_sources.sql",
     8 "0008_growthbook_push.sql",
+    9 "0009_review_notifications.sql",
 );
 
 /// SQLite's migrations.

@@ -72,13 +72,37 @@ pub enum StoreError {
 /// Ids looked up in one query by [`Proposals::get_proposals`].
 pub(crate) const IDS_PER_QUERY: usize = 1000;
 
-/// One notification waiting in the outbox: the run it is about.
+/// One notification waiting in the outbox: the run or the review it is about.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxItem {
     pub id: i64,
-    pub run_id: String,
+    pub about: Notice,
     /// Attempts so far, this one included.
     pub attempts: i64,
+}
+
+/// What an outbox row announces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// A recorded run (queued in the run's transaction).
+    Run(String),
+    /// A review that approved or rejected a proposal (queued in the review's transaction), as
+    /// recorded.
+    Review {
+        proposal_id: String,
+        review: crate::domain::Review,
+    },
+}
+
+impl Notice {
+    /// The run or proposal id, for logs.
+    pub fn subject(&self) -> &str {
+        match self {
+            Notice::Run(id) => id,
+            Notice::Review { proposal_id, .. } => proposal_id,
+        }
+    }
 }
 
 /// Where a proposal's push to the experimentation platform stands.

@@ -42,6 +42,7 @@ mod policy_cli;
 mod queue_page;
 mod review;
 mod review_audit;
+mod review_notify;
 mod run_metrics;
 mod serve;
 mod sizing;

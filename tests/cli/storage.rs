@@ -1152,7 +1152,7 @@ async fn every_run_leaves_one_notification_delivered_once(db: Arc<TestDb>) {
         .claim_notifications(10, hold, day)
         .await
         .expect("claim");
-    let runs: Vec<&str> = claimed.iter().map(|i| i.run_id.as_str()).collect();
+    let runs: Vec<&str> = claimed.iter().map(|i| i.about.subject()).collect();
     assert_eq!(runs, vec!["run-1", "run-2"]);
     assert!(claimed.iter().all(|i| i.attempts == 1));
     // Held: a second daemon gets nothing while the first is sending.
@@ -1180,7 +1180,7 @@ async fn every_run_leaves_one_notification_delivered_once(db: Arc<TestDb>) {
         .expect("claim");
     assert_eq!(retried.len(), 1);
     assert_eq!(
-        (retried[0].run_id.as_str(), retried[0].attempts),
+        (retried[0].about.subject(), retried[0].attempts),
         ("run-2", 2)
     );
     store

@@ -1,7 +1,8 @@
 //! The writes of the review surface, for every backend, each in one write transaction with its
 //! audit entry: a review (read, judged by [`apply_review`], applied only to the status it was
 //! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]).
-//! An approval that makes a proposal `approved` queues its platform push in the same transaction.
+//! An approval that makes a proposal `approved` queues its platform push in the same transaction;
+//! that approval, and a rejection, queue their notification (the outbox) in it too.
 //! A review and a revocation are stamped with the database's clock, never the caller's: a
 //! review is never dated before the proposal it decides.
 
@@ -99,6 +100,13 @@ impl<D: Dialect> Reviews for D {
             if status == ProposalStatus::Approved && proposal.status != ProposalStatus::Approved {
                 super::pushes::enqueue::<D, _>(&mut tx, &review.proposal_id, platform).await?;
             }
+        }
+        // The approval that decides it, or the rejection, queues its notification in the same
+        // transaction: announced once it is recorded, and only then.
+        if status != proposal.status
+            && matches!(status, ProposalStatus::Approved | ProposalStatus::Rejected)
+        {
+            super::runs::enqueue_review::<D, _>(&mut tx, review).await?;
         }
         tx.commit().await?;
         proposal.status = status;

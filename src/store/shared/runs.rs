@@ -8,7 +8,7 @@ use crate::domain::{
     AuditAction, AuditHead, Fence, Proposal, RunRecord, RunStatus, SlotStatus, StatusChange,
 };
 use crate::store::{
-    closing_detail, corrupt, Outbox, OutboxItem, ProposalBody, QueueMark, RunTally, Runs,
+    closing_detail, corrupt, Notice, Outbox, OutboxItem, ProposalBody, QueueMark, RunTally, Runs,
     StoreError,
 };
 use async_trait::async_trait;
@@ -299,6 +299,52 @@ async fn insert_proposal<C: Conn>(tx: &mut C, proposal: &Proposal) -> Result<(),
     Ok(())
 }
 
+/// An outbox row: `(id, run_id, proposal_id, review, attempts)`.
+type OutboxRow = (i64, Option<String>, Option<String>, Option<String>, i64);
+
+fn outbox_item(
+    (id, run_id, proposal_id, review, attempts): OutboxRow,
+) -> Result<OutboxItem, StoreError> {
+    let about = match (run_id, proposal_id, review) {
+        (Some(run), _, _) => Notice::Run(run),
+        (None, Some(proposal_id), Some(review)) => Notice::Review {
+            review: serde_json::from_str(&review)
+                .map_err(|e| corrupt(&format!("outbox row {id}"), e))?,
+            proposal_id,
+        },
+        _ => {
+            return Err(corrupt(
+                &format!("outbox row {id}"),
+                "neither a run nor a review",
+            ))
+        }
+    };
+    Ok(OutboxItem {
+        id,
+        about,
+        attempts,
+    })
+}
+
+/// Queues the notification of `review` (an approval that decided its proposal, or a
+/// rejection) inside `tx`, the review's own transaction.
+pub(super) async fn enqueue_review<D: Dialect, C: Conn>(
+    tx: &mut C,
+    review: &crate::domain::Review,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_string(review)
+        .map_err(|e| corrupt(&format!("review of {}", review.proposal_id), e))?;
+    tx.execute(
+        Sql::clocked::<D>(
+            "INSERT INTO outbox (proposal_id, review, created_at, next_attempt_at) \
+             VALUES ($1, $2, {now}, {now})",
+        ),
+        &[Arg::Text(&review.proposal_id), Arg::Text(&body)],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl<D: Dialect> Outbox for D {
     async fn claim_notifications(
@@ -317,26 +363,22 @@ impl<D: Dialect> Outbox for D {
             &[Arg::Real(max_age.as_secs_f64())],
         )
         .await?;
-        let rows: Vec<(i64, String, i64)> = tx
+        let rows: Vec<OutboxRow> = tx
             .fetch_all(
                 Sql::clocked::<D>(
                     "UPDATE outbox SET next_attempt_at = {now} + $1, attempts = attempts + 1 \
                      WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL \
                                   AND next_attempt_at <= {now} ORDER BY id LIMIT $2) \
-                     RETURNING id, run_id, attempts",
+                     RETURNING id, run_id, proposal_id, review, attempts",
                 ),
                 &[Arg::Real(hold.as_secs_f64()), Arg::size(limit)],
             )
             .await?;
         tx.commit().await?;
-        let mut items: Vec<OutboxItem> = rows
+        let mut items = rows
             .into_iter()
-            .map(|(id, run_id, attempts)| OutboxItem {
-                id,
-                run_id,
-                attempts,
-            })
-            .collect();
+            .map(outbox_item)
+            .collect::<Result<Vec<_>, _>>()?;
         items.sort_by_key(|item| item.id);
         Ok(items)
     }
