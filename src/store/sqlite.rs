@@ -200,6 +200,14 @@ impl SqliteStore {
         Ok(SqliteStore { pool, key, file })
     }
 
+    /// The pool, for a read made straight on it, once the file is known to be the one opened:
+    /// a connection the pool would have to add for a replaced or removed file is refused, and
+    /// the pool would retry until its timeout instead of saying why.
+    fn checked_pool(&self) -> Result<&sqlx::SqlitePool, StoreError> {
+        self.check_file(false)?;
+        Ok(&self.pool)
+    }
+
     /// The file this store opened is still there, the same file, and (`writable`) can be
     /// written.
     fn check_file(&self, writable: bool) -> Result<(), StoreError> {
@@ -347,7 +355,7 @@ impl Dialect for SqliteStore {
         use futures_util::TryStreamExt;
         // Row by row: the JSON bodies are parsed as they arrive, never all held at once.
         let mut rows =
-            sqlx::query("SELECT id, body FROM experiments ORDER BY id").fetch(&self.pool);
+            sqlx::query("SELECT id, body FROM experiments ORDER BY id").fetch(self.checked_pool()?);
         let mut experiments = Vec::new();
         while let Some(row) = rows.try_next().await? {
             let id: &str = row.try_get("id")?;
@@ -369,7 +377,7 @@ impl Dialect for SqliteStore {
              WHERE r.action = 'reject' AND r.at >= ? ORDER BY r.at DESC LIMIT 200",
         )
         .bind(timestamp(since))
-        .fetch_all(&self.pool)
+        .fetch_all(self.checked_pool()?)
         .await?;
         rows.iter()
             .map(|row| Ok((proposal_from_row(row)?, review_from_row(row)?)))
@@ -378,7 +386,7 @@ impl Dialect for SqliteStore {
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(self.checked_pool()?)
             .await?;
         rows.iter().map(token_from_row).collect()
     }
@@ -386,7 +394,7 @@ impl Dialect for SqliteStore {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL")
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.checked_pool()?)
             .await?;
         row.as_ref().map(token_from_row).transpose()
     }
@@ -467,13 +475,13 @@ impl Proposals for SqliteStore {
                 .and_then(PageCursor::created)
                 .map(super::timestamp),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.checked_pool()?)
         .await?;
         rows.iter().map(proposal_from_row).collect()
     }
 
     async fn get_proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError> {
-        proposal_by_id(&self.pool, id).await
+        proposal_by_id(self.checked_pool()?, id).await
     }
 
     async fn get_proposals(&self, ids: &[String]) -> Result<Vec<Proposal>, StoreError> {
@@ -484,7 +492,7 @@ impl Proposals for SqliteStore {
                 "SELECT * FROM proposals WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
             )
             .bind(list)
-            .fetch_all(&self.pool)
+            .fetch_all(self.checked_pool()?)
             .await?;
             for row in &rows {
                 found.push(proposal_from_row(row)?);
