@@ -94,7 +94,7 @@ enum TooLarge {
         title = "hypod",
         description = "The review queue of hypod: AI-drafted experiment proposals, governed, waiting for people. Every route but this document needs a bearer token (`hypod token create`) or a trusted proxy's identity headers."
     ),
-    components(schemas(ErrorBody, AuditFormat)),
+    components(schemas(ErrorBody, AuditFormat, QueueOrder)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

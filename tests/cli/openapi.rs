@@ -116,6 +116,40 @@ fn the_document_puts_query_parameters_in_the_query_and_declares_every_path_param
 
 /// A path the router does not know, and a method a route does not take, answer the same JSON
 /// error as every other error (no backend involved: the router answers before any handler).
+/// Every `$ref` in the document names a schema the document holds (a parameter type missing
+/// from `components` made openapi-spec-validator refuse the whole document).
+#[test]
+fn every_reference_in_the_document_resolves() {
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner) {
+                        ("$ref", Value::String(target)) => found.push(target.clone()),
+                        _ => refs(inner, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+            _ => {}
+        }
+    }
+    let hypod = Hypod::new();
+    let app = TestApp::spawn(&hypod);
+    let document = request(&app.addr, "GET", "/api/v1/openapi.json", &[], None).json();
+    let mut found = Vec::new();
+    refs(&document, &mut found);
+    assert!(!found.is_empty());
+    let dangling: Vec<&String> = found
+        .iter()
+        .filter(|target| {
+            let name = target.strip_prefix("#/components/schemas/");
+            name.is_none_or(|name| document["components"]["schemas"].get(name).is_none())
+        })
+        .collect();
+    assert!(dangling.is_empty(), "references to nothing: {dangling:?}");
+}
+
 #[test]
 fn the_routers_own_404_and_405_answer_the_json_error() {
     let hypod = Hypod::new();
