@@ -422,39 +422,38 @@ impl Store for SqliteStore {
     }
 }
 
+/// The queue listing's optional filters as `(?n IS NULL OR …)`, shared by the statement of
+/// every order (one static statement each, so no SQL is built at run time).
+macro_rules! queue_filters {
+    () => {
+        "SELECT * FROM proposals WHERE \
+         (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
+         AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
+         AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
+              OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') "
+    };
+}
+
 #[async_trait]
 impl Proposals for SqliteStore {
     async fn list_proposals(&self, filter: &ProposalFilter) -> Result<Vec<Proposal>, StoreError> {
-        // Optional filters as `(? IS NULL OR column = ?)`: one static query, no SQL built at run time.
         let text = filter.text.as_deref().map(like_pattern);
         // One static statement per order; times are fixed-width RFC 3339 text, ordered as text.
         let rows = sqlx::query(match filter.order {
             QueueOrder::Value => concat!(
-                "SELECT * FROM proposals WHERE ",
-                "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
-                 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
-                 AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
-                      OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') ",
+                queue_filters!(),
                 "AND (?6 IS NULL OR priority < ?6 OR (priority = ?6 AND id > ?7)) \
                  AND (?9 IS NULL OR ?9 IS NOT NULL) \
                  ORDER BY priority DESC, id ASC LIMIT ?8"
             ),
             QueueOrder::Age => concat!(
-                "SELECT * FROM proposals WHERE ",
-                "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
-                 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
-                 AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
-                      OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') ",
+                queue_filters!(),
                 "AND (?9 IS NULL OR created_at < ?9 OR (created_at = ?9 AND id > ?7)) \
                  AND (?6 IS NULL OR ?6 IS NOT NULL) \
                  ORDER BY created_at DESC, id ASC LIMIT ?8"
             ),
             QueueOrder::Expiry => concat!(
-                "SELECT * FROM proposals WHERE ",
-                "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR moment = ?2) \
-                 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR segment = ?4) \
-                 AND (?5 IS NULL OR json_extract(body, '$.draft.title') LIKE ?5 ESCAPE '\\' \
-                      OR json_extract(body, '$.draft.hypothesis') LIKE ?5 ESCAPE '\\') ",
+                queue_filters!(),
                 "AND (?9 IS NULL OR created_at > ?9 OR (created_at = ?9 AND id > ?7)) \
                  AND (?6 IS NULL OR ?6 IS NOT NULL) \
                  ORDER BY created_at ASC, id ASC LIMIT ?8"
