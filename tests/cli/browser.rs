@@ -32,7 +32,7 @@ fn skipped(why: &str) {
 }
 
 /// A chromedriver process and one browser session, both ended when dropped.
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -41,7 +41,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Option<Browser> {
+    pub(crate) fn start() -> Option<Browser> {
         let (Some(driver), Some(chromium)) = (
             find_program(&["chromedriver"]),
             find_program(&["chromium", "chromium-browser", "google-chrome"]),
@@ -104,7 +104,7 @@ impl Browser {
         })
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let value: Value = self.runtime.block_on(async {
             let post = method == reqwest::Method::POST;
@@ -126,11 +126,11 @@ impl Browser {
         value["value"].clone()
     }
 
-    fn go(&self, url: &str) {
+    pub(crate) fn go(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })));
     }
 
-    fn find(&self, css: &str) -> Option<String> {
+    pub(crate) fn find(&self, css: &str) -> Option<String> {
         let found = self.call(
             reqwest::Method::POST,
             "/element",
@@ -139,12 +139,12 @@ impl Browser {
         found[ELEMENT].as_str().map(str::to_string)
     }
 
-    fn element(&self, css: &str) -> String {
+    pub(crate) fn element(&self, css: &str) -> String {
         self.find(css)
             .unwrap_or_else(|| panic!("no {css} on {}", self.url()))
     }
 
-    fn all_texts(&self, css: &str) -> Vec<String> {
+    pub(crate) fn all_texts(&self, css: &str) -> Vec<String> {
         let found = self.call(
             reqwest::Method::POST,
             "/elements",
@@ -161,7 +161,7 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    fn text_of(&self, element: &str) -> String {
+    pub(crate) fn text_of(&self, element: &str) -> String {
         self.call(
             reqwest::Method::GET,
             &format!("/element/{element}/text"),
@@ -172,11 +172,11 @@ impl Browser {
         .to_string()
     }
 
-    fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         self.text_of(&self.element(css))
     }
 
-    fn type_into(&self, css: &str, text: &str) {
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
         let element = self.element(css);
         self.call(
             reqwest::Method::POST,
@@ -185,7 +185,7 @@ impl Browser {
         );
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let element = self.element(css);
         self.call(
             reqwest::Method::POST,
@@ -195,7 +195,7 @@ impl Browser {
     }
 
     /// Clicks, then waits (up to 10 s) until the page's address contains `part`.
-    fn click_to(&self, css: &str, part: &str) {
+    pub(crate) fn click_to(&self, css: &str, part: &str) {
         self.click(css);
         let started = Instant::now();
         while !self.url().contains(part) {
@@ -208,11 +208,11 @@ impl Browser {
         }
     }
 
-    fn select(&self, css: &str, value: &str) {
+    pub(crate) fn select(&self, css: &str, value: &str) {
         self.click(&format!("{css} option[value=\"{value}\"]"));
     }
 
-    fn script(&self, script: &str) -> Value {
+    pub(crate) fn script(&self, script: &str) -> Value {
         self.call(
             reqwest::Method::POST,
             "/execute/sync",
@@ -220,7 +220,7 @@ impl Browser {
         )
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.call(reqwest::Method::GET, "/url", None)
             .as_str()
             .unwrap_or_default()
@@ -228,7 +228,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the page when `UI_SCREENSHOTS` names a folder.
-    fn screenshot(&self, name: &str) {
+    pub(crate) fn screenshot(&self, name: &str) {
         let Some(dir) = std::env::var_os("UI_SCREENSHOTS").filter(|d| !d.is_empty()) else {
             return;
         };
