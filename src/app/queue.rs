@@ -6,11 +6,13 @@ use super::access::{Permission, Principal};
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
 use crate::domain::{
-    escalates, Effect, EvidenceRef, Moment, PageCursor, Proposal, ProposalFilter, ProposalStatus,
-    QueueOrder, Rendering, Review, ReviewAction, ReviewError, Strategy,
+    escalates, ApprovalProgress, Approver, Effect, EvidenceRef, Moment, PageCursor, Proposal,
+    ProposalFilter, ProposalStatus, QueueOrder, Rendering, Review, ReviewAction, ReviewError,
+    Strategy,
 };
 use crate::store::{AuditProblem, StoreError};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// A failed rule in a [`ProposalSummary`].
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -42,6 +44,14 @@ pub struct ProposalSummary {
     /// JSON is unchanged; `queue show` has it.
     #[serde(skip)]
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Its approval progress ([`ApprovalProgress`]) in a listing (the API's pages, `queue
+    /// list --json`, the web UI's queue); absent where a summary stands alone (`run --json`, a
+    /// review's answer carries its own `approvals`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalProgress>,
+    /// The same in words: "1 of 2 approvals, waiting for governance".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 impl ProposalSummary {
@@ -76,19 +86,63 @@ impl ProposalSummary {
                 })
                 .collect(),
             created_at: p.created_at,
+            approvals: None,
+            progress: None,
+        }
+    }
+
+    /// The summary with its approval progress, from the proposal's approvals (oldest first).
+    pub fn with_approvals(p: &Proposal, approvals: Vec<Approver>) -> ProposalSummary {
+        let progress = ApprovalProgress::from_approvals(
+            p.status,
+            p.approvals_required,
+            escalates(&p.verdicts),
+            approvals,
+        );
+        ProposalSummary {
+            progress: Some(progress.describe()),
+            approvals: Some(progress),
+            ..ProposalSummary::of(p)
         }
     }
 }
 
-/// `queue list`: the proposals, highest priority first. Serialised as their summaries.
+/// The approvals of `proposals`, read in one batched query, each proposal's oldest first.
+async fn approvals_by_proposal(
+    store: &dyn crate::store::Store,
+    proposals: &[Proposal],
+) -> AppResult<HashMap<String, Vec<Approver>>> {
+    let ids: Vec<String> = proposals.iter().map(|p| p.id.clone()).collect();
+    let mut by_id: HashMap<String, Vec<Approver>> = HashMap::new();
+    for (id, approver) in store.approvals_of(&ids).await? {
+        by_id.entry(id).or_default().push(approver);
+    }
+    Ok(by_id)
+}
+
+/// The summaries of `proposals`, each with its approval progress.
+fn summaries(
+    proposals: &[Proposal],
+    mut approvals: HashMap<String, Vec<Approver>>,
+) -> Vec<ProposalSummary> {
+    proposals
+        .iter()
+        .map(|p| ProposalSummary::with_approvals(p, approvals.remove(&p.id).unwrap_or_default()))
+        .collect()
+}
+
+/// `queue list`: the proposals, highest priority first, each with its approval progress.
+/// Serialised as their summaries.
 #[derive(Debug, Clone)]
 pub struct QueueList {
     pub proposals: Vec<Proposal>,
+    /// Each proposal's summary with its approval progress, in the same order.
+    pub summaries: Vec<ProposalSummary>,
 }
 
 impl Serialize for QueueList {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.proposals.iter().map(ProposalSummary::of))
+        serializer.collect_seq(self.summaries.iter())
     }
 }
 
@@ -158,8 +212,12 @@ impl App {
             moment,
             ..ProposalFilter::default()
         };
+        let store = self.store().await?;
+        let proposals = store.list_proposals(&filter).await?;
+        let approvals = approvals_by_proposal(store.as_ref(), &proposals).await?;
         Ok(QueueList {
-            proposals: self.store().await?.list_proposals(&filter).await?,
+            summaries: summaries(&proposals, approvals),
+            proposals,
         })
     }
 
@@ -189,7 +247,8 @@ impl App {
             after,
             limit: Some(limit + 1),
         };
-        let mut proposals = self.store().await?.list_proposals(&filter).await?;
+        let store = self.store().await?;
+        let mut proposals = store.list_proposals(&filter).await?;
         let next_cursor = if proposals.len() > limit {
             proposals.truncate(limit);
             proposals
@@ -198,8 +257,10 @@ impl App {
         } else {
             None
         };
+        // The page's approval progress: one more query for the whole page.
+        let approvals = approvals_by_proposal(store.as_ref(), &proposals).await?;
         Ok(ProposalPage {
-            items: proposals.iter().map(ProposalSummary::of).collect(),
+            items: summaries(&proposals, approvals),
             next_cursor,
         })
     }

@@ -5,7 +5,7 @@ use crate::analysis::AnalysisReport;
 use crate::app::access::CreatedToken;
 use crate::app::import::ImportSummary;
 use crate::app::policy::{CheckReport, Evaluation, PolicyTests};
-use crate::app::queue::{ProposalView, QueueList, ReviewOutcome};
+use crate::app::queue::{ProposalSummary, ProposalView, QueueList, ReviewOutcome};
 use crate::app::run::RunView;
 use crate::app::setup::Demo;
 use crate::domain::{Proposal, ProposalStatus, ReviewAction, RunRecord};
@@ -249,11 +249,13 @@ fn run_into(out: &mut String, record: &RunRecord, proposals: &[Proposal]) {
         say!(out, "error: {error}");
     }
     if !proposals.is_empty() {
-        queue_table(out, proposals);
+        queue_table(out, proposals, &[]);
     }
 }
 
-fn queue_table(out: &mut String, proposals: &[Proposal]) {
+/// The queue as a table; each row followed by its approval progress when `progress` has it (a
+/// listing's summaries, in the same order) and by the rules it did not pass.
+fn queue_table(out: &mut String, proposals: &[Proposal], progress: &[ProposalSummary]) {
     say!(
         out,
         "{:<36}  {:<14} {:<14} {:>9} {:>6}  title",
@@ -263,7 +265,7 @@ fn queue_table(out: &mut String, proposals: &[Proposal]) {
         "value/day",
         "days"
     );
-    for p in proposals {
+    for (i, p) in proposals.iter().enumerate() {
         say!(
             out,
             "{:<36}  {:<14} {:<14} {:>9.0} {:>6}  {}",
@@ -277,6 +279,13 @@ fn queue_table(out: &mut String, proposals: &[Proposal]) {
                 .unwrap_or_else(|| "—".into()),
             p.draft.title
         );
+        if let Some(words) = progress
+            .get(i)
+            .filter(|s| s.id == p.id)
+            .and_then(|s| s.progress.as_deref())
+        {
+            say!(out, "{:<38}{words}", "");
+        }
         for v in p.verdicts.iter().filter(|v| v.failed()) {
             say!(
                 out,
@@ -297,7 +306,7 @@ pub fn queue_list(list: &QueueList, currency: Option<&str>) -> String {
     if list.proposals.is_empty() {
         say!(out, "the queue is empty for this filter");
     } else {
-        queue_table(&mut out, &list.proposals);
+        queue_table(&mut out, &list.proposals, &list.summaries);
         match currency {
             Some(c) => say!(out, "value/day: expected value per day in {c}"),
             None => say!(

@@ -13,7 +13,7 @@ use super::{
     UpsertCounts,
 };
 use crate::domain::{
-    AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, RunRecord,
+    Approver, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, RunRecord,
     SlotRecord, SlotStatus, StatusChange,
 };
 use crate::history::Experiment;
@@ -216,6 +216,10 @@ pub trait Reviews: Send + Sync {
         push_on: Option<&str>,
     ) -> Result<Proposal, StoreError>;
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
+    /// The approvals of these proposals as (proposal id, approver), oldest first: a listing's
+    /// approval progress read for a whole page at once (one query per 500 ids), never one
+    /// query per row.
+    async fn approvals_of(&self, ids: &[String]) -> Result<Vec<(String, Approver)>, StoreError>;
     /// Rejections since `since`, each with its proposal (proposers learn from the reasons).
     async fn recent_rejections(
         &self,

@@ -180,6 +180,13 @@ impl Sql {
         )))
     }
 
+    /// A statement whose `{list}` stands for `n` numbered placeholders (`$1, $2, …, $n`): an
+    /// `IN (…)` list of `n` arguments, built from a count, never from a value.
+    pub(crate) fn listing(text: &'static str, n: usize) -> Sql {
+        let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        Sql(Cow::Owned(text.replace("{list}", &list.join(", "))))
+    }
+
     /// For the backend's query: built only from the constants above, never from a value.
     pub(crate) fn into_safe(self) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
         sqlx::AssertSqlSafe(self.0)

@@ -1,6 +1,7 @@
 //! The writes of the review surface, for every backend, each in one write transaction with its
 //! audit entry: a review (read, judged by [`apply_review`], applied only to the status it was
-//! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]).
+//! judged against), a token created or revoked. Their reads are the backend's ([`Dialect`]),
+//! except the approvals of a listing's page, read at once in one statement for both.
 //! An approval that makes a proposal `approved` queues its platform push in the same transaction;
 //! that approval, and a rejection, queue their notification (the outbox) in it too.
 //! A review and a revocation are stamped with the database's clock, never the caller's: a
@@ -8,7 +9,8 @@
 
 use super::{append_audit, audit_log, database_now, Arg, Conn, Dialect, Sql};
 use crate::domain::{
-    apply_review, AuditAction, Proposal, ProposalStatus, Review, ReviewAction, ReviewError,
+    apply_review, Approver, AuditAction, Proposal, ProposalStatus, Review, ReviewAction,
+    ReviewError, Role,
 };
 use crate::store::{Reviews, StoreError, TokenRecord, Tokens};
 use async_trait::async_trait;
@@ -118,6 +120,34 @@ impl<D: Dialect> Reviews for D {
         self.connection().await?.reviews(Some(id)).await
     }
 
+    async fn approvals_of(&self, ids: &[String]) -> Result<Vec<(String, Approver)>, StoreError> {
+        let mut approvals = Vec::new();
+        if ids.is_empty() {
+            return Ok(approvals);
+        }
+        let mut conn = self.connection().await?;
+        for batch in ids.chunks(APPROVALS_BATCH) {
+            let args: Vec<Arg<'_>> = batch.iter().map(|id| Arg::Text(id)).collect();
+            let rows: Vec<(String, String, String)> = conn
+                .fetch_all(
+                    Sql::listing(
+                        "SELECT proposal_id, actor, role FROM reviews \
+                         WHERE action = 'approve' AND proposal_id IN ({list}) ORDER BY id",
+                        batch.len(),
+                    ),
+                    &args,
+                )
+                .await?;
+            for (id, actor, role) in rows {
+                let role = Role::parse(&role).ok_or_else(|| {
+                    crate::store::corrupt("review", format!("unknown role {role:?}"))
+                })?;
+                approvals.push((id, Approver { actor, role }));
+            }
+        }
+        Ok(approvals)
+    }
+
     async fn recent_rejections(
         &self,
         since: DateTime<Utc>,
@@ -125,6 +155,10 @@ impl<D: Dialect> Reviews for D {
         Dialect::recent_rejections(self, since).await
     }
 }
+
+/// The most proposal ids one query of [`Reviews::approvals_of`] names (a listing page holds at
+/// most 201; far below either database's limit on arguments).
+const APPROVALS_BATCH: usize = 500;
 
 #[async_trait]
 impl<D: Dialect> Tokens for D {
