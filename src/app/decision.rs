@@ -1,10 +1,11 @@
 //! The decision a reviewer is asked to take on one proposal, read in one look: what stands in
 //! the way (the rules that did not pass), the approval progress in words, and what happens
-//! after approval (export or the GrowthBook push, and the expiry date before it). The proposal
+//! after approval (export or the GrowthBook push, who builds the test, and the expiry date
+//! before it). The proposal
 //! page and `queue show` both open with it; it is computed here once, from the proposal, its
 //! reviews and the configuration.
 
-use crate::config::Config;
+use crate::config::{Config, GrowthbookExport};
 use crate::domain::{ApprovalProgress, Effect, Proposal, ProposalStatus, Review};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -31,8 +32,13 @@ pub struct Decision {
     pub progress: String,
     /// Who approved, in words ("approved by rob (reviewer)"), once someone has.
     pub approved_by: Option<String>,
-    /// What happens once it is approved (or, when it is, what happens now).
+    /// What happens once it is approved (or, when it is, what happens now): the export, or
+    /// the push to GrowthBook (on approval, or by an admin's `hypod export --push`).
     pub after_approval: String,
+    /// Who builds and starts the test once it is approved: the draft's owner in GrowthBook (the
+    /// approver whose approval made it approved, through `[export.growthbook.owners]`), or the
+    /// team that takes the export.
+    pub builds: String,
     /// When it expires unless decided (`proposer.expire_pending_after_days` after it was
     /// proposed); only while pending review and expiry is on.
     #[schema(value_type = Option<String>)]
@@ -62,26 +68,10 @@ impl Decision {
                 message: v.message.clone(),
             })
             .collect();
-        let push = config
-            .export
-            .growthbook
-            .as_ref()
-            .is_some_and(|g| g.push_on_approval);
         let approved = proposal.status == ProposalStatus::Approved;
-        let after_approval = match (approved, push) {
-            (false, true) => "After approval hypod pushes it to GrowthBook as a draft experiment \
-                (push_on_approval); the team builds and starts the test there."
-                .to_string(),
-            (false, false) => "After approval it is ready for export (hypod export), which hands \
-                it to the experimentation platform; the team builds and starts the test there."
-                .to_string(),
-            (true, true) => "Approved: hypod pushes it to GrowthBook as a draft experiment \
-                (push_on_approval); the team builds and starts the test there."
-                .to_string(),
-            (true, false) => "Approved: export (hypod export) now hands it to the \
-                experimentation platform; the team builds and starts the test there."
-                .to_string(),
-        };
+        let growthbook = config.export.growthbook.as_ref();
+        let after_approval = after_approval(approved, growthbook);
+        let builds = builds(approved, growthbook, super::push::approver(reviews));
         let days = config.proposer.expire_pending_after_days;
         let expires_at = (proposal.status == ProposalStatus::PendingReview && days > 0)
             .then(|| proposal.created_at + Duration::days(i64::from(days)));
@@ -91,16 +81,88 @@ impl Decision {
             approved_by: approvals.approved_by(),
             approvals,
             after_approval,
+            builds,
             expires_at,
             duration: proposal.enrichment.duration_words(),
         }
     }
 }
 
+/// What approval leads to under the configuration: the GrowthBook push (on approval, or by an
+/// admin), or the export.
+fn after_approval(approved: bool, growthbook: Option<&GrowthbookExport>) -> String {
+    let when = if approved {
+        "Approved:"
+    } else {
+        "After approval"
+    };
+    match growthbook {
+        Some(g) if g.push_on_approval => format!(
+            "{when} hypod pushes it to GrowthBook ({}) as a draft experiment (push_on_approval).",
+            host(&g.url)
+        ),
+        Some(g) => format!(
+            "{when} an admin pushes it to GrowthBook ({}) as a draft experiment with hypod \
+             export --push.",
+            host(&g.url)
+        ),
+        None if approved => "Approved: export (hypod export) now hands it to the \
+            experimentation platform."
+            .to_string(),
+        None => "After approval it is ready for export (hypod export), which hands it to the \
+            experimentation platform."
+            .to_string(),
+    }
+}
+
+/// Who builds the test: the approver's GrowthBook member (`[export.growthbook.owners]`), or
+/// the team that takes the export.
+fn builds(approved: bool, growthbook: Option<&GrowthbookExport>, approver: Option<&str>) -> String {
+    match (growthbook, approved.then_some(approver).flatten()) {
+        (Some(g), Some(user)) => match g.owners.get(user) {
+            Some(member) => format!(
+                "{member} builds and starts the test in GrowthBook: the draft's owner, as \
+                 {user}'s approval made it approved ([export.growthbook.owners])."
+            ),
+            None => format!(
+                "{user}'s approval made it approved, but [export.growthbook.owners] does not \
+                 map {user}: the draft has no owner in GrowthBook and the team names who builds \
+                 and starts the test there."
+            ),
+        },
+        (Some(g), None) if g.owners.is_empty() => "The draft gets no owner in GrowthBook \
+            ([export.growthbook.owners] is empty): the team names who builds and starts the test \
+            there."
+            .to_string(),
+        (Some(g), None) => format!(
+            "The reviewer whose approval completes it becomes the draft's owner in GrowthBook and \
+             builds and starts the test, when [export.growthbook.owners] maps them (it maps {}).",
+            g.owners.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        (None, Some(user)) => format!(
+            "The team that takes the export builds and starts the test; {user}'s approval made \
+             it approved (the export names no owner)."
+        ),
+        (None, None) => "The team that takes the export builds and starts the test (the export \
+            names no owner)."
+            .to_string(),
+    }
+}
+
+/// The host of a URL (`https://api.growthbook.io/` → `api.growthbook.io`), without any
+/// credentials written into it.
+fn host(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.rsplit('@').next().unwrap_or(authority)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GrowthbookExport;
     use crate::domain::proposal::{Enrichment, Provenance};
     use crate::domain::{ReviewAction, Role, RuleSource, Verdict};
 
@@ -184,6 +246,89 @@ mod tests {
         assert_eq!(off.expires_at, None);
         let decided = Decision::of(&proposal(ProposalStatus::Approved), &[], &pushing());
         assert_eq!(decided.expires_at, None);
+    }
+
+    fn approval(actor: &str, role: Role) -> Review {
+        Review {
+            proposal_id: "p1".into(),
+            actor: actor.into(),
+            role,
+            action: ReviewAction::Approve,
+            note: None,
+            at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_owner_who_builds_it_is_the_last_approver_mapped_in_growthbook() {
+        let mut config = pushing();
+        if let Some(g) = config.export.growthbook.as_mut() {
+            g.owners = [("gus".to_string(), "gus@shop.example".to_string())].into();
+        }
+        let reviews = [
+            approval("rita", Role::Reviewer),
+            approval("gus", Role::Governance),
+        ];
+        let pending = Decision::of(
+            &proposal(ProposalStatus::PendingReview),
+            &reviews[..1],
+            &config,
+        );
+        assert_eq!(
+            pending.builds,
+            "The reviewer whose approval completes it becomes the draft's owner in GrowthBook \
+             and builds and starts the test, when [export.growthbook.owners] maps them (it maps \
+             gus)."
+        );
+        let approved = Decision::of(&proposal(ProposalStatus::Approved), &reviews, &config);
+        assert!(
+            approved.builds.starts_with(
+                "gus@shop.example builds and starts the test in GrowthBook: the draft's owner, \
+                 as gus's approval made it approved"
+            ),
+            "{}",
+            approved.builds
+        );
+        // rita approved last and is not mapped: no owner, and the page says so.
+        let unmapped = Decision::of(
+            &proposal(ProposalStatus::Approved),
+            &[reviews[1].clone(), reviews[0].clone()],
+            &config,
+        );
+        assert!(
+            unmapped
+                .builds
+                .contains("does not map rita: the draft has no owner in GrowthBook"),
+            "{}",
+            unmapped.builds
+        );
+        // Without [export.growthbook]: the team that takes the export.
+        let exported = Decision::of(
+            &proposal(ProposalStatus::Approved),
+            &reviews,
+            &Config::default(),
+        );
+        assert_eq!(
+            exported.builds,
+            "The team that takes the export builds and starts the test; gus's approval made it \
+             approved (the export names no owner)."
+        );
+    }
+
+    #[test]
+    fn growthbook_without_push_on_approval_is_pushed_by_an_admin() {
+        let mut config = pushing();
+        if let Some(g) = config.export.growthbook.as_mut() {
+            g.push_on_approval = false;
+            g.url = "https://key:secret@gb.shop.example/api".into();
+        }
+        let d = Decision::of(&proposal(ProposalStatus::PendingReview), &[], &config);
+        assert_eq!(
+            d.after_approval,
+            "After approval an admin pushes it to GrowthBook (gb.shop.example) as a draft \
+             experiment with hypod export --push."
+        );
+        assert!(!d.after_approval.contains("secret"));
     }
 
     #[test]

@@ -535,6 +535,7 @@ fn decision_into(out: &mut String, view: &ProposalView) {
             .unwrap_or_default()
     );
     say!(out, "next         {}", decision.after_approval);
+    say!(out, "builds       {}", decision.builds);
     if let Some(at) = decision.expires_at {
         say!(
             out,

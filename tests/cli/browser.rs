@@ -3,7 +3,8 @@
 //! the queue, sees a model-written title full of markup shown as text with no script run,
 //! approves and rejects from a proposal page; a viewer sees no review forms; a form posted from
 //! another origin is refused. Skipped loudly without Chromium (a failure when `CI` is set).
-//! `UI_SCREENSHOTS=DIR` saves the screenshots of docs/screenshots/ there.
+//! `UI_SCREENSHOTS=DIR` saves the screenshots of docs/screenshots/ there (the queue's and the
+//! proposal pages' are taken by `browser_review`).
 
 use crate::review::{request, Reviewed};
 use crate::test_app::TestApp;
@@ -332,7 +333,6 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
         browser.script("return document.querySelectorAll('main script, main img').length"),
         0
     );
-    browser.screenshot("queue");
 
     // Filters.
     browser.select("#filter-status", "blocked");
@@ -371,7 +371,6 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     browser.go(&format!("{site}/ui/proposals/{}", plain[0]));
     assert!(browser.find("#evidence").is_some());
     assert!(browser.text("#duration").ends_with("days"));
-    browser.screenshot("proposal");
     // The top proposal's sample takes 1 day: it is sized to a full week, and says so.
     let one_day = setup
         .hypod
@@ -394,7 +393,10 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     browser.go(&format!("{site}/ui/proposals/{}", plain[0]));
     browser.type_into("#approve-note", "strong evidence, small risk");
     browser.click_to("#approve", "done=approve");
-    assert_eq!(browser.text("#flash"), "Recorded: approve.");
+    assert_eq!(
+        browser.text("#flash"),
+        "Your approval is recorded: 1 of 1 approval; the proposal is approved, what happens next is below."
+    );
     assert_eq!(browser.text("#status"), "approved");
     assert!(browser
         .all_texts("#history .review")
@@ -425,7 +427,6 @@ fn reviewers_sign_in_filter_approve_and_reject_in_a_real_browser() {
     );
     assert!(browser.text("#passed-rules").contains("rule(s) passed"));
     assert!(browser.text("#expiry").starts_with("Expires on "));
-    browser.screenshot("proposal-escalated");
     browser.click_to("#approve", "done=approve");
     assert_eq!(
         browser.text("#progress"),

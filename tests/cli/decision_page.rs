@@ -104,7 +104,9 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
         "{next}"
     );
     assert!(
-        next.contains(&format!("Expires on {expiry} unless decided before")),
+        next.contains(&format!(
+            "Expires on <strong>{expiry}</strong> unless decided before"
+        )),
         "{next}"
     );
 
@@ -120,7 +122,7 @@ fn the_decision_opens_the_page_and_queue_show(hypod: Hypod) {
         "{progress}"
     );
     let text = setup.hypod.ok(&["queue", "show", &id]).stdout;
-    let head: Vec<&str> = text.lines().take(8).collect();
+    let head: Vec<&str> = text.lines().take(10).collect();
     let head = head.join("\n");
     assert!(
         head.contains(&format!("in the way   {rule} (governance must approve): ")),
