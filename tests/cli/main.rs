@@ -17,6 +17,7 @@ mod synthetic;
 
 mod backends;
 mod browser;
+mod browser_review;
 mod builtin;
 mod concurrency;
 mod decision_page;
