@@ -9,6 +9,7 @@
 //! Refreshes docs/screenshots/queue.png, proposal.png and proposal-escalated.png with
 //! `UI_SCREENSHOTS=docs/screenshots`.
 
+use crate::backends::{on_every_backend, TestDb};
 use crate::browser::Browser;
 use crate::fake_growthbook::{FakeGrowthbook, ASSIGNMENT_QUERY, DATASOURCE, PROJECT};
 use crate::review::Reviewed;
@@ -366,5 +367,111 @@ fn with_growthbook_configured_the_page_names_the_push_and_the_drafts_owner() {
             "builds       rita@shop.example builds and starts the test in GrowthBook: the draft's owner"
         ),
         "{shown}"
+    );
+}
+
+/// `queue list` (text and `--json`) carries each proposal's approval progress, read for the
+/// whole listing at once — also past the 500 ids one statement names — on every backend.
+async fn the_listing_carries_each_rows_approval_progress(db: std::sync::Arc<TestDb>) {
+    let url = db.url.clone();
+    let (id, others) = tokio::task::spawn_blocking(move || {
+        let hypod = Hypod::with_database(&url);
+        let setup = Reviewed::on(hypod);
+        let pending = listed(&setup.hypod, "pending_review");
+        let top = pending
+            .iter()
+            .find(|p| escalates(p))
+            .expect("an escalated proposal");
+        let id = top["id"].as_str().expect("id").to_string();
+        setup.hypod.ok(&["queue", "approve", &id, "--as", "rita"]);
+        let listing = listed(&setup.hypod, "pending_review");
+        for p in &listing {
+            let expected = if p["id"] == id.as_str() {
+                "1 of 2 approvals, waiting for governance"
+            } else if escalates(p) {
+                "0 of 2 approvals, waiting for 2 more, one from governance"
+            } else {
+                "0 of 1 approval, waiting for 1 more"
+            };
+            assert_eq!(p["progress"], expected, "{p}");
+        }
+        let item = listing
+            .iter()
+            .find(|p| p["id"] == id.as_str())
+            .expect("still pending");
+        assert_eq!(
+            item["approvals"],
+            serde_json::json!({"given": 1, "required": 2, "missing": 1,
+                "missing_roles": ["governance"],
+                "approvers": [{"actor": "rita", "role": "reviewer"}]})
+        );
+        let others: Vec<String> = listing
+            .iter()
+            .filter(|p| p["id"] != id.as_str())
+            .map(|p| p["id"].as_str().expect("id").to_string())
+            .collect();
+        (id, others)
+    })
+    .await
+    .expect("the CLI checks");
+    // 600 ids, the approved one in the second statement's share: found all the same, once.
+    let mut ids: Vec<String> = (0..550).map(|i| format!("no-such-proposal-{i}")).collect();
+    ids.push(id.clone());
+    ids.extend(others);
+    ids.extend((550..600).map(|i| format!("no-such-proposal-{i}")));
+    let approvals = db.store().approvals_of(&ids).await.expect("approvals");
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0].0, id);
+    assert_eq!(approvals[0].1.actor, "rita");
+}
+
+on_every_backend!(the_listing_carries_each_rows_approval_progress);
+
+/// With the minimum test duration off (`proposer.min_days = 0`) the sample's top proposal is
+/// planned at the 1 day its sample needs, and the shipped experiment-length rule warns, quoting
+/// the days and the full week; the page shows the warning among the unmet rules.
+#[test]
+fn below_a_full_week_governance_warns_in_words() {
+    let hypod = Hypod::new();
+    let path = hypod.path().join("hypod.toml");
+    let config = std::fs::read_to_string(&path).expect("the configuration");
+    let config = if config.contains("[proposer]") {
+        config.replacen("[proposer]", "[proposer]\nmin_days = 0", 1)
+    } else {
+        format!("{config}\n[proposer]\nmin_days = 0\n")
+    };
+    std::fs::write(&path, config).expect("write the configuration");
+    let setup = Reviewed::on(hypod);
+    let top = listed(&setup.hypod, "pending_review")
+        .into_iter()
+        .find(|p| p["title"] == ONE_DAY)
+        .expect("the 1-day proposal");
+    assert_eq!(top["expected_duration_days"], 1.0);
+    let warning = top["failed_rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["rule_id"] == "experiment-length"))
+        .cloned()
+        .expect("the length rule warns");
+    assert_eq!(warning["effect"], "warn");
+    assert_eq!(
+        warning["message"],
+        "Planned 1 day; a test shorter than 7 days (one full week) reads a weekday mix, not the customer: run at least a full week (proposer.min_days)."
+    );
+    let id = top["id"].as_str().expect("id");
+    let daemon = TestApp::spawn(&setup.hypod);
+    let page = crate::test_app::request(
+        &daemon.addr,
+        "GET",
+        &format!("/ui/proposals/{id}"),
+        &[("Cookie", &format!("hypod_token={}", setup.token("viewer")))],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(
+            "<span class=\"mono\">experiment-length</span> <span class=\"v-warn\">a warning</span>: Planned 1 day; a test shorter than 7 days (one full week) reads a weekday mix"
+        ),
+        "{}",
+        page.body
     );
 }
