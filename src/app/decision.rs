@@ -70,8 +70,20 @@ impl Decision {
             .collect();
         let approved = proposal.status == ProposalStatus::Approved;
         let growthbook = config.export.growthbook.as_ref();
-        let after_approval = after_approval(approved, growthbook);
-        let builds = builds(approved, growthbook, super::push::approver(reviews));
+        // A proposal nobody may approve any more (blocked, rejected, expired, superseded) has
+        // no next step and nobody builds it; saying what approval would do would mislead.
+        let closed = !matches!(
+            proposal.status,
+            ProposalStatus::PendingReview | ProposalStatus::Approved
+        );
+        let (after_approval, builds) = if closed {
+            closed_words(proposal.status)
+        } else {
+            (
+                after_approval(approved, growthbook),
+                builds(approved, growthbook, super::push::approver(reviews)),
+            )
+        };
         let days = config.proposer.expire_pending_after_days;
         let expires_at = (proposal.status == ProposalStatus::PendingReview && days > 0)
             .then(|| proposal.created_at + Duration::days(i64::from(days)));
@@ -86,6 +98,21 @@ impl Decision {
             duration: proposal.enrichment.duration_words(),
         }
     }
+}
+
+/// The next step and the builder of a proposal that can no longer be approved.
+fn closed_words(status: ProposalStatus) -> (String, String) {
+    let next = match status {
+        ProposalStatus::Blocked => {
+            "Nobody may approve it: a deny rule blocks it, so it is neither exported nor pushed."
+                .to_string()
+        }
+        other => format!(
+            "It is {}: no approval follows, so it is neither exported nor pushed.",
+            other.as_str().replace('_', " ")
+        ),
+    };
+    (next, "Nobody: no test is built from it.".to_string())
 }
 
 /// What approval leads to under the configuration: the GrowthBook push (on approval, or by an
@@ -313,6 +340,22 @@ mod tests {
             "The team that takes the export builds and starts the test; gus's approval made it \
              approved (the export names no owner)."
         );
+    }
+
+    #[test]
+    fn a_closed_proposal_has_no_next_step_and_nobody_builds_it() {
+        let blocked = Decision::of(&proposal(ProposalStatus::Blocked), &[], &pushing());
+        assert_eq!(
+            blocked.after_approval,
+            "Nobody may approve it: a deny rule blocks it, so it is neither exported nor pushed."
+        );
+        assert_eq!(blocked.builds, "Nobody: no test is built from it.");
+        let rejected = Decision::of(&proposal(ProposalStatus::Rejected), &[], &Config::default());
+        assert_eq!(
+            rejected.after_approval,
+            "It is rejected: no approval follows, so it is neither exported nor pushed."
+        );
+        assert_eq!(rejected.expires_at, None);
     }
 
     #[test]

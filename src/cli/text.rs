@@ -279,9 +279,10 @@ fn queue_table(out: &mut String, proposals: &[Proposal], progress: &[ProposalSum
                 .unwrap_or_else(|| "—".into()),
             p.draft.title
         );
+        // A blocked proposal is approved by nobody: its deny rule below says why.
         if let Some(words) = progress
             .get(i)
-            .filter(|s| s.id == p.id)
+            .filter(|s| s.id == p.id && p.status != ProposalStatus::Blocked)
             .and_then(|s| s.progress.as_deref())
         {
             say!(out, "{:<38}{words}", "");

@@ -405,6 +405,27 @@ async fn the_listing_carries_each_rows_approval_progress(db: std::sync::Arc<Test
                 "missing_roles": ["governance"],
                 "approvers": [{"actor": "rita", "role": "reviewer"}]})
         );
+        // A blocked proposal shows no progress: nobody may approve it, its deny rule says why.
+        let draft = std::fs::read_to_string(crate::support::fixture("draft.json")).expect("draft");
+        crate::review_audit::queue_draft_as(
+            &setup.hypod,
+            serde_json::from_str(&draft).expect("JSON"),
+            hypod::domain::ProposalStatus::Blocked,
+        );
+        let blocked = setup
+            .hypod
+            .ok(&["queue", "list", "--status", "blocked"])
+            .stdout;
+        assert!(blocked.contains(" blocked "), "{blocked}");
+        assert!(!blocked.contains("approval"), "{blocked}");
+        let text = setup
+            .hypod
+            .ok(&["queue", "list", "--status", "pending_review"])
+            .stdout;
+        assert!(
+            text.contains("1 of 2 approvals, waiting for governance\n"),
+            "{text}"
+        );
         let others: Vec<String> = listing
             .iter()
             .filter(|p| p["id"] != id.as_str())
