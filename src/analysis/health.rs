@@ -816,4 +816,71 @@ mod tests {
         let cv = program.attribution_cv.unwrap();
         assert!((cv - 0.021_281_310_001_992_935).abs() < 1e-12, "{cv}");
     }
+    fn signals(neglected: &[Moment]) -> Signals<'_> {
+        Signals {
+            valid: 60,
+            proven_rate: Some(0.4),
+            median_days: Some(10.0),
+            attribution_cv: Some(0.2),
+            mirage_share: 0.0,
+            black_box: 0,
+            total: 100,
+            neglected,
+        }
+    }
+
+    /// Each stage's next steps are exactly its unmet conditions, and Stage 4 has none.
+    #[test]
+    fn the_next_steps_are_the_unmet_conditions_of_the_next_stage() {
+        let top = maturity(&signals(&[]));
+        assert_eq!((top.stage, top.next_steps.len()), (4, 0));
+
+        let few = maturity(&Signals {
+            valid: 3,
+            ..signals(&[])
+        });
+        assert_eq!(few.stage, 1);
+        assert_eq!(
+            few.next_steps,
+            ["decide 2 more experiment(s) with a valid result (at least 5): the programme becomes measurable"]
+        );
+
+        // Stage 2: a 130-day median and 30 % black-box rules; each names its Stage 3 figure.
+        let slow = maturity(&Signals {
+            median_days: Some(130.0),
+            black_box: 30,
+            ..signals(&[])
+        });
+        assert_eq!(slow.stage, 2);
+        assert_eq!(
+            slow.next_steps,
+            [
+                "test the rules shipped without a proven result (holdback tests): 30 of 100 experiments (30%), at most 25% for Stage 3",
+                "decide within 120 days of the idea (median now 130 days)",
+            ]
+        );
+
+        // Stage 3, one condition of Stage 4 unmet at a time.
+        let rate = maturity(&Signals {
+            proven_rate: Some(0.62),
+            ..signals(&[])
+        });
+        assert_eq!(rate.stage, 3);
+        assert_eq!(
+            rate.next_steps,
+            ["bring the proven hypothesis rate into the healthy 30–50% band (now 62%, above it: check the measurement)"]
+        );
+        let unstable = maturity(&Signals {
+            attribution_cv: None,
+            ..signals(&[])
+        });
+        assert_eq!(
+            unstable.next_steps,
+            ["record attributed revenue in at least two complete quarters, with a positive total"]
+        );
+        let neglected = [Moment::PostPurchase];
+        let gap = maturity(&signals(&neglected));
+        assert_eq!((gap.stage, gap.next_steps.len()), (3, 1));
+        assert!(gap.next_steps[0].starts_with("cover the neglected moments (post_purchase)"));
+    }
 }
