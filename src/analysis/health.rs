@@ -70,6 +70,11 @@ pub struct ProgramHealth {
     /// Quarters in the per-quarter figures that the history covers only in part (its first
     /// quarter, the current one); the CV and the trend leave them out.
     pub partial_quarters: Vec<String>,
+    /// Experiments per quarter and commerce moment (every experiment, running ones included),
+    /// dated as the other per-quarter figures: by the decision, else the end, the start, the
+    /// idea. Moments without an experiment in a quarter are left out of its map.
+    #[schema(value_type = std::collections::HashMap<String, std::collections::HashMap<String, usize>>)]
+    pub experiments_by_quarter_and_moment: BTreeMap<String, BTreeMap<String, usize>>,
     /// Experiments started in the 12 months before the analysis day, per named moment.
     pub moment_coverage_12m: BTreeMap<String, usize>,
     /// Named moments with fewer than 3 experiments in those 12 months, or under a quarter of the
@@ -94,6 +99,9 @@ pub struct ProgramHealth {
     pub data_quality: Vec<ExperimentDataQuality>,
     pub maturity_stage: u8,
     pub maturity_reasons: Vec<String>,
+    /// What would move the programme up one stage, judged by the thresholds that set
+    /// `maturity_stage` (empty at Stage 4, the highest).
+    pub maturity_next_steps: Vec<String>,
     /// Whether the history is rich enough for agentic proposals.
     pub ready_for_proposals: bool,
     pub readiness_reason: String,
@@ -191,6 +199,7 @@ struct Tally {
     decision_days: Vec<f64>,
     decision_days_by_quarter: BTreeMap<String, Vec<f64>>,
     attributed: BTreeMap<String, f64>,
+    by_quarter_moment: BTreeMap<String, BTreeMap<String, usize>>,
     /// Experiments started in the 12 months after `window_start`, per named moment.
     coverage: BTreeMap<String, usize>,
     window_start: NaiveDate,
@@ -220,6 +229,7 @@ impl Tally {
             decision_days: Vec::new(),
             decision_days_by_quarter: BTreeMap::new(),
             attributed: BTreeMap::new(),
+            by_quarter_moment: BTreeMap::new(),
             coverage: Moment::NAMED
                 .iter()
                 .map(|m| (m.as_str().to_string(), 0))
@@ -318,6 +328,14 @@ impl Tally {
             }
         }
         let quarter = experiment.reference_date().map(quarter_of);
+        if let Some(q) = &quarter {
+            *self
+                .by_quarter_moment
+                .entry(q.clone())
+                .or_default()
+                .entry(experiment.moment.as_str().to_string())
+                .or_default() += 1;
+        }
         if let (Some(revenue), Some(q)) = (experiment.attributed_revenue, quarter) {
             *self.attributed.entry(q).or_default() += revenue;
         }
@@ -422,16 +440,20 @@ impl Tally {
         let neglected = neglected_moments(&self.coverage);
         let count = self.count;
         let kpi_mirage_share = (count > 0).then(|| self.mirage.len() as f64 / count as f64);
-        let (stage, stage_reasons) = maturity(
-            self.overall.valid,
+        let Maturity {
+            stage,
+            reasons: stage_reasons,
+            next_steps,
+        } = maturity(&Signals {
+            valid: self.overall.valid,
             proven_rate,
             median_days,
             attribution_cv,
-            kpi_mirage_share.unwrap_or(0.0),
-            self.black_box.len(),
-            count,
-            &neglected,
-        );
+            mirage_share: kpi_mirage_share.unwrap_or(0.0),
+            black_box: self.black_box.len(),
+            total: count,
+            neglected: &neglected,
+        });
         let (ready, readiness_reason) = readiness(self.overall.valid, settings);
         ProgramHealth {
             experiments: count,
@@ -452,6 +474,7 @@ impl Tally {
             attributed_revenue_by_quarter: self.attributed,
             attribution_cv,
             partial_quarters,
+            experiments_by_quarter_and_moment: self.by_quarter_moment,
             moment_coverage_12m: self.coverage,
             neglected_moments: neglected,
             kpi_mirage_share,
@@ -463,6 +486,7 @@ impl Tally {
             data_quality: self.data_quality,
             maturity_stage: stage,
             maturity_reasons: stage_reasons,
+            maturity_next_steps: next_steps,
             ready_for_proposals: ready,
             readiness_reason,
             reasons,
@@ -487,9 +511,9 @@ impl Tally {
 
 /// `below_healthy` (shipping noise), `healthy` (30–50 %), `above_healthy` (suspect measurement).
 fn proven_rate_band(rate: f64) -> String {
-    if rate < 0.30 {
+    if rate < HEALTHY_PROVEN_RATE.0 {
         "below_healthy".to_string()
-    } else if rate <= 0.50 {
+    } else if rate <= HEALTHY_PROVEN_RATE.1 {
         "healthy".to_string()
     } else {
         "above_healthy".to_string()
@@ -514,7 +538,7 @@ fn neglected_moments(coverage: &BTreeMap<String, usize>) -> Vec<Moment> {
         .into_iter()
         .filter(|m| {
             let count = coverage.get(m.as_str()).copied().unwrap_or(0);
-            count < 3 || (count as f64) < 0.25 * busiest
+            count < NEGLECTED_BELOW || (count as f64) < NEGLECTED_SHARE_OF_BUSIEST * busiest
         })
         .collect()
 }
@@ -536,9 +560,27 @@ fn readiness(valid: usize, settings: &AnalysisSettings) -> (bool, String) {
     (ready, reason)
 }
 
-/// Estimates the playbook's maturity stage (1 Random … 4 Adaptive) from the health signals.
-#[allow(clippy::too_many_arguments)]
-fn maturity(
+/// The playbook's healthy proven-hypothesis rate: below it a programme ships noise, above it
+/// the measurement is suspect.
+pub const HEALTHY_PROVEN_RATE: (f64, f64) = (0.30, 0.50);
+
+/// The thresholds of the maturity stages: one place sets the stage, its reasons and the steps
+/// to the next one.
+const STAGE_2_MIN_VALID: usize = 5;
+const STAGE_3_MAX_MIRAGE_SHARE: f64 = 0.25;
+const STAGE_3_MAX_BLACK_BOX_SHARE: f64 = 0.25;
+const STAGE_3_MAX_MEDIAN_DAYS: f64 = 120.0;
+const STAGE_3_MIN_PROVEN_RATE: f64 = 0.10;
+const STAGE_4_MAX_MEDIAN_DAYS: f64 = 14.0;
+const STAGE_4_MAX_ATTRIBUTION_CV: f64 = 0.30;
+const STAGE_4_MIN_VALID: usize = 50;
+/// Fewer experiments than this in 12 months makes a moment neglected.
+const NEGLECTED_BELOW: usize = 3;
+/// …as does fewer than this share of the busiest moment's count.
+const NEGLECTED_SHARE_OF_BUSIEST: f64 = 0.25;
+
+/// The health signals the maturity stage is judged by.
+struct Signals<'a> {
     valid: usize,
     proven_rate: Option<f64>,
     median_days: Option<f64>,
@@ -546,94 +588,196 @@ fn maturity(
     mirage_share: f64,
     black_box: usize,
     total: usize,
-    neglected: &[Moment],
-) -> (u8, Vec<String>) {
+    neglected: &'a [Moment],
+}
+
+/// The stage, the reasons that set it, and what would move the programme up one stage.
+struct Maturity {
+    stage: u8,
+    reasons: Vec<String>,
+    next_steps: Vec<String>,
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.0}%", share * 100.0)
+}
+
+/// Estimates the playbook's maturity stage (1 Random … 4 Adaptive) from the health signals,
+/// with the reasons and the steps to the next stage (each unmet condition of that stage; the
+/// reasons keep the wording the model's prompt and earlier outputs carry, the steps name every
+/// condition with the figure now and the figure needed).
+fn maturity(s: &Signals) -> Maturity {
     let mut reasons = Vec::new();
-    if valid < 5 {
+    let mut next_steps = Vec::new();
+    let valid = s.valid;
+    if valid < STAGE_2_MIN_VALID {
         reasons.push(format!(
             "Stage 1 (Random): only {valid} experiments with a valid decided result, no measurable programme yet"
         ));
-        return (1, reasons);
+        next_steps.push(format!(
+            "decide {} more experiment(s) with a valid result (at least {STAGE_2_MIN_VALID}): the programme becomes measurable",
+            STAGE_2_MIN_VALID - valid
+        ));
+        return Maturity {
+            stage: 1,
+            reasons,
+            next_steps,
+        };
     }
     let mut stage = 3u8;
-    let black_box_share = black_box as f64 / total.max(1) as f64;
-    if mirage_share > 0.25 {
+    let black_box_share = s.black_box as f64 / s.total.max(1) as f64;
+    if s.mirage_share > STAGE_3_MAX_MIRAGE_SHARE {
         stage = stage.min(2);
         reasons.push(format!(
-            "{:.0}% of experiments optimise a non-commercial KPI (KPI mirage)",
-            mirage_share * 100.0
+            "{} of experiments optimise a non-commercial KPI (KPI mirage)",
+            percent(s.mirage_share)
+        ));
+        next_steps.push(format!(
+            "make a commercial KPI the primary one: {} of experiments optimise another, at most {} for Stage 3",
+            percent(s.mirage_share),
+            percent(STAGE_3_MAX_MIRAGE_SHARE)
         ));
     }
-    if black_box_share > 0.25 {
+    if black_box_share > STAGE_3_MAX_BLACK_BOX_SHARE {
         stage = stage.min(2);
         reasons.push(format!(
-            "{:.0}% of experiments shipped without a proven result (black-box rules)",
-            black_box_share * 100.0
+            "{} of experiments shipped without a proven result (black-box rules)",
+            percent(black_box_share)
+        ));
+        next_steps.push(format!(
+            "test the rules shipped without a proven result (holdback tests): {} of {} experiments ({}), at most {} for Stage 3",
+            s.black_box,
+            s.total,
+            percent(black_box_share),
+            percent(STAGE_3_MAX_BLACK_BOX_SHARE)
         ));
     }
-    match median_days {
-        Some(days) if days > 120.0 => {
+    match s.median_days {
+        Some(days) if days > STAGE_3_MAX_MEDIAN_DAYS => {
             stage = stage.min(2);
             reasons.push(format!(
                 "idea to decision takes {days:.0} days (median): months, as at Stage 1–2"
+            ));
+            next_steps.push(format!(
+                "decide within {STAGE_3_MAX_MEDIAN_DAYS:.0} days of the idea (median now {days:.0} days)"
             ));
         }
         Some(days) => reasons.push(format!("idea to decision takes {days:.0} days (median)")),
         None => {
             stage = stage.min(2);
             reasons.push("idea-to-decision time is not recorded".into());
+            next_steps.push(
+                "record idea_at and decided_at, so the time from idea to decision is known".into(),
+            );
         }
     }
-    match proven_rate {
-        Some(rate) if rate < 0.10 => {
+    match s.proven_rate {
+        Some(rate) if rate < STAGE_3_MIN_PROVEN_RATE => {
             stage = stage.min(2);
             reasons.push(format!(
-                "proven hypothesis rate {:.0}% is below 10%: the programme ships noise",
-                rate * 100.0
+                "proven hypothesis rate {} is below {}: the programme ships noise",
+                percent(rate),
+                percent(STAGE_3_MIN_PROVEN_RATE)
+            ));
+            next_steps.push(format!(
+                "raise the proven hypothesis rate from {} to at least {}: test better-evidenced hypotheses with enough visitors",
+                percent(rate),
+                percent(STAGE_3_MIN_PROVEN_RATE)
             ));
         }
-        Some(rate) => reasons.push(format!("proven hypothesis rate {:.0}%", rate * 100.0)),
+        Some(rate) => reasons.push(format!("proven hypothesis rate {}", percent(rate))),
         None => {}
     }
-    if stage == 3 {
-        reasons.insert(
-            0,
-            "Stage 3 (Strategic): hypotheses are formalised and decided on commercial KPIs".into(),
-        );
-        let fast = median_days.is_some_and(|d| d <= 14.0);
-        let healthy_rate = proven_rate.is_some_and(|r| (0.30..=0.50).contains(&r));
-        let stable = attribution_cv.is_some_and(|cv| cv <= 0.30);
-        if fast && healthy_rate && stable && neglected.is_empty() && valid >= 50 {
-            stage = 4;
-            reasons.insert(
-                0,
-                "Stage 4 (Adaptive): fast decisions, a healthy proven rate, stable attribution and every moment covered".into(),
-            );
-        } else {
-            if !neglected.is_empty() {
-                let names: Vec<&str> = neglected.iter().map(|m| m.as_str()).collect();
-                reasons.push(format!(
-                    "not Stage 4: neglected moments in the last 12 months: {}",
-                    names.join(", ")
-                ));
-            }
-            if !fast {
-                reasons.push("not Stage 4: decisions take longer than two weeks".into());
-            }
-            if !stable {
-                reasons.push(
-                    "not Stage 4: attributed revenue is unstable or not recorded by quarter".into(),
-                );
-            }
-        }
-    } else {
+    if stage < 3 {
         reasons.insert(
             0,
             "Stage 2 (Reactive): some measurement, but the signals below hold the programme back"
                 .into(),
         );
+        return Maturity {
+            stage,
+            reasons,
+            next_steps,
+        };
     }
-    (stage, reasons)
+    reasons.insert(
+        0,
+        "Stage 3 (Strategic): hypotheses are formalised and decided on commercial KPIs".into(),
+    );
+    let (low, high) = HEALTHY_PROVEN_RATE;
+    let fast = s.median_days.is_some_and(|d| d <= STAGE_4_MAX_MEDIAN_DAYS);
+    let healthy_rate = s.proven_rate.is_some_and(|r| (low..=high).contains(&r));
+    let stable = s
+        .attribution_cv
+        .is_some_and(|cv| cv <= STAGE_4_MAX_ATTRIBUTION_CV);
+    let enough = valid >= STAGE_4_MIN_VALID;
+    if fast && healthy_rate && stable && s.neglected.is_empty() && enough {
+        reasons.insert(
+            0,
+            "Stage 4 (Adaptive): fast decisions, a healthy proven rate, stable attribution and every moment covered".into(),
+        );
+        return Maturity {
+            stage: 4,
+            reasons,
+            next_steps,
+        };
+    }
+    if !s.neglected.is_empty() {
+        let names: Vec<&str> = s.neglected.iter().map(|m| m.as_str()).collect();
+        reasons.push(format!(
+            "not Stage 4: neglected moments in the last 12 months: {}",
+            names.join(", ")
+        ));
+        next_steps.push(format!(
+            "cover the neglected moments ({}): at least {NEGLECTED_BELOW} experiments each in 12 months, and at least {} of the busiest moment's count",
+            names.join(", "),
+            percent(NEGLECTED_SHARE_OF_BUSIEST)
+        ));
+    }
+    if !fast {
+        reasons.push("not Stage 4: decisions take longer than two weeks".into());
+        if let Some(days) = s.median_days {
+            next_steps.push(format!(
+                "decide within {STAGE_4_MAX_MEDIAN_DAYS:.0} days of the idea (median now {days:.0} days)"
+            ));
+        }
+    }
+    if !stable {
+        reasons
+            .push("not Stage 4: attributed revenue is unstable or not recorded by quarter".into());
+        next_steps.push(match s.attribution_cv {
+            Some(cv) => format!(
+                "steady the attributed revenue: a coefficient of variation of at most {STAGE_4_MAX_ATTRIBUTION_CV:.2} over complete quarters (now {cv:.2})"
+            ),
+            None => "record attributed revenue in at least two complete quarters, with a positive total".into(),
+        });
+    }
+    if !healthy_rate {
+        if let Some(rate) = s.proven_rate {
+            let side = if rate < low {
+                "below it: fewer, better-evidenced hypotheses"
+            } else {
+                "above it: check the measurement"
+            };
+            next_steps.push(format!(
+                "bring the proven hypothesis rate into the healthy {}–{} band (now {}, {side})",
+                percent(low).trim_end_matches('%'),
+                percent(high),
+                percent(rate)
+            ));
+        }
+    }
+    if !enough {
+        next_steps.push(format!(
+            "decide {} more experiment(s) with a valid result (at least {STAGE_4_MIN_VALID})",
+            STAGE_4_MIN_VALID - valid
+        ));
+    }
+    Maturity {
+        stage,
+        reasons,
+        next_steps,
+    }
 }
 
 #[cfg(test)]
@@ -671,5 +815,72 @@ mod tests {
         // sd over mean, as Python's statistics.stdev / mean).
         let cv = program.attribution_cv.unwrap();
         assert!((cv - 0.021_281_310_001_992_935).abs() < 1e-12, "{cv}");
+    }
+    fn signals(neglected: &[Moment]) -> Signals<'_> {
+        Signals {
+            valid: 60,
+            proven_rate: Some(0.4),
+            median_days: Some(10.0),
+            attribution_cv: Some(0.2),
+            mirage_share: 0.0,
+            black_box: 0,
+            total: 100,
+            neglected,
+        }
+    }
+
+    /// Each stage's next steps are exactly its unmet conditions, and Stage 4 has none.
+    #[test]
+    fn the_next_steps_are_the_unmet_conditions_of_the_next_stage() {
+        let top = maturity(&signals(&[]));
+        assert_eq!((top.stage, top.next_steps.len()), (4, 0));
+
+        let few = maturity(&Signals {
+            valid: 3,
+            ..signals(&[])
+        });
+        assert_eq!(few.stage, 1);
+        assert_eq!(
+            few.next_steps,
+            ["decide 2 more experiment(s) with a valid result (at least 5): the programme becomes measurable"]
+        );
+
+        // Stage 2: a 130-day median and 30 % black-box rules; each names its Stage 3 figure.
+        let slow = maturity(&Signals {
+            median_days: Some(130.0),
+            black_box: 30,
+            ..signals(&[])
+        });
+        assert_eq!(slow.stage, 2);
+        assert_eq!(
+            slow.next_steps,
+            [
+                "test the rules shipped without a proven result (holdback tests): 30 of 100 experiments (30%), at most 25% for Stage 3",
+                "decide within 120 days of the idea (median now 130 days)",
+            ]
+        );
+
+        // Stage 3, one condition of Stage 4 unmet at a time.
+        let rate = maturity(&Signals {
+            proven_rate: Some(0.62),
+            ..signals(&[])
+        });
+        assert_eq!(rate.stage, 3);
+        assert_eq!(
+            rate.next_steps,
+            ["bring the proven hypothesis rate into the healthy 30–50% band (now 62%, above it: check the measurement)"]
+        );
+        let unstable = maturity(&Signals {
+            attribution_cv: None,
+            ..signals(&[])
+        });
+        assert_eq!(
+            unstable.next_steps,
+            ["record attributed revenue in at least two complete quarters, with a positive total"]
+        );
+        let neglected = [Moment::PostPurchase];
+        let gap = maturity(&signals(&neglected));
+        assert_eq!((gap.stage, gap.next_steps.len()), (3, 1));
+        assert!(gap.next_steps[0].starts_with("cover the neglected moments (post_purchase)"));
     }
 }

@@ -149,6 +149,9 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
     for reason in &p.maturity_reasons {
         say!(out, "    - {reason}");
     }
+    for step in &p.maturity_next_steps {
+        say!(out, "    next: {step}");
+    }
     say!(
         out,
         "  ready for proposals      {} ({})",

@@ -11,6 +11,10 @@ pub fn money(amount: f64, currency: Option<&str>) -> String {
 }
 
 /// A number rounded to a whole, thousands grouped with thin separators (`96 084`).
+pub fn grouped(amount: f64) -> String {
+    whole(amount)
+}
+
 fn whole(amount: f64) -> String {
     let rounded = amount.round();
     if !rounded.is_finite() {

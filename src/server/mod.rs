@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod charts;
+pub mod health_view;
 pub mod metrics;
 pub mod notify;
 pub mod push;

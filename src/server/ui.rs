@@ -501,6 +501,14 @@ async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Resp
             })
         })
         .collect();
+    // The health charts are SVG built (and escaped) by `charts`: safe markup for the template.
+    let health =
+        super::health_view::health_view(program, state.app.config().program.currency.as_deref());
+    let charts: Vec<minijinja::Value> = health
+        .charts
+        .iter()
+        .map(|svg| minijinja::Value::from_safe_string(svg.clone()))
+        .collect();
     render(
         "runs.html",
         context! {
@@ -508,6 +516,8 @@ async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Resp
             me => me_value(&me),
             runs => minijinja::Value::from_serialize(&runs),
             program => minijinja::Value::from_serialize(program),
+            health => minijinja::Value::from_serialize(&health),
+            charts => charts,
             bars => minijinja::Value::from_serialize(&bars),
             coverage => minijinja::Value::from_serialize(&coverage),
         },

@@ -30,6 +30,7 @@ mod governance;
 mod growthbook_push;
 mod growthbook_source;
 mod hardening;
+mod health_page;
 mod hygiene;
 mod layering;
 mod learning;

@@ -39,9 +39,10 @@ impl Daemon {
             .current_dir(hypod.path())
             .env("HYPOD_CONFIG", hypod.path().join("hypod.toml"))
             .env("HYPOD_AUDIT_KEY", crate::review_audit::TEST_AUDIT_KEY)
-            .envs(overrides.iter().copied())
             .env_remove("OPENAI_API_KEY")
             .env_remove("HYPOD_NOW")
+            // After the removals: an override may fix the clock (`HYPOD_NOW`).
+            .envs(overrides.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start hypod serve");
