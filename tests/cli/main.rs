@@ -18,6 +18,7 @@ mod synthetic;
 mod backends;
 mod browser;
 mod builtin;
+mod claims;
 mod concurrency;
 mod decision_page;
 mod docs;
