@@ -7,7 +7,8 @@
 //! - a draft citing another lever at another moment, naming its primary KPI as its guardrail and
 //!   offering "No rollback plan provided." is sent back with those errors named, and blocked if
 //!   the model never fixes it (queued once it does);
-//! - no proposal, builtin or model, puts a segment at a moment the catalog excludes;
+//! - no proposal, builtin or model, puts a segment at a moment the catalog excludes, and
+//!   `policy check` names a moment that does not exist, with its line;
 //! - the portfolio's room for evidence carries a lever with eleven proven tests to a small moment
 //!   that value per day alone would leave out.
 
@@ -338,22 +339,21 @@ fn a_repaired_draft_is_queued() {
     );
 }
 
-/// A folder with the repository's policies in which the catalog says nothing about where
-/// segments exist (`moments` removed): what the builtin proposer would do without it.
-fn without_segment_moments(hypod: &Hypod) {
+/// The folder's policies become a copy of the repository's whose catalog has each line passed
+/// through `edit`.
+fn with_edited_catalog(hypod: &Hypod, edit: impl Fn(&str) -> String) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let copy = hypod.path().join("policies");
-    std::fs::create_dir_all(copy.join("tests")).expect("policies folder");
+    std::fs::create_dir_all(&copy).expect("policies folder");
     for entry in std::fs::read_dir(&repo).expect("policies") {
         let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_owned();
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).expect("policy file");
-            let text: String = text
-                .lines()
-                .filter(|l| !l.starts_with("moments = "))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            std::fs::write(copy.join(path.file_name().expect("name")), text).expect("copy");
+            let mut text = std::fs::read_to_string(&path).expect("policy file");
+            if name == "catalog.toml" {
+                text = text.lines().map(|l| format!("{}\n", edit(l))).collect();
+            }
+            std::fs::write(copy.join(name), text).expect("copy");
         }
     }
     let config = std::fs::read_to_string(hypod.path().join("hypod.toml")).expect("config");
@@ -362,6 +362,46 @@ fn without_segment_moments(hypod: &Hypod) {
         &format!("policies = \"{}\"", copy.display()),
     );
     std::fs::write(hypod.path().join("hypod.toml"), config).expect("config");
+}
+
+/// What the builtin proposer would do if the catalog said nothing about where segments exist.
+fn without_segment_moments(hypod: &Hypod) {
+    with_edited_catalog(hypod, |line| {
+        if line.starts_with("moments = ") {
+            String::new()
+        } else {
+            line.to_string()
+        }
+    });
+}
+
+#[test]
+fn policy_check_names_a_moment_that_does_not_exist_with_its_line() {
+    let hypod = Hypod::new();
+    with_edited_catalog(&hypod, |line| {
+        if line.starts_with("moments = ") {
+            "moments = [\"re_engagement\", \"reengagement\"]".to_string()
+        } else {
+            line.to_string()
+        }
+    });
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/catalog.toml"),
+    )
+    .expect("catalog");
+    let line = 1 + shipped
+        .lines()
+        .position(|l| l.starts_with("moments = "))
+        .expect("the shipped catalog limits a segment's moments");
+    let ran = hypod.run(&["policy", "check"]);
+    assert_ne!(ran.code, Some(0), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains(&format!(
+            "catalog.toml:{line}: key `segment[6].moments[2]`: \"reengagement\" is not a commerce moment; they are search, product_detail, cart_checkout, post_purchase, re_engagement, other"
+        )),
+        "{}",
+        ran.stderr
+    );
 }
 
 /// (moment, segment, title) of every proposal of a run.
