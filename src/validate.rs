@@ -1,7 +1,10 @@
 //! Drafts → candidates. Every draft is untrusted (a model wrote it, or a file did): this module
-//! checks its references and ranges, and computes what hypod adds to it: baseline, required
-//! sample size, expected duration from the segment's consented traffic, expected value,
-//! priority, and the nearest duplicate among running experiments, open and rejected proposals.
+//! checks its references and ranges (evidence that bears on the draft, a guardrail that is not
+//! the primary KPI, a rollback plan that is one), and computes what hypod adds to it: the
+//! expected lift from the lever knowledge base (a proposer's own number is a claim, kept beside
+//! it), baseline, required sample size, expected duration from the segment's consented traffic,
+//! expected value, priority, and the nearest duplicate among running experiments, open and
+//! rejected proposals.
 
 use crate::analysis::{stats, Analysis, Outcome};
 use crate::domain::catalog::Catalog;
@@ -21,6 +24,55 @@ pub const DUPLICATE_THRESHOLD: f64 = 0.85;
 /// The largest relative lift a draft may claim; anything above is not a credible expectation.
 pub const MAX_EXPECTED_LIFT: f64 = 0.5;
 pub const MAX_EXPECTED_LATENCY_MS: f64 = 5_000.0;
+
+/// The smallest lift hypod sizes a test for (smaller ones need impractical samples); a builtin
+/// idea whose expected lift is below it is not an opportunity.
+pub const MIN_SIZED_LIFT: f64 = 0.01;
+
+/// The expected lift a draft is sized for: within the sized range, to 0.1 %.
+pub fn sized_lift(lift: f64) -> f64 {
+    (lift.clamp(MIN_SIZED_LIFT, MAX_EXPECTED_LIFT) * 1000.0).round() / 1000.0
+}
+
+/// A claim differs from hypod's figure when they are this far apart (the 0.1 % rounding of
+/// [`sized_lift`] is not a claim).
+const CLAIM_TOLERANCE: f64 = 0.0005;
+
+/// Words that, alone, say there is no rollback plan ("No rollback plan provided.", "N/A",
+/// "none", "TBD"): a plan made only of these is a refusal.
+const REFUSAL_WORDS: [&str; 24] = [
+    "no",
+    "none",
+    "n",
+    "a",
+    "na",
+    "not",
+    "applicable",
+    "provided",
+    "given",
+    "specified",
+    "available",
+    "needed",
+    "required",
+    "necessary",
+    "rollback",
+    "roll",
+    "back",
+    "plan",
+    "tbd",
+    "todo",
+    "unknown",
+    "nothing",
+    "null",
+    "nil",
+];
+
+/// Whether a rollback plan is empty or says there is none.
+pub fn refuses_rollback(plan: &str) -> bool {
+    plan.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .all(|w| REFUSAL_WORDS.contains(&w.to_lowercase().as_str()))
+}
 
 /// One thing wrong with a draft, named by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,17 +166,28 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
         );
     }
     for (i, evidence) in draft.evidence.iter().enumerate() {
-        if !refs
-            .experiments
-            .contains_key(evidence.experiment_id.as_str())
-        {
-            problem(
+        match refs.experiments.get(evidence.experiment_id.as_str()) {
+            None => problem(
                 &format!("evidence[{i}].experiment_id"),
                 format!(
                     "experiment {:?} does not exist in the history",
                     crate::shorten(&evidence.experiment_id, 80)
                 ),
-            );
+            ),
+            Some(cited) if !bears_on(cited, draft) => problem(
+                &format!("evidence[{i}].experiment_id"),
+                format!(
+                    "{} tested {} for {} at {}: it bears neither on this draft's lever ({}) nor on its moment and segment ({}, {}); cite tests of the same lever, or of the same moment and segment",
+                    crate::shorten(&cited.id, 80),
+                    cited.lever.as_deref().unwrap_or("no lever"),
+                    cited.segment.as_deref().unwrap_or("no segment"),
+                    cited.moment,
+                    crate::shorten(&draft.lever, 80),
+                    draft.moment,
+                    crate::shorten(&draft.segment, 80)
+                ),
+            ),
+            Some(_) => {}
         }
     }
     if refs.catalog.segment(&draft.segment).is_none() {
@@ -182,6 +245,26 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
                 ),
             );
         }
+    }
+    for (i, kpi) in draft.guardrail_kpis.iter().enumerate() {
+        if same_name(kpi, &draft.primary_kpi) {
+            problem(
+                &format!("guardrail_kpis[{i}]"),
+                format!(
+                    "{:?} is the primary KPI: a guardrail is another metric that must not regress while the primary one moves (e.g. average_order_value)",
+                    crate::shorten(kpi, 80)
+                ),
+            );
+        }
+    }
+    if refuses_rollback(&draft.rollback_plan) {
+        problem(
+            "rollback_plan",
+            format!(
+                "{:?} is not a rollback plan: say how the treatment is switched off (a flag, a config change, who does it)",
+                crate::shorten(&draft.rollback_plan, 80)
+            ),
+        );
     }
     if draft.guardrail_kpis.len() > MAX_LIST {
         problem(
@@ -247,6 +330,27 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
     problems
 }
 
+/// Two names (levers, segments, KPIs) are the same when they differ only in case and
+/// surrounding spaces.
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Whether a cited experiment bears on a draft: it tested the same lever (at any moment, for any
+/// segment), or the same moment for the same segment (with any lever).
+pub fn bears_on(cited: &Experiment, draft: &ProposalDraft) -> bool {
+    let same_lever = cited
+        .lever
+        .as_deref()
+        .is_some_and(|l| same_name(l, &draft.lever));
+    let same_place = cited.moment == draft.moment
+        && cited
+            .segment
+            .as_deref()
+            .is_some_and(|s| same_name(s, &draft.segment));
+    same_lever || same_place
+}
+
 /// Validation problems as deny verdicts, so an invalid draft is kept as `blocked` with reasons.
 pub fn problems_as_verdicts(problems: &[DraftProblem]) -> Vec<Verdict> {
     problems
@@ -259,6 +363,21 @@ pub fn problems_as_verdicts(problems: &[DraftProblem]) -> Vec<Verdict> {
             message: p.to_string(),
         })
         .collect()
+}
+
+/// The rule id of the warning a claimed lift outside the predicted interval gets.
+pub const CLAIM_RULE_ID: &str = "validate.claimed_lift";
+
+/// A warning verdict when the enrichment found the proposer's claimed lift outside the
+/// predicted interval (queued as usual; reviewers see why the figures differ from the text).
+pub fn claim_verdict(enrichment: &Enrichment) -> Option<Verdict> {
+    enrichment.claim_warning.as_ref().map(|warning| Verdict {
+        rule_id: CLAIM_RULE_ID.into(),
+        source: RuleSource::Validation,
+        effect: Effect::Warn,
+        passed: false,
+        message: warning.clone(),
+    })
 }
 
 /// Words of a text, lower-cased, for similarity.
@@ -446,6 +565,75 @@ pub fn test_duration(per_arm: u64, consented_daily: f64, min_days: u32) -> Durat
     Duration { reach_days, days }
 }
 
+/// The lift hypod sizes, values and ranks a draft for, from the lever knowledge base, with what
+/// the proposer claimed beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grounded {
+    /// The lever's expected lift at the draft's moment, as the builtin proposer computes it
+    /// ([`crate::analysis::levers::LeverBase::expected_lift`], or the moment's pool for a lever
+    /// never tested), within the sized range; the claim itself only when the history has no
+    /// valid test at all.
+    pub lift: f64,
+    /// The 95 % interval the next test's lift is predicted within, around `lift`.
+    pub interval: Option<[f64; 2]>,
+    /// The proposer's number, when it differs from `lift`.
+    pub claimed: Option<f64>,
+    /// Said when the claim lies outside `interval`.
+    pub warning: Option<String>,
+    /// Said when the pool expects less than the smallest lift a test is sized for.
+    pub note: Option<String>,
+}
+
+/// [`Grounded`] for a draft: the figures come from the pool for its lever at its moment, never
+/// from the number the proposer wrote.
+pub fn grounded_lift(draft: &ProposalDraft, analysis: &Analysis) -> Grounded {
+    let claim = draft.expected_relative_lift;
+    let Some(expected) = analysis
+        .levers
+        .expected_lift_or_prior(&draft.lever, draft.moment)
+    else {
+        return Grounded {
+            lift: claim,
+            interval: None,
+            claimed: None,
+            warning: None,
+            note: Some("no valid concluded test in the history: the proposer's expected lift is used as it is".into()),
+        };
+    };
+    let lift = sized_lift(expected.lift);
+    let interval = expected.interval(lift);
+    let claimed = (claim.is_finite() && (claim - lift).abs() >= CLAIM_TOLERANCE).then_some(claim);
+    let pct = |x: f64| format!("{:+.1}%", x * 100.0);
+    let warning = match (claimed, interval) {
+        (Some(c), Some([low, high])) if c < low || c > high => Some(format!(
+            "the proposer claimed {}, outside the 95% interval predicted for {} at {} ({} to {}; {}): hypod sizes, values and ranks it for {}",
+            pct(c),
+            draft.lever,
+            draft.moment,
+            pct(low),
+            pct(high),
+            expected.basis,
+            pct(lift)
+        )),
+        _ => None,
+    };
+    let note = (expected.lift < MIN_SIZED_LIFT).then(|| {
+        format!(
+            "the lever's pool expects {} here ({}); the test is sized for the smallest lift hypod sizes for, {}",
+            pct(expected.lift),
+            expected.basis,
+            pct(MIN_SIZED_LIFT)
+        )
+    });
+    Grounded {
+        lift,
+        interval,
+        claimed,
+        warning,
+        note,
+    }
+}
+
 /// Computes what hypod adds to a well-formed draft.
 pub fn enrich(
     draft: &ProposalDraft,
@@ -466,7 +654,9 @@ pub fn enrich_without_duplicates(
     around: &Surroundings<'_>,
 ) -> Enrichment {
     let mut notes = Vec::new();
-    let lift = draft.expected_relative_lift;
+    let grounded = grounded_lift(draft, around.analysis);
+    notes.extend(grounded.note.clone());
+    let lift = grounded.lift;
     let sample = sample_size(
         around.analysis,
         draft.moment,
@@ -537,11 +727,9 @@ pub fn enrich_without_duplicates(
         duplicate_of: None,
         strategy,
         notes,
-        predicted_interval: around
-            .analysis
-            .levers
-            .expected_lift(&draft.lever, draft.moment)
-            .and_then(|e| e.interval(lift)),
+        predicted_interval: grounded.interval,
+        claimed_lift: grounded.claimed,
+        claim_warning: grounded.warning,
         supersedes: None,
     }
 }

@@ -258,6 +258,30 @@ impl LeverBase {
             ),
         })
     }
+
+    /// [`LeverBase::expected_lift`], or, for a lever the history never tested, what any lever
+    /// does at `moment`: the moment's pool over every lever's tests (else the pool of all
+    /// tests), with its between-test spread as the spread of a new test. What a draft naming a
+    /// new lever is sized for; `None` only when the history has no valid test at all.
+    pub fn expected_lift_or_prior(&self, lever: &str, moment: Moment) -> Option<Expectation> {
+        if let Some(expected) = self.expected_lift(lever, moment) {
+            return Some(expected);
+        }
+        let (prior, place) = match self.moments.get(&moment) {
+            Some(pool) => (pool, format!("the {moment} pool")),
+            None => (self.overall.as_ref()?, "the pool of all tests".to_string()),
+        };
+        Some(Expectation {
+            lift: prior.effect,
+            sd: (prior.se.powi(2) + prior.tau2).sqrt(),
+            k_here: 0,
+            k: 0,
+            basis: format!(
+                "no test of this lever: {place} over {} test(s) of every lever",
+                prior.k
+            ),
+        })
+    }
 }
 
 /// The variance of an estimate with variance `variance` shrunk (weight B = τ²/(τ² + variance))

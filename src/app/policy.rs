@@ -173,9 +173,10 @@ impl App {
         };
         let queue = QueueCounts::from_queue(&open, now);
         let mut assessor = Assessor::new(&governance, &analysis.program, &experiments, queue, now);
-        let enrichment = assessor.enrich(draft, None, &around);
+        let mut draft = draft.clone();
+        let enrichment = assessor.enrich(&mut draft, None, &around);
         let Governed { verdicts, decision } = assessor
-            .judge(draft, &enrichment)
+            .judge(&draft, &enrichment)
             .map_err(|e| AppError::config(e.to_string()))?;
         Ok(Evaluation {
             decision,

@@ -33,7 +33,11 @@ pub struct ProposalSummary {
     pub lever: String,
     pub strategy: Option<Strategy>,
     pub priority: f64,
+    /// The lever knowledge base's expected lift for the lever at the moment.
     pub expected_relative_lift: f64,
+    /// The proposer's own number, when it differed from `expected_relative_lift` (a claim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_lift: Option<f64>,
     pub required_visitors_per_arm: Option<u64>,
     pub expected_duration_days: Option<f64>,
     pub evidence: Vec<String>,
@@ -66,6 +70,7 @@ impl ProposalSummary {
             strategy: p.enrichment.strategy,
             priority: p.enrichment.priority,
             expected_relative_lift: p.draft.expected_relative_lift,
+            claimed_lift: p.enrichment.claimed_lift,
             required_visitors_per_arm: p.enrichment.required_visitors_per_arm,
             expected_duration_days: p.enrichment.expected_duration_days,
             evidence: p

@@ -384,7 +384,8 @@ impl Assessment<'_> {
         );
         let mut proposals: Vec<Proposal> = Vec::new();
         for proposed in &self.output.drafts {
-            let draft = &proposed.draft;
+            // The draft as it will be stored: its expected lift from the lever knowledge base.
+            let mut draft = proposed.draft.clone();
             let around = Surroundings {
                 experiments: self.experiments,
                 analysis: self.analysis,
@@ -398,8 +399,8 @@ impl Assessment<'_> {
                 power: plan.config.analysis.power,
                 min_days: plan.config.proposer.min_days,
             };
-            let mut enrichment = assessor.enrich(draft, proposed.strategy, &around);
-            let Some(replaces) = successor_of(draft, &mut enrichment, &around, changes) else {
+            let mut enrichment = assessor.enrich(&mut draft, proposed.strategy, &around);
+            let Some(replaces) = successor_of(&draft, &mut enrichment, &around, changes) else {
                 summary.duplicates += 1;
                 continue;
             };
@@ -411,7 +412,7 @@ impl Assessment<'_> {
                 assessor.set_open(old, false);
             }
             let Governed { verdicts, decision } = assessor
-                .judge(draft, &enrichment)
+                .judge(&draft, &enrichment)
                 .map_err(GovernanceError::from)?;
             let id = uuid::Uuid::now_v7().to_string();
             if let Some(old) = replaces {
@@ -421,7 +422,7 @@ impl Assessment<'_> {
                     summary.duplicates += 1;
                     continue;
                 }
-                changes.push(superseding(old, &id, draft, &enrichment));
+                changes.push(superseding(old, &id, &draft, &enrichment));
             }
             if decision.status == ProposalStatus::Blocked {
                 summary.blocked += 1;
@@ -438,7 +439,7 @@ impl Assessment<'_> {
                 status: decision.status,
                 created_at: clock,
                 updated_at: clock,
-                draft: draft.clone(),
+                draft,
                 enrichment,
                 provenance: self.provenance(),
                 verdicts,

@@ -409,6 +409,16 @@ pub fn proposal(view: &ProposalView) -> String {
         fmt_opt(e.expected_duration_days, 0),
         e.expected_value_per_day
     );
+    if let Some(claim) = e.claimed_lift {
+        say!(
+            out,
+            "claimed      {:+.1}% by the proposer (a claim: the figures above come from the lever's pooled tests)",
+            claim * 100.0
+        );
+    }
+    if let Some(warning) = &e.claim_warning {
+        say!(out, "             warning: {warning}");
+    }
     for note in &e.notes {
         say!(out, "             note: {note}");
     }

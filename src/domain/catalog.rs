@@ -1,7 +1,9 @@
 //! The catalog governance leads edit (`policies/catalog.toml`): segments with their traffic and
 //! consent coverage, signals with the purposes and identity they need, consent purposes,
-//! commercial KPIs and latency budgets. Loaded strictly: an unknown key is an error naming it.
+//! commercial KPIs and latency budgets, and the commerce moments where each segment exists.
+//! Loaded strictly: an unknown key is an error naming it.
 
+use super::experiment::Moment;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +36,21 @@ pub struct Segment {
     /// Share of the segment's visitors who granted each purpose (0..=1).
     #[serde(default)]
     pub consent: BTreeMap<String, f64>,
+    /// The commerce moments where the segment exists (`lapsed_90d` only at `re_engagement`: a
+    /// customer who has just bought is no longer lapsed). Absent: every moment. Names are
+    /// checked when the catalog is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moments: Option<Vec<String>>,
+}
+
+impl Segment {
+    /// Whether the segment exists at `moment` (every segment exists everywhere unless the
+    /// catalog lists its moments).
+    pub fn exists_at(&self, moment: Moment) -> bool {
+        self.moments
+            .as_ref()
+            .is_none_or(|moments| moments.iter().any(|m| m == moment.as_str()))
+    }
 }
 
 fn global() -> String {
@@ -335,6 +352,29 @@ impl Catalog {
             }
             if segment.region.trim().is_empty() {
                 problem(at(&[key("region")]), "is empty (use \"global\")".into());
+            }
+            if let Some(moments) = &segment.moments {
+                if moments.is_empty() {
+                    problem(
+                        at(&[key("moments")]),
+                        "is empty: a segment exists at one moment at least (leave `moments` out for every moment)".into(),
+                    );
+                }
+                for (j, moment) in moments.iter().enumerate() {
+                    let path = at(&[key("moments"), Step::Index(j)]);
+                    if Moment::parse(moment).is_none() {
+                        let names: Vec<&str> = Moment::ALL.iter().map(|m| m.as_str()).collect();
+                        problem(
+                            path,
+                            format!(
+                                "{moment:?} is not a commerce moment; they are {}",
+                                names.join(", ")
+                            ),
+                        );
+                    } else if moments[..j].contains(moment) {
+                        problem(path, format!("{moment:?} is listed twice"));
+                    }
+                }
             }
             for (purpose, share) in &segment.consent {
                 let path = at(&[key("consent"), key(purpose)]);

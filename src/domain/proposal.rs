@@ -130,12 +130,21 @@ pub struct Enrichment {
     pub duplicate_of: Option<DuplicateRef>,
     /// The builtin proposer's strategy (transfer, retest, cover, validate).
     pub strategy: Option<Strategy>,
-    /// The 95 % interval the proposer's expected lift is predicted within: the expected lift ±
-    /// 1.96 × the lever knowledge base's predictive spread for the lever at the moment (its
-    /// pooled standard error with the between-test variance τ²). `None` for a lever the
-    /// history never tested. What the learning loop checks the realised lift against.
+    /// The 95 % interval the next test's lift is predicted within: the expected lift (the
+    /// lever knowledge base's, see `claimed_lift`) ± 1.96 × the knowledge base's predictive
+    /// spread for the lever at the moment (its pooled standard error with the between-test
+    /// variance τ²; a lever never tested gets the moment's pool). `None` when the history has no
+    /// valid test. What the learning loop checks the realised lift against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_interval: Option<[f64; 2]>,
+    /// The expected lift the proposer wrote, when it differs from the knowledge base's (which
+    /// the draft now states, and which size, value and priority come from): a model's number, or
+    /// a shipped rule's own reading, is a claim kept beside the figure, never the figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_lift: Option<f64>,
+    /// Why the claim is not believed, when it lies outside `predicted_interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_warning: Option<String>,
     /// The open proposal this one replaced with better evidence (marked `superseded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<String>,

@@ -102,15 +102,19 @@ impl<'a> Assessor<'a> {
         }
     }
 
-    /// What validation computes for a draft (baseline, sample size, duration, priority,
-    /// near-duplicates) among `around`.
+    /// What validation computes for a draft (expected lift from the lever knowledge base,
+    /// baseline, sample size, duration, priority, near-duplicates) among `around`. The draft
+    /// then states the knowledge base's expected lift; the proposer's own number, when it
+    /// differed, is kept in the enrichment as `claimed_lift`.
     pub fn enrich(
         &self,
-        draft: &ProposalDraft,
+        draft: &mut ProposalDraft,
         strategy: Option<crate::domain::Strategy>,
         around: &Surroundings<'_>,
     ) -> Enrichment {
-        validate::enrich(draft, strategy, around)
+        let enrichment = validate::enrich(draft, strategy, around);
+        draft.expected_relative_lift = validate::grounded_lift(draft, around.analysis).lift;
+        enrichment
     }
 
     /// Takes an open proposal out of the queue counts (`open = false`) while its replacement is
@@ -119,15 +123,16 @@ impl<'a> Assessor<'a> {
         self.queue.set_open(&proposal.draft, open);
     }
 
-    /// The draft's reference checks as verdicts, then every consent and policy rule, then the
-    /// decision.
+    /// The draft's reference checks as verdicts (and a warning for a claimed lift outside the
+    /// predicted interval), then every consent and policy rule, then the decision.
     pub fn judge(
         &mut self,
         draft: &ProposalDraft,
         enrichment: &Enrichment,
     ) -> Result<Governed, PolicyError> {
-        let validation =
+        let mut validation =
             validate::problems_as_verdicts(&validate::check_draft(draft, &self.references));
+        validation.extend(validate::claim_verdict(enrichment));
         govern_and_decide(
             &self.governance.policies,
             &self.run,

@@ -1,21 +1,23 @@
 //! The always-on consent rules (see docs/architecture.md): a proposal may only use signals the catalog
 //! knows, never sensitive ones, only with every purpose they need declared and covered by the
-//! segment's consent, identity-bound signals only on signed-in segments, and never where the
-//! catalog restricts a signal by region. This module owns those six rules and their messages;
-//! it reads the catalog and the draft and returns one verdict per rule, passed or not.
+//! segment's consent, identity-bound signals only on signed-in segments, never where the
+//! catalog restricts a signal by region, and only at a moment where the catalog says the segment
+//! exists. This module owns those seven rules and their messages; it reads the catalog and the
+//! draft and returns one verdict per rule, passed or not.
 
 use super::catalog::{Catalog, Identity, IdentityRequirement, Segment};
 use super::{Effect, RuleSource, Verdict};
 use crate::domain::ProposalDraft;
 
 /// The ids of the consent rules, in the order they are evaluated.
-pub const CONSENT_RULE_IDS: [&str; 6] = [
+pub const CONSENT_RULE_IDS: [&str; 7] = [
     KNOWN_SIGNALS,
     NOT_SENSITIVE,
     PURPOSES_DECLARED,
     PURPOSES_COVERED,
     IDENTITY,
     REGION,
+    SEGMENT_MOMENT,
 ];
 
 pub const KNOWN_SIGNALS: &str = "consent.known-signals";
@@ -24,6 +26,8 @@ pub const PURPOSES_DECLARED: &str = "consent.purposes-declared";
 pub const PURPOSES_COVERED: &str = "consent.purposes-covered";
 pub const IDENTITY: &str = "consent.identity";
 pub const REGION: &str = "consent.region";
+/// The catalog's `moments` of a segment: a proposal targets it only where it exists.
+pub const SEGMENT_MOMENT: &str = "consent.segment-moment";
 
 /// The region name meaning "every region": a signal restricted anywhere is restricted there.
 pub const GLOBAL_REGION: &str = "global";
@@ -186,6 +190,16 @@ pub fn consent_verdicts(draft: &ProposalDraft, catalog: &Catalog) -> Vec<Verdict
             .collect(),
     };
 
+    let moment_problems: Vec<String> = match segment {
+        Some(segment) if !segment.exists_at(draft.moment) => vec![format!(
+            "segment {:?} does not exist at the {} moment: the catalog lists it only at {}",
+            segment.name,
+            draft.moment,
+            segment.moments.as_deref().unwrap_or_default().join(", ")
+        )],
+        _ => Vec::new(),
+    };
+
     vec![
         verdict(KNOWN_SIGNALS, unknown, "every signal is in the catalog"),
         verdict(NOT_SENSITIVE, sensitive, "no sensitive signal is used"),
@@ -208,6 +222,11 @@ pub fn consent_verdicts(draft: &ProposalDraft, catalog: &Catalog) -> Vec<Verdict
             REGION,
             region_problems,
             "no signal is used where its region restricts it",
+        ),
+        verdict(
+            SEGMENT_MOMENT,
+            moment_problems,
+            "the segment exists at the proposal's moment",
         ),
     ]
 }
@@ -325,6 +344,21 @@ mod tests {
         assert!(failed_rules[0].1.contains("global"));
 
         draft.segment = "us_visitors".into();
+        assert!(failed(&consent_verdicts(&draft, &catalog)).is_empty());
+    }
+
+    #[test]
+    fn a_segment_is_targeted_only_at_the_moments_where_it_exists() {
+        let catalog = sample_catalog();
+        let mut draft = sample_draft();
+        draft.segment = "lapsed_90d".into();
+        draft.moment = crate::domain::Moment::PostPurchase;
+        let failed_rules = failed(&consent_verdicts(&draft, &catalog));
+        assert_eq!(failed_rules.len(), 1, "{failed_rules:?}");
+        assert_eq!(failed_rules[0].0, SEGMENT_MOMENT);
+        assert!(failed_rules[0].1.contains("post_purchase"));
+        assert!(failed_rules[0].1.contains("re_engagement"));
+        draft.moment = crate::domain::Moment::ReEngagement;
         assert!(failed(&consent_verdicts(&draft, &catalog)).is_empty());
     }
 

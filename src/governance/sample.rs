@@ -109,6 +109,8 @@ pub fn sample_enrichment() -> Enrichment {
         strategy: Some(crate::domain::Strategy::Transfer),
         notes: Vec::new(),
         predicted_interval: Some([0.012, 0.058]),
+        claimed_lift: None,
+        claim_warning: None,
         supersedes: None,
     }
 }

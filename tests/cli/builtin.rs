@@ -10,7 +10,7 @@ use hypod::proposer::{ProposalContext, Proposer};
 use serde_json::json;
 
 #[allow(clippy::too_many_arguments)]
-fn experiment(
+pub(crate) fn experiment(
     id: &str,
     moment: &str,
     lever: &str,

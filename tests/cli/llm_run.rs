@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::process::Output;
 
-fn openai_config(base_url: &str, extra_llm: &str) -> String {
+pub(crate) fn openai_config(base_url: &str, extra_llm: &str) -> String {
     format!(
         r#"
 [proposer]

@@ -19,6 +19,7 @@ mod backends;
 mod browser;
 mod browser_review;
 mod builtin;
+mod claims;
 mod concurrency;
 mod decision_page;
 mod docs;

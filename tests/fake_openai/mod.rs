@@ -282,7 +282,8 @@ impl Fixture {
     }
 }
 
-/// A draft that is valid against the sample history and the test catalog; `n` varies it.
+/// A draft that is valid against the sample history and the test catalog (its evidence a test
+/// of its lever); `n` varies it.
 pub fn valid_draft(n: usize) -> Value {
     let (moment, lever, segment, signal, evidence) = match n % 4 {
         0 => (
@@ -297,7 +298,7 @@ pub fn valid_draft(n: usize) -> Value {
             "delivery_promise",
             "all_visitors",
             "coarse_location",
-            "exp-2024-0002",
+            "exp-2024-0012",
         ),
         2 => (
             "cart_checkout",
@@ -311,7 +312,7 @@ pub fn valid_draft(n: usize) -> Value {
             "winback_sequence",
             "lapsed_90d",
             "purchase_history",
-            "exp-2024-0001",
+            "exp-2025-0039",
         ),
     };
     json!({

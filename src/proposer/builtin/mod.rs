@@ -20,10 +20,12 @@
 //! carried anywhere. Nothing a running experiment tests or a reviewer recently rejected is
 //! proposed.
 //!
-//! The portfolio (README, "How the builtin proposer ranks"): ideas are valued by expected value
-//! per day ([`crate::validate::enrich`]); the best idea of every strategy that has one and of
-//! every neglected moment comes first, then the best ideas of levers not yet proposed, then the
-//! rest, all within the run's caps. Open proposals are not excluded here on purpose: the same
+//! The portfolio (docs/proposals-and-queue.md, "How the builtin proposer ranks"): ideas are
+//! valued by expected value per day ([`crate::validate::enrich`]); a share of the places is kept
+//! for evidence strength (transfers of a lever with many proven tests to a new moment, however
+//! small), then the best idea of every strategy that has one and of every neglected moment
+//! comes, then the best ideas of levers not yet proposed, then the rest, all within the run's
+//! caps. No idea targets a segment at a moment where the catalog says it does not exist. Open proposals are not excluded here on purpose: the same
 //! history gives the same drafts, which the run counts as duplicates of the open queue.
 //!
 //! Everything is indexed once (by test key, lever × moment), so a run is linear in the history.
@@ -43,20 +45,10 @@ use crate::analysis::{ExperimentAnalysis, Outcome};
 use crate::domain::catalog::Segment;
 use crate::domain::Strategy;
 use crate::history::{Decision, Experiment, Moment, TestKey};
-use crate::validate::{self, Surroundings};
+use crate::validate::{self, sized_lift, Surroundings};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wording::{at, change_verb, commercial_kpi, finding, note, percent, words};
-
-/// The smallest lift hypod sizes a test for (smaller ones need impractical samples); an idea
-/// whose expected lift is below it is not an opportunity (a holdback excepted: it is sized for
-/// what its rule claimed).
-const MIN_SIZED_LIFT: f64 = 0.01;
-
-/// The expected lift a draft states and is sized for: within the sized range, to 0.1 %.
-fn sized_lift(lift: f64) -> f64 {
-    (lift.clamp(MIN_SIZED_LIFT, validate::MAX_EXPECTED_LIFT) * 1000.0).round() / 1000.0
-}
 
 pub struct BuiltinProposer {
     pub alpha: f64,
@@ -117,8 +109,17 @@ struct Sketch<'e> {
 struct Idea {
     kind: Kind,
     value: f64,
+    /// Proven tests of the lever at the moment a transfer to a new moment comes from (0 for
+    /// the other strategies): what the portfolio's room for evidence ranks by.
+    proven_behind: usize,
     proposed: ProposedDraft,
 }
+
+/// The room for evidence: a transfer to a new moment whose lever has at least this many proven
+/// tests at the moment it comes from is carried whatever its value per day...
+const STRONG_EVIDENCE: usize = 3;
+/// ...in up to one place in this many of the run's `max_proposals` (at least one).
+const EVIDENCE_ROOM_SHARE: usize = 4;
 
 /// The history indexed once.
 struct Index<'e> {
@@ -238,6 +239,27 @@ impl<'a> Drafting<'a> {
         self.context.analysis.levers.expected_lift(lever, moment)
     }
 
+    /// For a transfer to a new moment, the proven tests of its lever at the moment it comes
+    /// from (its first evidence is the strongest of them); 0 for any other idea.
+    fn proven_behind(&self, kind: Kind, proposed: &ProposedDraft) -> usize {
+        if kind != Kind::TransferMoment {
+            return 0;
+        }
+        let draft = &proposed.draft;
+        let Some(source) = draft.evidence.first() else {
+            return 0;
+        };
+        Moment::ALL
+            .iter()
+            .filter_map(|m| self.index.proven.get(&(draft.lever.clone(), *m)))
+            .find(|tests| {
+                tests
+                    .first()
+                    .is_some_and(|(e, _)| e.id == source.experiment_id)
+            })
+            .map_or(0, Vec::len)
+    }
+
     /// Whether the lever's pooled tests at `moment` prove it there (the pool's 95% CI above 0):
     /// one lucky test among flat ones does not.
     fn proven_at(&self, lever: &str, moment: Moment) -> bool {
@@ -258,13 +280,14 @@ impl<'a> Drafting<'a> {
             .filter(|entry| entry.transferable())
     }
 
-    /// Catalog segments where `source`'s signals are lawful and the place is open, busiest
-    /// (by consented traffic) first.
+    /// Catalog segments that exist at `moment`, where `source`'s signals are lawful and the
+    /// place is open, busiest (by consented traffic) first.
     fn open_segments(&self, source: &Experiment, moment: Moment, lever: &str) -> Vec<&'a Segment> {
         let catalog = self.context.catalog;
         let mut segments: Vec<(&Segment, f64)> = catalog
             .segments
             .iter()
+            .filter(|s| s.exists_at(moment))
             .filter(|s| self.index.open(&TestKey::new(moment, lever, &s.name)))
             .filter_map(|s| {
                 let signals =
@@ -280,7 +303,8 @@ impl<'a> Drafting<'a> {
     }
 
     /// Turns a strategy's sketch into a full draft that governance would accept, or `None` when
-    /// the source's signals cannot lawfully be used for the target segment.
+    /// the segment does not exist at the moment (the catalog's `moments`) or the source's
+    /// signals cannot lawfully be used for it.
     fn draft(&self, sketch: Sketch<'_>) -> Option<ProposedDraft> {
         let Sketch {
             kind,
@@ -295,6 +319,9 @@ impl<'a> Drafting<'a> {
             change,
             risk,
         } = sketch;
+        if !segment.exists_at(moment) {
+            return None;
+        }
         let lever = lever_of(source)?;
         let catalog = self.context.catalog;
         let signals =
@@ -378,9 +405,14 @@ impl<'a> Drafting<'a> {
     }
 }
 
-/// Picks the portfolio: the best idea of every kind first (each strategy with an opportunity,
-/// each neglected moment), then the best ideas of levers not yet chosen, then the rest; one
-/// proposal per place, within the run's caps. Each pass goes by expected value per day.
+/// Picks the portfolio. First the room for evidence: up to ⌈max_proposals / 4⌉ transfers to a
+/// new moment whose lever has at least [`STRONG_EVIDENCE`] proven tests at the moment it comes
+/// from, the most proven tests first (then by value per day), one per lever, however small the
+/// new moment (a lever that keeps winning is worth carrying even where the traffic is thin);
+/// each counts as its lever's and its kind's appearance.
+/// Then by expected value per day: the best idea of every kind (each strategy with an
+/// opportunity, each neglected moment), then the best ideas of levers not yet chosen, then the
+/// rest. One proposal per place, within the run's caps.
 fn portfolio(ideas: Vec<Idea>, context: &ProposalContext<'_>) -> Vec<ProposedDraft> {
     let mut ideas = ideas;
     ideas.retain(|i| i.value > 0.0);
@@ -398,6 +430,35 @@ fn portfolio(ideas: Vec<Idea>, context: &ProposalContext<'_>) -> Vec<ProposedDra
         let d = &i.proposed.draft;
         TestKey::new(d.moment, &d.lever, &d.segment)
     };
+    let room = context.max_proposals.div_ceil(EVIDENCE_ROOM_SHARE).max(1);
+    let mut strong: Vec<usize> = ideas
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.kind == Kind::TransferMoment && i.proven_behind >= STRONG_EVIDENCE)
+        .map(|(n, _)| n)
+        .collect();
+    // Stable: among equally proven levers, the order by value per day stands.
+    strong.sort_by_key(|n| std::cmp::Reverse(ideas[*n].proven_behind));
+    let mut carried: HashSet<String> = HashSet::new();
+    for n in strong {
+        let idea = &ideas[n];
+        let lever = idea.proposed.draft.lever.to_ascii_lowercase();
+        if carried.len() >= room || caps.full() {
+            break;
+        }
+        if carried.contains(&lever) || keys.contains(&key(idea)) {
+            continue;
+        }
+        if caps.admit(idea.proposed.draft.moment).is_err() {
+            continue;
+        }
+        chosen.push(n);
+        keys.insert(key(idea));
+        carried.insert(lever.clone());
+        // It counts as its lever's and its kind's appearance: the passes below go on to others.
+        levers.insert(lever);
+        kinds.insert(idea.kind);
+    }
     for pass in 0..3 {
         for (n, idea) in ideas.iter().enumerate() {
             if caps.full() {
@@ -471,7 +532,13 @@ impl Proposer for BuiltinProposer {
         let learning = &context.analysis.learning;
         let ideas = candidates
             .into_iter()
-            .map(|(kind, proposed)| valued(kind, proposed, &around, &rejections, learning))
+            .map(|(kind, proposed)| {
+                let proven_behind = drafting.proven_behind(kind, &proposed);
+                Idea {
+                    proven_behind,
+                    ..valued(kind, proposed, &around, &rejections, learning)
+                }
+            })
             .collect();
         Ok(ProposerOutput {
             drafts: portfolio(ideas, context),
@@ -531,6 +598,7 @@ fn valued(
     Idea {
         kind,
         value,
+        proven_behind: 0,
         proposed,
     }
 }

@@ -4,12 +4,12 @@
 //! returns sketches drafted through [`Drafting::draft`]; the portfolio picks among them.
 
 use super::wording::{at, p_text, percent, pooled, words};
-use super::{lever_of, sized_lift, Drafting, Kind, Sketch, MIN_SIZED_LIFT};
+use super::{lever_of, Drafting, Kind, Sketch};
 use crate::analysis::levers::{Expectation, LeverEntry};
 use crate::analysis::{stats, ExperimentAnalysis, Outcome};
 use crate::history::{Experiment, Moment, TestKey};
 use crate::proposer::{ProposedDraft, Risk};
-use crate::validate;
+use crate::validate::{self, sized_lift, MIN_SIZED_LIFT};
 use std::collections::BTreeMap;
 
 /// Below this power for the lever's pooled effect, an inconclusive test said little.
@@ -474,7 +474,7 @@ impl<'a> Drafting<'a> {
         drafts
     }
 
-    /// validate: shipped rules without a proven result, as holdbacks sized for their claim.
+    /// validate: shipped rules without a proven result, as holdbacks sized for the lever's pool.
     pub(super) fn validations(&self) -> Vec<(Kind, ProposedDraft)> {
         let mut drafts = Vec::new();
         for &(source, analysis) in &self.index.shipped_unproven {
@@ -492,14 +492,25 @@ impl<'a> Drafting<'a> {
             else {
                 continue;
             };
-            // What it claimed, unless its split was broken (then the claim means nothing).
+            // What it claimed, unless its split was broken (then the claim means nothing): a
+            // claim, never the lift the holdback is sized for. That is the lever's pool there
+            // (or the moment's, for a lever without a valid test), as for every draft.
             let claimed = analysis
                 .primary
                 .relative_lift
                 .filter(|l| l.is_finite() && *l > 0.0 && !analysis.srm_flagged);
-            let lift = claimed.unwrap_or(HOLDBACK_LIFT);
-            let pooled_here = self
-                .expected(&lever, source.moment)
+            let pooled = self
+                .context
+                .analysis
+                .levers
+                .expected_lift_or_prior(&lever, source.moment);
+            let lift = pooled
+                .as_ref()
+                .map(|x| x.lift)
+                .or(claimed)
+                .unwrap_or(HOLDBACK_LIFT);
+            let pooled_here = pooled
+                .as_ref()
                 .map(|x| {
                     format!(
                         " The lever's pooled expectation there is {} ({}).",
@@ -508,6 +519,14 @@ impl<'a> Drafting<'a> {
                     )
                 })
                 .unwrap_or_default();
+            let sized_for = match claimed {
+                Some(claim) if pooled.is_some() => format!(
+                    "{}, not the {} its own test read,",
+                    percent(sized_lift(lift)),
+                    percent(claim)
+                ),
+                _ => percent(sized_lift(lift)),
+            };
             let title = format!(
                 "Check that the shipped {} still pays for {} {} (holdback)",
                 words(&lever),
@@ -515,13 +534,13 @@ impl<'a> Drafting<'a> {
                 at(source.moment)
             );
             let rationale = format!(
-                "{} shipped on a {} result ({}, {}): nobody can show it earns its keep.{} A holdback sized for the {} it claimed settles whether to keep it.",
+                "{} shipped on a {} result ({}, {}): nobody can show it earns its keep.{} A holdback sized for {} settles whether to keep it.",
                 source.id,
                 analysis.outcome.as_str().replace('_', " "),
                 analysis.primary.relative_lift.map(percent).unwrap_or_else(|| "no computable lift".into()),
                 analysis.primary.p_value.map(p_text).unwrap_or_else(|| "no p-value".into()),
                 pooled_here,
-                percent(lift)
+                sized_for
             );
             let change = format!(
                 "Hold back the shipped {} rule from a random half of {} and compare.",
@@ -538,9 +557,9 @@ impl<'a> Drafting<'a> {
                     lift,
                     title,
                     because: format!(
-                        "{} shipped without a proven result, so the {} it claimed was never shown",
+                        "{} shipped without a proven result, so what it claimed ({}) was never shown",
                         source.id,
-                        percent(lift)
+                        percent(claimed.unwrap_or(lift))
                     ),
                     rationale,
                     change,

@@ -81,14 +81,19 @@ pub(super) fn segment_lines(catalog: &Catalog) -> Vec<String> {
         .segments
         .iter()
         .map(|s| {
-            quote(&compact(json!({
+            let mut line = json!({
                 "name": s.name,
                 "identity": s.identity,
                 "region": s.region,
                 "daily_visitors": s.daily_visitors,
                 "consent": s.consent,
                 "description": bound_text(&s.description, DESCRIPTION_CHARS),
-            })))
+            });
+            // Only where the catalog limits them: a segment exists at every moment otherwise.
+            if let Some(moments) = &s.moments {
+                line["only_at_moments"] = json!(moments);
+            }
+            quote(&compact(line))
         })
         .collect()
 }
@@ -398,7 +403,7 @@ pub(super) fn health_lines(health: &ProgramHealth) -> Vec<String> {
 }
 
 /// The always-on consent rules (enforced by governance in code, not in policy files), in
-/// plain words with the catalog's names. KPIs, latency budgets and the proposal limits are stated
+/// plain words with the catalog's names (segments limited to some moments included). KPIs, latency budgets and the proposal limits are stated
 /// elsewhere in the prompt.
 pub(super) fn consent_rule_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
     let catalog = ctx.catalog;
@@ -417,6 +422,15 @@ pub(super) fn consent_rule_lines(ctx: &ProposalContext<'_>) -> Vec<String> {
             "signals bound to an identity ({}) need a segment whose identity is logged_in",
             logged_in.join(", ")
         ));
+    }
+    for segment in &catalog.segments {
+        if let Some(moments) = &segment.moments {
+            lines.push(format!(
+                "segment {} exists only at the moment(s) {}: never propose it at another",
+                segment.name,
+                moments.join(", ")
+            ));
+        }
     }
     for signal in &catalog.signals {
         if !signal.restricted_regions.is_empty() && !signal.sensitive {
