@@ -191,9 +191,9 @@ fn the_sample_through_growthbook_syncs_as_its_import_on_both_backends() {
 fn a_burst_past_the_rate_limit_is_waited_out(url: Option<&str>) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let fake = start_fake(&runtime);
-    // 4 requests a second, then 429 with `Retry-After: 1`; hypod's own pace would allow far
-    // more, so the burst goes past the limit.
-    fake.rate_limit(4, Duration::from_secs(1), RetryAfter::Seconds);
+    // 2 requests per 4 s window, then 429 with `Retry-After`; hypod's own pace allows far more,
+    // so the burst goes past the limit even on a loaded machine (at 4 per second it did not).
+    fake.rate_limit(2, Duration::from_secs(4), RetryAfter::Seconds);
     let site = Site::new(url, &growthbook_source(&fake, ""));
     let (ran, report) = sync_json(&site, KEY);
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
