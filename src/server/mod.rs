@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+mod calibration;
 pub mod metrics;
 pub mod notify;
 pub mod push;
