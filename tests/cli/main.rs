@@ -16,6 +16,7 @@ mod common;
 mod synthetic;
 
 mod backends;
+mod backtest;
 mod browser;
 mod builtin;
 mod concurrency;
