@@ -541,7 +541,12 @@ pub fn enrich_without_duplicates(
             .analysis
             .levers
             .expected_lift(&draft.lever, draft.moment)
-            .and_then(|e| e.interval(lift)),
+            .and_then(|e| {
+                let next = baseline_rate
+                    .zip(required_visitors_per_arm)
+                    .and_then(|(b, n)| crate::analysis::levers::next_test_variance(b, lift, n));
+                e.interval(lift, next)
+            }),
         supersedes: None,
     }
 }
