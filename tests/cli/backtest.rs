@@ -655,3 +655,40 @@ async fn an_openai_backtest_counts_tokens_and_stops_at_its_budget() {
     assert!(stderr.contains("backtest: 2/12 cutoffs"), "{stderr}");
     assert!(stderr.contains("openai, 2400 tokens"), "{stderr}");
 }
+
+/// A backtest is kept on either backend, and the latest is the one the runs page draws.
+async fn the_latest_backtest_is_kept(db: std::sync::Arc<crate::backends::TestDb>) {
+    let url = db.url.clone();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let hypod = Hypod::with_database(&url);
+        hypod.import_sample();
+        let first = hypod.ok(&["backtest", "--json"]).json();
+        let second = hypod
+            .ok(&[
+                "backtest",
+                "--from",
+                "2026-06-01",
+                "--every",
+                "1w",
+                "--json",
+            ])
+            .json();
+        (first, second)
+    })
+    .await
+    .expect("hypod ran");
+    assert_ne!(first["id"], second["id"]);
+    let kept = db
+        .store()
+        .last_backtest()
+        .await
+        .expect("read")
+        .expect("a backtest kept");
+    assert_eq!(kept.id, second["id"].as_str().unwrap(), "{}", db.backend);
+    assert_eq!(kept.proposer, "builtin");
+    assert_eq!(kept.result["every"], "1w");
+    assert_eq!(kept.result["overall"], second["overall"]);
+    assert_eq!(kept.result["pairs"], second["pairs"]);
+}
+
+crate::backends::on_every_backend!(the_latest_backtest_is_kept);
