@@ -172,7 +172,7 @@ impl App {
                 fence: None,
                 sync_as: None,
             };
-            let (record, proposals) = dry_run(&plan, &known, known_origins).await?;
+            let (record, proposals) = dry_run(&plan, &known, known_origins).await;
             let tokens = record
                 .usage
                 .as_ref()

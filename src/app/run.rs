@@ -242,12 +242,13 @@ async fn draft<'p>(
 /// fallback), caps, validation, enrichment, consent and policies, through [`draft`] and
 /// [`Assessment::assess`] — against an empty queue, with nothing read from or written to a
 /// store: the record and the proposals (queued and blocked) it would have written, dated
-/// `plan.now`. What `hypod backtest` runs at each cutoff.
+/// `plan.now` (a run that fails, as a rule that cannot be evaluated fails it, has none). What
+/// `hypod backtest` runs at each cutoff.
 pub(crate) async fn dry_run(
     plan: &RunPlan<'_>,
     experiments: &[Experiment],
     origins: Vec<ProposalOrigin>,
-) -> Result<(RunRecord, Vec<Proposal>), RunError> {
+) -> (RunRecord, Vec<Proposal>) {
     let mut stages = Stages::start();
     let mut record = new_record(plan, experiments.len(), String::new());
     let Some(drafted) = draft(
@@ -261,18 +262,28 @@ pub(crate) async fn dry_run(
     )
     .await
     else {
-        return Ok((record, Vec::new()));
+        return (record, Vec::new());
     };
     let mut summary = record.summary.clone();
-    let proposals = drafted.assessment(plan, experiments, &record).assess(
+    let assessed = drafted.assessment(plan, experiments, &record).assess(
         &[],
         &[],
         plan.now,
         &mut summary,
         &mut Vec::new(),
-    )?;
-    record.summary = summary;
-    Ok((record, proposals))
+    );
+    match assessed {
+        Ok(proposals) => {
+            record.summary = summary;
+            (record, proposals)
+        }
+        // As in a run: a rule that cannot be evaluated fails it, with nothing queued.
+        Err(err) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(err.to_string());
+            (record, Vec::new())
+        }
+    }
 }
 
 /// Everything the builtin proposer's drafts depend on: the history, the policies, what

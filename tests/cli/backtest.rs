@@ -479,6 +479,25 @@ fn figures_on_a_written_history_agree_with_the_hand_computed_ones() {
 }
 
 #[test]
+fn a_cutoff_before_the_program_was_ready_proposes_nothing_and_says_why() {
+    let hypod = written_history();
+    let result = hypod
+        .ok(&["backtest", "--from", "2025-09-01", "--json"])
+        .json();
+    let first = &result["cutoffs"][0];
+    // On 2025-09-01 two experiments had been decided (six are needed).
+    assert_eq!(first["cutoff"], "2025-09-01");
+    assert_eq!(first["status"], "not_ready", "{first:#}");
+    assert_eq!(first["proposals"], json!([]));
+    assert!(first["note"].as_str().unwrap().contains("6"), "{first:#}");
+    assert_eq!(result["cutoffs"][4]["status"], "succeeded");
+    // A --from after the history's last day has nothing to backtest.
+    let late = hypod.run(&["backtest", "--from", "2026-07-01"]);
+    assert_eq!(late.code, Some(2), "{}", late.stderr);
+    assert!(late.stderr.contains("2026-06-30"), "{}", late.stderr);
+}
+
+#[test]
 fn the_sample_history_over_its_last_twelve_months_gives_sane_figures_and_a_chart() {
     let hypod = Hypod::new();
     hypod.import_sample();
