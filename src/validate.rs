@@ -574,14 +574,21 @@ pub struct Grounded {
     /// never tested), within the sized range; the claim itself only when the history has no
     /// valid test at all.
     pub lift: f64,
-    /// The 95 % interval the next test's lift is predicted within, around `lift`.
-    pub interval: Option<[f64; 2]>,
     /// The proposer's number, when it differs from `lift`.
     pub claimed: Option<f64>,
-    /// Said when the claim lies outside `interval`.
-    pub warning: Option<String>,
     /// Said when the pool expects less than the smallest lift a test is sized for.
     pub note: Option<String>,
+    /// The pool `lift` comes from (`None`: the history has no valid test).
+    expected: Option<crate::analysis::levers::Expectation>,
+}
+
+/// What a draft's test is predicted to measure, once its size is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The 95 % interval the next test's measured lift is predicted within, around the lift.
+    pub interval: Option<[f64; 2]>,
+    /// Said when the claim lies outside `interval`.
+    pub warning: Option<String>,
 }
 
 /// [`Grounded`] for a draft: the figures come from the pool for its lever at its moment, never
@@ -594,29 +601,13 @@ pub fn grounded_lift(draft: &ProposalDraft, analysis: &Analysis) -> Grounded {
     else {
         return Grounded {
             lift: claim,
-            interval: None,
             claimed: None,
-            warning: None,
             note: Some("no valid concluded test in the history: the proposer's expected lift is used as it is".into()),
+            expected: None,
         };
     };
     let lift = sized_lift(expected.lift);
-    let interval = expected.interval(lift);
     let claimed = (claim.is_finite() && (claim - lift).abs() >= CLAIM_TOLERANCE).then_some(claim);
-    let pct = |x: f64| format!("{:+.1}%", x * 100.0);
-    let warning = match (claimed, interval) {
-        (Some(c), Some([low, high])) if c < low || c > high => Some(format!(
-            "the proposer claimed {}, outside the 95% interval predicted for {} at {} ({} to {}; {}): hypod sizes, values and ranks it for {}",
-            pct(c),
-            draft.lever,
-            draft.moment,
-            pct(low),
-            pct(high),
-            expected.basis,
-            pct(lift)
-        )),
-        _ => None,
-    };
     let note = (expected.lift < MIN_SIZED_LIFT).then(|| {
         format!(
             "the lever's pool expects {} here ({}); the test is sized for the smallest lift hypod sizes for, {}",
@@ -627,10 +618,43 @@ pub fn grounded_lift(draft: &ProposalDraft, analysis: &Analysis) -> Grounded {
     });
     Grounded {
         lift,
-        interval,
         claimed,
-        warning,
         note,
+        expected: Some(expected),
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:+.1}%", x * 100.0)
+}
+
+impl Grounded {
+    /// The interval the draft's test will measure its lift within — the pool's spread with the
+    /// test's own sampling variance at its planned size (`next_variance`, from
+    /// [`crate::analysis::levers::next_test_variance`]; `None`: unknown, left out) — and the
+    /// warning when the claim lies outside that same interval.
+    pub fn predict(&self, draft: &ProposalDraft, next_variance: Option<f64>) -> Prediction {
+        let Some(expected) = &self.expected else {
+            return Prediction {
+                interval: None,
+                warning: None,
+            };
+        };
+        let interval = expected.interval(self.lift, next_variance);
+        let warning = match (self.claimed, interval) {
+            (Some(c), Some([low, high])) if c < low || c > high => Some(format!(
+                "the proposer claimed {}, outside the 95% interval predicted for {} at {} ({} to {}; {}): hypod sizes, values and ranks it for {}",
+                pct(c),
+                draft.lever,
+                draft.moment,
+                pct(low),
+                pct(high),
+                expected.basis,
+                pct(self.lift)
+            )),
+            _ => None,
+        };
+        Prediction { interval, warning }
     }
 }
 
@@ -711,6 +735,10 @@ pub fn enrich_without_duplicates(
         * if lift.is_finite() { lift.max(0.0) } else { 0.0 }
         * value_per_conversion
         * evidence_strength;
+    let next_variance = baseline_rate
+        .zip(required_visitors_per_arm)
+        .and_then(|(b, n)| crate::analysis::levers::next_test_variance(b, lift, n));
+    let prediction = grounded.predict(draft, next_variance);
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
     Enrichment {
         baseline_rate,
@@ -727,9 +755,9 @@ pub fn enrich_without_duplicates(
         duplicate_of: None,
         strategy,
         notes,
-        predicted_interval: grounded.interval,
+        predicted_interval: prediction.interval,
         claimed_lift: grounded.claimed,
-        claim_warning: grounded.warning,
+        claim_warning: prediction.warning,
         supersedes: None,
     }
 }

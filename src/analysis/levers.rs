@@ -185,6 +185,9 @@ pub struct LeverBase {
     pub overall: Option<Pool>,
     #[serde(skip)]
     index: HashMap<String, usize>,
+    /// The median τ² of the levers with 5 tests or more (0 without any).
+    #[serde(skip)]
+    typical_tau2: f64,
 }
 
 /// Where an expected lift comes from, in words for a rationale.
@@ -201,7 +204,26 @@ pub struct Expectation {
     pub basis: String,
 }
 
+/// Below this many tests, a lever's own between-test variance is not trusted to be as small as
+/// it looks (see [`LeverBase::predictive_tau2`]).
+const FEW_TESTS: usize = 10;
+
 impl LeverBase {
+    /// The between-test variance a prediction for a new test of `entry` adds: the lever's own
+    /// τ², or, while it rests on fewer than [`FEW_TESTS`] tests, at least the typical τ² of the
+    /// history's levers (the median over those with 5 tests or more). DerSimonian–Laird
+    /// truncates τ² at 0 whenever a few tests happen to agree, and a prediction built on that 0
+    /// promises more than the lever has shown: the backtest on the sample history found a lever
+    /// with two agreeing tests predicted at +6.8 % [+0.9 %, +12.7 %] for a segment where it
+    /// measured +0.2 %, and 67 % of measured lifts inside the 95 % intervals; 88 % with this.
+    pub fn predictive_tau2(&self, entry: &LeverEntry) -> f64 {
+        if entry.pool.k < FEW_TESTS {
+            entry.pool.tau2.max(self.typical_tau2)
+        } else {
+            entry.pool.tau2
+        }
+    }
+
     pub fn lever(&self, name: &str) -> Option<&LeverEntry> {
         self.index
             .get(&normalize(name))
@@ -218,7 +240,7 @@ impl LeverBase {
                 group.pool.se.powi(2),
                 entry.pool.se.powi(2),
                 entry.pool.tau2,
-            ) + entry.pool.tau2;
+            ) + self.predictive_tau2(entry);
             return Some(Expectation {
                 lift: group.expected_lift,
                 sd: variance.sqrt(),
@@ -240,7 +262,7 @@ impl LeverBase {
         // The lever's own spread is already in the estimate's variance: a new test at this
         // moment adds none of it again.
         let variance = shrunk_variance(
-            entry.pool.se.powi(2) + entry.pool.tau2,
+            entry.pool.se.powi(2) + self.predictive_tau2(entry),
             prior.se.powi(2),
             prior.tau2,
         );
@@ -295,16 +317,34 @@ fn shrunk_variance(variance: f64, prior_var: f64, tau2: f64) -> f64 {
 }
 
 impl Expectation {
-    /// The 95 % interval a lift of `center` is predicted within, given this spread.
-    pub fn interval(&self, center: f64) -> Option<[f64; 2]> {
-        (center.is_finite() && self.sd.is_finite()).then(|| {
+    /// The 95 % interval the lift a next test measures is predicted within, around `center`:
+    /// center ± 1.96·√(sd² + s²_next), where sd² is the uncertainty about the effect there
+    /// (the shrunk estimate's variance with τ²) and `next_variance` (s²_next) that test's own
+    /// sampling variance at its planned size ([`next_test_variance`]; `None`: unknown, left out).
+    pub fn interval(&self, center: f64, next_variance: Option<f64>) -> Option<[f64; 2]> {
+        let next = next_variance.filter(|v| v.is_finite() && *v >= 0.0);
+        let sd = (self.sd.powi(2) + next.unwrap_or(0.0)).sqrt();
+        (center.is_finite() && sd.is_finite()).then(|| {
             let round = |x: f64| (x * 1e6).round() / 1e6;
-            [
-                round(center - Z_95 * self.sd),
-                round(center + Z_95 * self.sd),
-            ]
+            [round(center - Z_95 * sd), round(center + Z_95 * sd)]
         })
     }
+}
+
+/// The sampling variance of the relative lift a two-arm test with `per_arm` visitors an arm
+/// measures on a conversion rate `baseline` when the true lift is `lift`: the delta method of
+/// the per-experiment analysis, pT(1 − pT)/(pC²·n) + pC(1 − pC)·pT²/(pC⁴·n), with pC the baseline
+/// and pT = pC(1 + lift). `None` when it cannot be computed (no baseline, no size, a rate
+/// outside (0, 1)). Without it a predicted interval speaks of the effect, not of what the next
+/// test will read: the backtest found 64 % of measured lifts inside the 95 % intervals.
+pub fn next_test_variance(baseline: f64, lift: f64, per_arm: u64) -> Option<f64> {
+    let (pc, n) = (baseline, per_arm as f64);
+    let pt = pc * (1.0 + lift);
+    let valid = |p: f64| p.is_finite() && p > 0.0 && p < 1.0;
+    if !(valid(pc) && valid(pt)) || per_arm == 0 {
+        return None;
+    }
+    Some(pt * (1.0 - pt) / (pc * pc * n) + pc * (1.0 - pc) * pt * pt / (pc.powi(4) * n))
 }
 
 fn normalize(lever: &str) -> String {
@@ -458,11 +498,19 @@ impl LeverCollector {
             .enumerate()
             .map(|(i, l)| (l.lever.clone(), i))
             .collect();
+        let mut taus: Vec<f64> = levers
+            .iter()
+            .filter(|l| l.pool.k >= 5)
+            .map(|l| l.pool.tau2)
+            .collect();
+        taus.sort_by(f64::total_cmp);
+        let typical_tau2 = taus.get(taus.len() / 2).copied().unwrap_or(0.0);
         LeverBase {
             levers,
             moments,
             overall: dersimonian_laird(&all_y, &all_v),
             index,
+            typical_tau2,
         }
     }
 }
@@ -507,6 +555,51 @@ mod tests {
         assert!(rows >= 20, "{rows}");
     }
 
+    /// The reference values of DESIGN.md §4: C 500/10000 vs T 560/10000 gives a relative lift
+    /// of 0.12 with CI [-0.011456, 0.251456], i.e. a standard error of 0.251456 − 0.12 over
+    /// the t quantile at ν 19941 (1.960092…): the variance a test of that size reads at that
+    /// baseline and lift.
+    #[test]
+    fn a_next_test_reads_the_delta_method_variance() {
+        let v = next_test_variance(0.05, 0.12, 10_000).unwrap();
+        let se = (0.251456 - 0.12) / 1.960_092_6;
+        assert!((v.sqrt() - se).abs() < 1e-5, "{} vs {se}", v.sqrt());
+        assert!(next_test_variance(0.0, 0.1, 100).is_none());
+        assert!(next_test_variance(0.05, 0.1, 0).is_none());
+    }
+
+    #[test]
+    fn a_lever_on_few_agreeing_tests_is_predicted_with_the_typical_spread() {
+        let entry = |k: usize, tau2: f64| LeverEntry {
+            lever: "x".into(),
+            pool: Pool {
+                k,
+                effect: 0.05,
+                se: 0.01,
+                ci_low: 0.03,
+                ci_high: 0.07,
+                tau2,
+                i2: 0.0,
+                q: 0.0,
+            },
+            proven: k,
+            last_tested: None,
+            best_test: None,
+            by_moment: BTreeMap::new(),
+            by_segment: BTreeMap::new(),
+            tests: Vec::new(),
+        };
+        let base = LeverBase {
+            typical_tau2: 0.0004,
+            ..LeverBase::default()
+        };
+        // Two tests that agree: DerSimonian–Laird says τ² = 0; the prediction does not.
+        assert_eq!(base.predictive_tau2(&entry(2, 0.0)), 0.0004);
+        assert_eq!(base.predictive_tau2(&entry(2, 0.0009)), 0.0009);
+        // Enough tests: the lever's own estimate stands.
+        assert_eq!(base.predictive_tau2(&entry(FEW_TESTS, 0.0001)), 0.0001);
+    }
+
     #[test]
     fn one_test_is_its_own_pool_and_no_test_is_none() {
         let pool = dersimonian_laird(&[0.05], &[0.0004]).unwrap();
@@ -541,9 +634,15 @@ mod tests {
             k: 1,
             basis: String::new(),
         };
-        let [low, high] = e.interval(0.03).unwrap();
+        let [low, high] = e.interval(0.03, None).unwrap();
         assert!(
             (low - (0.03 - Z_95 * 0.01)).abs() < 1e-6 && (high - (0.03 + Z_95 * 0.01)).abs() < 1e-6
+        );
+        // The next test's own sampling variance widens it: 0.01² + 0.0003 → sd 0.02.
+        let [low, high] = e.interval(0.03, Some(0.0003)).unwrap();
+        assert!(
+            (high - low - 2.0 * Z_95 * 0.02).abs() < 1e-5,
+            "{low} {high}"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! Pure: takes experiments and settings, returns values; no I/O. The serialized form of
 //! [`Analysis`] is the stable `hypod analyze --json` output.
 
+pub mod backtest;
 pub mod dist;
 pub mod health;
 pub mod learning;

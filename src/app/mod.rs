@@ -12,6 +12,7 @@
 pub mod access;
 pub mod analyze;
 pub mod audit;
+pub mod backtest;
 pub mod decision;
 mod error;
 pub mod import;

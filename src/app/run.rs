@@ -130,13 +130,6 @@ pub async fn run_once(
     let origins = origins(store, &experiments).await?;
     stages.lap("load");
     let input_digest = input_digest(&experiments, plan.governance, &queue, &origins);
-
-    // 2. Analyse.
-    let mut settings = analysis_settings(config, plan.governance, plan.now);
-    settings.origins = origins;
-    let analysis =
-        tracing::info_span!("analyse").in_scope(|| analysis::analyze(&experiments, &settings));
-    stages.lap("analyse");
     let mut record = new_record(plan, experiments.len(), input_digest);
     record.notes.extend(sources.stale);
     if let Some(reason) = sources.refused {
@@ -144,45 +137,153 @@ pub async fn run_once(
         record.error = Some(reason);
         return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
     }
+
+    // 2–3. Analyse and propose.
+    let Some(drafted) = draft(
+        plan,
+        &experiments,
+        origins,
+        &still_open,
+        &queue.recent_rejections,
+        &mut record,
+        &mut stages,
+    )
+    .await
+    else {
+        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
+    };
+
+    // 4–7. Validate, enrich, govern, queue.
+    drafted
+        .assessment(plan, &experiments, &record)
+        .queue(store, &record, queue)
+        .await
+}
+
+/// What a run drafted: the history's analysis and the proposer's output, with the proposer
+/// that made it (the configured one, or the fallback).
+struct Drafted<'p> {
+    analysis: Analysis,
+    output: ProposerOutput,
+    used: &'p dyn Proposer,
+}
+
+impl<'p> Drafted<'p> {
+    /// The drafts on their way to validation and governance.
+    fn assessment<'a>(
+        &'a self,
+        plan: &'a RunPlan<'p>,
+        experiments: &'a [Experiment],
+        record: &'a RunRecord,
+    ) -> Assessment<'a> {
+        Assessment {
+            output: &self.output,
+            proposer_kind: self.used.kind(),
+            experiments,
+            analysis: &self.analysis,
+            plan,
+            run_id: &record.id,
+            input_digest: &record.input_digest,
+        }
+    }
+}
+
+/// Stages 2–3 of a run, pure but for the proposer's own calls: analyses `experiments` (the
+/// learning loop links `origins`), and, when the program is ready, has the proposer (or its
+/// fallback) draft against the open queue and recent rejections given. The record gains the
+/// proposer, usage, counts and stage times; `None` when the run ends here (not ready, or no
+/// proposer could draft), with the record saying why.
+async fn draft<'p>(
+    plan: &RunPlan<'p>,
+    experiments: &[Experiment],
+    origins: Vec<ProposalOrigin>,
+    open_proposals: &[Proposal],
+    recent_rejections: &[(Proposal, crate::domain::Review)],
+    record: &mut RunRecord,
+    stages: &mut Stages,
+) -> Option<Drafted<'p>> {
+    let config = plan.config;
+    let mut settings = analysis_settings(config, plan.governance, plan.now);
+    settings.origins = origins;
+    let analysis =
+        tracing::info_span!("analyse").in_scope(|| analysis::analyze(experiments, &settings));
+    stages.lap("analyse");
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
-        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
+        return None;
     }
-
-    // 3. Propose.
     let context = ProposalContext {
-        experiments: &experiments,
+        experiments,
         analysis: &analysis,
         catalog: &plan.governance.catalog,
-        open_proposals: &still_open,
-        recent_rejections: &queue.recent_rejections,
+        open_proposals,
+        recent_rejections,
         max_proposals: config.proposer.max_proposals,
         per_moment: config.proposer.per_moment,
         now: plan.now,
     };
-    let Some((output, used)) = propose(plan, &context, &mut record).await else {
-        return finish_early(store, plan.fence.as_ref(), record, &expiring).await;
-    };
+    let (output, used) = propose(plan, &context, record).await?;
     stages.lap("propose");
-    record.stage_seconds = stages.done;
+    record.stage_seconds = stages.done.clone();
     record.proposer = used.kind().to_string();
     record.usage = output.usage.clone();
     record.summary.drafts = output.drafts.len() + output.rejected.len();
     record.summary.dropped = output.rejected.len();
     record.rejected_drafts = output.rejected.clone();
+    Some(Drafted {
+        analysis,
+        output,
+        used,
+    })
+}
 
-    // 4–7. Validate, enrich, govern, queue.
-    let assessment = Assessment {
-        output: &output,
-        proposer_kind: used.kind(),
-        experiments: &experiments,
-        analysis: &analysis,
+/// A run on `experiments` exactly as a nightly run makes it — the same analysis, proposer (and
+/// fallback), caps, validation, enrichment, consent and policies, through [`draft`] and
+/// [`Assessment::assess`] — against an empty queue, with nothing read from or written to a
+/// store: the record and the proposals (queued and blocked) it would have written, dated
+/// `plan.now` (a run that fails, as a rule that cannot be evaluated fails it, has none). What
+/// `hypod backtest` runs at each cutoff.
+pub(crate) async fn dry_run(
+    plan: &RunPlan<'_>,
+    experiments: &[Experiment],
+    origins: Vec<ProposalOrigin>,
+) -> (RunRecord, Vec<Proposal>) {
+    let mut stages = Stages::start();
+    let mut record = new_record(plan, experiments.len(), String::new());
+    let Some(drafted) = draft(
         plan,
-        run_id: &record.id,
-        input_digest: &record.input_digest,
+        experiments,
+        origins,
+        &[],
+        &[],
+        &mut record,
+        &mut stages,
+    )
+    .await
+    else {
+        return (record, Vec::new());
     };
-    assessment.queue(store, &record, queue).await
+    let mut summary = record.summary.clone();
+    let assessed = drafted.assessment(plan, experiments, &record).assess(
+        &[],
+        &[],
+        plan.now,
+        &mut summary,
+        &mut Vec::new(),
+    );
+    match assessed {
+        Ok(proposals) => {
+            record.summary = summary;
+            (record, proposals)
+        }
+        // As in a run: a rule that cannot be evaluated fails it, with nothing queued.
+        Err(err) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(err.to_string());
+            (record, Vec::new())
+        }
+    }
 }
 
 /// Everything the builtin proposer's drafts depend on: the history, the policies, what

@@ -3,6 +3,7 @@
 //! Errors become the exit codes the design fixes (2 for bad usage, configuration or input; 1
 //! for runtime failures); a closed stdout (`| head`) ends the command quietly with 0.
 
+mod backtest;
 mod text;
 
 use crate::app::queue::ReviewRequest;
@@ -23,6 +24,19 @@ pub enum ExportFormat {
     /// A JSON array of the request bodies of GrowthBook's `POST /api/v1/experiments`
     /// (`[export.growthbook]`).
     Growthbook,
+}
+
+/// The proposers `backtest --proposer` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BacktestProposer {
+    Builtin,
+    Openai,
+}
+
+fn parse_every(text: &str) -> Result<crate::analysis::backtest::Every, String> {
+    crate::analysis::backtest::Every::parse(text).ok_or_else(|| {
+        format!("{text:?} is not a cutoff interval; use 1m (monthly) or 1w (weekly)")
+    })
 }
 
 fn parse_moment(text: &str) -> Result<Moment, String> {
@@ -100,6 +114,26 @@ enum Command {
         /// Run on the history as stored, without syncing the [[source]]s first.
         #[arg(long)]
         no_sync: bool,
+    },
+    /// Had we listened to hypod a year ago? Re-runs the proposer as a nightly run would at each
+    /// cutoff on the history as it was known then (nothing is queued) and scores its proposals
+    /// against the experiments the program went on to run; keeps the result for the runs page.
+    Backtest {
+        /// The first cutoff, YYYY-MM-DD (default: 12 months before the history's last date).
+        #[arg(long, value_name = "DATE")]
+        from: Option<chrono::NaiveDate>,
+        /// How far apart the cutoffs are: 1m (monthly) or 1w (weekly).
+        #[arg(long, default_value = "1m", value_parser = parse_every)]
+        every: crate::analysis::backtest::Every,
+        /// The proposer to backtest (default: the configured one).
+        #[arg(long, value_enum)]
+        proposer: Option<BacktestProposer>,
+        /// The model's token budget for an openai backtest (required with it): the backtest
+        /// stops before a cutoff would go past it.
+        #[arg(long, value_name = "N")]
+        max_tokens: Option<u64>,
+        #[arg(long)]
+        json: bool,
     },
     /// Pull the experiment history from the configured [[source]]s (GrowthBook, a SQL
     /// warehouse, files), validate it as import does, and upsert it; all or nothing per source.
@@ -466,6 +500,31 @@ async fn dispatch(args: Args) -> AppResult<()> {
             let view = app.run_now_syncing(Trigger::Cli, sync_as).await?;
             present(&view, json, text::run)?;
             view.outcome()
+        }
+        Command::Backtest {
+            from,
+            every,
+            proposer,
+            max_tokens,
+            json,
+        } => {
+            let request = app::backtest::BacktestRequest {
+                from,
+                every,
+                proposer: proposer.map(|p| match p {
+                    BacktestProposer::Builtin => crate::config::ProposerKind::Builtin,
+                    BacktestProposer::Openai => crate::config::ProposerKind::Openai,
+                }),
+                max_tokens,
+            };
+            let progress = backtest::Progress::on_stderr();
+            let view = app.backtest(&request, &progress).await;
+            progress.clear();
+            let view = view?;
+            if let Some(stopped) = &view.stopped {
+                eprint(&format!("hypod: {stopped}\n"));
+            }
+            present(&view, json, backtest::summary)
         }
         Command::Sync { source, json } => {
             let progress = text::SyncProgress::on_stderr();

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+mod calibration;
 pub mod charts;
 pub mod health_view;
 pub mod metrics;

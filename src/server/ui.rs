@@ -37,6 +37,10 @@ fn templates() -> &'static Environment<'static> {
             ("queue.html", include_str!("templates/queue.html")),
             ("proposal.html", include_str!("templates/proposal.html")),
             ("runs.html", include_str!("templates/runs.html")),
+            (
+                "runs_calibration.html",
+                include_str!("templates/runs_calibration.html"),
+            ),
             ("policies.html", include_str!("templates/policies.html")),
             ("error.html", include_str!("templates/error.html")),
         ] {
@@ -509,10 +513,15 @@ async fn runs(State(state): State<Arc<ServerState>>, Viewer(me): Viewer) -> Resp
         .iter()
         .map(|svg| minijinja::Value::from_safe_string(svg.clone()))
         .collect();
+    let calibration = match state.app.last_backtest().await {
+        Ok(kept) => kept.map(|b| super::calibration::view(&b)),
+        Err(e) => return error_page(e, Some(&me)),
+    };
     render(
         "runs.html",
         context! {
             title => "Runs",
+            calibration => calibration,
             me => me_value(&me),
             runs => minijinja::Value::from_serialize(&runs),
             program => minijinja::Value::from_serialize(program),

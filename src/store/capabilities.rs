@@ -8,9 +8,9 @@
 //! between backends (proposals, reviews, the audit log, tokens, experiments) in each backend.
 
 use super::{
-    AuditEntry, AuditSnapshot, HistoryMark, OutboxItem, PushItem, PushOutcome, PushRecord,
-    QueueMark, RunTally, SealedHead, SourceState, StoreError, SyncCounts, SyncWrite, TokenRecord,
-    UpsertCounts,
+    AuditEntry, AuditSnapshot, BacktestRecord, HistoryMark, OutboxItem, PushItem, PushOutcome,
+    PushRecord, QueueMark, RunTally, SealedHead, SourceState, StoreError, SyncCounts, SyncWrite,
+    TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     Approver, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, RunRecord,
@@ -26,6 +26,7 @@ use std::time::Duration;
 pub trait Store:
     Experiments
     + SourceStates
+    + Backtests
     + Runs
     + Outbox
     + Pushes
@@ -73,6 +74,15 @@ pub trait SourceStates: Send + Sync {
     /// of every record written. Ids listed at the previous sync and no longer are reported as
     /// vanished and kept.
     async fn write_sync(&self, sync: &SyncWrite<'_>) -> Result<SyncCounts, StoreError>;
+}
+
+/// The backtests' results (`hypod backtest`): what the runs page draws its calibration chart from.
+#[async_trait]
+pub trait Backtests: Send + Sync {
+    /// Keeps one backtest's result (its `--json` view), dated by the database's clock.
+    async fn record_backtest(&self, backtest: &BacktestRecord) -> Result<(), StoreError>;
+    /// The latest backtest kept, if any.
+    async fn last_backtest(&self) -> Result<Option<BacktestRecord>, StoreError>;
 }
 
 /// Runs, and the queue mark a run records against.

@@ -18,8 +18,8 @@ pub mod vouch;
 
 pub use audit::{AuditKey, AuditProblem, AuditReport, SealedHead, StoredState};
 pub use capabilities::{
-    AuditLog, Experiments, Outbox, ProposalCounts, Proposals, Pushes, Reviews, Runs, Slots,
-    SourceStates, Store, Tokens,
+    AuditLog, Backtests, Experiments, Outbox, ProposalCounts, Proposals, Pushes, Reviews, Runs,
+    Slots, SourceStates, Store, Tokens,
 };
 pub use vouch::{DraftCheck, StoredToken};
 
@@ -189,6 +189,17 @@ pub struct UpsertCounts {
     pub inserted: usize,
     pub updated: usize,
     pub unchanged: usize,
+}
+
+/// One backtest's result as kept ([`Backtests`]): its `--json` view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacktestRecord {
+    pub id: String,
+    /// When it was kept (the database's clock; set by the store).
+    pub ran_at: DateTime<Utc>,
+    /// The proposer asked for (`builtin`, `openai`).
+    pub proposer: String,
+    pub result: serde_json::Value,
 }
 
 /// What the store keeps of one history source between syncs.

@@ -16,6 +16,7 @@ mod common;
 mod synthetic;
 
 mod backends;
+mod backtest;
 mod browser;
 mod browser_review;
 mod builtin;

@@ -42,6 +42,7 @@
 //! to a round trip.
 
 mod audit_log;
+mod backtests;
 mod driver;
 mod experiments;
 mod proposal_counts;
