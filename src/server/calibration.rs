@@ -4,6 +4,7 @@
 //! never runs a backtest: it draws the result the command kept. Every text in the SVG is
 //! escaped here (the SVG goes into the page as markup, past the template's escaping).
 
+use super::charts::escape;
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -21,22 +22,6 @@ struct Point {
     realised: f64,
     inside: bool,
     label: String,
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn points(result: &Value) -> Vec<Point> {

@@ -139,7 +139,21 @@ const PALETTE: [&str; 8] = [
     "#1f5fd1", "#e07b00", "#2e9e5b", "#a23bb5", "#c23b3b", "#6b7a8f", "#0f8ea0", "#8a6d00",
 ];
 
-/// Text made safe for HTML and SVG, content and attribute values alike.
+/// A chart's description for a screen reader: its note, then every reading per category.
+fn describe(note: &str, x_label: &str, readings: &[String]) -> String {
+    if readings.is_empty() {
+        format!("{note} No data yet.")
+    } else {
+        format!(
+            "{note} Per {}: {}.",
+            x_label.to_lowercase(),
+            readings.join("; ")
+        )
+    }
+}
+
+/// Text made safe for HTML and SVG, content and attribute values alike (control characters,
+/// which XML does not allow, become spaces).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -149,6 +163,7 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
@@ -360,16 +375,7 @@ pub fn figure(chart: &Chart) -> String {
             )
         })
         .collect();
-    let desc = if readings.is_empty() {
-        format!("{} No data yet.", chart.note)
-    } else {
-        format!(
-            "{} Per {}: {}.",
-            chart.note,
-            chart.x_label.to_lowercase(),
-            readings.join("; ")
-        )
-    };
+    let desc = describe(&chart.note, &chart.x_label, &readings);
     let mut svg = open(&chart.id, &chart.title, &chart.note, &desc);
     if let Some(band) = &chart.band {
         let (y_high, y_low) = (frame.y(band.high), frame.y(band.low));
@@ -557,16 +563,7 @@ pub fn stacked_figure(chart: &StackedChart) -> String {
             )
         })
         .collect();
-    let desc = if readings.is_empty() {
-        format!("{} No data yet.", chart.note)
-    } else {
-        format!(
-            "{} Per {}: {}.",
-            chart.note,
-            chart.x_label.to_lowercase(),
-            readings.join("; ")
-        )
-    };
+    let desc = describe(&chart.note, &chart.x_label, &readings);
     let mut svg = open(&chart.id, &chart.title, &chart.note, &desc);
     svg.push_str(&legend);
     let cats: Vec<(&str, bool)> = chart
