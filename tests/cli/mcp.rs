@@ -703,3 +703,41 @@ fn an_agent_token_turned_into_a_person_by_sql_is_refused() {
     let verify = hypod.run(&["audit", "verify"]);
     assert_eq!(verify.code, Some(1), "{}", verify.stdout);
 }
+
+#[test]
+fn the_http_endpoint_checks_the_token_and_the_origin_as_the_api_does() {
+    let hypod = sample(false);
+    let token = hypod.token("bot", "viewer");
+    let daemon = serve(&hypod);
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}"#;
+    let accept = ("Accept", "application/json, text/event-stream");
+    let body = Some(("application/json", initialize));
+    let anonymous = request(&daemon.addr, "POST", "/mcp", &[accept], body);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert_eq!(anonymous.json()["code"], "unauthenticated");
+    assert!(anonymous
+        .header("www-authenticate")
+        .is_some_and(|h| h.starts_with("Bearer")));
+    let auth = format!("Bearer {token}");
+    let foreign = request(
+        &daemon.addr,
+        "POST",
+        "/mcp",
+        &[
+            accept,
+            ("Authorization", &auth),
+            ("Origin", "https://evil.example.com"),
+        ],
+        body,
+    );
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+    let fine = request(
+        &daemon.addr,
+        "POST",
+        "/mcp",
+        &[accept, ("Authorization", &auth)],
+        body,
+    );
+    assert_eq!(fine.status, 200, "{}", fine.body);
+    assert!(fine.body.contains("\"name\":\"hypod\""), "{}", fine.body);
+}
