@@ -101,6 +101,7 @@ async fn seed(store: &dyn Store, count: usize) -> String {
                 created_at: now,
                 created_by: "bench".into(),
                 revoked_at: None,
+                kind: Default::default(),
                 hash: String::new(),
             },
             &hypod::store::token_hash(secret),

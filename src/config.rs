@@ -217,6 +217,25 @@ impl Default for ProxyGroups {
     }
 }
 
+/// `[mcp]`: what agents may submit over MCP (`hypod mcp`, `/mcp`), per user they act for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Drafts one user's agents may submit (`submit_draft`) in any minute; 0 = none.
+    pub submissions_per_minute: u32,
+    /// Drafts one user's agents may submit in any 24 hours; 0 = none.
+    pub submissions_per_day: u32,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            submissions_per_minute: 5,
+            submissions_per_day: 50,
+        }
+    }
+}
+
 /// `[audit]`: where the audit key comes from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -486,6 +505,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub notify: NotifyConfig,
     pub audit: AuditConfig,
+    /// `[mcp]`: caps on what agents submit.
+    pub mcp: McpConfig,
     /// `[export]`: where approved proposals go (`[export.growthbook]`).
     #[serde(skip_serializing_if = "ExportConfig::is_empty")]
     pub export: ExportConfig,
@@ -708,6 +729,9 @@ impl Config {
             .map_err(|e| e.to_string())?;
         if self.schedule.max_run_seconds == 0 {
             return Err("key `schedule.max_run_seconds`: must be at least 1".into());
+        }
+        if self.mcp.submissions_per_minute > 1000 || self.mcp.submissions_per_day > 100_000 {
+            return Err("key `mcp.submissions_per_minute`/`mcp.submissions_per_day`: at most 1000 a minute and 100000 a day".into());
         }
         if !(3..=3600).contains(&self.schedule.lease_seconds) {
             return Err("key `schedule.lease_seconds`: must be between 3 and 3600".into());

@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod governance;
 pub mod history;
+pub mod mcp;
 pub mod proposer;
 pub mod schedule;
 pub mod server;

@@ -11,7 +11,7 @@
 
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
-use crate::domain::{echo, Identity, Role, TextError};
+use crate::domain::{echo, Identity, Role, TextError, TokenKind};
 use crate::store::{token_hash, vouch, Store, TokenRecord};
 use serde::Serialize;
 
@@ -77,15 +77,26 @@ pub enum AuthSource {
     Cli,
 }
 
-/// A person, identified, with the role they act in.
+/// A person (or an agent acting for one), identified, with the role they act in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Principal {
     pub user: Identity,
     pub role: Role,
     pub via: AuthSource,
+    /// An agent reads and suggests drafts, and never approves or rejects whatever its role.
+    pub kind: TokenKind,
 }
 
 impl Principal {
+    /// The same principal acting as an agent (`hypod mcp --as USER`: whatever tokens the user
+    /// holds, an assistant speaking for them never decides).
+    pub fn as_agent(self) -> Principal {
+        Principal {
+            kind: TokenKind::Agent,
+            ..self
+        }
+    }
+
     /// `Ok` when this principal's role allows `permission`, else a 403-kind error.
     pub fn require(&self, permission: Permission) -> AppResult<()> {
         let least = permission.least_role();
@@ -116,6 +127,7 @@ pub struct CreatedToken {
     pub id: String,
     pub user: String,
     pub role: Role,
+    pub kind: TokenKind,
     pub token: String,
 }
 
@@ -124,8 +136,15 @@ fn user_identity(raw: &str) -> AppResult<Identity> {
 }
 
 impl App {
-    /// `token create`: a new random secret for `user` in `role`; only its hash is stored.
-    pub async fn create_token(&self, user: &str, role: Role, by: &str) -> AppResult<CreatedToken> {
+    /// `token create`: a new random secret for `user` in `role` (a person's, or with `--agent`
+    /// an agent's); only its hash is stored.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        role: Role,
+        kind: TokenKind,
+        by: &str,
+    ) -> AppResult<CreatedToken> {
         use rand::RngCore as _;
         let user = user_identity(user)?;
         self.refuse_look_alike(&user).await?;
@@ -139,6 +158,7 @@ impl App {
             created_at: crate::now(),
             created_by: by.to_string(),
             revoked_at: None,
+            kind,
             hash: token_hash(&token),
         };
         let store = self.store().await?;
@@ -147,6 +167,7 @@ impl App {
             id: record.id,
             user: record.user,
             role,
+            kind,
             token,
         })
     }
@@ -222,6 +243,7 @@ impl App {
             user,
             role: record.role,
             via: AuthSource::Token(record.id),
+            kind: record.kind,
         })
     }
 }
@@ -277,12 +299,15 @@ pub fn principal_from_proxy(
         user,
         role,
         via: AuthSource::Proxy,
+        kind: TokenKind::Person,
     })
 }
 
 impl App {
     /// The principal a command-line review names with `--as USER`: a user who holds a live token,
-    /// in the highest role among their tokens. The shell cannot declare a role of its own.
+    /// in the highest role among their tokens. The shell cannot declare a role of its own. A
+    /// user whose only tokens are agents' is an agent (one person token makes them a person,
+    /// in that token's role).
     pub async fn cli_principal(&self, user: &str) -> AppResult<Principal> {
         let user = Identity::parse(user)
             .map_err(|e| AppError::input(format!("--as {}: {e}", echo(user))))?;
@@ -302,12 +327,24 @@ impl App {
         let mut refused = None;
         for (holder, token) in live {
             match self.vouch_token(store.as_ref(), &token).await {
-                Ok(()) => vouched.push((holder, token.role)),
+                Ok(()) => vouched.push((holder, token.role, token.kind)),
                 Err(e) if e.kind == ErrorKind::Unauthenticated => refused = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        let Some((holder, role)) = vouched.into_iter().max_by_key(|(_, role)| rank(*role)) else {
+        let kind = if vouched
+            .iter()
+            .any(|(_, _, kind)| *kind == TokenKind::Person)
+        {
+            TokenKind::Person
+        } else {
+            TokenKind::Agent
+        };
+        let Some((holder, role, _)) = vouched
+            .into_iter()
+            .filter(|(_, _, k)| *k == kind)
+            .max_by_key(|(_, role, _)| rank(*role))
+        else {
             if let Some(refused) = refused {
                 return Err(AppError::new(ErrorKind::Forbidden, refused.message));
             }
@@ -322,6 +359,7 @@ impl App {
             user: holder,
             role,
             via: AuthSource::Cli,
+            kind,
         })
     }
 }
@@ -336,6 +374,7 @@ mod tests {
             user: Identity::parse("ada").unwrap(),
             role,
             via: AuthSource::Cli,
+            kind: TokenKind::Person,
         };
         let all = [
             Permission::Read,

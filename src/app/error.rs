@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The person is known but their role does not allow this.
     Forbidden,
+    /// A cap was reached (an agent's submissions: `[mcp]`); the same request later may pass.
+    TooMany,
 }
 
 impl ErrorKind {
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::TooMany => "too_many_requests",
         }
     }
 }
@@ -92,6 +95,7 @@ impl AppError {
             ErrorKind::Conflict => 409,
             ErrorKind::Unauthenticated => 401,
             ErrorKind::Forbidden => 403,
+            ErrorKind::TooMany => 429,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! [`reads`].
 
 pub mod access;
+pub mod agents;
 pub mod analyze;
 pub mod audit;
 pub mod backtest;
@@ -58,6 +59,8 @@ pub struct App {
     audit_key: OnceLock<AuditKey>,
     /// The analysis cache and the bound on heavy reads.
     reads: Arc<reads::Reads>,
+    /// Agents' submissions in the last minute, per token ([`agents`]).
+    submissions: agents::Limiter,
 }
 
 impl App {
@@ -78,6 +81,7 @@ impl App {
             store: tokio::sync::OnceCell::new(),
             audit_key: OnceLock::new(),
             reads: Arc::new(reads::Reads::default()),
+            submissions: agents::Limiter::default(),
         }
     }
 
@@ -146,6 +150,12 @@ impl App {
     /// The proposer the configuration asks for, and its fallback.
     pub fn proposers(&self, governance: &Governance) -> AppResult<ProposerPair> {
         proposers(&self.config, governance)
+    }
+}
+
+impl AsRef<App> for App {
+    fn as_ref(&self) -> &App {
+        self
     }
 }
 

@@ -383,7 +383,8 @@ pub struct ReviewOutcome {
 
 impl App {
     /// Approve, reject or comment: the principal's role is checked, the domain's review rules
-    /// decide, the store records.
+    /// decide, the store records. An agent may comment but never approve or reject, whatever
+    /// its role: the refusal is logged (`review.refused`) and answered as forbidden.
     pub async fn review(&self, request: ReviewRequest) -> AppResult<ReviewOutcome> {
         request.principal.require(Permission::Review)?;
         let review = Review {
@@ -395,6 +396,25 @@ impl App {
             at: crate::now(),
         };
         let store = self.store().await?;
+        if !request.principal.kind.may_decide() && review.action != ReviewAction::Comment {
+            let problem = format!(
+                "{} acts as an agent, and agents never {} proposals: a person decides (an agent may comment)",
+                review.actor,
+                match review.action {
+                    ReviewAction::Approve => "approve",
+                    _ => "reject",
+                }
+            );
+            if store.get_proposal(&review.proposal_id).await?.is_none() {
+                return Err(AppError::new(
+                    ErrorKind::NotFound,
+                    ReviewError::NotFound(crate::domain::bounded(&review.proposal_id).into_owned())
+                        .to_string(),
+                ));
+            }
+            store.refuse_review(&review, &problem).await?;
+            return Err(AppError::new(ErrorKind::Forbidden, problem));
+        }
         // With `push_on_approval`, the approval that makes it approved queues its push in the
         // same transaction.
         let push_on = self

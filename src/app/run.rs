@@ -118,18 +118,15 @@ pub async fn run_once(
         None => super::sync::RunSources::default(),
     };
 
-    // 1. Load; proposals pending too long are closed (expired) by this run, so neither
-    // proposer sees them as open. What is "too long" (and the window of recent rejections) is
-    // measured by the database's clock, which also stamps what the run writes: `plan.now`
-    // (HYPOD_NOW) dates the analysis only, so a process clock set ahead expires nothing.
-    let clock = store.database_now().await?;
-    let Loaded { experiments, queue } = load(store, config, clock)
-        .instrument(tracing::info_span!("load"))
-        .await?;
-    let (still_open, expiring) = expire(queue.open_proposals.clone(), config, clock);
-    let origins = origins(store, &experiments).await?;
-    stages.lap("load");
-    let input_digest = input_digest(&experiments, plan.governance, &queue, &origins);
+    // 1. Load (and close what has expired).
+    let RunInput {
+        experiments,
+        queue,
+        still_open,
+        expiring,
+        origins,
+        input_digest,
+    } = load_for_run(store, plan, &mut stages).await?;
     let mut record = new_record(plan, experiments.len(), input_digest);
     record.notes.extend(sources.stale);
     if let Some(reason) = sources.refused {
@@ -179,6 +176,8 @@ impl<'p> Drafted<'p> {
         Assessment {
             output: &self.output,
             proposer_kind: self.used.kind(),
+            client: None,
+            duplicates: Duplicates::Drop,
             experiments,
             analysis: &self.analysis,
             plan,
@@ -203,11 +202,7 @@ async fn draft<'p>(
     stages: &mut Stages,
 ) -> Option<Drafted<'p>> {
     let config = plan.config;
-    let mut settings = analysis_settings(config, plan.governance, plan.now);
-    settings.origins = origins;
-    let analysis =
-        tracing::info_span!("analyse").in_scope(|| analysis::analyze(experiments, &settings));
-    stages.lap("analyse");
+    let analysis = analyse(plan, experiments, origins, stages);
     if !analysis.program.ready_for_proposals {
         record.status = RunStatus::NotReady;
         record.notes.push(analysis.program.readiness_reason.clone());
@@ -283,6 +278,198 @@ pub(crate) async fn dry_run(
             record.error = Some(err.to_string());
             (record, Vec::new())
         }
+    }
+}
+
+/// What a run has read before anything is analysed.
+struct RunInput {
+    experiments: Vec<Experiment>,
+    queue: QueueView,
+    /// The open proposals that stay open; `expiring` closes the others.
+    still_open: Vec<Proposal>,
+    expiring: Vec<StatusChange>,
+    /// How hypod's earlier proposals fared (the learning loop's links).
+    origins: Vec<ProposalOrigin>,
+    input_digest: String,
+}
+
+/// Step 1 of a run (and of a submitted draft): load the history and the queue; proposals
+/// pending too long are closed (expired) by this run, so neither proposer sees them as open.
+/// What is "too long" (and the window of recent rejections) is measured by the database's
+/// clock, which also stamps what the run writes: `plan.now` (HYPOD_NOW) dates the analysis
+/// only, so a process clock set ahead expires nothing.
+async fn load_for_run(
+    store: &dyn Store,
+    plan: &RunPlan<'_>,
+    stages: &mut Stages,
+) -> Result<RunInput, RunError> {
+    let config = plan.config;
+    let clock = store.database_now().await?;
+    let Loaded { experiments, queue } = load(store, config, clock)
+        .instrument(tracing::info_span!("load"))
+        .await?;
+    let (still_open, expiring) = expire(queue.open_proposals.clone(), config, clock);
+    let origins = origins(store, &experiments).await?;
+    stages.lap("load");
+    let input_digest = input_digest(&experiments, plan.governance, &queue, &origins);
+    Ok(RunInput {
+        experiments,
+        queue,
+        still_open,
+        expiring,
+        origins,
+        input_digest,
+    })
+}
+
+/// Step 2 of a run (and of a submitted draft): the history's analysis, with the learning
+/// loop's links to earlier proposals.
+fn analyse(
+    plan: &RunPlan<'_>,
+    experiments: &[Experiment],
+    origins: Vec<ProposalOrigin>,
+    stages: &mut Stages,
+) -> Analysis {
+    let mut settings = analysis_settings(plan.config, plan.governance, plan.now);
+    settings.origins = origins;
+    let analysis =
+        tracing::info_span!("analyse").in_scope(|| analysis::analyze(experiments, &settings));
+    stages.lap("analyse");
+    analysis
+}
+
+/// What becomes of a draft that repeats an open proposal: a run drops it (it is counted; the
+/// idea is in the queue already), a submitted draft is recorded as blocked, with the proposal
+/// it repeats as its reason, so its author sees why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duplicates {
+    Drop,
+    RecordBlocked,
+}
+
+/// A draft submitted from outside a run: by an agent over MCP (`submit_draft`).
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The draft as sent (untrusted): read strictly, as a model's draft is.
+    pub draft: serde_json::Value,
+    /// The user the agent acts for.
+    pub user: crate::domain::Identity,
+    /// The MCP client's name (and version), from its initialize.
+    pub client: Option<String>,
+}
+
+/// What became of a submitted draft: the proposal as queued (pending review) or recorded as
+/// blocked, with its verdicts, and the run that recorded it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubmissionView {
+    pub run_id: String,
+    pub proposal: Proposal,
+}
+
+/// A submitted draft refused before governance: its problems, field by field (nothing stored).
+fn refused_draft(problems: &[String]) -> AppError {
+    AppError::input(format!(
+        "the draft is refused, nothing was queued: {}",
+        problems.join("; ")
+    ))
+}
+
+impl App {
+    /// `submit_draft`: one draft through a run's path — checked as a model's draft is (its size
+    /// bounded, read strictly, every cited experiment must exist, the catalog must know its
+    /// segment and signals: refused otherwise, nothing stored), then enriched, judged by consent rules and policies,
+    /// compared with the open queue and the running tests, and recorded as a run of its own
+    /// (trigger `mcp:<user>`) with its proposal pending review, or blocked with its reasons.
+    pub async fn submit_draft(&self, submission: Submission) -> AppResult<SubmissionView> {
+        let governance = self.governance()?;
+        let user = submission.user.to_string();
+        // No proposer is asked: the submitted draft is the proposal. The plan names the
+        // builtin one only because a run's plan names one.
+        let unused = crate::proposer::builtin::BuiltinProposer {
+            alpha: self.config.analysis.alpha,
+            power: self.config.analysis.power,
+            min_days: self.config.proposer.min_days,
+        };
+        let plan = RunPlan {
+            config: &self.config,
+            governance: &governance,
+            proposer: &unused,
+            fallback: None,
+            trigger: Trigger::Mcp(user.clone()),
+            now: crate::now(),
+            fence: None,
+            sync_as: None,
+        };
+        let store = self.store().await?.clone();
+        let store = store.as_ref();
+        let mut stages = Stages::start();
+        let RunInput {
+            experiments,
+            queue,
+            origins,
+            input_digest,
+            ..
+        } = load_for_run(store, &plan, &mut stages)
+            .await
+            .map_err(|e| AppError::runtime(e.to_string()))?;
+        let analysis = analyse(&plan, &experiments, origins, &mut stages);
+        if !analysis.program.ready_for_proposals {
+            return Err(AppError::new(
+                super::ErrorKind::Conflict,
+                format!(
+                    "the program is not ready for proposals: {}",
+                    analysis.program.readiness_reason
+                ),
+            ));
+        }
+        // The model's drafts' check: bounded size, strict reading, every reference and range.
+        let refs = crate::validate::References::new(&experiments, &governance.catalog);
+        let draft = crate::proposer::openai::response::check_item(&submission.draft, &refs)
+            .map_err(|problems| refused_draft(&problems))?;
+        let output = ProposerOutput {
+            drafts: vec![crate::domain::ProposedDraft {
+                draft,
+                strategy: None,
+            }],
+            rejected: Vec::new(),
+            usage: None,
+            prompt_digest: None,
+            input_digest: None,
+        };
+        let proposer_kind = format!("mcp:{user}");
+        let mut record = new_record(&plan, experiments.len(), input_digest);
+        record.proposer = proposer_kind.clone();
+        record.summary.drafts = 1;
+        record.stage_seconds = stages.done;
+        let assessment = Assessment {
+            output: &output,
+            proposer_kind: &proposer_kind,
+            client: submission.client.as_deref(),
+            duplicates: Duplicates::RecordBlocked,
+            experiments: &experiments,
+            analysis: &analysis,
+            plan: &plan,
+            run_id: &record.id,
+            input_digest: &record.input_digest,
+        };
+        let (record, proposals) = assessment
+            .queue(store, &record, queue)
+            .await
+            .map_err(|e| AppError::runtime(e.to_string()))?;
+        if record.status == RunStatus::Failed {
+            return Err(AppError::runtime(format!(
+                "the draft could not be assessed: {}",
+                record.error.as_deref().unwrap_or("unknown error")
+            )));
+        }
+        let proposal = proposals
+            .into_iter()
+            .next()
+            .ok_or_else(|| AppError::runtime("the draft was assessed but nothing was recorded"))?;
+        Ok(SubmissionView {
+            run_id: record.id,
+            proposal,
+        })
     }
 }
 
@@ -372,6 +559,9 @@ async fn propose<'p>(
 struct Assessment<'a> {
     output: &'a ProposerOutput,
     proposer_kind: &'a str,
+    /// The MCP client that submitted the draft, if one did.
+    client: Option<&'a str>,
+    duplicates: Duplicates,
     experiments: &'a [Experiment],
     analysis: &'a Analysis,
     plan: &'a RunPlan<'a>,
@@ -503,6 +693,12 @@ impl Assessment<'_> {
             let mut enrichment = assessor.enrich(&mut draft, proposed.strategy, &around);
             let Some(replaces) = successor_of(&draft, &mut enrichment, &around, changes) else {
                 summary.duplicates += 1;
+                if self.duplicates == Duplicates::RecordBlocked {
+                    let blocked =
+                        self.blocked_duplicate(&mut assessor, draft, enrichment, clock)?;
+                    summary.blocked += 1;
+                    proposals.push(blocked);
+                }
                 continue;
             };
             // The assessor counts what it lets through, so the governance-gap limits see what
@@ -521,6 +717,13 @@ impl Assessment<'_> {
                 if decision.status == ProposalStatus::Blocked {
                     assessor.set_open(old, true);
                     summary.duplicates += 1;
+                    if self.duplicates == Duplicates::RecordBlocked {
+                        enrichment.supersedes = None;
+                        let blocked =
+                            self.blocked_duplicate(&mut assessor, draft, enrichment, clock)?;
+                        summary.blocked += 1;
+                        proposals.push(blocked);
+                    }
                     continue;
                 }
                 changes.push(superseding(old, &id, &draft, &enrichment));
@@ -550,6 +753,51 @@ impl Assessment<'_> {
         Ok(proposals)
     }
 
+    /// A draft that repeats an open proposal, recorded as blocked: its own verdicts, and first
+    /// the repetition (a denial naming the proposal it repeats).
+    fn blocked_duplicate(
+        &self,
+        assessor: &mut Assessor<'_>,
+        draft: crate::domain::ProposalDraft,
+        enrichment: crate::domain::Enrichment,
+        clock: DateTime<Utc>,
+    ) -> Result<Proposal, RunError> {
+        let Governed { mut verdicts, .. } = assessor
+            .judge(&draft, &enrichment)
+            .map_err(GovernanceError::from)?;
+        let repeats = enrichment
+            .duplicate_of
+            .as_ref()
+            .map(|d| format!("proposal {} (similarity {:.2})", d.id, d.similarity))
+            .unwrap_or_else(|| "an open proposal".into());
+        verdicts.insert(
+            0,
+            crate::domain::Verdict {
+                rule_id: "duplicate-of-open-proposal".into(),
+                source: crate::domain::RuleSource::Validation,
+                effect: crate::domain::Effect::Deny,
+                passed: false,
+                message: format!(
+                    "the same idea is already open as {repeats}: comment on it instead of submitting it again"
+                ),
+            },
+        );
+        let decision = crate::domain::decide(&verdicts, &self.plan.governance.approval_settings());
+        Ok(Proposal {
+            id: uuid::Uuid::now_v7().to_string(),
+            superseded_by: None,
+            run_id: self.run_id.to_string(),
+            status: ProposalStatus::Blocked,
+            created_at: clock,
+            updated_at: clock,
+            draft,
+            enrichment,
+            provenance: self.provenance(),
+            verdicts,
+            approvals_required: decision.approvals_required,
+        })
+    }
+
     /// Where a proposal of this run came from; its share of the model's tokens and cost.
     fn provenance(&self) -> Provenance {
         let output = self.output;
@@ -567,6 +815,7 @@ impl Assessment<'_> {
             prompt_tokens: usage.prompt_tokens / drafts as u64,
             completion_tokens: usage.completion_tokens / drafts as u64,
             cost: usage.cost / drafts as f64,
+            client: self.client.map(str::to_string),
         }
     }
 }

@@ -147,6 +147,13 @@ enum Command {
     /// The daemon: runs the schedule (each slot once, across processes and replicas) and the
     /// HTTP server (/healthz, /readyz) until SIGTERM or SIGINT.
     Serve,
+    /// The MCP server on stdin/stdout, for an agent (an editor's assistant) acting for USER, who
+    /// must hold a live token: it reads the queue and the evidence, suggests drafts and
+    /// comments, and never approves or rejects.
+    Mcp {
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+    },
     /// The proposal queue.
     Queue {
         #[command(subcommand)]
@@ -256,6 +263,10 @@ enum TokenCommand {
         user: String,
         #[arg(long, value_enum)]
         role: Role,
+        /// An agent's token (an editor assistant, a chat bot: `hypod mcp`, `/mcp`): it reads
+        /// and suggests drafts, and never approves or rejects whatever its role.
+        #[arg(long)]
+        agent: bool,
         #[arg(long)]
         json: bool,
     },
@@ -495,6 +506,10 @@ async fn dispatch(args: Args) -> AppResult<()> {
         Command::Analyze { json } => present(&*app.analyze().await?, json, text::analysis),
         Command::Levers { json } => present(&app.levers().await?, json, text::levers),
         Command::Serve => crate::server::serve(app).await,
+        Command::Mcp { actor } => {
+            let principal = app.cli_principal(&actor).await?;
+            crate::mcp::serve_stdio(app, principal).await
+        }
         Command::Run { json, no_sync } => {
             let sync_as = (!no_sync).then(shell_actor);
             let view = app.run_now_syncing(Trigger::Cli, sync_as).await?;
@@ -567,8 +582,18 @@ async fn dispatch(args: Args) -> AppResult<()> {
             } => review(&app, id, actor, ReviewAction::Comment, Some(text), json).await,
         },
         Command::Token { command } => match command {
-            TokenCommand::Create { user, role, json } => {
-                let created = app.create_token(&user, role, &shell_actor()).await?;
+            TokenCommand::Create {
+                user,
+                role,
+                agent,
+                json,
+            } => {
+                let kind = if agent {
+                    crate::domain::TokenKind::Agent
+                } else {
+                    crate::domain::TokenKind::Person
+                };
+                let created = app.create_token(&user, role, kind, &shell_actor()).await?;
                 present(&created, json, text::token_created)
             }
             TokenCommand::List { json } => present(&app.list_tokens().await?, json, text::tokens),

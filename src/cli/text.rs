@@ -629,10 +629,14 @@ pub fn token_created(created: &CreatedToken) -> String {
     let mut out = String::new();
     say!(
         out,
-        "token {} for {} ({}):",
+        "token {} for {} ({}{}):",
         created.id,
         created.user,
-        created.role
+        created.role,
+        match created.kind {
+            crate::domain::TokenKind::Agent => ", an agent: it never approves or rejects",
+            crate::domain::TokenKind::Person => "",
+        }
     );
     say!(out);
     say!(out, "    {}", created.token);
@@ -670,9 +674,10 @@ pub fn tokens(tokens: &Vec<TokenRecord>) -> String {
             t.user,
             t.role,
             t.created_at.format("%Y-%m-%d %H:%M"),
-            match t.revoked_at {
-                Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
-                None => "live".into(),
+            match (t.revoked_at, t.kind) {
+                (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                (None, crate::domain::TokenKind::Agent) => "live (agent)".into(),
+                (None, crate::domain::TokenKind::Person) => "live".into(),
             }
         );
     }

@@ -29,7 +29,7 @@ pub use proposal::{
     ProposalFilter, ProposalStatus, Provenance, QueueOrder, StatusChange,
 };
 pub use review::{
-    apply_review, ApprovalProgress, Approver, Review, ReviewAction, ReviewError, Role,
+    apply_review, ApprovalProgress, Approver, Review, ReviewAction, ReviewError, Role, TokenKind,
 };
 pub use run::{RunRecord, RunStatus, RunSummary, Trigger};
 pub use slot::{Claim, Fence, SlotRecord, SlotStatus};

@@ -19,6 +19,7 @@ use std::fmt;
     Deserialize,
     clap::ValueEnum,
     utoipa::ToSchema,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -190,6 +191,10 @@ pub struct Provenance {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost: f64,
+    /// The MCP client that submitted it (its name and version from the MCP initialize), for a
+    /// proposal an agent submitted (`proposer` is then `mcp:<user>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,7 +265,18 @@ pub struct ProposalFilter {
 
 /// The order a listing of the queue is in (`sort` in the web UI), each with its tie-break by id
 /// so that keyset pagination is exact.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueOrder {
     /// Highest priority (expected value per day) first.

@@ -70,6 +70,44 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// Whom a token stands for: a person, or an agent (an editor assistant, a chat bot) that
+/// reads and suggests drafts but never approves or rejects, whatever role its token holds.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    #[default]
+    Person,
+    Agent,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Person => "person",
+            TokenKind::Agent => "agent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TokenKind> {
+        [TokenKind::Person, TokenKind::Agent]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
+    /// Whether this kind may approve or reject (an agent may only comment).
+    pub fn may_decide(self) -> bool {
+        self == TokenKind::Person
+    }
+}
+
+impl std::fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewAction {

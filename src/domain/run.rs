@@ -17,6 +17,9 @@ pub enum Trigger {
     Demo,
     /// The scheduler, with the slot key (the UTC instant of the scheduled fire).
     Schedule(String),
+    /// One draft an agent submitted over MCP (`submit_draft`), with the user it acts for: the
+    /// draft takes a run's path (validate, enrich, govern, queue) as a run of its own.
+    Mcp(String),
 }
 
 impl std::fmt::Display for Trigger {
@@ -26,6 +29,7 @@ impl std::fmt::Display for Trigger {
             Trigger::Api => f.write_str("api"),
             Trigger::Demo => f.write_str("demo"),
             Trigger::Schedule(slot) => write!(f, "schedule:{slot}"),
+            Trigger::Mcp(user) => write!(f, "mcp:{user}"),
         }
     }
 }
@@ -44,9 +48,10 @@ impl TryFrom<String> for Trigger {
             "cli" => Ok(Trigger::Cli),
             "api" => Ok(Trigger::Api),
             "demo" => Ok(Trigger::Demo),
-            other => match other.strip_prefix("schedule:") {
-                Some(slot) => Ok(Trigger::Schedule(slot.to_string())),
-                None => Err(format!("unknown run trigger {other:?}")),
+            other => match (other.strip_prefix("schedule:"), other.strip_prefix("mcp:")) {
+                (Some(slot), _) => Ok(Trigger::Schedule(slot.to_string())),
+                (None, Some(user)) => Ok(Trigger::Mcp(user.to_string())),
+                (None, None) => Err(format!("unknown run trigger {other:?}")),
             },
         }
     }

@@ -110,6 +110,25 @@ impl FromRequestParts<Arc<ServerState>> for Caller {
     }
 }
 
+/// `/mcp`: the caller identified as on the API (a bearer token or the trusted proxy's headers,
+/// never the UI's cookie; a write from another site's page refused), put in the request for
+/// the MCP tools; anything else answered with the API's JSON error (401 with its
+/// `WWW-Authenticate`, 403).
+pub async fn mcp_caller(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match identify(&parts, &state, Surface::Api).await {
+        Ok(principal) => {
+            parts.extensions.insert(principal);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
 /// Which routes a request is for: the credentials each accepts differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {

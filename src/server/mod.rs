@@ -1,6 +1,7 @@
 //! `hypod serve`: the daemon. It runs the scheduler and an HTTP server — `/healthz`,
-//! `/readyz`, `/metrics`, the review API under `/api/v1` ([`api`]) and the web UI under `/ui`
-//! ([`ui`]) — until SIGTERM or SIGINT, then shuts down gracefully: it stops claiming slots,
+//! `/readyz`, `/metrics`, the review API under `/api/v1` ([`api`]), the web UI under `/ui`
+//! ([`ui`]) and the MCP server for agents at `/mcp` ([`crate::mcp`], behind the API's
+//! bearer-token and Origin checks) — until SIGTERM or SIGINT, then shuts down gracefully: it stops claiming slots,
 //! gives a run in flight [`GRACE`] to finish, releases its lease otherwise, and closes the
 //! server.
 
@@ -38,10 +39,24 @@ pub struct ServerState {
     pub openapi: String,
 }
 
+impl AsRef<App> for ServerState {
+    fn as_ref(&self) -> &App {
+        &self.app
+    }
+}
+
 /// Every route of the server, on `state`.
 pub fn router(state: Arc<ServerState>) -> Router {
     let (api, _) = api::router();
+    let handle: crate::mcp::AppHandle = state.clone();
+    let mcp = Router::new()
+        .route_service("/mcp", crate::mcp::http_service(handle))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::mcp_caller,
+        ));
     Router::new()
+        .merge(mcp)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

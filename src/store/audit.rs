@@ -513,6 +513,7 @@ mod tests {
             hash: "h".repeat(64),
             created_by: "cli:ops".into(),
             revoked: false,
+            kind: crate::domain::TokenKind::Person,
         }
     }
 

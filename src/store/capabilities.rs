@@ -127,6 +127,13 @@ pub trait Runs: Send + Sync {
     /// read of the `runs` table (runs are never deleted, so each count only grows): what
     /// `/metrics` shows of the runs of every process on the database.
     async fn run_tally(&self) -> Result<Vec<RunTally>, StoreError>;
+    /// How many runs with exactly this trigger (`mcp:USER`: the drafts that user's agents
+    /// submitted) started at or after `since`, by the database's clock.
+    async fn count_runs_since(
+        &self,
+        trigger: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// The notification outbox.
@@ -225,6 +232,9 @@ pub trait Reviews: Send + Sync {
         review: &Review,
         push_on: Option<&str>,
     ) -> Result<Proposal, StoreError>;
+    /// Logs a review refused before it reached the queue (an agent asked to approve or reject):
+    /// a `review.refused` entry with the review's actor, role and `problem`; nothing else.
+    async fn refuse_review(&self, review: &Review, problem: &str) -> Result<(), StoreError>;
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError>;
     /// The approvals of these proposals as (proposal id, approver), oldest first: a listing's
     /// approval progress read for a whole page at once (one query per 500 ids), never one

@@ -28,6 +28,7 @@ const SQLITE: Files = migration_files!("sqlite":
     7 "0007_sources.sql",
     8 "0008_growthbook_push.sql",
     9 "0009_review_notifications.sql",
+    10 "0010_token_kind.sql",
     11 "0011_backtests.sql",
 );
 
@@ -41,6 +42,7 @@ const POSTGRES: Files = migration_files!("postgres":
     7 "0007_sources.sql",
     8 "0008_growthbook_push.sql",
     9 "0009_review_notifications.sql",
+    10 "0010_token_kind.sql",
     11 "0011_backtests.sql",
 );
 

@@ -347,6 +347,9 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// A person's token, or an agent's (which never approves or rejects).
+    #[serde(default)]
+    pub kind: crate::domain::TokenKind,
     /// The SHA-256 of its secret ([`token_hash`]), as stored: never shown.
     #[serde(skip)]
     pub hash: String,

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::domain::{
     AuditAction, PageCursor, Proposal, ProposalFilter, ProposalStatus, QueueOrder, Review,
-    ReviewAction, Role,
+    ReviewAction, Role, TokenKind,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -447,6 +447,11 @@ fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
         created_by: row.try_get("created_by")?,
         hash: row.try_get("hash")?,
         revoked_at: row.try_get("revoked_at")?,
+        kind: {
+            let kind: String = row.try_get("kind")?;
+            TokenKind::parse(&kind)
+                .ok_or_else(|| corrupt(&format!("token {id}"), format!("unknown kind {kind:?}")))?
+        },
         id,
     })
 }

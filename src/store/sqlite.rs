@@ -28,7 +28,7 @@ use super::{
 };
 use crate::domain::{
     AuditAction, PageCursor, Proposal, ProposalFilter, ProposalStatus, QueueOrder, Review,
-    ReviewAction, Role,
+    ReviewAction, Role, TokenKind,
 };
 use crate::history::Experiment;
 use async_trait::async_trait;
@@ -544,6 +544,11 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
             .try_get::<Option<String>, _>("revoked_at")?
             .map(|t| parse_time(&what, &t))
             .transpose()?,
+        kind: {
+            let kind: String = row.try_get("kind")?;
+            TokenKind::parse(&kind)
+                .ok_or_else(|| corrupt(&format!("token {id}"), format!("unknown kind {kind:?}")))?
+        },
         id,
     })
 }

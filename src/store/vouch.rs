@@ -23,6 +23,7 @@ pub struct StoredToken {
     pub hash: String,
     pub created_by: String,
     pub revoked: bool,
+    pub kind: crate::domain::TokenKind,
 }
 
 impl StoredToken {
@@ -34,6 +35,7 @@ impl StoredToken {
             hash: token.hash.clone(),
             created_by: token.created_by.clone(),
             revoked: token.revoked_at.is_some(),
+            kind: token.kind,
         }
     }
 }
@@ -119,6 +121,9 @@ struct LoggedToken {
     hash: Option<String>,
     #[serde(default)]
     created_by: Option<String>,
+    /// Absent in entries made before tokens had a kind: those were people's.
+    #[serde(default)]
+    kind: crate::domain::TokenKind,
 }
 
 /// The detail of a `token.create` entry.
@@ -128,6 +133,7 @@ pub fn token_create_detail(token: &TokenRecord) -> String {
         "role": token.role,
         "hash": token.hash,
         "created_by": token.created_by,
+        "kind": token.kind,
     })
     .to_string()
 }
@@ -144,6 +150,12 @@ fn token_mismatch(token: &StoredToken, logged: &LoggedToken) -> Option<String> {
         return Some(format!(
             "it is stored as {} but the audit log created it as {} (a role changed by hand?)",
             token.role, logged.role
+        ));
+    }
+    if logged.kind != token.kind {
+        return Some(format!(
+            "it is stored as {}'s token but the audit log created it as {}'s (a kind changed by hand?)",
+            token.kind, logged.kind
         ));
     }
     if logged.hash.as_deref().is_some_and(|h| h != token.hash) {

@@ -39,6 +39,7 @@ mod learning;
 mod llm_prompt;
 mod llm_proposer;
 mod llm_run;
+mod mcp;
 mod notify;
 mod openapi;
 mod pipes;

@@ -111,19 +111,21 @@ pub(super) async fn entries_about<C: Conn>(
 
 /// Every token row, as the replay compares it.
 async fn stored_tokens<C: Conn>(conn: &mut C) -> Result<Vec<StoredToken>, StoreError> {
-    let rows: Vec<(String, String, String, String, String, bool)> = conn
+    let rows: Vec<(String, String, String, String, String, bool, String)> = conn
         .fetch_all(
             Sql::new(
-                "SELECT id, user_name, role, hash, created_by, revoked_at IS NOT NULL \
+                "SELECT id, user_name, role, hash, created_by, revoked_at IS NOT NULL, kind \
                  FROM tokens ORDER BY id",
             ),
             &[],
         )
         .await?;
     rows.into_iter()
-        .map(|(id, user, role, hash, created_by, revoked)| {
+        .map(|(id, user, role, hash, created_by, revoked, kind)| {
             let role = Role::parse(&role)
                 .ok_or_else(|| corrupt(&format!("token {id}"), format!("unknown role {role:?}")))?;
+            let kind = crate::domain::TokenKind::parse(&kind)
+                .ok_or_else(|| corrupt(&format!("token {id}"), format!("unknown kind {kind:?}")))?;
             Ok(StoredToken {
                 id,
                 user,
@@ -131,6 +133,7 @@ async fn stored_tokens<C: Conn>(conn: &mut C) -> Result<Vec<StoredToken>, StoreE
                 hash,
                 created_by,
                 revoked,
+                kind,
             })
         })
         .collect()
@@ -182,6 +185,31 @@ pub(super) async fn unvouched_draft<C: Conn>(
     )
 }
 
+/// Appends the `review.refused` entry of a review that was refused: who, in which role, why.
+pub(super) async fn append_refusal<C: Conn>(
+    tx: &mut C,
+    key: &AuditKey,
+    review: &Review,
+    problem: &str,
+) -> Result<(), StoreError> {
+    let detail = serde_json::json!({
+        "action": review.action.as_str(),
+        "role": review.role,
+        "problem": problem,
+    })
+    .to_string();
+    append_audit(
+        tx,
+        key,
+        &review.actor,
+        AuditAction::ReviewRefused,
+        &review.proposal_id,
+        &detail,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Ends a review transaction whose approval was refused: only the refusal is logged (who,
 /// in which role, why), and the error says so.
 pub(super) async fn refuse_approval<C: Conn>(
@@ -190,25 +218,10 @@ pub(super) async fn refuse_approval<C: Conn>(
     review: &Review,
     problem: String,
 ) -> StoreError {
-    let detail = serde_json::json!({
-        "action": review.action.as_str(),
-        "role": review.role,
-        "problem": problem,
-    })
-    .to_string();
-    let logged = async move {
-        append_audit(
-            &mut tx,
-            key,
-            &review.actor,
-            AuditAction::ReviewRefused,
-            &review.proposal_id,
-            &detail,
-        )
-        .await?;
-        tx.commit().await
-    }
-    .await;
+    let logged = match append_refusal(&mut tx, key, review, &problem).await {
+        Ok(()) => tx.commit().await,
+        Err(e) => Err(e),
+    };
     match logged {
         Ok(()) => StoreError::DraftNotVouched {
             proposal_id: review.proposal_id.clone(),

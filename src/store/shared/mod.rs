@@ -174,7 +174,8 @@ impl Sql {
             crate::store::RUN_SECONDS_BUCKETS.len()
         ));
         Sql(Cow::Owned(format!(
-            "SELECT CASE WHEN trigger LIKE 'schedule:%' THEN 'schedule' ELSE trigger END, \
+            "SELECT CASE WHEN trigger LIKE 'schedule:%' THEN 'schedule' \
+             WHEN trigger LIKE 'mcp:%' THEN 'mcp' ELSE trigger END, \
              status, CAST({bucket} AS BIGINT), COUNT(*), SUM(d) \
              FROM (SELECT trigger, status, {} AS d FROM runs) AS r GROUP BY 1, 2, 3",
             D::RUN_SECONDS

@@ -116,6 +116,13 @@ impl<D: Dialect> Reviews for D {
         Ok(proposal)
     }
 
+    async fn refuse_review(&self, review: &Review, problem: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        audit_log::append_refusal(&mut tx, self.audit_key(), review, problem).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn proposal_reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
         self.connection().await?.reviews(Some(id)).await
     }
@@ -166,8 +173,8 @@ impl<D: Dialect> Tokens for D {
         let mut tx = self.begin_write().await?;
         tx.execute(
             Sql::new(
-                "INSERT INTO tokens (id, user_name, role, hash, created_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO tokens (id, user_name, role, hash, created_at, created_by, kind) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             ),
             &[
                 Arg::Text(&token.id),
@@ -176,6 +183,7 @@ impl<D: Dialect> Tokens for D {
                 Arg::Text(hash),
                 Arg::time(token.created_at),
                 Arg::Text(&token.created_by),
+                Arg::Text(token.kind.as_str()),
             ],
         )
         .await?;

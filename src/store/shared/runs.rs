@@ -253,6 +253,22 @@ impl<D: Dialect> Runs for D {
         row.map(run_from_row).transpose()
     }
 
+    async fn count_runs_since(
+        &self,
+        trigger: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        let (count,): (i64,) = self
+            .connection()
+            .await?
+            .fetch_one(
+                Sql::new("SELECT COUNT(*) FROM runs WHERE trigger = $1 AND started_at >= $2"),
+                &[Arg::Text(trigger), Arg::time(since)],
+            )
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn run_tally(&self) -> Result<Vec<RunTally>, StoreError> {
         let rows: Vec<(String, String, i64, i64, Option<f64>)> = self
             .connection()
