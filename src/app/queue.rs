@@ -479,6 +479,7 @@ impl App {
                 proposal,
                 super::push::approver(&reviews),
                 config,
+                &self.config().analysis,
             ));
         }
         Ok(Export { drafts, withheld })
