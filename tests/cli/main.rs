@@ -21,6 +21,7 @@ mod builtin;
 mod concurrency;
 mod decision_page;
 mod docs;
+mod engines;
 #[path = "../fake_growthbook/mod.rs"]
 mod fake_growthbook;
 #[path = "../fake_openai/mod.rs"]
