@@ -1105,6 +1105,61 @@ mod tests {
     }
 
     #[test]
+    fn lower_is_better_flips_the_frequentist_outcome() {
+        let e = experiment(
+            r#"{"id":"b","name":"b","moment":"search","primary_kpi":"bounce_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":10000,"conversions":3000},{"name":"t","control":false,"visitors":10000,"conversions":2800}]}"#,
+        );
+        assert_eq!(
+            analyze_experiment(&e, &settings()).outcome,
+            Outcome::Disproven
+        );
+        let mut lower = settings();
+        lower.lower_is_better = vec!["bounce_rate".into()];
+        let a = analyze_experiment(&e, &lower);
+        assert_eq!(a.outcome, Outcome::Proven);
+        assert!(a.primary.lower_is_better && a.primary.relative_lift.unwrap() < 0.0);
+    }
+
+    #[test]
+    fn a_summary_only_record_is_the_data_of_its_posterior() {
+        let e = experiment(
+            r#"{"id":"s","name":"s","moment":"search","primary_kpi":"conversion_rate","status":"concluded","summary":{"metric":"conversion_rate","effect":0.03,"standard_error":0.02},"variants":[{"name":"c","control":true,"visitors":16000},{"name":"t","control":false,"visitors":16000}]}"#,
+        );
+        let frequentist = analyze_experiment(&e, &settings());
+        assert_eq!(frequentist.outcome, Outcome::Inconclusive);
+        assert!(frequentist.primary.bayesian.is_none());
+        let mut bayesian = settings();
+        bayesian.engine = Engine::Bayesian;
+        let a = analyze_experiment(&e, &bayesian);
+        let posterior = a.primary.posterior().expect("a posterior");
+        assert_eq!((posterior.mean, posterior.stddev), (0.03, 0.02));
+        let ctw = dist::normal_cdf(1.5);
+        assert!((posterior.chance_to_win - ctw).abs() < 1e-15);
+        // 93 % chance to win: GrowthBook's threshold is 95 %.
+        assert_eq!(a.outcome, Outcome::Inconclusive);
+    }
+
+    #[test]
+    fn the_bayesian_engine_decides_an_ab_n_test_on_its_most_decided_treatment() {
+        // t1 gains a little (chance ~0.9), t2 loses clearly (chance ~0.001).
+        let e = experiment(
+            r#"{"id":"abn","name":"abn","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":20000,"conversions":1000},{"name":"t1","control":false,"visitors":20000,"conversions":1050},{"name":"t2","control":false,"visitors":20000,"conversions":850}]}"#,
+        );
+        let mut bayesian = settings();
+        bayesian.engine = Engine::Bayesian;
+        let a = analyze_experiment(&e, &bayesian);
+        let chances: Vec<f64> = a
+            .treatments
+            .iter()
+            .map(|t| t.posterior().unwrap().chance_to_win)
+            .collect();
+        assert!(chances[0] > 0.8 && chances[0] < 0.95, "{chances:?}");
+        assert!(chances[1] < 0.01, "{chances:?}");
+        assert_eq!(a.primary.treatment, "t2");
+        assert_eq!(a.outcome, Outcome::Disproven);
+    }
+
+    #[test]
     fn srm_makes_the_result_invalid() {
         let e = experiment(
             r#"{"id":"s","name":"s","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":10000,"conversions":500},{"name":"t","control":false,"visitors":10500,"conversions":900}]}"#,
