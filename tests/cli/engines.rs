@@ -350,8 +350,7 @@ fn the_frequentist_prompt_keeps_its_words() {
     hypod.import_sample();
     let rendered = hypod.ok(&["prompt", "render", "--json"]).json();
     let user = rendered["user"].as_str().expect("the user message");
-    assert!(
-        user.contains("p = p-value") && !user.contains("ctw"),
-        "{user}"
-    );
+    // The legend line as it always was, its line break included.
+    let legend = "Fields: outcome (proven, disproven, inconclusive, invalid), lift = relative lift of the primary KPI with its 95% ci, p = p-value, power = achieved power, n = visitors.\n";
+    assert!(user.contains(legend) && !user.contains("ctw"), "{user}");
 }
