@@ -124,6 +124,15 @@ pub struct AnalysisConfig {
     pub rejection_lookback_days: u32,
     /// `none` | `holm` | `benjamini_hochberg`: adjustment of A/B/n p-values.
     pub multiple_comparisons: crate::analysis::MultipleComparisons,
+    /// `frequentist` | `bayesian`: the engine outcomes are decided with.
+    pub engine: crate::analysis::engines::Engine,
+    /// `{mean, stddev}`: the Bayesian engine's proper prior on the relative effect (flat when
+    /// not set).
+    pub prior: Option<crate::analysis::engines::Prior>,
+    /// `{tuning = N}`: sequential intervals and p-values for the frequentist engine.
+    pub sequential: Option<crate::analysis::engines::Sequential>,
+    /// KPIs where a decrease is the win (their chance to win and outcome are flipped).
+    pub lower_is_better: Vec<String>,
 }
 
 impl Default for AnalysisConfig {
@@ -134,6 +143,10 @@ impl Default for AnalysisConfig {
             min_decided_experiments: 20,
             rejection_lookback_days: 90,
             multiple_comparisons: crate::analysis::MultipleComparisons::None,
+            engine: crate::analysis::engines::Engine::Frequentist,
+            prior: None,
+            sequential: None,
+            lower_is_better: Vec::new(),
         }
     }
 }
@@ -718,6 +731,31 @@ impl Config {
         }
         if !(self.analysis.power > 0.5 && self.analysis.power < 1.0) {
             return Err("key `analysis.power`: must be in (0.5, 1)".into());
+        }
+        if let Some(prior) = self.analysis.prior {
+            if !(prior.mean.is_finite() && prior.mean.abs() <= 100.0) {
+                return Err("key `analysis.prior.mean`: must be a relative effect between -100 and 100 (0.05 is +5 %)".into());
+            }
+            if !(prior.stddev.is_finite() && prior.stddev > 0.0 && prior.stddev <= 100.0) {
+                return Err("key `analysis.prior.stddev`: must be in (0, 100] (GrowthBook's default is 0.3)".into());
+            }
+        }
+        if let Some(sequential) = self.analysis.sequential {
+            if self.analysis.engine != crate::analysis::engines::Engine::Frequentist {
+                return Err("key `analysis.sequential`: sequential testing is part of the frequentist engine; remove it or set analysis.engine = \"frequentist\"".into());
+            }
+            if !(sequential.tuning.is_finite() && (1.0..=1e12).contains(&sequential.tuning)) {
+                return Err("key `analysis.sequential.tuning`: must be a number of visitors from 1 to 10^12 (GrowthBook's default is 5000)".into());
+            }
+        }
+        if self.analysis.lower_is_better.len() > 64
+            || self
+                .analysis
+                .lower_is_better
+                .iter()
+                .any(|k| k.is_empty() || k.len() > 64 || k.chars().any(|c| c.is_control()))
+        {
+            return Err("key `analysis.lower_is_better`: must be at most 64 KPI names of 1 to 64 printable characters".into());
         }
         if self.governance.approvals_required == 0 {
             return Err("key `governance.approvals_required`: must be at least 1".into());

@@ -4,6 +4,7 @@
 
 pub mod backtest;
 pub mod dist;
+pub mod engines;
 pub mod health;
 pub mod learning;
 pub mod levers;
@@ -11,6 +12,7 @@ pub mod stats;
 
 use crate::history::{Experiment, ExperimentStatus, Moment};
 use chrono::NaiveDate;
+use engines::{BayesianResult, Engine, Prior, Sequential};
 use serde::Serialize;
 use stats::{Arm, Moments, TestError, TestResult};
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +38,14 @@ pub struct AnalysisSettings {
     /// hypod's stored proposals that experiments of the history name as their source (the
     /// learning loop links them back).
     pub origins: Vec<ProposalOrigin>,
+    /// The engine outcomes are decided with (`analysis.engine`).
+    pub engine: Engine,
+    /// The Bayesian engine's prior on the relative effect; flat when `None`.
+    pub prior: Option<Prior>,
+    /// Sequential intervals and p-values for the frequentist engine (`analysis.sequential`).
+    pub sequential: Option<Sequential>,
+    /// KPIs where a decrease is the win (`analysis.lower_is_better`).
+    pub lower_is_better: Vec<String>,
 }
 
 /// How the p-values of an A/B/n test's treatments are adjusted for testing several at once
@@ -101,7 +111,22 @@ impl AnalysisSettings {
             today,
             multiple_comparisons: MultipleComparisons::None,
             origins: Vec::new(),
+            engine: Engine::Frequentist,
+            prior: None,
+            sequential: None,
+            lower_is_better: Vec::new(),
         }
+    }
+
+    /// Whether a decrease of this KPI is the win.
+    pub fn is_lower_better(&self, kpi: &str) -> bool {
+        self.lower_is_better.iter().any(|k| k == kpi)
+    }
+
+    /// The sequential setting, when the frequentist engine uses it.
+    fn sequential(&self) -> Option<Sequential> {
+        self.sequential
+            .filter(|_| self.engine == Engine::Frequentist)
     }
 }
 
@@ -158,8 +183,63 @@ pub struct MetricResult {
     pub power: Option<f64>,
     /// Visitors per arm needed to detect the observed lift with the configured power.
     pub required_visitors_per_arm: Option<u64>,
+    /// Under `analysis.engine = "bayesian"` only: the posterior of the relative lift (`null`
+    /// when not computable, with `reason`). Absent under the frequentist engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bayesian: Option<Option<BayesianResult>>,
+    /// True when `ci_*` and the p-values are sequential (confidence sequences, valid at every
+    /// peek) rather than fixed-horizon; absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sequential: bool,
+    /// True for a KPI where lower is better (`analysis.lower_is_better`): a decrease wins.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lower_is_better: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl MetricResult {
+    /// The Bayesian result, when the engine computed one.
+    pub fn posterior(&self) -> Option<&BayesianResult> {
+        self.bayesian.as_ref().and_then(Option::as_ref)
+    }
+
+    /// How weak the evidence is, to rank proven tests: 1 − chance to win under the Bayesian
+    /// engine, the p-value under the frequentist one (1 when there is none).
+    pub fn weakness(&self) -> f64 {
+        match (self.posterior(), self.p_value) {
+            (Some(posterior), _) => 1.0 - posterior.chance_to_win,
+            (None, Some(p)) => p,
+            (None, None) => 1.0,
+        }
+    }
+
+    /// How strongly this comparison decides, for picking an A/B/n test's deciding treatment:
+    /// larger is stronger (distance of the chance to win from ½, or −p).
+    fn strength(&self, engine: Engine) -> f64 {
+        match engine {
+            Engine::Bayesian => self
+                .posterior()
+                .map(|b| (b.chance_to_win - 0.5).abs())
+                .unwrap_or(f64::NEG_INFINITY),
+            Engine::Frequentist => -self.adjusted_p_value.unwrap_or(f64::INFINITY),
+        }
+    }
+
+    /// The engine's verdict on this comparison: `Some(true)` a win, `Some(false)` a loss,
+    /// `None` undecided; `Err` when there is nothing to decide on.
+    fn verdict(&self, settings: &AnalysisSettings) -> Result<Option<bool>, ()> {
+        match settings.engine {
+            Engine::Bayesian => self.posterior().map(BayesianResult::won).ok_or(()),
+            Engine::Frequentist => match (self.adjusted_p_value, self.relative_lift) {
+                (Some(p), Some(lift)) if p < settings.alpha && lift != 0.0 => {
+                    Ok(Some((lift > 0.0) != self.lower_is_better))
+                }
+                (Some(_), Some(_)) => Ok(None),
+                _ => Err(()),
+            },
+        }
+    }
 }
 
 impl MetricResult {
@@ -243,9 +323,47 @@ pub struct Analysis {
     index: HashMap<String, usize>,
     #[serde(skip)]
     baselines: Baselines,
+    #[serde(skip)]
+    vocabulary: Vocabulary,
+}
+
+/// The words an analysis's evidence is read in: which engine, and whether its intervals and
+/// p-values are sequential.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Vocabulary {
+    /// Fixed-horizon p-values and confidence intervals.
+    #[default]
+    Frequentist,
+    /// Sequential p-values and confidence sequences.
+    Sequential,
+    /// Chance to win, credible intervals and risk.
+    Bayesian,
+}
+
+impl Vocabulary {
+    pub fn of(settings: &AnalysisSettings) -> Vocabulary {
+        match (settings.engine, settings.sequential()) {
+            (Engine::Bayesian, _) => Vocabulary::Bayesian,
+            (Engine::Frequentist, Some(_)) => Vocabulary::Sequential,
+            (Engine::Frequentist, None) => Vocabulary::Frequentist,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vocabulary::Frequentist => "frequentist",
+            Vocabulary::Sequential => "sequential",
+            Vocabulary::Bayesian => "bayesian",
+        }
+    }
 }
 
 impl Analysis {
+    /// The engine vocabulary its evidence is in.
+    pub fn vocabulary(&self) -> Vocabulary {
+        self.vocabulary
+    }
+
     pub fn experiment(&self, id: &str) -> Option<&ExperimentAnalysis> {
         self.index.get(id).and_then(|i| self.experiments.get(*i))
     }
@@ -360,6 +478,11 @@ impl AnalysisReport {
         }
     }
 
+    /// The engine vocabulary its evidence is in.
+    pub fn vocabulary(&self) -> Vocabulary {
+        Vocabulary::of(&self.settings)
+    }
+
     /// The history analysed, as it was loaded (by id).
     pub fn experiments(&self) -> &[Experiment] {
         &self.experiments
@@ -424,6 +547,7 @@ pub fn analyze(experiments: &[Experiment], settings: &AnalysisSettings) -> Analy
         learning: learning.finish(),
         index,
         baselines,
+        vocabulary: Vocabulary::of(settings),
     }
 }
 
@@ -455,10 +579,16 @@ fn metric_from(
     problems: &mut Vec<DataQualityProblem>,
 ) -> MetricResult {
     let treatment = arms.treatment;
+    let bayesian = settings.engine == Engine::Bayesian;
+    let lower_is_better = settings.is_lower_better(kpi);
     let (control, candidate) = match (control, candidate) {
         (Ok(c), Ok(t)) => (c, t),
         (Err(reason), _) | (_, Err(reason)) => {
-            return MetricResult::not_computable(kpi, treatment, reason)
+            return MetricResult {
+                bayesian: bayesian.then_some(None),
+                lower_is_better,
+                ..MetricResult::not_computable(kpi, treatment, reason)
+            }
         }
     };
     let mut result = MetricResult {
@@ -466,10 +596,36 @@ fn metric_from(
         treatment: treatment.to_string(),
         control_mean: Some(control.mean),
         treatment_mean: Some(candidate.mean),
+        bayesian: bayesian.then_some(None),
+        lower_is_better,
         ..MetricResult::default()
     };
     match stats::compare(&control, &candidate, settings.alpha) {
-        Ok(test) => fill_test(&mut result, &test, &control, settings, proportion),
+        Ok(test) => {
+            fill_test(&mut result, &test, &control, settings, proportion);
+            if let Some(sequential) = settings.sequential() {
+                fill_sequential(
+                    &mut result,
+                    &test,
+                    &control,
+                    &candidate,
+                    sequential,
+                    settings,
+                );
+            }
+            if bayesian {
+                match engines::bayesian(
+                    &control,
+                    &candidate,
+                    settings.prior,
+                    lower_is_better,
+                    settings.alpha,
+                ) {
+                    Ok(posterior) => result.bayesian = Some(Some(posterior)),
+                    Err(e) => result.reason = Some(e.to_string()),
+                }
+            }
+        }
         Err(TestError::ZeroVariance(arm)) => {
             let (name, moments) = match arm {
                 Arm::Control => (arms.control, &control),
@@ -532,6 +688,41 @@ fn fill_test(
     }
 }
 
+/// Replaces the fixed-horizon intervals and p-values by gbstats' sequential ones (relative and
+/// absolute); power and the required sample size stay fixed-horizon.
+fn fill_sequential(
+    result: &mut MetricResult,
+    test: &TestResult,
+    control: &Moments,
+    candidate: &Moments,
+    sequential: Sequential,
+    settings: &AnalysisSettings,
+) {
+    let total = control.n + candidate.n;
+    let relative = engines::sequential_interval(
+        test.relative_lift,
+        test.relative_se.powi(2),
+        total,
+        sequential,
+        settings.alpha,
+    );
+    let absolute = engines::sequential_interval(
+        test.absolute_diff,
+        candidate.variance / candidate.n + control.variance / control.n,
+        total,
+        sequential,
+        settings.alpha,
+    );
+    result.ci_low = Some(relative.ci_low);
+    result.ci_high = Some(relative.ci_high);
+    result.p_value = Some(relative.p_value);
+    result.adjusted_p_value = Some(relative.p_value);
+    result.absolute_ci_low = Some(absolute.ci_low);
+    result.absolute_ci_high = Some(absolute.ci_high);
+    result.absolute_p_value = Some(absolute.p_value);
+    result.sequential = true;
+}
+
 fn is_proportion_kpi(kpi: &str) -> bool {
     !matches!(kpi, "revenue_per_visitor" | "average_order_value")
 }
@@ -578,9 +769,24 @@ fn analyze_summary(
     let se = summary
         .standard_error()
         .filter(|se| se.is_finite() && *se > 0.0);
+    let lower_is_better = settings.is_lower_better(&experiment.primary_kpi);
+    // The Bayesian engine reads the reported lift and standard error as its data.
+    let bayesian = (settings.engine == Engine::Bayesian).then(|| match (lift, se) {
+        (Some(lift), Some(se)) => engines::posterior(
+            lift,
+            se * se,
+            settings.prior,
+            lower_is_better,
+            settings.alpha,
+        )
+        .ok(),
+        _ => None,
+    });
     let primary = MetricResult {
         kpi: experiment.primary_kpi.clone(),
         treatment,
+        bayesian,
+        lower_is_better,
         relative_lift: lift,
         ci_low: summary.ci_low,
         ci_high: summary.ci_high,
@@ -601,16 +807,24 @@ fn analyze_summary(
         }
         _ => None,
     };
+    let verdict = match (settings.engine, significant, lift) {
+        (Engine::Bayesian, _, _) => primary.posterior().map(BayesianResult::won),
+        (Engine::Frequentist, Some(true), Some(lift)) if lift != 0.0 => {
+            Some(Some((lift > 0.0) != lower_is_better))
+        }
+        (Engine::Frequentist, Some(_), Some(_)) => Some(None),
+        _ => None,
+    };
     let (outcome, reason) = if experiment.is_running() {
         (Outcome::Running, None)
     } else if srm_flagged {
         (Outcome::Invalid, Some(srm_reason(srm_p_value, settings)))
     } else {
-        match (significant, lift) {
-            (Some(true), Some(lift)) if lift > 0.0 => (Outcome::Proven, None),
-            (Some(true), Some(lift)) if lift < 0.0 => (Outcome::Disproven, None),
-            (Some(_), Some(_)) => (Outcome::Inconclusive, None),
-            _ => (
+        match verdict {
+            Some(Some(true)) => (Outcome::Proven, None),
+            Some(Some(false)) => (Outcome::Disproven, None),
+            Some(None) => (Outcome::Inconclusive, None),
+            None => (
                 Outcome::NotComputable,
                 Some("the reported summary decides nothing".into()),
             ),
@@ -688,14 +902,15 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
     {
         treatment.adjusted_p_value = adjusted;
     }
-    // The outcome is decided on the treatment with the strongest evidence (lowest p-value).
+    // The outcome is decided on the treatment with the strongest evidence (lowest p-value, or
+    // chance to win furthest from ½), the first of equals.
     let best_index = treatments
         .iter()
         .enumerate()
         .min_by(|(_, a), (_, b)| {
-            let pa = a.adjusted_p_value.unwrap_or(f64::INFINITY);
-            let pb = b.adjusted_p_value.unwrap_or(f64::INFINITY);
-            pa.total_cmp(&pb)
+            let sa = a.strength(settings.engine);
+            let sb = b.strength(settings.engine);
+            sb.total_cmp(&sa)
         })
         .map(|(i, _)| i)
         .unwrap_or(0);
@@ -740,16 +955,21 @@ fn analyze_experiment(experiment: &Experiment, settings: &AnalysisSettings) -> E
         )
     });
 
-    let (outcome, reason) = if experiment.is_running() {
+    // A running experiment is judged only by confidence sequences, which stay valid at every
+    // peek: one that already excludes 0 is decided (it may be stopped), else it is running.
+    let running = experiment.is_running();
+    let (outcome, reason) = if running && settings.sequential().is_none() {
         (Outcome::Running, None)
     } else if srm_flagged {
         (Outcome::Invalid, Some(srm_reason(srm_p_value, settings)))
     } else {
-        match (primary.adjusted_p_value, primary.relative_lift) {
-            (Some(p), Some(lift)) if p < settings.alpha && lift > 0.0 => (Outcome::Proven, None),
-            (Some(p), Some(lift)) if p < settings.alpha && lift < 0.0 => (Outcome::Disproven, None),
-            (Some(_), Some(_)) => (Outcome::Inconclusive, None),
-            _ => (
+        match primary.verdict(settings) {
+            Ok(Some(true)) => (Outcome::Proven, None),
+            Ok(Some(false)) => (Outcome::Disproven, None),
+            Ok(None) if running => (Outcome::Running, None),
+            Ok(None) => (Outcome::Inconclusive, None),
+            Err(()) if running => (Outcome::Running, None),
+            Err(()) => (
                 Outcome::NotComputable,
                 Some(
                     primary
@@ -883,6 +1103,61 @@ mod tests {
             serde_json::to_string(&AnalysisReport::new(report.experiments, settings)).unwrap();
         assert!(whole.len() > 100_000);
         assert_eq!(whole, streamed);
+    }
+
+    #[test]
+    fn lower_is_better_flips_the_frequentist_outcome() {
+        let e = experiment(
+            r#"{"id":"b","name":"b","moment":"search","primary_kpi":"bounce_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":10000,"conversions":3000},{"name":"t","control":false,"visitors":10000,"conversions":2800}]}"#,
+        );
+        assert_eq!(
+            analyze_experiment(&e, &settings()).outcome,
+            Outcome::Disproven
+        );
+        let mut lower = settings();
+        lower.lower_is_better = vec!["bounce_rate".into()];
+        let a = analyze_experiment(&e, &lower);
+        assert_eq!(a.outcome, Outcome::Proven);
+        assert!(a.primary.lower_is_better && a.primary.relative_lift.unwrap() < 0.0);
+    }
+
+    #[test]
+    fn a_summary_only_record_is_the_data_of_its_posterior() {
+        let e = experiment(
+            r#"{"id":"s","name":"s","moment":"search","primary_kpi":"conversion_rate","status":"concluded","summary":{"metric":"conversion_rate","effect":0.03,"standard_error":0.02},"variants":[{"name":"c","control":true,"visitors":16000},{"name":"t","control":false,"visitors":16000}]}"#,
+        );
+        let frequentist = analyze_experiment(&e, &settings());
+        assert_eq!(frequentist.outcome, Outcome::Inconclusive);
+        assert!(frequentist.primary.bayesian.is_none());
+        let mut bayesian = settings();
+        bayesian.engine = Engine::Bayesian;
+        let a = analyze_experiment(&e, &bayesian);
+        let posterior = a.primary.posterior().expect("a posterior");
+        assert_eq!((posterior.mean, posterior.stddev), (0.03, 0.02));
+        let ctw = dist::normal_cdf(1.5);
+        assert!((posterior.chance_to_win - ctw).abs() < 1e-15);
+        // 93 % chance to win: GrowthBook's threshold is 95 %.
+        assert_eq!(a.outcome, Outcome::Inconclusive);
+    }
+
+    #[test]
+    fn the_bayesian_engine_decides_an_ab_n_test_on_its_most_decided_treatment() {
+        // t1 gains a little (chance ~0.9), t2 loses clearly (chance ~0.001).
+        let e = experiment(
+            r#"{"id":"abn","name":"abn","moment":"search","primary_kpi":"conversion_rate","status":"concluded","variants":[{"name":"c","control":true,"visitors":20000,"conversions":1000},{"name":"t1","control":false,"visitors":20000,"conversions":1050},{"name":"t2","control":false,"visitors":20000,"conversions":850}]}"#,
+        );
+        let mut bayesian = settings();
+        bayesian.engine = Engine::Bayesian;
+        let a = analyze_experiment(&e, &bayesian);
+        let chances: Vec<f64> = a
+            .treatments
+            .iter()
+            .map(|t| t.posterior().unwrap().chance_to_win)
+            .collect();
+        assert!(chances[0] > 0.8 && chances[0] < 0.95, "{chances:?}");
+        assert!(chances[1] < 0.01, "{chances:?}");
+        assert_eq!(a.primary.treatment, "t2");
+        assert_eq!(a.outcome, Outcome::Disproven);
     }
 
     #[test]

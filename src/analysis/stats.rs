@@ -173,12 +173,9 @@ fn t_test(estimate: f64, se: f64, df: f64, critical: f64) -> (f64, f64, f64) {
     (estimate - critical * se, estimate + critical * se, p)
 }
 
-/// Two-sided Welch t-tests of treatment against control, relative (delta method) and absolute.
-pub fn compare(
-    control: &Moments,
-    treatment: &Moments,
-    alpha: f64,
-) -> Result<TestResult, TestError> {
+/// Whether two arms can be compared at all (every engine asks the same): two visitors each,
+/// no zero variance (control named first), a control mean that is not zero.
+pub fn check_comparable(control: &Moments, treatment: &Moments) -> Result<(), TestError> {
     if control.n < 2.0 || treatment.n < 2.0 {
         return Err(TestError::Other(
             "fewer than two visitors in a variant".into(),
@@ -195,10 +192,28 @@ pub fn compare(
             "the control mean is zero: a relative lift is undefined".into(),
         ));
     }
+    Ok(())
+}
+
+/// The relative lift `(mT - mC)/|mC|` and its delta-method variance
+/// `sT²/(mC²·nT) + sC²·mT²/(mC⁴·nC)`.
+pub fn relative_lift(control: &Moments, treatment: &Moments) -> (f64, f64) {
     let (mc, mt) = (control.mean, treatment.mean);
-    let relative_lift = (mt - mc) / mc.abs();
-    let relative_var = treatment.variance / (mc.powi(2) * treatment.n)
+    let lift = (mt - mc) / mc.abs();
+    let variance = treatment.variance / (mc.powi(2) * treatment.n)
         + control.variance * mt.powi(2) / (mc.powi(4) * control.n);
+    (lift, variance)
+}
+
+/// Two-sided Welch t-tests of treatment against control, relative (delta method) and absolute.
+pub fn compare(
+    control: &Moments,
+    treatment: &Moments,
+    alpha: f64,
+) -> Result<TestResult, TestError> {
+    check_comparable(control, treatment)?;
+    let (mc, mt) = (control.mean, treatment.mean);
+    let (relative_lift, relative_var) = relative_lift(control, treatment);
     let relative_se = relative_var.sqrt();
     let absolute_diff = mt - mc;
     let absolute_se = (treatment.variance / treatment.n + control.variance / control.n).sqrt();

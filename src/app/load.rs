@@ -22,6 +22,10 @@ pub fn analysis_settings(
     settings.power = config.analysis.power;
     settings.min_decided_experiments = config.analysis.min_decided_experiments;
     settings.multiple_comparisons = config.analysis.multiple_comparisons;
+    settings.engine = config.analysis.engine;
+    settings.prior = config.analysis.prior;
+    settings.sequential = config.analysis.sequential;
+    settings.lower_is_better = config.analysis.lower_is_better.clone();
     settings.latency_budget_ms = governance.catalog.latency_budget_ms.clone();
     settings
 }

@@ -58,6 +58,15 @@ pub struct GrowthbookDraft {
     pub project: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// `bayesian` or `frequentist`: GrowthBook analyses the experiment with the engine hypod
+    /// judged its evidence with (`analysis.engine`), not the organisation's default.
+    pub stats_engine: &'static str,
+    /// Under the frequentist engine: whether GrowthBook's sequential testing is on
+    /// (`analysis.sequential`), and its tuning parameter when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential_testing_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential_testing_tuning_parameter: Option<f64>,
 }
 
 /// The tracking key of a proposal's experiment.
@@ -94,12 +103,19 @@ pub fn approver(reviews: &[Review]) -> Option<&str> {
 }
 
 /// A proposal as GrowthBook's request body, under `config` (`approver`: who approved it, sent
-/// as `owner` only when `[export.growthbook.owners]` maps them).
+/// as `owner` only when `[export.growthbook.owners]` maps them), analysed in GrowthBook with
+/// hypod's engine (`analysis`).
 pub fn growthbook_draft(
     p: &Proposal,
     approver: Option<&str>,
     config: &GrowthbookExport,
+    analysis: &crate::config::AnalysisConfig,
 ) -> GrowthbookDraft {
+    use crate::analysis::engines::Engine;
+    let sequential = match analysis.engine {
+        Engine::Bayesian => None,
+        Engine::Frequentist => Some(analysis.sequential),
+    };
     let d = &p.draft;
     let mut description = format!("{}\n\nEvidence:\n", d.rationale.trim());
     for e in &d.evidence {
@@ -143,6 +159,9 @@ pub fn growthbook_draft(
         assignment_query_id: config.assignment_query_id.clone(),
         project: config.project.clone(),
         owner: approver.and_then(|user| config.owners.get(user).cloned()),
+        stats_engine: analysis.engine.as_str(),
+        sequential_testing_enabled: sequential.map(|s| s.is_some()),
+        sequential_testing_tuning_parameter: sequential.flatten().map(|s| s.tuning),
     }
 }
 
@@ -440,7 +459,12 @@ impl App {
             Err(e) => return Err(e),
         }
         let reviews = store.proposal_reviews(&proposal.id).await?;
-        let draft = growthbook_draft(&proposal, approver(&reviews), &client.config);
+        let draft = growthbook_draft(
+            &proposal,
+            approver(&reviews),
+            &client.config,
+            &self.config().analysis,
+        );
         Ok(client.post(&draft, item.attempts).await)
     }
 
@@ -545,8 +569,13 @@ mod tests {
     #[test]
     fn the_draft_holds_only_what_growthbook_takes() {
         let config = config();
-        let body = serde_json::to_value(growthbook_draft(&proposal(), Some("rita"), &config))
-            .expect("json");
+        let body = serde_json::to_value(growthbook_draft(
+            &proposal(),
+            Some("rita"),
+            &config,
+            &Default::default(),
+        ))
+        .expect("json");
         assert_eq!(body["trackingKey"], "hypod-p1");
         assert_eq!(body["status"], "draft");
         assert_eq!(body["owner"], "rita@shop.example");
@@ -576,15 +605,41 @@ mod tests {
                     "datasourceId",
                     "assignmentQueryId",
                     "owner",
+                    "statsEngine",
+                    "sequentialTestingEnabled",
                 ]
                 .contains(key),
                 "{key}"
             );
         }
         // An approver not mapped: no owner at all.
-        let body = serde_json::to_value(growthbook_draft(&proposal(), Some("ada"), &config))
-            .expect("json");
+        let body = serde_json::to_value(growthbook_draft(
+            &proposal(),
+            Some("ada"),
+            &config,
+            &Default::default(),
+        ))
+        .expect("json");
         assert!(body.get("owner").is_none(), "{body}");
+        // hypod's engine goes with the draft: frequentist, fixed horizon by default.
+        assert_eq!(body["statsEngine"], "frequentist");
+        assert_eq!(body["sequentialTestingEnabled"], false);
+        let sequential = crate::config::AnalysisConfig {
+            sequential: Some(crate::analysis::engines::Sequential { tuning: 2000.0 }),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(growthbook_draft(&proposal(), None, &config, &sequential))
+            .expect("json");
+        assert_eq!(body["sequentialTestingEnabled"], true);
+        assert_eq!(body["sequentialTestingTuningParameter"], 2000.0);
+        let bayesian = crate::config::AnalysisConfig {
+            engine: crate::analysis::engines::Engine::Bayesian,
+            ..Default::default()
+        };
+        let body = serde_json::to_value(growthbook_draft(&proposal(), None, &config, &bayesian))
+            .expect("json");
+        assert_eq!(body["statsEngine"], "bayesian");
+        assert!(body.get("sequentialTestingEnabled").is_none(), "{body}");
         assert_eq!(
             config.experiment_url("exp_1"),
             "https://app.growthbook.io/experiment/exp_1"

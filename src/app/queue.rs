@@ -565,6 +565,7 @@ impl App {
                 proposal,
                 super::push::approver(&reviews),
                 config,
+                &self.config().analysis,
             ));
         }
         Ok(Export { drafts, withheld })

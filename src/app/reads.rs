@@ -212,6 +212,10 @@ fn same_settings(a: &AnalysisSettings, b: &AnalysisSettings) -> bool {
         && a.srm_threshold == b.srm_threshold
         && a.min_decided_experiments == b.min_decided_experiments
         && a.multiple_comparisons == b.multiple_comparisons
+        && a.engine == b.engine
+        && a.prior == b.prior
+        && a.sequential == b.sequential
+        && a.lower_is_better == b.lower_is_better
         && a.latency_budget_ms == b.latency_budget_ms
 }
 

@@ -160,6 +160,14 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
     );
     learning_into(&mut out, &analysis.learning);
     say!(out);
+    // The engine's own words: credible interval and chance to win under the Bayesian engine,
+    // the confidence sequence and its p-value under sequential testing.
+    let vocabulary = analysis.vocabulary();
+    let (interval_header, evidence_header) = match vocabulary {
+        crate::analysis::Vocabulary::Frequentist => ("95% CI", "p"),
+        crate::analysis::Vocabulary::Sequential => ("95% CS", "p (seq)"),
+        crate::analysis::Vocabulary::Bayesian => ("95% CrI", "ctw"),
+    };
     say!(
         out,
         "{:<16} {:<15} {:<13} {:>9} {:>20} {:>8} {:>6}",
@@ -167,14 +175,25 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
         "moment",
         "outcome",
         "lift",
-        "95% CI",
-        "p",
+        interval_header,
+        evidence_header,
         "power"
     );
     for e in analysis.analyses() {
-        let ci = match (e.primary.ci_low, e.primary.ci_high) {
+        let interval = match e.primary.posterior() {
+            Some(b) => (Some(b.ci_low), Some(b.ci_high)),
+            None => (e.primary.ci_low, e.primary.ci_high),
+        };
+        let ci = match interval {
             (Some(l), Some(h)) => format!("[{:+.1}%, {:+.1}%]", l * 100.0, h * 100.0),
             _ => "—".into(),
+        };
+        let evidence = match (vocabulary, e.primary.posterior()) {
+            (crate::analysis::Vocabulary::Bayesian, Some(b)) => {
+                format!("{:.1}%", b.chance_to_win * 100.0)
+            }
+            (crate::analysis::Vocabulary::Bayesian, None) => "—".into(),
+            _ => fmt_opt(e.primary.p_value, 4),
         };
         // A summary-only record's figures are another tool's: marked, never taken for hypod's.
         let marker = if e.summary_only {
@@ -193,7 +212,7 @@ pub fn analysis(analysis: &AnalysisReport) -> String {
                 .map(|l| format!("{:+.1}%", l * 100.0))
                 .unwrap_or_else(|| "—".into()),
             ci,
-            fmt_opt(e.primary.p_value, 4),
+            evidence,
             fmt_pct(e.primary.power),
             marker,
         );
@@ -436,14 +455,25 @@ pub fn proposal(view: &ProposalView) -> String {
             item.finding,
             stats
                 .map(|s| format!(
-                    " [{}; {}lift {}, p {}]",
+                    " [{}; {}lift {}, {}]",
                     s.outcome.as_str(),
                     if s.summary_only { "reported " } else { "" },
                     s.primary
                         .relative_lift
                         .map(|l| format!("{:+.1}%", l * 100.0))
                         .unwrap_or_else(|| "—".into()),
-                    fmt_opt(s.primary.p_value, 4)
+                    match s.primary.posterior() {
+                        Some(b) => crate::analysis::engines::chance_text(b.chance_to_win),
+                        None => format!(
+                            "p {}{}",
+                            fmt_opt(s.primary.p_value, 4),
+                            if s.primary.sequential {
+                                " (sequential)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    }
                 ))
                 .unwrap_or_else(|| " [not in history]".into())
         );

@@ -58,6 +58,10 @@ fn templates() -> &'static Environment<'static> {
         env.add_filter("pvalue", |v: Option<f64>| {
             v.map(units::p_value).unwrap_or_else(|| "—".into())
         });
+        env.add_filter("chance", |v: Option<f64>| {
+            v.map(crate::analysis::engines::chance_text)
+                .unwrap_or_else(|| "—".into())
+        });
         env.add_filter("money", |v: Option<f64>, currency: Option<String>| {
             v.map(|v| units::money(v, currency.as_deref()))
                 .unwrap_or_else(|| "—".into())
@@ -402,6 +406,7 @@ async fn proposal(
             may_review => me.may(Permission::Review),
             done => flash.get("done").cloned(),
             currency => state.app.config().program.currency.clone(),
+            bayesian => state.app.config().analysis.engine == crate::analysis::engines::Engine::Bayesian,
         },
     )
 }

@@ -24,6 +24,7 @@ mod claims;
 mod concurrency;
 mod decision_page;
 mod docs;
+mod engines;
 #[path = "../fake_growthbook/mod.rs"]
 mod fake_growthbook;
 #[path = "../fake_openai/mod.rs"]

@@ -211,7 +211,7 @@ impl<'e> Index<'e> {
             .collect();
         for tests in index.proven.values_mut() {
             tests.sort_by(|(x, a), (y, b)| {
-                let p = |a: &ExperimentAnalysis| a.primary.p_value.unwrap_or(1.0);
+                let p = |a: &ExperimentAnalysis| a.primary.weakness();
                 p(a).total_cmp(&p(b)).then_with(|| x.id.cmp(&y.id))
             });
         }

@@ -3,7 +3,7 @@
 //! test; validate a rule shipped without proof by a holdback; cover a neglected moment. Each
 //! returns sketches drafted through [`Drafting::draft`]; the portfolio picks among them.
 
-use super::wording::{at, p_text, percent, pooled, words};
+use super::wording::{at, evidence, percent, pooled, words};
 use super::{lever_of, Drafting, Kind, Sketch};
 use crate::analysis::levers::{Expectation, LeverEntry};
 use crate::analysis::{stats, ExperimentAnalysis, Outcome};
@@ -89,7 +89,7 @@ impl<'a> Drafting<'a> {
                 percent(analysis.primary.relative_lift.unwrap_or(0.0)),
                 source.primary_kpi,
                 source.segment.as_deref().unwrap_or("its segment"),
-                p_text(analysis.primary.p_value.unwrap_or(1.0)),
+                evidence(&analysis.primary),
                 if proven.len() > 1 { format!("{} proven tests at this moment", proven.len()) } else { "one proven test at this moment".into() },
                 pooled(entry),
                 first.name,
@@ -150,7 +150,7 @@ impl<'a> Drafting<'a> {
                 }
                 let (source, analysis) = proven[0];
                 let stronger = |(_, a, _): &(&Experiment, &ExperimentAnalysis, Moment)| {
-                    analysis.primary.p_value.unwrap_or(1.0) < a.primary.p_value.unwrap_or(1.0)
+                    analysis.primary.weakness() < a.primary.weakness()
                 };
                 let slot = best.entry((lever.clone(), *target));
                 match slot {
@@ -321,7 +321,7 @@ impl<'a> Drafting<'a> {
                 "{} saw {} ({}) with {} visitors per arm: only {:.0}% power for the lever's expected {} ({}). Detecting that needs {} visitors per arm.",
                 source.id,
                 percent(primary.relative_lift.unwrap_or(0.0)),
-                p_text(primary.p_value.unwrap_or(1.0)),
+                evidence(primary),
                 per_arm,
                 power * 100.0,
                 percent(expected.lift),
@@ -538,7 +538,7 @@ impl<'a> Drafting<'a> {
                 source.id,
                 analysis.outcome.as_str().replace('_', " "),
                 analysis.primary.relative_lift.map(percent).unwrap_or_else(|| "no computable lift".into()),
-                analysis.primary.p_value.map(p_text).unwrap_or_else(|| "no p-value".into()),
+                evidence(&analysis.primary),
                 pooled_here,
                 sized_for
             );

@@ -4,7 +4,7 @@
 
 use super::Kind;
 use crate::analysis::levers::LeverEntry;
-use crate::analysis::ExperimentAnalysis;
+use crate::analysis::{engines, ExperimentAnalysis, MetricResult};
 use crate::domain::catalog::Catalog;
 use crate::history::{Experiment, Moment};
 use crate::validate;
@@ -19,6 +19,18 @@ pub(super) fn p_text(p: f64) -> String {
         "p < 0.001".into()
     } else {
         format!("p = {p:.3}")
+    }
+}
+
+/// A comparison's evidence in the engine's own words: the chance to win under the Bayesian
+/// engine, the (sequential) p-value under the frequentist one.
+pub(super) fn evidence(metric: &MetricResult) -> String {
+    match (metric.posterior(), metric.p_value) {
+        (Some(posterior), _) => engines::chance_text(posterior.chance_to_win),
+        (None, Some(p)) if metric.sequential => format!("sequential {}", p_text(p)),
+        (None, Some(p)) => p_text(p),
+        (None, None) if metric.bayesian.is_some() => "no chance to win".into(),
+        (None, None) => "no p-value".into(),
     }
 }
 
@@ -53,11 +65,7 @@ pub(super) fn finding(experiment: &Experiment, analysis: &ExperimentAnalysis) ->
         .relative_lift
         .map(percent)
         .unwrap_or_else(|| "no computable lift".into());
-    let p = analysis
-        .primary
-        .p_value
-        .map(p_text)
-        .unwrap_or_else(|| "no p-value".into());
+    let p = evidence(&analysis.primary);
     // A summary-only record's figures are another tool's, and say so.
     let reported = if analysis.summary_only {
         "reported "

@@ -244,10 +244,22 @@ pub(super) fn evidence_line(
         put("outcome", json!(a.outcome.as_str()));
         let p = &a.primary;
         put("lift", json!(p.relative_lift.map(|x| round_to(x, 3))));
-        if let (Some(low), Some(high)) = (p.ci_low, p.ci_high) {
-            put("ci", json!([round_to(low, 3), round_to(high, 3)]));
+        if let Some(posterior) = p.posterior() {
+            // The Bayesian engine's words: chance to win and the credible interval.
+            put(
+                "ci",
+                json!([
+                    round_to(posterior.ci_low, 3),
+                    round_to(posterior.ci_high, 3)
+                ]),
+            );
+            put("ctw", json!(round_to(posterior.chance_to_win, 3)));
+        } else {
+            if let (Some(low), Some(high)) = (p.ci_low, p.ci_high) {
+                put("ci", json!([round_to(low, 3), round_to(high, 3)]));
+            }
+            put("p", json!(p.p_value.map(|x| significant(x, 2))));
         }
-        put("p", json!(p.p_value.map(|x| significant(x, 2))));
         put("power", json!(p.power.map(|x| round_to(x, 2))));
     }
     put("n", json!(experiment.total_visitors()));

@@ -301,6 +301,8 @@ struct Vars {
     evidence: Vec<EvidenceGroup>,
     evidence_shown: usize,
     evidence_total: usize,
+    /// `frequentist`, `sequential` or `bayesian`: which words the evidence is in.
+    engine: &'static str,
     schema: Option<String>,
 }
 
@@ -344,6 +346,7 @@ impl Vars {
             evidence: Vec::new(),
             evidence_shown: 0,
             evidence_total,
+            engine: ctx.analysis.vocabulary().as_str(),
             schema: None,
         }
     }
