@@ -8,7 +8,7 @@ import sys
 from hypod_client import AuthenticatedClient
 from hypod_client.api.audit import audit_entries
 from hypod_client.api.proposals import approve, list_proposals
-from hypod_client.models import ApproveBody, AuditPage, ProposalPage, ProposalStatus, ReviewAnswer
+from hypod_client.models import ApproveBody, AuditPage, ProposalPage, ProposalStatus, ProposalSummary
 
 
 def fail(why):
@@ -33,7 +33,7 @@ def main():
     answer = approve.sync(
         proposal.id, client=client(base, reviewer), body=ApproveBody(note="conformance")
     )
-    if not isinstance(answer, ReviewAnswer):
+    if not isinstance(answer, ProposalSummary):
         fail(f"approve answered {answer!r}")
     print(
         f"approved {proposal.id} as reviewer: status {answer.status}, "

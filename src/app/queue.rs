@@ -49,8 +49,8 @@ pub struct ProposalSummary {
     #[serde(skip)]
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Its approval progress ([`ApprovalProgress`]) in a listing (the API's pages, `queue
-    /// list --json`, the web UI's queue); absent where a summary stands alone (`run --json`, a
-    /// review's answer carries its own `approvals`).
+    /// list --json`, the web UI's queue) and in a review's answer; absent where a summary
+    /// stands alone (`run --json`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<ApprovalProgress>,
     /// The same in words: "1 of 2 approvals, waiting for governance".

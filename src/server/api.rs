@@ -20,7 +20,7 @@ use crate::app::queue::{
 };
 use crate::app::run::{RunPage, RunView};
 use crate::app::{self, AppError};
-use crate::domain::{Moment, ProposalStatus, QueueOrder, ReviewAction, Role, RunRecord, Trigger};
+use crate::domain::{Moment, ProposalStatus, QueueOrder, ReviewAction, RunRecord, Trigger};
 use crate::history::import::Format;
 use crate::store::{AuditEntry, AuditReport};
 use axum::extract::{Path, State};
@@ -312,36 +312,13 @@ struct CommentBody {
     text: String,
 }
 
-/// A review's answer: the proposal's summary, and what approving it still takes.
-#[derive(Serialize, ToSchema)]
-struct ReviewAnswer {
-    #[serde(flatten)]
-    summary: ProposalSummary,
-    approvals: Approvals,
-}
-
-/// The approvals a proposal has and still needs.
-#[derive(Serialize, ToSchema)]
-struct Approvals {
-    /// Distinct people who approved it.
-    given: u32,
-    /// How many it needs.
-    required: u32,
-    /// How many more it needs before it is approved (0 once approved, or when it is no longer
-    /// pending review).
-    missing: u32,
-    /// Roles one of the missing approvals must come from (`governance` — or `admin` — for an
-    /// escalated proposal that no governance approval has reached yet).
-    missing_roles: Vec<Role>,
-}
-
 async fn review(
     state: &ServerState,
     caller: crate::app::access::Principal,
     id: String,
     action: ReviewAction,
     note: Option<String>,
-) -> ApiResult<Json<ReviewAnswer>> {
+) -> ApiResult<Json<ProposalSummary>> {
     let outcome = state
         .app
         .review(ReviewRequest {
@@ -366,15 +343,12 @@ async fn review(
         outcome.escalated,
         &reviews,
     );
-    Ok(Json(ReviewAnswer {
-        summary: outcome.summary,
-        approvals: Approvals {
-            given: progress.given,
-            required: progress.required,
-            missing: progress.missing,
-            missing_roles: progress.missing_roles,
-        },
-    }))
+    // A review's answer is the proposal's summary with what approving it still takes
+    // (`approvals`, always present here) and the same in words (`progress`).
+    let mut summary = outcome.summary;
+    summary.progress = Some(progress.describe());
+    summary.approvals = Some(progress);
+    Ok(Json(summary))
 }
 
 /// Approve, as the caller: distinct people count, an escalated proposal needs governance
@@ -382,14 +356,14 @@ async fn review(
 #[utoipa::path(post, path = "/api/v1/proposals/{id}/approve", tag = "proposals",
     request_body = ApproveBody,
     params(("id" = String, Path, description = "The proposal's id.")),
-    responses((status = 200, description = "Approved (or still pending, with the approvals it still needs).", body = ReviewAnswer), Errors, NotFound,
+    responses((status = 200, description = "Approved (or still pending, with the approvals it still needs).", body = ProposalSummary), Errors, NotFound,
         Conflict, TooLarge))]
 async fn approve(
     State(state): Shared,
     Reviewer(caller): Reviewer,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ApproveBody>,
-) -> ApiResult<Json<ReviewAnswer>> {
+) -> ApiResult<Json<ProposalSummary>> {
     review(&state, caller, id, ReviewAction::Approve, body.note).await
 }
 
@@ -397,14 +371,14 @@ async fn approve(
 #[utoipa::path(post, path = "/api/v1/proposals/{id}/reject", tag = "proposals",
     request_body = RejectBody,
     params(("id" = String, Path, description = "The proposal's id.")),
-    responses((status = 200, description = "Rejected.", body = ReviewAnswer), Errors, NotFound,
+    responses((status = 200, description = "Rejected.", body = ProposalSummary), Errors, NotFound,
         Conflict, TooLarge))]
 async fn reject(
     State(state): Shared,
     Reviewer(caller): Reviewer,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RejectBody>,
-) -> ApiResult<Json<ReviewAnswer>> {
+) -> ApiResult<Json<ProposalSummary>> {
     review(&state, caller, id, ReviewAction::Reject, Some(body.reason)).await
 }
 
@@ -412,14 +386,14 @@ async fn reject(
 #[utoipa::path(post, path = "/api/v1/proposals/{id}/comments", tag = "proposals",
     request_body = CommentBody,
     params(("id" = String, Path, description = "The proposal's id.")),
-    responses((status = 200, description = "Commented.", body = ReviewAnswer), Errors, NotFound,
+    responses((status = 200, description = "Commented.", body = ProposalSummary), Errors, NotFound,
         Conflict, TooLarge))]
 async fn comment(
     State(state): Shared,
     Reviewer(caller): Reviewer,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CommentBody>,
-) -> ApiResult<Json<ReviewAnswer>> {
+) -> ApiResult<Json<ProposalSummary>> {
     review(&state, caller, id, ReviewAction::Comment, Some(body.text)).await
 }
 
