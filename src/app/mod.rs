@@ -12,6 +12,7 @@
 pub mod access;
 pub mod analyze;
 pub mod audit;
+pub mod cache;
 pub mod decision;
 mod error;
 pub mod import;
@@ -57,6 +58,10 @@ pub struct App {
     audit_key: OnceLock<AuditKey>,
     /// The analysis cache and the bound on heavy reads.
     reads: Arc<reads::Reads>,
+    /// Verified bearer tokens, believed for `server.token_cache_seconds`.
+    tokens: cache::TokenCache,
+    /// Pages of the queue, kept while the audit log's head stays where it was.
+    listings: cache::Listings,
 }
 
 impl App {
@@ -72,11 +77,15 @@ impl App {
 
     fn with_access(config: Config, access: Access) -> App {
         App {
-            config,
             access,
             store: tokio::sync::OnceCell::new(),
             audit_key: OnceLock::new(),
             reads: Arc::new(reads::Reads::default()),
+            tokens: cache::TokenCache::new(std::time::Duration::from_secs(
+                config.server.token_cache_seconds,
+            )),
+            listings: cache::Listings::default(),
+            config,
         }
     }
 
