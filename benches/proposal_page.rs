@@ -7,10 +7,10 @@
 //! the history (`hypod_analysis_computations_total`: once per server). Goal (issue #26): ≤ 50 ms
 //! after the first request.
 //!
-//! `cargo bench --bench proposal_page` (`HYPOD_BENCH_EXPERIMENTS`, default 100000;
-//! `HYPOD_BENCH_REPEAT` requests after the first, default 200; PostgreSQL too when
+//! `cargo bench --bench proposal_page` (`PAGE_BENCH_EXPERIMENTS`, default 100000;
+//! `PAGE_BENCH_REPEAT` requests after the first, default 200; PostgreSQL too when
 //! `HYPOD_TEST_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres) answers to
-//! `psql`, unless `HYPOD_BENCH_SQLITE_ONLY` is set).
+//! `psql`, unless `PAGE_BENCH_SQLITE_ONLY` is set).
 
 #[path = "../tests/synthetic/mod.rs"]
 mod synthetic;
@@ -235,8 +235,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n = env_number("HYPOD_BENCH_EXPERIMENTS", 100_000);
-    let repeat = env_number("HYPOD_BENCH_REPEAT", 200).max(1);
+    let n = env_number("PAGE_BENCH_EXPERIMENTS", 100_000);
+    let repeat = env_number("PAGE_BENCH_REPEAT", 200).max(1);
     println!("a proposal page over HTTP, first request then median / p99 of {repeat}; ms");
     println!(
         "{:<10} {:<4} {:>11} {:>10} {:>9} {:>9} {:>13}",
@@ -245,7 +245,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     measure("sqlite", &sqlite, n, repeat);
-    if std::env::var_os("HYPOD_BENCH_SQLITE_ONLY").is_some() {
+    if std::env::var_os("PAGE_BENCH_SQLITE_ONLY").is_some() {
         return;
     }
     let server = std::env::var("HYPOD_TEST_DATABASE_URL")
