@@ -97,11 +97,16 @@ fn revoked_elsewhere_is_refused_within_the_cache_time(url: Option<&str>) {
         &hypod,
         &[("HYPOD_SERVER__TOKEN_CACHE_SECONDS", &TTL.to_string())],
     );
+    // A daemon believing tokens for the longest time allowed, beside it.
+    let lasting = TestApp::spawn_with(&hypod, &[("HYPOD_SERVER__TOKEN_CACHE_SECONDS", "300")]);
     // Checked against the database and the audit log, then believed for TTL seconds.
     assert_eq!(get(&daemon, "/api/v1/me", &secret).status, 200);
     assert_eq!(get(&daemon, "/api/v1/proposals", &secret).status, 200);
+    assert_eq!(get(&lasting, "/api/v1/me", &secret).status, 200);
     hypod.ok(&["token", "revoke", &id]);
     let revoked = Instant::now();
+    // Within its time the cache believes the token without asking again, as documented.
+    assert_eq!(get(&lasting, "/api/v1/me", &secret).status, 200);
     loop {
         let me = get(&daemon, "/api/v1/me", &secret);
         if me.status == 401 {
