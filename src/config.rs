@@ -195,6 +195,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// With `auth = "proxy"`: which group names give which role (the highest one counts).
     pub proxy_groups: ProxyGroups,
+    /// How long a bearer token, once checked against the database and the audit log, is
+    /// believed without checking again (0 = checked on every request). A revocation made
+    /// through this process ends its entry at once; one made elsewhere (`hypod token revoke`
+    /// in another process, another replica) takes effect within this many seconds.
+    pub token_cache_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -205,6 +210,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             trusted_proxies: Vec::new(),
             proxy_groups: ProxyGroups::default(),
+            token_cache_seconds: 5,
         }
     }
 }
@@ -805,6 +811,9 @@ impl Config {
                     "key `server.trusted_proxies`: {proxy:?} is not an IP address such as \"127.0.0.1\""
                 ));
             }
+        }
+        if self.server.token_cache_seconds > 300 {
+            return Err("key `server.token_cache_seconds`: must be at most 300 (it is how long a revoked token may still be accepted; 0 checks every request)".into());
         }
         if self.server.auth == AuthMode::Proxy && self.server.trusted_proxies.is_empty() {
             return Err("key `server.trusted_proxies`: auth = \"proxy\" believes identity headers only from listed proxies; list at least one address".into());

@@ -7,7 +7,8 @@
 //! A token counts only as the audit log explains it: at use, its row is checked against its
 //! own `token.create` / `token.revoke` entries (found through the subject index, each entry's
 //! hash and MAC checked under the audit key), so a row added, un-revoked or raised by hand
-//! is refused; `audit verify` replays the whole log.
+//! is refused; `audit verify` replays the whole log. A token so checked is believed for
+//! `server.token_cache_seconds` without checking again ([`super::cache::TokenCache`]).
 
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::config::ProxyGroups;
@@ -197,7 +198,10 @@ impl App {
 
     /// `token revoke ID`.
     pub async fn revoke_token(&self, id: &str, by: &str) -> AppResult<()> {
-        if self.store().await?.revoke_token(id, by).await? {
+        let revoked = self.store().await?.revoke_token(id, by).await?;
+        // This process believes it no more, at once (other processes within their cache's time).
+        self.tokens.forget(id);
+        if revoked {
             Ok(())
         } else {
             Err(AppError::new(
@@ -210,7 +214,9 @@ impl App {
         }
     }
 
-    /// The principal a bearer token identifies.
+    /// The principal a bearer token identifies: found live in the database and vouched for
+    /// by its audit entries, or, within `server.token_cache_seconds` of that check, as it was
+    /// then ([`super::cache::TokenCache`]).
     pub async fn principal_for_token(&self, secret: &str) -> AppResult<Principal> {
         let unknown = || {
             AppError::new(
@@ -222,11 +228,12 @@ impl App {
         if secret.len() > 128 || !secret.is_ascii() {
             return Err(unknown());
         }
+        let hash = token_hash(secret);
+        if let Some(principal) = self.tokens.get(&hash) {
+            return Ok(principal);
+        }
         let store = self.store().await?;
-        let record = store
-            .token_by_hash(&token_hash(secret))
-            .await?
-            .ok_or_else(unknown)?;
+        let record = store.token_by_hash(&hash).await?.ok_or_else(unknown)?;
         self.vouch_token(store.as_ref(), &record).await?;
         let user = Identity::parse(&record.user).map_err(|e| match e {
             // A token created before names had to be written in one script.
@@ -239,12 +246,14 @@ impl App {
             ),
             other => AppError::runtime(format!("token {}: stored user: {other}", record.id)),
         })?;
-        Ok(Principal {
+        let principal = Principal {
             user,
             role: record.role,
             via: AuthSource::Token(record.id),
             kind: record.kind,
-        })
+        };
+        self.tokens.put(&hash, &principal);
+        Ok(principal)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod agents;
 pub mod analyze;
 pub mod audit;
 pub mod backtest;
+pub mod cache;
 pub mod decision;
 mod error;
 pub mod import;
@@ -61,6 +62,10 @@ pub struct App {
     reads: Arc<reads::Reads>,
     /// Agents' submissions in the last minute, per token ([`agents`]).
     submissions: agents::Limiter,
+    /// Verified bearer tokens, believed for `server.token_cache_seconds`.
+    tokens: cache::TokenCache,
+    /// Pages of the queue, kept while the audit log's head stays where it was.
+    listings: cache::Listings,
 }
 
 impl App {
@@ -76,12 +81,16 @@ impl App {
 
     fn with_access(config: Config, access: Access) -> App {
         App {
-            config,
             access,
             store: tokio::sync::OnceCell::new(),
             audit_key: OnceLock::new(),
             reads: Arc::new(reads::Reads::default()),
             submissions: agents::Limiter::default(),
+            tokens: cache::TokenCache::new(std::time::Duration::from_secs(
+                config.server.token_cache_seconds,
+            )),
+            listings: cache::Listings::default(),
+            config,
         }
     }
 

@@ -1,8 +1,10 @@
 //! The queue use cases: list (whole, or one page at a time for the API and the web UI), show (a
 //! proposal with the statistics of its evidence and its review history), approve, reject or
-//! comment, and export approved proposals as drafts for an experimentation platform.
+//! comment, and export approved proposals as drafts for an experimentation platform. The
+//! listing's pages and counts are kept while the audit log's head stays put ([`super::cache`]).
 
 use super::access::{Permission, Principal};
+use super::cache::{ListingMark, PageKey};
 use super::{App, AppError, AppResult, ErrorKind};
 use crate::analysis::ExperimentAnalysis;
 use crate::domain::{
@@ -10,9 +12,10 @@ use crate::domain::{
     ProposalFilter, ProposalStatus, QueueOrder, Rendering, Review, ReviewAction, ReviewError,
     Strategy,
 };
-use crate::store::{AuditProblem, StoreError};
+use crate::store::{AuditProblem, Store, StoreError};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A failed rule in a [`ProposalSummary`].
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -228,6 +231,9 @@ impl App {
 
     /// One page of the queue (keyset pagination, highest priority first): the one listing
     /// the API and the web UI share. A cursor hypod did not give is refused, never ignored.
+    /// Answered from the pages kept at the audit log's current head when it was asked before
+    /// ([`super::cache::Listings`]): any review, run or expiry since, by any process, makes it
+    /// read the database again.
     pub async fn queue_page(&self, request: PageRequest) -> AppResult<ProposalPage> {
         let limit = page_size(request.limit)?;
         let after = match request.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -252,7 +258,22 @@ impl App {
             after,
             limit: Some(limit + 1),
         };
+        let key = PageKey {
+            status: filter.status.map(ProposalStatus::as_str),
+            moment: filter.moment.map(Moment::as_str),
+            segment: filter.segment.clone(),
+            run: filter.run_id.clone(),
+            text: filter.text.clone(),
+            limit,
+            cursor: request.cursor.filter(|c| !c.is_empty()),
+            order: request.order.as_str(),
+        };
+        // The head first, then the page: a page kept under a mark is at least as new as it.
         let store = self.store().await?;
+        let mark = self.listing_mark(store).await?;
+        if let Some(page) = self.listings.page(mark, &key) {
+            return Ok(page);
+        }
         let mut proposals = store.list_proposals(&filter).await?;
         let next_cursor = if proposals.len() > limit {
             proposals.truncate(limit);
@@ -264,24 +285,53 @@ impl App {
         };
         // The page's approval progress: one more query for the whole page.
         let approvals = approvals_by_proposal(store.as_ref(), &proposals).await?;
-        Ok(ProposalPage {
+        let page = ProposalPage {
             items: summaries(&proposals, approvals),
             next_cursor,
-        })
+        };
+        self.listings.put_page(mark, key, &page);
+        Ok(page)
     }
 }
 
 impl App {
-    /// How many proposals the queue holds in each status, every status named (0 when none).
+    /// The audit log's head, read from the database by a read that starts after this call
+    /// (shared with the requests asking at the same moment): what a kept page of the queue is
+    /// valid at (see [`super::cache`]).
+    async fn listing_mark(&self, store: &Arc<dyn Store>) -> AppResult<ListingMark> {
+        let store = store.clone();
+        self.listings
+            .mark(move || async move {
+                Ok(ListingMark(
+                    store
+                        .audit_head()
+                        .await?
+                        .map_or(0, |sealed| sealed.head.seq),
+                ))
+            })
+            .await
+    }
+}
+
+impl App {
+    /// How many proposals the queue holds in each status, every status named (0 when none);
+    /// kept as the pages are.
     pub async fn queue_counts(&self) -> AppResult<Vec<(ProposalStatus, u64)>> {
-        let stored = self.store().await?.count_proposals_by_status().await?;
-        Ok(ProposalStatus::ALL
+        let store = self.store().await?;
+        let mark = self.listing_mark(store).await?;
+        if let Some(counts) = self.listings.counts(mark) {
+            return Ok(counts);
+        }
+        let stored = store.count_proposals_by_status().await?;
+        let counts: Vec<(ProposalStatus, u64)> = ProposalStatus::ALL
             .iter()
             .map(|s| {
                 let n = stored.iter().find(|(t, _)| t == s).map_or(0, |(_, n)| *n);
                 (*s, n)
             })
-            .collect())
+            .collect();
+        self.listings.put_counts(mark, &counts);
+        Ok(counts)
     }
 }
 

@@ -53,6 +53,7 @@ mod run_metrics;
 mod serve;
 mod sizing;
 mod snapshots;
+mod speed_caches;
 mod spine;
 mod sql_source;
 mod storage;

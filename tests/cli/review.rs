@@ -502,7 +502,8 @@ fn blocked_proposals_are_approved_by_nobody_and_rejections_need_a_visible_reason
         serde_json::from_str(&draft).expect("JSON"),
         hypod::domain::ProposalStatus::Blocked,
     );
-    let daemon = serve(&setup.hypod);
+    // Checked at every request (no token cache): the revocation below is refused at once.
+    let daemon = TestApp::spawn_with(&setup.hypod, &[("HYPOD_SERVER__TOKEN_CACHE_SECONDS", "0")]);
     let blocked = setup.with_status("blocked");
     let blocked = blocked.first().expect("a blocked proposal");
     let admin = bearer(setup.token("admin"));
