@@ -10,83 +10,17 @@
 //! `cargo bench --bench analysis_cache` (`HYPOD_BENCH_SIZES=1000,10000` to choose sizes,
 //! `HYPOD_BENCH_REPEAT` cached requests per figure, default 200).
 
+#[path = "support/mod.rs"]
+mod support;
 #[path = "../tests/synthetic/mod.rs"]
 mod synthetic;
 
 use hypod::analysis::AnalysisReport;
 use hypod::app::load::{analysis_settings, origins};
 use hypod::app::App;
-use hypod::domain::{
-    Enrichment, Proposal, ProposalDraft, ProposalStatus, Provenance, RunRecord, RunStatus,
-    RunSummary, Trigger,
-};
 use hypod::history::import::Format;
 use std::time::{Duration, Instant};
-
-const KEY: &[u8] = b"bench-audit-key-0123456789";
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One pending proposal citing `evidence`, queued as a run would queue it: its id.
-async fn queue_proposal(app: &App, evidence: &str) -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/draft.json"
-    ))
-    .expect("the draft fixture");
-    let mut draft: ProposalDraft = serde_json::from_str(&text).expect("a draft");
-    for cited in &mut draft.evidence {
-        cited.experiment_id = evidence.to_string();
-    }
-    let now = chrono::Utc::now();
-    let run = RunRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        trigger: Trigger::Cli,
-        status: RunStatus::Succeeded,
-        started_at: now,
-        finished_at: now,
-        proposer: "bench".into(),
-        fell_back: None,
-        error: None,
-        summary: RunSummary::default(),
-        usage: None,
-        policy_digest: "p".repeat(64),
-        input_digest: "i".repeat(64),
-        rejected_drafts: Vec::new(),
-        notes: Vec::new(),
-        audit_head: None,
-        stage_seconds: Vec::new(),
-    };
-    let proposal = Proposal {
-        id: uuid::Uuid::now_v7().to_string(),
-        run_id: run.id.clone(),
-        status: ProposalStatus::PendingReview,
-        created_at: now,
-        updated_at: now,
-        draft,
-        enrichment: Enrichment::default(),
-        verdicts: Vec::new(),
-        provenance: Provenance {
-            proposer: "bench".into(),
-            ..Provenance::default()
-        },
-        approvals_required: 1,
-        superseded_by: None,
-    };
-    let id = proposal.id.clone();
-    app.store()
-        .await
-        .expect("the store")
-        .record_run(&run, &[proposal], &[], None, None)
-        .await
-        .expect("queue a proposal");
-    id
-}
+use support::{audit_key, env_number, queue_proposal};
 
 /// Median and 99th percentile of `times`, in milliseconds.
 fn summary(mut times: Vec<Duration>) -> (f64, f64) {
@@ -108,8 +42,7 @@ async fn measure(n: usize, repeat: usize) {
     )
     .expect("write the configuration");
     let config = hypod::config::Config::load_with_env(Some(&config_path), &[]).expect("config");
-    let key = || hypod::store::AuditKey::new(KEY).expect("key");
-    let app = App::new(config.clone()).with_audit_key(key());
+    let app = App::new(config.clone()).with_audit_key(audit_key());
     let mut body = String::new();
     for experiment in synthetic::history(n) {
         body.push_str(&serde_json::to_string(&experiment).expect("an experiment"));
@@ -139,7 +72,7 @@ async fn measure(n: usize, repeat: usize) {
     }
 
     // A fresh App: its first request computes, the others read the cache.
-    let app = App::new(config).with_audit_key(key());
+    let app = App::new(config).with_audit_key(audit_key());
     let started = Instant::now();
     app.experiment(&id).await.expect("the experiment");
     let first = started.elapsed();

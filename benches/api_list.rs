@@ -7,32 +7,14 @@
 //! 100000; `API_BENCH_CONNECTIONS`, default 64; `API_BENCH_SECONDS`, default 10;
 //! `HYPOD_TEST_DATABASE_URL` for PostgreSQL, default postgres://postgres@127.0.0.1:5432/postgres).
 
-use hypod::domain::{
-    Enrichment, Proposal, ProposalDraft, ProposalStatus, Provenance, Role, RunRecord, RunStatus,
-    RunSummary, Trigger,
-};
-use hypod::store::{AuditKey, Store, TokenRecord};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use hypod::domain::{Enrichment, Proposal, ProposalStatus, Provenance, Role};
+use hypod::store::{Store, TokenRecord};
+use std::process::Command;
 use std::time::Instant;
-
-const KEY: &[u8] = b"bench-audit-key-0123456789";
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn draft() -> ProposalDraft {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/draft.json"
-    ))
-    .expect("the draft fixture");
-    serde_json::from_str(&text).expect("a draft")
-}
+use support::{audit_key, draft, env_number, run_record, serve};
 
 /// Fills `store` with `count` pending proposals (in runs of 5 000) and one reviewer token.
 async fn seed(store: &dyn Store, count: usize) -> String {
@@ -41,24 +23,7 @@ async fn seed(store: &dyn Store, count: usize) -> String {
     let mut made = 0;
     while made < count {
         let batch = (count - made).min(5_000);
-        let run = RunRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            trigger: Trigger::Cli,
-            status: RunStatus::Succeeded,
-            started_at: now,
-            finished_at: now,
-            proposer: "bench".into(),
-            fell_back: None,
-            error: None,
-            summary: RunSummary::default(),
-            usage: None,
-            policy_digest: "p".repeat(64),
-            input_digest: "i".repeat(64),
-            rejected_drafts: Vec::new(),
-            notes: Vec::new(),
-            audit_head: None,
-            stage_seconds: Vec::new(),
-        };
+        let run = run_record();
         let proposals: Vec<Proposal> = (0..batch)
             .map(|i| {
                 let mut draft = base.clone();
@@ -164,7 +129,7 @@ fn measure(backend: &str, url: &str, dir: &std::path::Path) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let seeding = Instant::now();
     let token = runtime.block_on(async {
-        let store = hypod::store::open(url, AuditKey::new(KEY).expect("key"))
+        let store = hypod::store::open(url, audit_key())
             .await
             .expect("open the database");
         seed(store.as_ref(), count).await
@@ -179,29 +144,7 @@ fn measure(backend: &str, url: &str, dir: &std::path::Path) {
         format!("[database]\nurl = \"{url}\"\n[schedule]\ncron = \"0 0 3 1 1 *\"\nmissed = \"skip\"\n[server]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hypod"))
-        .arg("serve")
-        .env("HYPOD_CONFIG", &config)
-        .env("HYPOD_AUDIT_KEY", std::str::from_utf8(KEY).expect("ASCII"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hypod serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on http://") => {
-                break line
-                    .rsplit("http://")
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            }
-            Some(Ok(line)) => eprintln!("hypod serve: {line}"),
-            other => panic!("hypod serve did not start: {other:?}"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = serve(&config);
     let hello = wrk(
         &format!("http://{addr}/healthz"),
         None,

@@ -12,83 +12,17 @@
 //! `HYPOD_TEST_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres) answers to
 //! `psql`, unless `PAGE_BENCH_SQLITE_ONLY` is set).
 
+#[path = "support/mod.rs"]
+mod support;
 #[path = "../tests/synthetic/mod.rs"]
 mod synthetic;
 
 use hypod::app::App;
-use hypod::domain::{
-    Enrichment, Proposal, ProposalDraft, ProposalStatus, Provenance, Role, RunRecord, RunStatus,
-    RunSummary, Trigger,
-};
+use hypod::domain::Role;
 use hypod::history::import::Format;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const KEY: &str = "bench-audit-key-0123456789";
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One pending proposal citing `evidence`, queued as a run would queue it: its id.
-async fn queue_proposal(app: &App, evidence: &str) -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/draft.json"
-    ))
-    .expect("the draft fixture");
-    let mut draft: ProposalDraft = serde_json::from_str(&text).expect("a draft");
-    for cited in &mut draft.evidence {
-        cited.experiment_id = evidence.to_string();
-    }
-    let now = chrono::Utc::now();
-    let run = RunRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        trigger: Trigger::Cli,
-        status: RunStatus::Succeeded,
-        started_at: now,
-        finished_at: now,
-        proposer: "bench".into(),
-        fell_back: None,
-        error: None,
-        summary: RunSummary::default(),
-        usage: None,
-        policy_digest: "p".repeat(64),
-        input_digest: "i".repeat(64),
-        rejected_drafts: Vec::new(),
-        notes: Vec::new(),
-        audit_head: None,
-        stage_seconds: Vec::new(),
-    };
-    let proposal = Proposal {
-        id: uuid::Uuid::now_v7().to_string(),
-        run_id: run.id.clone(),
-        status: ProposalStatus::PendingReview,
-        created_at: now,
-        updated_at: now,
-        draft,
-        enrichment: Enrichment::default(),
-        verdicts: Vec::new(),
-        provenance: Provenance {
-            proposer: "bench".into(),
-            ..Provenance::default()
-        },
-        approvals_required: 1,
-        superseded_by: None,
-    };
-    let id = proposal.id.clone();
-    app.store()
-        .await
-        .expect("the store")
-        .record_run(&run, &[proposal], &[], None, None)
-        .await
-        .expect("queue a proposal");
-    id
-}
+use support::{audit_key, env_number, queue_proposal, serve};
 
 /// Imports `n` synthetic experiments into the database of `config_path`, queues a proposal
 /// citing one of them and creates a viewer's token: (proposal id, token).
@@ -96,8 +30,7 @@ fn seed(config_path: &std::path::Path, n: usize) -> (String, String) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let config = hypod::config::Config::load_with_env(Some(config_path), &[]).expect("config");
-        let app = App::new(config)
-            .with_audit_key(hypod::store::AuditKey::new(KEY.as_bytes()).expect("key"));
+        let app = App::new(config).with_audit_key(audit_key());
         let mut body = String::new();
         for experiment in synthetic::history(n) {
             body.push_str(&serde_json::to_string(&experiment).expect("an experiment"));
@@ -119,34 +52,6 @@ fn seed(config_path: &std::path::Path, n: usize) -> (String, String) {
             .token;
         (proposal, token)
     })
-}
-
-/// `hypod serve` on the folder's configuration: the child and its address.
-fn serve(config_path: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hypod"))
-        .arg("serve")
-        .env("HYPOD_CONFIG", config_path)
-        .env("HYPOD_AUDIT_KEY", KEY)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hypod serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on http://") => {
-                break line
-                    .rsplit("http://")
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            }
-            Some(Ok(line)) => eprintln!("hypod serve: {line}"),
-            other => panic!("hypod serve did not start: {other:?}"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
 }
 
 /// Median and 99th percentile of `times`, in milliseconds.
