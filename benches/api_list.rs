@@ -176,21 +176,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     measure("sqlite", &sqlite, dir.path());
-    let server = std::env::var("HYPOD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("hypod_bench_{:08x}", rand::random::<u32>());
-    let admin = |sql: String| {
-        Command::new("psql")
-            .args([server.as_str(), "-qc", sql.as_str()])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if admin(format!("CREATE DATABASE {name}")) {
-        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    support::on_fresh_postgres(|url| {
         let pg_dir = tempfile::tempdir().expect("temp dir");
-        measure("postgres", &format!("{base}/{name}"), pg_dir.path());
-        admin(format!("DROP DATABASE {name} WITH (FORCE)"));
-    } else {
-        eprintln!("PostgreSQL not reachable at {server}: its figures are skipped");
-    }
+        measure("postgres", url, pg_dir.path());
+    });
 }

@@ -20,7 +20,6 @@ mod synthetic;
 use hypod::app::App;
 use hypod::domain::Role;
 use hypod::history::import::Format;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{audit_key, env_number, queue_proposal, serve};
 
@@ -158,20 +157,5 @@ fn main() {
     if std::env::var_os("PAGE_BENCH_SQLITE_ONLY").is_some() {
         return;
     }
-    let server = std::env::var("HYPOD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("hypod_bench_{:08x}", rand::random::<u32>());
-    let admin = |sql: String| {
-        Command::new("psql")
-            .args([server.as_str(), "-qc", sql.as_str()])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if admin(format!("CREATE DATABASE {name}")) {
-        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-        measure("postgres", &format!("{base}/{name}"), n, repeat);
-        admin(format!("DROP DATABASE {name} WITH (FORCE)"));
-    } else {
-        eprintln!("PostgreSQL not reachable at {server}: its figures are skipped");
-    }
+    support::on_fresh_postgres(|url| measure("postgres", url, n, repeat));
 }

@@ -122,3 +122,25 @@ pub fn serve(config_path: &std::path::Path) -> (Child, String) {
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
 }
+
+/// Runs `measure` on a fresh PostgreSQL database (its URL) made on the server of
+/// `HYPOD_TEST_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres) with `psql`,
+/// and drops it after; says so and skips when the server cannot be reached.
+pub fn on_fresh_postgres(measure: impl FnOnce(&str)) {
+    let server = std::env::var("HYPOD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("hypod_bench_{:08x}", rand::random::<u32>());
+    let admin = |sql: String| {
+        Command::new("psql")
+            .args([server.as_str(), "-qc", sql.as_str()])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if admin(format!("CREATE DATABASE {name}")) {
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+        measure(&format!("{base}/{name}"));
+        admin(format!("DROP DATABASE {name} WITH (FORCE)"));
+    } else {
+        eprintln!("PostgreSQL not reachable at {server}: its figures are skipped");
+    }
+}
