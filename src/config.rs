@@ -97,6 +97,10 @@ pub struct ProposerConfig {
     /// The shortest test in days, a multiple of 7 (whole weeks): every expected duration is
     /// rounded up to whole weeks and never below it (0: the days to reach the sample, as is).
     pub min_days: u32,
+    /// The longest test the builtin proposer proposes, in days (0, the default: no limit): an
+    /// idea whose consented traffic needs longer to reach its sample is dropped, with the days
+    /// it needs, and its place goes to the next idea.
+    pub max_days: u32,
 }
 
 impl Default for ProposerConfig {
@@ -107,6 +111,7 @@ impl Default for ProposerConfig {
             per_moment: 3,
             expire_pending_after_days: 30,
             min_days: crate::validate::DEFAULT_MIN_DAYS,
+            max_days: crate::validate::DEFAULT_MAX_DAYS,
         }
     }
 }
@@ -728,6 +733,15 @@ impl Config {
         }
         if !self.proposer.min_days.is_multiple_of(7) || self.proposer.min_days > 364 {
             return Err("key `proposer.min_days`: must be whole weeks, a multiple of 7 up to 364 (0 turns the minimum and the rounding to weeks off)".into());
+        }
+        if self.proposer.max_days > 3_650 {
+            return Err("key `proposer.max_days`: must be at most 3650 (ten years; 0 turns the limit off)".into());
+        }
+        if self.proposer.max_days != 0 && self.proposer.max_days < self.proposer.min_days {
+            return Err(format!(
+                "key `proposer.max_days`: {} is below `proposer.min_days` ({}): every test would be too long; raise it or set it to 0 (no limit)",
+                self.proposer.max_days, self.proposer.min_days
+            ));
         }
         if self.proposer.expire_pending_after_days > 36_500 {
             return Err("key `proposer.expire_pending_after_days`: must be at most 36500 (100 years; 0 turns expiry off)".into());

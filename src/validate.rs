@@ -489,6 +489,12 @@ pub fn nearest_duplicate(draft: &ProposalDraft, around: &Surroundings<'_>) -> Op
     best
 }
 
+/// The default of `proposer.max_days`: no limit. Every idea competes for the portfolio's places
+/// whatever its length, and the stage gate's `experiment-length` rule warns beyond six weeks;
+/// on realistic histories holdbacks and neglected moments often need months (see
+/// docs/configuration.md), and a team decides whether it wants them.
+pub const DEFAULT_MAX_DAYS: u32 = 0;
+
 /// The default of `proposer.min_days`: a test runs at least one full week.
 pub const DEFAULT_MIN_DAYS: u32 = 7;
 

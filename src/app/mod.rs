@@ -177,6 +177,7 @@ fn proposers(config: &Config, governance: &Governance) -> AppResult<ProposerPair
         alpha: config.analysis.alpha,
         power: config.analysis.power,
         min_days: config.proposer.min_days,
+        max_days: config.proposer.max_days,
     };
     match config.proposer.kind {
         ProposerKind::Builtin => Ok((Box::new(builtin), None)),

@@ -389,6 +389,7 @@ impl App {
             alpha: self.config.analysis.alpha,
             power: self.config.analysis.power,
             min_days: self.config.proposer.min_days,
+            max_days: self.config.proposer.max_days,
         };
         let plan = RunPlan {
             config: &self.config,

@@ -313,3 +313,89 @@ message = "The sample alone takes {{ proposal.days_to_reach_sample }} day(s): ru
         .expect("a proposal whose sample takes a week or more");
     assert_eq!(verdict(long)["passed"], true);
 }
+
+/// Every "would run N days" the run records for a dropped draft, with the draft's title.
+fn too_long(run: &Value) -> Vec<(String, f64)> {
+    run["run"]["rejected_drafts"]
+        .as_array()
+        .expect("rejected_drafts")
+        .iter()
+        .filter_map(|d| {
+            let reason = d["reasons"][0].as_str()?;
+            let days = reason.split(" would run ").nth(1)?.split(" days").next()?;
+            Some((d["raw"]["title"].as_str()?.to_string(), days.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sample's holdback of the hero banner, sized for its lever's pooled +1 %, would take
+/// months: with `proposer.max_days = 42` (the stage gate's six weeks) the builtin does not
+/// queue a test longer than that, and the run says which idea it dropped and how long it
+/// would run. By default (no limit) the same idea is queued and the stage gate's rule warns.
+#[test]
+fn the_builtin_queues_no_test_longer_than_max_days() {
+    let hypod = Hypod::new();
+    with_proposer(&hypod, "[proposer]\nmax_days = 42\n");
+    hypod.ok(&["import", SAMPLE]);
+    let run = hypod.ok(&["run", "--json"]).json();
+    let dropped = too_long(&run);
+    assert!(
+        dropped.iter().any(|(title, days)| title.contains("holdback") && *days > 42.0),
+        "the long holdback is recorded as dropped: {:#}",
+        run["run"]["rejected_drafts"]
+    );
+    assert!(
+        run["run"]["rejected_drafts"][0]["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("longer than proposer.max_days (42)")),
+        "{:#}",
+        run["run"]["rejected_drafts"]
+    );
+    assert_eq!(run["run"]["summary"]["dropped"].as_u64(), Some(dropped.len() as u64));
+    let views = shown(&hypod);
+    assert!(!views.is_empty(), "something is queued");
+    for view in &views {
+        let days = view["proposal"]["enrichment"]["expected_duration_days"].as_f64();
+        assert!(
+            days.is_none_or(|d| d <= 42.0),
+            "{} is planned for {days:?} days",
+            view["proposal"]["draft"]["title"]
+        );
+    }
+
+    // Without the limit (the default), the same idea is queued for the months it needs, and
+    // the stage gate's rule warns about it.
+    let unlimited = Hypod::new();
+    unlimited.ok(&["import", SAMPLE]);
+    let run = unlimited.ok(&["run", "--json"]).json();
+    assert!(too_long(&run).is_empty(), "{:#}", run["run"]["rejected_drafts"]);
+    let (title, days) = &dropped[0];
+    let queued = shown(&unlimited)
+        .into_iter()
+        .find(|v| v["proposal"]["draft"]["title"] == title.as_str())
+        .unwrap_or_else(|| panic!("{title} is queued with max_days = 0"));
+    let planned = queued["proposal"]["enrichment"]["expected_duration_days"]
+        .as_f64()
+        .expect("a duration");
+    assert_eq!(planned.round(), days.round());
+    let warned = queued["proposal"]["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .any(|v| v["rule_id"] == "experiment-length" && v["passed"] == false);
+    assert!(warned, "{:#}", queued["proposal"]["verdicts"]);
+}
+
+/// A limit below the minimum would drop every test: refused, naming both keys.
+#[test]
+fn max_days_below_min_days_is_refused() {
+    let hypod = Hypod::new();
+    with_proposer(&hypod, "[proposer]\nmin_days = 14\nmax_days = 7\n");
+    let ran = hypod.run(&["run"]);
+    assert_ne!(ran.code, Some(0));
+    assert!(
+        ran.stderr.contains("proposer.max_days") && ran.stderr.contains("proposer.min_days"),
+        "{}",
+        ran.stderr
+    );
+}

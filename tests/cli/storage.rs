@@ -959,6 +959,7 @@ async fn a_run_that_lost_the_race_counts_duplicates_and_queues_nothing_twice(db:
         alpha: config.analysis.alpha,
         power: config.analysis.power,
         min_days: config.proposer.min_days,
+        max_days: config.proposer.max_days,
     };
     let plan = || RunPlan {
         config: &config,

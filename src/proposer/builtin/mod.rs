@@ -18,7 +18,8 @@
 //!
 //! No lever whose pooled effect is negative, or whose best test had a sample ratio mismatch, is
 //! carried anywhere. Nothing a running experiment tests or a reviewer recently rejected is
-//! proposed.
+//! proposed. No test that would run longer than `proposer.max_days` is proposed: the run
+//! records those the portfolio would otherwise have chosen as dropped, with the days they need.
 //!
 //! The portfolio (docs/proposals-and-queue.md, "How the builtin proposer ranks"): ideas are
 //! valued by expected value per day ([`crate::validate::enrich`]); a share of the places is kept
@@ -38,7 +39,7 @@ mod wording;
 
 use super::{
     EvidenceRef, ProposalContext, ProposalDraft, ProposedDraft, Proposer, ProposerError,
-    ProposerOutput, Rendering, Risk,
+    ProposerOutput, RejectedDraft, Rendering, Risk,
 };
 use crate::analysis::levers::{Expectation, LeverEntry};
 use crate::analysis::{ExperimentAnalysis, Outcome};
@@ -55,6 +56,8 @@ pub struct BuiltinProposer {
     pub power: f64,
     /// `proposer.min_days`.
     pub min_days: u32,
+    /// `proposer.max_days`: ideas whose test would take longer are dropped (0: none are).
+    pub max_days: u32,
 }
 
 impl Default for BuiltinProposer {
@@ -63,6 +66,7 @@ impl Default for BuiltinProposer {
             alpha: 0.05,
             power: 0.8,
             min_days: validate::DEFAULT_MIN_DAYS,
+            max_days: validate::DEFAULT_MAX_DAYS,
         }
     }
 }
@@ -106,12 +110,15 @@ struct Sketch<'e> {
 }
 
 /// An idea with its value, ready for the portfolio.
+#[derive(Clone)]
 struct Idea {
     kind: Kind,
     value: f64,
     /// Proven tests of the lever at the moment a transfer to a new moment comes from (0 for
     /// the other strategies): what the portfolio's room for evidence ranks by.
     proven_behind: usize,
+    /// The test's expected duration in days, once sized (None: it could not be).
+    days: Option<f64>,
     proposed: ProposedDraft,
 }
 
@@ -530,7 +537,7 @@ impl Proposer for BuiltinProposer {
         // rejected lately, weigh its ideas down, and their rationale says so.
         let rejections = super::rejections_by_strategy(context.recent_rejections);
         let learning = &context.analysis.learning;
-        let ideas = candidates
+        let ideas: Vec<Idea> = candidates
             .into_iter()
             .map(|(kind, proposed)| {
                 let proven_behind = drafting.proven_behind(kind, &proposed);
@@ -540,10 +547,49 @@ impl Proposer for BuiltinProposer {
                 }
             })
             .collect();
+        // Tests longer than `proposer.max_days` are not proposed; the run records those the
+        // portfolio would have chosen without the limit (the others were never in the running).
+        let too_long: Vec<(ProposalDraft, f64)> = ideas
+            .iter()
+            .filter(|idea| self.too_long(idea))
+            .map(|idea| (idea.proposed.draft.clone(), idea.days.unwrap_or_default()))
+            .collect();
+        let rejected = if too_long.is_empty() {
+            Vec::new()
+        } else {
+            portfolio(ideas.clone(), context)
+                .into_iter()
+                .filter_map(|chosen| {
+                    let (draft, days) = too_long.iter().find(|(d, _)| *d == chosen.draft)?;
+                    Some(self.dropped(draft, *days))
+                })
+                .collect()
+        };
+        let ideas = ideas.into_iter().filter(|idea| !self.too_long(idea)).collect();
         Ok(ProposerOutput {
             drafts: portfolio(ideas, context),
+            rejected,
             ..ProposerOutput::default()
         })
+    }
+}
+
+impl BuiltinProposer {
+    /// Whether the idea's test would run longer than `proposer.max_days`.
+    fn too_long(&self, idea: &Idea) -> bool {
+        self.max_days > 0 && idea.days.is_some_and(|days| days > f64::from(self.max_days))
+    }
+
+    /// A too-long idea as the run records it: the draft and the days it would need.
+    fn dropped(&self, draft: &ProposalDraft, days: f64) -> RejectedDraft {
+        RejectedDraft {
+            raw: serde_json::to_value(draft).unwrap_or_default(),
+            reasons: vec![format!(
+                "\"{}\" would run {days:.0} days on the consented traffic of {}, longer than \
+                 proposer.max_days ({}): not proposed",
+                draft.title, draft.segment, self.max_days
+            )],
+        }
     }
 }
 
@@ -557,8 +603,8 @@ fn valued(
     rejections: &[super::StrategyRejections],
     learning: &crate::analysis::Learning,
 ) -> Idea {
-    let mut value = validate::enrich_without_duplicates(&proposed.draft, proposed.strategy, around)
-        .expected_value_per_day;
+    let enrichment = validate::enrich_without_duplicates(&proposed.draft, proposed.strategy, around);
+    let mut value = enrichment.expected_value_per_day;
     let strategy = kind.strategy();
     if strategy == Strategy::Transfer {
         let weight = learning.transfer_weight(&proposed.draft.lever);
@@ -599,6 +645,7 @@ fn valued(
         kind,
         value,
         proven_behind: 0,
+        days: enrichment.expected_duration_days,
         proposed,
     }
 }
