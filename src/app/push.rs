@@ -5,7 +5,8 @@
 //! draft once per proposal: the proposal's row is held while it is posted; a `400` saying the
 //! tracking key exists counts as pushed once a `GET` by tracking key finds the experiment
 //! (an earlier attempt whose answer was lost); any other `4xx` is recorded as refused with
-//! GrowthBook's message; `429`, `5xx` and lost answers are retried with backoff. A draft the
+//! GrowthBook's message; `429`, `5xx` and lost answers are retried with backoff, a `429` no sooner
+//! than its `Retry-After` (seconds or an HTTP date, at most five minutes). A draft the
 //! audit log does not vouch for ([`App::vouch_draft`]) is refused without being sent. The API
 //! key is sent only in the `Authorization` header and never appears in a message.
 
@@ -247,12 +248,8 @@ impl PushClient {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(3600)));
+        // Seconds or an HTTP date, as GrowthBook writes either on a `429`.
+        let retry_after = crate::sources::growthbook::retry_after(response.headers());
         let body: Option<serde_json::Value> = response.json().await.ok();
         let message = body
             .as_ref()

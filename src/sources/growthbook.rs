@@ -557,7 +557,9 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// The wait a `Retry-After` header asks for, in seconds or as an HTTP date (GrowthBook's
+/// `429`s write either), at most [`MAX_RETRY_AFTER`]; the push reads its answers with it too.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()

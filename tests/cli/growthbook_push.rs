@@ -10,8 +10,8 @@
 
 use crate::backends::{on_every_backend, TestDb};
 use crate::fake_growthbook::{
-    validate_post, FakeGrowthbook, Route, ASSIGNMENT_QUERY, CONVERSIONS, DATASOURCE, ORDERS,
-    PROJECT,
+    validate_post, FakeGrowthbook, RetryAfter, Route, ASSIGNMENT_QUERY, CONVERSIONS, DATASOURCE,
+    ORDERS, PROJECT,
 };
 use crate::support::{Hypod, Ran, SAMPLE};
 use crate::test_app::request;
@@ -590,10 +590,68 @@ async fn a_busy_growthbook_is_retried_and_an_edited_draft_is_never_sent(db: Arc<
     .expect("the check");
 }
 
+/// A rate-limited GrowthBook (`429` with `Retry-After` as an HTTP date, one request per 5 s
+/// window) is waited out as it asks: the push that met the `429` stays pending with that
+/// status, is not sent again before the date however often `export --push` runs, and then lands
+/// once.
+async fn a_rate_limited_growthbook_is_waited_out_as_retry_after_says(db: Arc<TestDb>) {
+    let fake = Arc::new(FakeGrowthbook::start(KEY, Vec::new()).await);
+    let url = db.url.clone();
+    let shared = fake.clone();
+    tokio::task::spawn_blocking(move || {
+        let fake = shared;
+        let (hypod, _tokens) = site(&url, &export_table(&fake, true, "u_gus"));
+        let plain: Vec<String> = pending(&hypod)
+            .into_iter()
+            .filter(|(_, escalated)| !escalated)
+            .map(|(id, _)| id)
+            .take(2)
+            .collect();
+        assert_eq!(plain.len(), 2, "{plain:?}");
+        for id in &plain {
+            hypod.ok(&["queue", "approve", id, "--as", "rita"]);
+        }
+        fake.rate_limit(1, Duration::from_secs(5), RetryAfter::HttpDate);
+        let started = Instant::now();
+        let first = with_key(&hypod, &["export", "--push"]);
+        assert_eq!(first.code, Some(1), "{}\n{}", first.stdout, first.stderr);
+        assert!(
+            first.stdout.contains("push pending after 1 attempt(s) (429)"),
+            "{}",
+            first.stdout
+        );
+        assert_eq!(fake.rate_limited(), 1);
+        let waiting: Vec<Value> = plain
+            .iter()
+            .map(|id| push_of(&hypod, id))
+            .filter(|p| p["state"] == "pending")
+            .collect();
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert_eq!(waiting[0]["http_status"], 429, "{}", waiting[0]);
+        while plain.iter().any(|id| push_of(&hypod, id)["state"] != "pushed") {
+            assert!(started.elapsed() < Duration::from_secs(60), "never pushed");
+            std::thread::sleep(Duration::from_millis(300));
+            with_key(&hypod, &["export", "--push"]);
+        }
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "pushed {:?} after the 429",
+            started.elapsed()
+        );
+        assert_eq!(fake.too_early(), 0, "a request came before Retry-After's date");
+        assert_eq!(fake.rate_limited(), 1);
+        let keys = tracking_keys(&fake.created());
+        assert_eq!(keys.len(), 2, "each once: {keys:?}");
+    })
+    .await
+    .expect("the check");
+}
+
 on_every_backend!(
     serve_pushes_each_approved_proposal_once,
     export_push_by_hand_is_once_only,
-    a_busy_growthbook_is_retried_and_an_edited_draft_is_never_sent
+    a_busy_growthbook_is_retried_and_an_edited_draft_is_never_sent,
+    a_rate_limited_growthbook_is_waited_out_as_retry_after_says
 );
 
 /// `[export.growthbook]` is checked at load: each mistake refused with exit 2, naming the key.

@@ -322,26 +322,65 @@ fn answer(
     if let Some(Route::Create) = route_of(&uri, &method) {
         let mut guard = state.lock().unwrap();
         *guard.counts.entry(Route::Create).or_default() += 1;
-        if guard.fail_always || guard.fail_next > 0 {
-            guard.fail_next = guard.fail_next.saturating_sub(1);
-            guard.server_errors += 1;
-            let status = if guard.fail_always { 502 } else { 503 };
-            return (
-                respond(status, &[], json!({"message": "upstream unavailable"})),
-                false,
-            );
-        }
-        let expected = format!("Bearer {}", guard.key);
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-            guard.unauthorized += 1;
-            return (
-                respond(401, &[], json!({"message": "Invalid API key"})),
-                false,
-            );
+        if let Some(refused) = gate(&mut guard, &headers) {
+            return (refused, false);
         }
         return create(&mut guard, body);
     }
     (answer_get(state, method, uri, headers), false)
+}
+
+/// What every request of the key meets before its route, as GrowthBook's API applies it: the
+/// rate limit first, then a failing upstream, then the bearer key. `None`: it goes on.
+fn gate(state: &mut State, headers: &HeaderMap) -> Option<Response<Body>> {
+    // The rate limit first, as GrowthBook's API applies it to every request of the key.
+    let now = Instant::now();
+    if let Some(rate) = state.rate.as_mut() {
+        if rate.retry_at.is_some_and(|at| now < at) {
+            state.too_early += 1;
+        }
+        let start = *rate.window_start.get_or_insert(now);
+        if now >= start + rate.window {
+            rate.window_start = Some(now);
+            rate.in_window = 0;
+        }
+        rate.in_window += 1;
+        if rate.in_window > rate.burst {
+            let end = rate.window_start.expect("window") + rate.window;
+            let wait = end.saturating_duration_since(now);
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let seconds = seconds.max(1);
+            rate.retry_at = Some(now + Duration::from_secs(seconds));
+            let value = match rate.form {
+                RetryAfter::Seconds => seconds.to_string(),
+                RetryAfter::HttpDate => {
+                    // Whole seconds: the date is rounded up past the wait.
+                    let at = SystemTime::now() + Duration::from_secs(seconds + 1);
+                    let at: chrono::DateTime<chrono::Utc> = at.into();
+                    rate.retry_at = Some(now + Duration::from_secs(seconds));
+                    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+                }
+            };
+            state.rate_limited += 1;
+            return Some(respond(
+                429,
+                &[("retry-after", value)],
+                json!({"message": "Too many requests, limit to 60 per minute"}),
+            ));
+        }
+    }
+    if state.fail_always || state.fail_next > 0 {
+        state.fail_next = state.fail_next.saturating_sub(1);
+        state.server_errors += 1;
+        let status = if state.fail_always { 502 } else { 503 };
+        return Some(respond(status, &[], json!({"message": "upstream unavailable"})));
+    }
+    let expected = format!("Bearer {}", state.key);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        state.unauthorized += 1;
+        return Some(respond(401, &[], json!({"message": "Invalid API key"})));
+    }
+    None
 }
 
 fn answer_get(
@@ -372,52 +411,8 @@ fn answer_get(
         .queries
         .push((route, uri.query().unwrap_or("").to_string()));
 
-    // The rate limit first, as GrowthBook's API applies it to every request of the key.
-    let now = Instant::now();
-    if let Some(rate) = state.rate.as_mut() {
-        if rate.retry_at.is_some_and(|at| now < at) {
-            state.too_early += 1;
-        }
-        let start = *rate.window_start.get_or_insert(now);
-        if now >= start + rate.window {
-            rate.window_start = Some(now);
-            rate.in_window = 0;
-        }
-        rate.in_window += 1;
-        if rate.in_window > rate.burst {
-            let end = rate.window_start.expect("window") + rate.window;
-            let wait = end.saturating_duration_since(now);
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let seconds = seconds.max(1);
-            rate.retry_at = Some(now + Duration::from_secs(seconds));
-            let value = match rate.form {
-                RetryAfter::Seconds => seconds.to_string(),
-                RetryAfter::HttpDate => {
-                    // Whole seconds: the date is rounded up past the wait.
-                    let at = SystemTime::now() + Duration::from_secs(seconds + 1);
-                    let at: chrono::DateTime<chrono::Utc> = at.into();
-                    rate.retry_at = Some(now + Duration::from_secs(seconds));
-                    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-                }
-            };
-            state.rate_limited += 1;
-            return respond(
-                429,
-                &[("retry-after", value)],
-                json!({"message": "Too many requests, limit to 60 per minute"}),
-            );
-        }
-    }
-    if state.fail_always || state.fail_next > 0 {
-        state.fail_next = state.fail_next.saturating_sub(1);
-        state.server_errors += 1;
-        let status = if state.fail_always { 502 } else { 503 };
-        return respond(status, &[], json!({"message": "upstream unavailable"}));
-    }
-    let expected = format!("Bearer {}", state.key);
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        state.unauthorized += 1;
-        return respond(401, &[], json!({"message": "Invalid API key"}));
+    if let Some(refused) = gate(state, &headers) {
+        return refused;
     }
     if method != Method::GET || route == Route::Other {
         return respond(404, &[], json!({"message": "Unknown API route"}));
