@@ -367,9 +367,9 @@ pub struct SubmissionView {
 }
 
 /// A submitted draft refused before governance: its problems, field by field (nothing stored).
-fn refused_draft(problems: &[String]) -> AppError {
+fn refused_draft(problems: &[String], run_id: &str) -> AppError {
     AppError::input(format!(
-        "the draft is refused, nothing was queued: {}",
+        "the draft is refused, nothing was queued (run {run_id} records it): {}",
         problems.join("; ")
     ))
 }
@@ -377,7 +377,8 @@ fn refused_draft(problems: &[String]) -> AppError {
 impl App {
     /// `submit_draft`: one draft through a run's path — checked as a model's draft is (its size
     /// bounded, read strictly, every cited experiment must exist, the catalog must know its
-    /// segment and signals: refused otherwise, nothing stored), then enriched, judged by consent rules and policies,
+    /// segment and signals: refused otherwise, recorded as a run whose one draft was dropped,
+    /// with the reasons, and nothing queued), then enriched, judged by consent rules and policies,
     /// compared with the open queue and the running tests, and recorded as a run of its own
     /// (trigger `mcp:<user>`) with its proposal pending review, or blocked with its reasons.
     pub async fn submit_draft(&self, submission: Submission) -> AppResult<SubmissionView> {
@@ -425,8 +426,29 @@ impl App {
         }
         // The model's drafts' check: bounded size, strict reading, every reference and range.
         let refs = crate::validate::References::new(&experiments, &governance.catalog);
-        let draft = crate::proposer::openai::response::check_item(&submission.draft, &refs)
-            .map_err(|problems| refused_draft(&problems))?;
+        let proposer_kind = format!("mcp:{user}");
+        let mut record = new_record(&plan, experiments.len(), input_digest);
+        record.proposer = proposer_kind.clone();
+        record.summary.drafts = 1;
+        record.stage_seconds = stages.done;
+        let draft = match crate::proposer::openai::response::check_item(&submission.draft, &refs)
+        {
+            Ok(draft) => draft,
+            Err(problems) => {
+                // Refused, but not forgotten: the attempt is a run of its own with its draft
+                // dropped and the reasons (in the audit log, counted by the daily cap).
+                record.summary.dropped = 1;
+                record.rejected_drafts = vec![crate::proposer::openai::response::rejected(
+                    &submission.draft,
+                    problems.clone(),
+                )];
+                store
+                    .record_run(&record, &[], &[], None, None)
+                    .await
+                    .map_err(|e| AppError::runtime(e.to_string()))?;
+                return Err(refused_draft(&problems, &record.id));
+            }
+        };
         let output = ProposerOutput {
             drafts: vec![crate::domain::ProposedDraft {
                 draft,
@@ -437,11 +459,6 @@ impl App {
             prompt_digest: None,
             input_digest: None,
         };
-        let proposer_kind = format!("mcp:{user}");
-        let mut record = new_record(&plan, experiments.len(), input_digest);
-        record.proposer = proposer_kind.clone();
-        record.summary.drafts = 1;
-        record.stage_seconds = stages.done;
         let assessment = Assessment {
             output: &output,
             proposer_kind: &proposer_kind,

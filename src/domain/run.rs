@@ -22,6 +22,17 @@ pub enum Trigger {
     Mcp(String),
 }
 
+impl Trigger {
+    /// Who the audit log names as a run's actor: `scheduler` for a scheduled run, else the
+    /// trigger as written (`cli`, `api`, `demo`, `mcp:<user>` for an agent's submission).
+    pub fn actor(&self) -> String {
+        match self {
+            Trigger::Schedule(_) => "scheduler".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

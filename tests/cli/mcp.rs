@@ -464,6 +464,23 @@ fn a_draft_citing_an_unknown_experiment_is_refused_and_nothing_is_queued() {
         let message = answer["message"].as_str().expect("message");
         assert!(message.contains("nothing was queued"), "{message}");
         assert!(message.contains("exp-does-not-exist"), "{message}");
+        // The attempt is not forgotten: a run of its own, in the audit log, names the agent.
+        let run_id = message
+            .split("(run ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("the run that records it")
+            .to_string();
+        let entries = hypod.ok(&["audit", "export"]).json_lines();
+        let recorded: Vec<&Value> = entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["subject"] == run_id.as_str())
+            .collect();
+        assert_eq!(recorded.len(), 1, "{entries:#}");
+        assert_eq!(recorded[0]["action"], "run.succeeded");
+        assert_eq!(recorded[0]["actor"], "mcp:rita", "{:#}", recorded[0]);
         // Oversized text: refused with the limit named.
         let answer = refused(&client, "submit_draft", json!({"draft": long})).await;
         let message = answer["message"].as_str().expect("message");

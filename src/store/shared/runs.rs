@@ -113,7 +113,7 @@ impl<D: Dialect> Runs for D {
             append_audit(
                 &mut tx,
                 key,
-                "scheduler",
+                &run.trigger.actor(),
                 AuditAction::Proposal(change.closing.status()),
                 &change.proposal_id,
                 &closing_detail(&run.id, change),
@@ -135,7 +135,7 @@ impl<D: Dialect> Runs for D {
             append_audit(
                 &mut tx,
                 key,
-                "scheduler",
+                &run.trigger.actor(),
                 AuditAction::PoliciesChanged,
                 &run.policy_digest,
                 &serde_json::json!({ "run_id": run.id, "previous": last_policies }).to_string(),
@@ -146,7 +146,7 @@ impl<D: Dialect> Runs for D {
         let head = append_audit(
             &mut tx,
             key,
-            "scheduler",
+            &run.trigger.actor(),
             AuditAction::Run(run.status),
             &run.id,
             &summary,
