@@ -177,14 +177,15 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             Some(cited) if !bears_on(cited, draft) => problem(
                 &format!("evidence[{i}].experiment_id"),
                 format!(
-                    "{} tested {} for {} at {}: it bears neither on this draft's lever ({}) nor on its moment and segment ({}, {}); cite tests of the same lever, or of the same moment and segment",
+                    "{} tested {} for {} at {}: it bears neither on this draft's lever ({}) nor on its moment and segment ({}, {}); cite tests of the same lever, or of the same moment and segment{}",
                     crate::shorten(&cited.id, 80),
                     cited.lever.as_deref().unwrap_or("no lever"),
                     cited.segment.as_deref().unwrap_or("no segment"),
                     cited.moment,
                     crate::shorten(&draft.lever, 80),
                     draft.moment,
-                    crate::shorten(&draft.segment, 80)
+                    crate::shorten(&draft.segment, 80),
+                    bearing_hint(draft, refs)
                 ),
             ),
             Some(_) => {}
@@ -334,6 +335,49 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
 /// surrounding spaces.
 fn same_name(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// How many experiments that would bear on a draft a repair message names.
+const BEARING_SHOWN: usize = 3;
+
+/// The experiments a draft could cite instead, for the repair message: up to
+/// [`BEARING_SHOWN`] that bear on it (tests of its lever first, then of its place; the latest
+/// first), or a note that none does. Only asked when a cited experiment does not bear on it.
+fn bearing_hint(draft: &ProposalDraft, refs: &References<'_>) -> String {
+    let mut bearing: Vec<&Experiment> = refs
+        .experiments
+        .values()
+        .copied()
+        .filter(|e| bears_on(e, draft))
+        .collect();
+    if bearing.is_empty() {
+        return " (no test in the history does: choose a lever or a place that was tested)".into();
+    }
+    let same_lever = |e: &Experiment| {
+        e.lever
+            .as_deref()
+            .is_some_and(|l| same_name(l, &draft.lever))
+    };
+    bearing.sort_by(|a, b| {
+        same_lever(b)
+            .cmp(&same_lever(a))
+            .then(b.started_at.cmp(&a.started_at))
+            .then(a.id.cmp(&b.id))
+    });
+    let ids: Vec<String> = bearing
+        .iter()
+        .take(BEARING_SHOWN)
+        .map(|e| crate::shorten(&e.id, 80))
+        .collect();
+    format!(
+        " (such as {}{})",
+        ids.join(", "),
+        if bearing.len() > BEARING_SHOWN {
+            format!(", of {}", bearing.len())
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// Whether a cited experiment bears on a draft: it tested the same lever (at any moment, for any

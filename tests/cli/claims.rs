@@ -295,6 +295,36 @@ fn foreign_evidence_a_guardrail_equal_to_the_kpi_and_no_rollback_plan_go_back_to
             && repair.contains("is not a rollback plan"),
         "{repair}"
     );
+    // It names tests that would do instead: the mailer's own, the latest first.
+    let such_as: Vec<String> = repair
+        .split("(such as ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the tests that would bear on it: {repair}"))
+        .split(", ")
+        .filter(|id| id.starts_with("exp-"))
+        .map(str::to_string)
+        .collect();
+    assert!(!such_as.is_empty(), "{repair}");
+    let sample: Vec<Value> = std::fs::read_to_string(crate::support::SAMPLE)
+        .expect("the sample")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record"))
+        .collect();
+    let mut started = Vec::new();
+    for id in &such_as {
+        let tested = sample
+            .iter()
+            .find(|e| e["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not in the sample"));
+        assert!(
+            tested["lever"] == "generic_discount_mailer"
+                || (tested["moment"] == "re_engagement" && tested["segment"] == "lapsed_90d"),
+            "{id} does not bear on the mailer: {tested}"
+        );
+        started.push(tested["started_at"].as_str().unwrap_or("").to_string());
+    }
+    assert!(started.windows(2).all(|w| w[0] >= w[1]), "{started:?}");
 
     // Never fixed: blocked, with those errors as its verdicts; nothing pending.
     let summary = proposal(
