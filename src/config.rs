@@ -735,7 +735,10 @@ impl Config {
             return Err("key `proposer.min_days`: must be whole weeks, a multiple of 7 up to 364 (0 turns the minimum and the rounding to weeks off)".into());
         }
         if self.proposer.max_days > 3_650 {
-            return Err("key `proposer.max_days`: must be at most 3650 (ten years; 0 turns the limit off)".into());
+            return Err(
+                "key `proposer.max_days`: must be at most 3650 (ten years; 0 turns the limit off)"
+                    .into(),
+            );
         }
         if self.proposer.max_days != 0 && self.proposer.max_days < self.proposer.min_days {
             return Err(format!(

@@ -431,8 +431,7 @@ impl App {
         record.proposer = proposer_kind.clone();
         record.summary.drafts = 1;
         record.stage_seconds = stages.done;
-        let draft = match crate::proposer::openai::response::check_item(&submission.draft, &refs)
-        {
+        let draft = match crate::proposer::openai::response::check_item(&submission.draft, &refs) {
             Ok(draft) => draft,
             Err(problems) => {
                 // Refused, but not forgotten: the attempt is a run of its own with its draft

@@ -616,7 +616,9 @@ async fn a_rate_limited_growthbook_is_waited_out_as_retry_after_says(db: Arc<Tes
         let first = with_key(&hypod, &["export", "--push"]);
         assert_eq!(first.code, Some(1), "{}\n{}", first.stdout, first.stderr);
         assert!(
-            first.stdout.contains("push pending after 1 attempt(s) (429)"),
+            first
+                .stdout
+                .contains("push pending after 1 attempt(s) (429)"),
             "{}",
             first.stdout
         );
@@ -628,7 +630,10 @@ async fn a_rate_limited_growthbook_is_waited_out_as_retry_after_says(db: Arc<Tes
             .collect();
         assert_eq!(waiting.len(), 1, "{waiting:?}");
         assert_eq!(waiting[0]["http_status"], 429, "{}", waiting[0]);
-        while plain.iter().any(|id| push_of(&hypod, id)["state"] != "pushed") {
+        while plain
+            .iter()
+            .any(|id| push_of(&hypod, id)["state"] != "pushed")
+        {
             assert!(started.elapsed() < Duration::from_secs(60), "never pushed");
             std::thread::sleep(Duration::from_millis(300));
             with_key(&hypod, &["export", "--push"]);
@@ -638,7 +643,11 @@ async fn a_rate_limited_growthbook_is_waited_out_as_retry_after_says(db: Arc<Tes
             "pushed {:?} after the 429",
             started.elapsed()
         );
-        assert_eq!(fake.too_early(), 0, "a request came before Retry-After's date");
+        assert_eq!(
+            fake.too_early(),
+            0,
+            "a request came before Retry-After's date"
+        );
         assert_eq!(fake.rate_limited(), 1);
         let keys = tracking_keys(&fake.created());
         assert_eq!(keys.len(), 2, "each once: {keys:?}");

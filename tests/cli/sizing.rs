@@ -340,7 +340,9 @@ fn the_builtin_queues_no_test_longer_than_max_days() {
     let run = hypod.ok(&["run", "--json"]).json();
     let dropped = too_long(&run);
     assert!(
-        dropped.iter().any(|(title, days)| title.contains("holdback") && *days > 42.0),
+        dropped
+            .iter()
+            .any(|(title, days)| title.contains("holdback") && *days > 42.0),
         "the long holdback is recorded as dropped: {:#}",
         run["run"]["rejected_drafts"]
     );
@@ -351,7 +353,10 @@ fn the_builtin_queues_no_test_longer_than_max_days() {
         "{:#}",
         run["run"]["rejected_drafts"]
     );
-    assert_eq!(run["run"]["summary"]["dropped"].as_u64(), Some(dropped.len() as u64));
+    assert_eq!(
+        run["run"]["summary"]["dropped"].as_u64(),
+        Some(dropped.len() as u64)
+    );
     let views = shown(&hypod);
     assert!(!views.is_empty(), "something is queued");
     for view in &views {
@@ -368,7 +373,11 @@ fn the_builtin_queues_no_test_longer_than_max_days() {
     let unlimited = Hypod::new();
     unlimited.ok(&["import", SAMPLE]);
     let run = unlimited.ok(&["run", "--json"]).json();
-    assert!(too_long(&run).is_empty(), "{:#}", run["run"]["rejected_drafts"]);
+    assert!(
+        too_long(&run).is_empty(),
+        "{:#}",
+        run["run"]["rejected_drafts"]
+    );
     let (title, days) = &dropped[0];
     let queued = shown(&unlimited)
         .into_iter()

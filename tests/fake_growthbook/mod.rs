@@ -373,7 +373,11 @@ fn gate(state: &mut State, headers: &HeaderMap) -> Option<Response<Body>> {
         state.fail_next = state.fail_next.saturating_sub(1);
         state.server_errors += 1;
         let status = if state.fail_always { 502 } else { 503 };
-        return Some(respond(status, &[], json!({"message": "upstream unavailable"})));
+        return Some(respond(
+            status,
+            &[],
+            json!({"message": "upstream unavailable"}),
+        ));
     }
     let expected = format!("Bearer {}", state.key);
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {

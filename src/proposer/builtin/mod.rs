@@ -565,7 +565,10 @@ impl Proposer for BuiltinProposer {
                 })
                 .collect()
         };
-        let ideas = ideas.into_iter().filter(|idea| !self.too_long(idea)).collect();
+        let ideas = ideas
+            .into_iter()
+            .filter(|idea| !self.too_long(idea))
+            .collect();
         Ok(ProposerOutput {
             drafts: portfolio(ideas, context),
             rejected,
@@ -577,7 +580,10 @@ impl Proposer for BuiltinProposer {
 impl BuiltinProposer {
     /// Whether the idea's test would run longer than `proposer.max_days`.
     fn too_long(&self, idea: &Idea) -> bool {
-        self.max_days > 0 && idea.days.is_some_and(|days| days > f64::from(self.max_days))
+        self.max_days > 0
+            && idea
+                .days
+                .is_some_and(|days| days > f64::from(self.max_days))
     }
 
     /// A too-long idea as the run records it: the draft and the days it would need.
@@ -603,7 +609,8 @@ fn valued(
     rejections: &[super::StrategyRejections],
     learning: &crate::analysis::Learning,
 ) -> Idea {
-    let enrichment = validate::enrich_without_duplicates(&proposed.draft, proposed.strategy, around);
+    let enrichment =
+        validate::enrich_without_duplicates(&proposed.draft, proposed.strategy, around);
     let mut value = enrichment.expected_value_per_day;
     let strategy = kind.strategy();
     if strategy == Strategy::Transfer {
