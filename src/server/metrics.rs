@@ -15,7 +15,7 @@
 
 use crate::app::reads::ReadStats;
 use crate::app::run::SlotOutcome;
-use crate::domain::{ProposalFilter, ProposalStatus};
+use crate::domain::ProposalStatus;
 use crate::store::{Store, RUN_SECONDS_BUCKETS};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -350,14 +350,26 @@ impl Metrics {
             "gauge",
             "Proposals in the queue, by status. Per database.",
         );
-        // One read of the queue, counted by status.
-        if let Ok(all) = store.list_proposals(&ProposalFilter::default()).await {
-            for status in ProposalStatus::ALL {
-                let count = all.iter().filter(|p| p.status == status).count();
+        // Counted by the database (one grouped count), not by reading every proposal.
+        match store.count_proposals_by_status().await {
+            Ok(counted) => {
+                for status in ProposalStatus::ALL {
+                    let count = counted
+                        .iter()
+                        .find(|(s, _)| *s == status)
+                        .map_or(0, |(_, n)| *n);
+                    let _ = writeln!(
+                        out,
+                        "hypod_proposals{{status=\"{}\"}} {count}",
+                        status.as_str()
+                    );
+                }
+            }
+            Err(e) => {
                 let _ = writeln!(
                     out,
-                    "hypod_proposals{{status=\"{}\"}} {count}",
-                    status.as_str()
+                    "# the queue cannot be counted: {}",
+                    label(&e.to_string())
                 );
             }
         }
