@@ -16,7 +16,7 @@
 use crate::app::reads::ReadStats;
 use crate::app::run::SlotOutcome;
 use crate::domain::ProposalStatus;
-use crate::store::{Store, RUN_SECONDS_BUCKETS};
+use crate::store::{PushState, Store, RUN_SECONDS_BUCKETS};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -286,6 +286,7 @@ impl Metrics {
     ) -> String {
         let mut out = String::new();
         self.render_database(&mut out, store).await;
+        self.render_pushes(&mut out, store).await;
         self.render_process(&mut out, next_slot, reads);
         out
     }
@@ -309,7 +310,7 @@ impl Metrics {
                     out,
                     "hypod_recorded_runs_total",
                     "counter",
-                    "Runs stored in the database, by trigger (schedule, cli, api, demo) and \
+                    "Runs stored in the database, by trigger (schedule, cli, api, demo, mcp) and \
                      status (succeeded, not_ready, failed), whichever process ran them. Per \
                      database: every replica reports the same count (aggregate with max, not sum).",
                 );
@@ -373,6 +374,47 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// The push outbox: pushes per state and how long the oldest pending one has waited.
+    async fn render_pushes(&self, out: &mut String, store: &dyn Store) {
+        let (counts, oldest) = match store.push_tally().await {
+            Ok(tally) => tally,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "# the push outbox cannot be read: {}",
+                    label(&e.to_string())
+                );
+                return;
+            }
+        };
+        header(
+            out,
+            "hypod_pushes",
+            "gauge",
+            "Approved proposals queued for the experimentation platform ([export.growthbook]), \
+             by state: pending (waiting or being retried), pushed, refused. Per database.",
+        );
+        for state in PushState::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            let _ = writeln!(out, "hypod_pushes{{state=\"{}\"}} {n}", state.as_str());
+        }
+        header(
+            out,
+            "hypod_push_oldest_pending_seconds",
+            "gauge",
+            "Seconds since the oldest pending push was queued (0 when none is pending): a push \
+             that keeps failing shows here. Per database.",
+        );
+        let _ = writeln!(
+            out,
+            "hypod_push_oldest_pending_seconds {}",
+            oldest.unwrap_or(0.0)
+        );
     }
 
     /// The per-process part.

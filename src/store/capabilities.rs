@@ -9,8 +9,8 @@
 
 use super::{
     AuditEntry, AuditSnapshot, BacktestRecord, HistoryMark, OutboxItem, PushItem, PushOutcome,
-    PushRecord, QueueMark, RunTally, SealedHead, SourceState, StoreError, SyncCounts, SyncWrite,
-    TokenRecord, UpsertCounts,
+    PushRecord, PushState, QueueMark, RunTally, SealedHead, SourceState, StoreError, SyncCounts,
+    SyncWrite, TokenRecord, UpsertCounts,
 };
 use crate::domain::{
     Approver, AuditHead, Claim, Fence, Proposal, ProposalFilter, ProposalStatus, Review, RunRecord,
@@ -197,6 +197,9 @@ pub trait Pushes: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The push of one proposal, if one was ever queued.
     async fn push_of(&self, proposal_id: &str) -> Result<Option<PushRecord>, StoreError>;
+    /// How many pushes are in each state (states without any are left out), and the age in
+    /// seconds of the oldest pending one by the database's clock (`None`: none is pending).
+    async fn push_tally(&self) -> Result<(Vec<(PushState, u64)>, Option<f64>), StoreError>;
 }
 
 /// The proposal queue, read.

@@ -118,6 +118,8 @@ pub enum PushState {
 }
 
 impl PushState {
+    pub const ALL: [PushState; 3] = [PushState::Pending, PushState::Pushed, PushState::Refused];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PushState::Pending => "pending",
@@ -127,9 +129,7 @@ impl PushState {
     }
 
     pub fn parse(text: &str) -> Option<PushState> {
-        [PushState::Pending, PushState::Pushed, PushState::Refused]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        PushState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

@@ -295,6 +295,19 @@ async fn serve_pushes_each_approved_proposal_once(db: Arc<TestDb>) {
                 format!("{}/experiment/{experiment}", fake.url())
             );
         }
+        // The outbox as an operator's scrape sees it: every push settled, none waiting.
+        let metrics = request(&daemon.addr, "GET", "/metrics", &[], None).body;
+        for line in [
+            format!("hypod_pushes{{state=\"pushed\"}} {}", queue.len()),
+            "hypod_pushes{state=\"refused\"} 1".to_string(),
+            "hypod_pushes{state=\"pending\"} 0".to_string(),
+            "hypod_push_oldest_pending_seconds 0".to_string(),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} not in\n{metrics}"
+            );
+        }
         // The lost answer: its retry was told the key exists, and the experiment read back.
         let refusals = fake.refused();
         let duplicates: Vec<&(Value, String)> = refusals

@@ -262,6 +262,31 @@ impl<D: Dialect> Pushes for D {
         )
         .transpose()
     }
+
+    async fn push_tally(&self) -> Result<(Vec<(PushState, u64)>, Option<f64>), StoreError> {
+        let rows: Vec<(String, i64, Option<f64>)> = self
+            .connection()
+            .await?
+            .fetch_all(
+                Sql::clocked::<D>(
+                    "SELECT state, COUNT(*), MAX(CASE WHEN state = 'pending' \
+                     THEN {now} - created_at END) FROM pushes GROUP BY state ORDER BY state",
+                ),
+                &[],
+            )
+            .await?;
+        let mut oldest = None;
+        let mut counts = Vec::new();
+        for (state, n, age) in rows {
+            let state = PushState::parse(&state)
+                .ok_or_else(|| crate::store::corrupt("push state", format!("{state:?}")))?;
+            if state == PushState::Pending {
+                oldest = age.map(|a| a.max(0.0));
+            }
+            counts.push((state, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok((counts, oldest))
+    }
 }
 
 /// An HTTP status as an argument, 0 (stored as NULL through `NULLIF`) for none: one type on
