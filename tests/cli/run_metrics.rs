@@ -327,6 +327,9 @@ fn three_runs_are_counted(hypod: Hypod) {
     let nowhere = request(&app.addr, "GET", "/no/such/path/8c1f", &[], None);
     assert_eq!(nowhere.status, 404, "{}", nowhere.body);
 
+    // One proposal rejected, so that the queue's gauge has two statuses to tell apart.
+    hypod.ok(&["queue", "reject", &id, "--as", "ada", "--reason", "not now"]);
+
     let exposition = metrics(&app);
     let by_trigger = runs_by_trigger(&exposition);
     assert_eq!(
@@ -429,10 +432,9 @@ fn three_runs_are_counted(hypod: Hypod) {
             .unwrap_or_else(|| panic!("no hypod_proposals for {status}"));
         assert_eq!(gauge.value, listed as f64, "{status}");
     }
-    assert!(
-        queue.iter().any(|p| p["status"] == "pending_review"),
-        "something is pending"
-    );
+    for status in ["pending_review", "rejected"] {
+        assert!(queue.iter().any(|p| p["status"] == status), "none {status}");
+    }
     let cost = exposition
         .samples
         .iter()
