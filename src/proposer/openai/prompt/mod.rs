@@ -231,10 +231,14 @@ pub fn render_messages_with_policies(
     render_with(ctx, config, &templates, policies)
 }
 
-/// The `response_format` of a request under the configured structured-output mode.
-pub fn response_format(config: &LlmConfig, schema: &Value) -> ResponseFormat {
+/// The `response_format` of a request under the configured structured-output mode, as sent.
+/// In `json_object` mode the schema goes beside the type too: llama.cpp's and
+/// llama-cpp-python's servers enforce `{"type": "json_object", "schema": …}` as a grammar (so
+/// a weak model cannot cite an experiment id outside the evidence's `enum`); servers that do not
+/// know the field ignore it, and the prompt carries the schema either way.
+pub fn response_format(config: &LlmConfig, schema: &Value) -> Value {
     match config.structured_output {
-        StructuredOutput::JsonSchema => ResponseFormat::JsonSchema {
+        StructuredOutput::JsonSchema => serde_json::to_value(ResponseFormat::JsonSchema {
             json_schema: ResponseFormatJsonSchema {
                 description: Some(
                     "Experiment proposals for an ecommerce personalization program".into(),
@@ -243,8 +247,9 @@ pub fn response_format(config: &LlmConfig, schema: &Value) -> ResponseFormat {
                 schema: schema.clone(),
                 strict: Some(true),
             },
-        },
-        StructuredOutput::JsonObject => ResponseFormat::JsonObject,
+        })
+        .unwrap_or(Value::Null),
+        StructuredOutput::JsonObject => json!({"type": "json_object", "schema": schema}),
     }
 }
 
@@ -545,7 +550,7 @@ pub fn render_with(
                 "prompt_token_budget = {budget} is too small for the prompt ({tokens} tokens without evidence)"
             )));
         }
-        let format = serde_json::to_value(response_format(config, &schema)).unwrap_or(Value::Null);
+        let format = response_format(config, &schema);
         return Ok(RenderedPrompt {
             input_digest: input_digest(&config.model, &system, &user, &format),
             system,
