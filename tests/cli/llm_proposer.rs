@@ -776,12 +776,9 @@ async fn json_object_mode_puts_the_schema_in_the_prompt() {
     let output = run(&server, cfg).await.expect("read");
     assert_eq!(output.drafts.len(), 1);
     let request = &server.requests()[0];
-    // The schema beside the type, for the servers that enforce it there (llama.cpp's family).
-    assert_eq!(request.body["response_format"]["type"], "json_object");
     assert_eq!(
-        request.body["response_format"]["schema"]["properties"]["proposals"]["type"], "array",
-        "{}",
-        request.body["response_format"]
+        request.body["response_format"],
+        json!({"type": "json_object"})
     );
     let user = &request.messages()[1].1;
     assert!(

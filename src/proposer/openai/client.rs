@@ -182,6 +182,7 @@ impl OpenAiProposer {
     fn request(
         &self,
         messages: &[(Role, String)],
+        schema: &Value,
         max_tokens: u32,
     ) -> Result<CreateChatCompletionRequest, ProposerError> {
         let build_error = |e: OpenAIError| ProposerError::Config(format!("request: {e}"));
@@ -208,6 +209,7 @@ impl OpenAiProposer {
         CreateChatCompletionRequestArgs::default()
             .model(self.config.model.clone())
             .messages(typed)
+            .response_format(response_format(&self.config, schema))
             .max_completion_tokens(max_tokens)
             .build()
             .map_err(build_error)
@@ -222,15 +224,9 @@ impl OpenAiProposer {
         max_tokens: u32,
         tally: &mut Tally,
     ) -> Result<ChatResponse, ProposerError> {
-        let request = self.request(messages, max_tokens)?;
-        // The response format as `prompt render` shows it (async-openai's type for `json_object`
-        // has no room for the schema beside it).
-        let mut body = serde_json::to_value(&request).map_err(|e| {
-            ProposerError::Config(format!("the request cannot be written as JSON: {e}"))
-        })?;
-        body["response_format"] = response_format(&self.config, schema);
+        let request = self.request(messages, schema, max_tokens)?;
         let started = Instant::now();
-        let result = client.chat().create_byot::<_, Value>(body).await;
+        let result = client.chat().create_byot::<_, Value>(request).await;
         tally.usage.latency_ms += started.elapsed().as_millis() as u64;
         let value = result.map_err(|e| self.map_error(e))?;
         let response = ChatResponse::from_value(value).map_err(ProposerError::InvalidAnswer)?;

@@ -231,14 +231,10 @@ pub fn render_messages_with_policies(
     render_with(ctx, config, &templates, policies)
 }
 
-/// The `response_format` of a request under the configured structured-output mode, as sent.
-/// In `json_object` mode the schema goes beside the type too: llama.cpp's and
-/// llama-cpp-python's servers enforce `{"type": "json_object", "schema": …}` as a grammar (so
-/// a weak model cannot cite an experiment id outside the evidence's `enum`); servers that do not
-/// know the field ignore it, and the prompt carries the schema either way.
-pub fn response_format(config: &LlmConfig, schema: &Value) -> Value {
+/// The `response_format` of a request under the configured structured-output mode.
+pub fn response_format(config: &LlmConfig, schema: &Value) -> ResponseFormat {
     match config.structured_output {
-        StructuredOutput::JsonSchema => serde_json::to_value(ResponseFormat::JsonSchema {
+        StructuredOutput::JsonSchema => ResponseFormat::JsonSchema {
             json_schema: ResponseFormatJsonSchema {
                 description: Some(
                     "Experiment proposals for an ecommerce personalization program".into(),
@@ -247,9 +243,8 @@ pub fn response_format(config: &LlmConfig, schema: &Value) -> Value {
                 schema: schema.clone(),
                 strict: Some(true),
             },
-        })
-        .unwrap_or(Value::Null),
-        StructuredOutput::JsonObject => json!({"type": "json_object", "schema": schema}),
+        },
+        StructuredOutput::JsonObject => ResponseFormat::JsonObject,
     }
 }
 
@@ -550,7 +545,7 @@ pub fn render_with(
                 "prompt_token_budget = {budget} is too small for the prompt ({tokens} tokens without evidence)"
             )));
         }
-        let format = response_format(config, &schema);
+        let format = serde_json::to_value(response_format(config, &schema)).unwrap_or(Value::Null);
         return Ok(RenderedPrompt {
             input_digest: input_digest(&config.model, &system, &user, &format),
             system,
