@@ -28,7 +28,7 @@ use crate::domain::Strategy;
 use crate::history::{Experiment, ExperimentStatus, Moment, TestKey};
 use chrono::{Months, NaiveDate};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How far apart the cutoffs are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,8 +184,13 @@ pub struct Pair {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Figures {
     pub proposals: usize,
+    /// Distinct ideas (moment, lever and segment) among the proposals: a nightly run proposes
+    /// an idea again at every cutoff until it is tested, so `proposals` counts it each time.
+    pub ideas: usize,
     /// Proposals whose idea was later tested (see the module's definitions).
     pub matched: usize,
+    /// Distinct ideas among the matched proposals.
+    pub ideas_matched: usize,
     /// Matches concluded with a valid outcome.
     pub tested: usize,
     pub proven: usize,
@@ -398,9 +403,17 @@ fn figures(chosen: &[(&Proposed, Option<&Pair>)], later: &Later<'_>) -> Figures 
                     .is_some_and(|ps| ps.iter().any(|p| p.cutoff <= *start))
         })
         .count();
+    let ideas: HashSet<TestKey> = chosen.iter().map(|(p, _)| p.key()).collect();
+    let ideas_matched: HashSet<TestKey> = chosen
+        .iter()
+        .filter(|(_, m)| m.is_some())
+        .map(|(p, _)| p.key())
+        .collect();
     let mut f = Figures {
         proposals: chosen.len(),
+        ideas: ideas.len(),
         matched: pairs.len(),
+        ideas_matched: ideas_matched.len(),
         tested: tested_pairs.len(),
         proven,
         with_interval,

@@ -60,8 +60,9 @@ fn signed(value: Option<f64>) -> String {
 fn row(out: &mut String, name: &str, f: &Figures) {
     let _ = writeln!(
         out,
-        "{name:<22} {:>9} {:>7} {:>6} {:>8} {:>7} {:>6} {:>10} {:>9}",
+        "{name:<22} {:>9} {:>5} {:>7} {:>6} {:>8} {:>7} {:>6} {:>10} {:>9}",
         f.proposals,
+        f.ideas,
         f.matched,
         f.tested,
         pct(f.coverage),
@@ -101,8 +102,17 @@ pub fn summary(view: &BacktestView) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<22} {:>9} {:>7} {:>6} {:>8} {:>7} {:>6} {:>10} {:>9}",
-        "", "proposals", "matched", "tested", "coverage", "proven", "base", "vs base", "foresight"
+        "{:<22} {:>9} {:>5} {:>7} {:>6} {:>8} {:>7} {:>6} {:>10} {:>9}",
+        "",
+        "proposals",
+        "ideas",
+        "matched",
+        "tested",
+        "coverage",
+        "proven",
+        "base",
+        "vs base",
+        "foresight"
     );
     row(&mut out, "overall", &view.scores.overall);
     for (name, f) in &view.scores.by_proposer {
@@ -113,6 +123,10 @@ pub fn summary(view: &BacktestView) -> String {
     }
     row(&mut out, "blocked by governance", &view.scores.blocked);
     let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "ideas: distinct moment, lever and segment among the proposals (an idea is proposed again at each cutoff until it is tested)"
+    );
     let _ = writeln!(
         out,
         "coverage: tested matches whose measured lift fell inside the 95% predicted interval (calibrated: about 95%)"

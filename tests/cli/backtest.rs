@@ -215,7 +215,9 @@ fn written_history() -> Hypod {
 #[derive(Debug, Default, PartialEq)]
 struct Expected {
     proposals: u64,
+    ideas: u64,
     matched: u64,
+    ideas_matched: u64,
     tested: u64,
     proven: u64,
     with_interval: u64,
@@ -256,8 +258,18 @@ fn expected(made: &[&(String, Value)], first_cutoff: &str) -> Expected {
         .filter(|w| w.started >= first_cutoff)
         .collect();
     later.sort_by_key(|w| (w.started, w.id));
+    let place = |p: &Value| {
+        (
+            p["moment"].to_string(),
+            p["lever"].to_string(),
+            p["segment"].to_string(),
+        )
+    };
+    let ideas: std::collections::BTreeSet<_> = made.iter().map(|(_, p)| place(p)).collect();
+    let mut ideas_matched = std::collections::BTreeSet::new();
     let mut e = Expected {
         proposals: made.len() as u64,
+        ideas: ideas.len() as u64,
         ..Expected::default()
     };
     for (cutoff, p) in made {
@@ -269,6 +281,7 @@ fn expected(made: &[&(String, Value)], first_cutoff: &str) -> Expected {
             continue;
         };
         e.matched += 1;
+        ideas_matched.insert(place(p));
         e.tested += 1; // every written experiment concluded with a valid outcome
         e.proven += u64::from(test.outcome == "proven");
         if let Some(interval) = p["predicted_interval"].as_array() {
@@ -277,6 +290,7 @@ fn expected(made: &[&(String, Value)], first_cutoff: &str) -> Expected {
             e.inside_interval += u64::from(low <= test.lift() && test.lift() <= high);
         }
     }
+    e.ideas_matched = ideas_matched.len() as u64;
     for w in later.iter().filter(|w| w.outcome == "proven") {
         e.later_proven += 1;
         e.foreseen += u64::from(
@@ -302,7 +316,9 @@ fn close(ours: &Value, theirs: Option<f64>, what: &str) {
 fn check(figures: &Value, e: &Expected, base_rate: f64, what: &str) {
     let counts = [
         ("proposals", e.proposals),
+        ("ideas", e.ideas),
         ("matched", e.matched),
+        ("ideas_matched", e.ideas_matched),
         ("tested", e.tested),
         ("proven", e.proven),
         ("with_interval", e.with_interval),
