@@ -135,7 +135,10 @@ fn check_identifier(problems: &mut Vec<DraftProblem>, field: &str, text: &str) {
     {
         problems.push(DraftProblem {
             field: field.into(),
-            message: format!("{text:?} must be a lower-case identifier (a-z, 0-9, _ and -)"),
+            message: format!(
+                "{:?} must be a lower-case identifier (a-z, 0-9, _ and -)",
+                crate::shorten(text, 80)
+            ),
         });
     }
 }
@@ -165,7 +168,11 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             ),
         );
     }
-    for (i, evidence) in draft.evidence.iter().enumerate() {
+    // Past the limits (reported above) items are not checked one by one: a draft cannot make
+    // its check cost more by repeating itself. The experiments that would bear on the draft
+    // are looked for once, for the first citation that does not.
+    let mut hint: Option<String> = None;
+    for (i, evidence) in draft.evidence.iter().enumerate().take(MAX_EVIDENCE) {
         match refs.experiments.get(evidence.experiment_id.as_str()) {
             None => problem(
                 &format!("evidence[{i}].experiment_id"),
@@ -185,7 +192,10 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
                     crate::shorten(&draft.lever, 80),
                     draft.moment,
                     crate::shorten(&draft.segment, 80),
-                    bearing_hint(draft, refs)
+                    match &hint {
+                        Some(_) => " (as above)".to_string(),
+                        None => hint.insert(bearing_hint(draft, refs)).clone(),
+                    }
                 ),
             ),
             Some(_) => {}
@@ -216,7 +226,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             ),
         );
     }
-    for (i, signal) in draft.signals.iter().enumerate() {
+    for (i, signal) in draft.signals.iter().enumerate().take(MAX_LIST) {
         if refs.catalog.signal(signal).is_none() {
             problem(
                 &format!("signals[{i}]"),
@@ -236,7 +246,7 @@ pub fn check_draft(draft: &ProposalDraft, refs: &References<'_>) -> Vec<DraftPro
             ),
         );
     }
-    for (i, purpose) in draft.consent_purposes.iter().enumerate() {
+    for (i, purpose) in draft.consent_purposes.iter().enumerate().take(MAX_LIST) {
         if refs.catalog.purpose(purpose).is_none() {
             problem(
                 &format!("consent_purposes[{i}]"),
@@ -344,26 +354,40 @@ const BEARING_SHOWN: usize = 3;
 /// [`BEARING_SHOWN`] that bear on it (tests of its lever first, then of its place; the latest
 /// first), or a note that none does. Only asked when a cited experiment does not bear on it.
 fn bearing_hint(draft: &ProposalDraft, refs: &References<'_>) -> String {
+    let cited: HashSet<&str> = draft
+        .evidence
+        .iter()
+        .map(|e| e.experiment_id.as_str())
+        .collect();
     let mut bearing: Vec<&Experiment> = refs
         .experiments
         .values()
         .copied()
-        .filter(|e| bears_on(e, draft))
+        .filter(|e| !cited.contains(e.id.as_str()) && bears_on(e, draft))
         .collect();
     if bearing.is_empty() {
-        return " (no test in the history does: choose a lever or a place that was tested)".into();
+        return " (no other test in the history does: choose a lever or a place that was tested)"
+            .into();
     }
     let same_lever = |e: &Experiment| {
         e.lever
             .as_deref()
             .is_some_and(|l| same_name(l, &draft.lever))
     };
-    bearing.sort_by(|a, b| {
+    let order = |a: &&Experiment, b: &&Experiment| {
         same_lever(b)
             .cmp(&same_lever(a))
             .then(b.started_at.cmp(&a.started_at))
             .then(a.id.cmp(&b.id))
-    });
+    };
+    // The first few in order, without sorting all of them.
+    if bearing.len() > BEARING_SHOWN {
+        bearing.select_nth_unstable_by(BEARING_SHOWN - 1, order);
+        bearing[..BEARING_SHOWN].sort_by(order);
+    } else {
+        bearing.sort_by(order);
+    }
+    let total = bearing.len();
     let ids: Vec<String> = bearing
         .iter()
         .take(BEARING_SHOWN)
@@ -372,8 +396,8 @@ fn bearing_hint(draft: &ProposalDraft, refs: &References<'_>) -> String {
     format!(
         " (such as {}{})",
         ids.join(", "),
-        if bearing.len() > BEARING_SHOWN {
-            format!(", of {}", bearing.len())
+        if total > BEARING_SHOWN {
+            format!(", of {total}")
         } else {
             String::new()
         }

@@ -6,7 +6,7 @@
 //! tracking key exists counts as pushed once a `GET` by tracking key finds the experiment
 //! (an earlier attempt whose answer was lost); any other `4xx` is recorded as refused with
 //! GrowthBook's message; `429`, `5xx` and lost answers are retried with backoff, a `429` no sooner
-//! than its `Retry-After` (seconds or an HTTP date, at most five minutes). A draft the
+//! than its `Retry-After` (seconds or an HTTP date, at most an hour). A draft the
 //! audit log does not vouch for ([`App::vouch_draft`]) is refused without being sent. The API
 //! key is sent only in the `Authorization` header and never appears in a message.
 
@@ -248,8 +248,9 @@ impl PushClient {
             }
         };
         let status = response.status();
-        // Seconds or an HTTP date, as GrowthBook writes either on a `429`.
-        let retry_after = crate::sources::growthbook::retry_after(response.headers());
+        // Seconds or an HTTP date, as GrowthBook writes either on a `429`; believed up to the
+        // longest backoff.
+        let retry_after = crate::sources::growthbook::retry_after(response.headers(), MAX_BACKOFF);
         let body: Option<serde_json::Value> = response.json().await.ok();
         let message = body
             .as_ref()

@@ -366,10 +366,14 @@ pub struct SubmissionView {
     pub proposal: Proposal,
 }
 
-/// A submitted draft refused before governance: its problems, field by field (nothing stored).
-fn refused_draft(problems: &[String], run_id: &str) -> AppError {
+/// A submitted draft refused before governance: its problems, field by field, and the run that
+/// records the attempt (nothing was queued).
+fn refused_draft(problems: &[String], run_id: Option<&str>) -> AppError {
+    let recorded = run_id
+        .map(|id| format!(" (run {id} records it)"))
+        .unwrap_or_default();
     AppError::input(format!(
-        "the draft is refused, nothing was queued (run {run_id} records it): {}",
+        "the draft is refused, nothing was queued{recorded}: {}",
         problems.join("; ")
     ))
 }
@@ -435,17 +439,20 @@ impl App {
             Ok(draft) => draft,
             Err(problems) => {
                 // Refused, but not forgotten: the attempt is a run of its own with its draft
-                // dropped and the reasons (in the audit log, counted by the daily cap).
+                // dropped and the reasons, bounded (in the audit log, counted by the daily
+                // cap). The agent is told the reasons even if that record cannot be written.
+                let dropped =
+                    crate::proposer::openai::response::rejected(&submission.draft, problems);
                 record.summary.dropped = 1;
-                record.rejected_drafts = vec![crate::proposer::openai::response::rejected(
-                    &submission.draft,
-                    problems.clone(),
-                )];
-                store
-                    .record_run(&record, &[], &[], None, None)
-                    .await
-                    .map_err(|e| AppError::runtime(e.to_string()))?;
-                return Err(refused_draft(&problems, &record.id));
+                record.rejected_drafts = vec![dropped.clone()];
+                let recorded = match store.record_run(&record, &[], &[], None, None).await {
+                    Ok(_) => Some(record.id.as_str()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a refused draft could not be recorded");
+                        None
+                    }
+                };
+                return Err(refused_draft(&dropped.reasons, recorded));
             }
         };
         let output = ProposerOutput {

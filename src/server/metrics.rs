@@ -5,7 +5,8 @@
 //! - **per database**: the runs stored in the database, whoever started them (the scheduler of
 //!   any replica, `hypod run` in another process, `POST /api/v1/runs`), counted by trigger and
 //!   status with their durations, read from the store at each scrape (one grouped read of the
-//!   `runs` table), and the queue depth. Every replica reports the same figures.
+//!   `runs` table), the queue depth per status (one grouped count), and the push outbox per
+//!   state with its oldest pending push's age. Every replica reports the same figures.
 //! - **per process**: the slots this process's scheduler handled and what its runs spent
 //!   (stages, model), the HTTP requests it answered by route template and status (the
 //!   [`track`] middleware), the analysis cache's and the heavy reads' counters of the

@@ -57,6 +57,14 @@ pub fn message(run: &RunRecord, proposals: &[crate::domain::Proposal], public_ur
         s.blocked,
         s.duplicates
     );
+    // Drafts the run could not use (a model's invalid ones, an agent's refused submission).
+    if s.dropped > 0 {
+        let _ = write!(
+            text,
+            " {} draft(s) dropped as invalid (their reasons are in the run).",
+            s.dropped
+        );
+    }
     if let Some(error) = &run.error {
         let _ = write!(text, "\nError: {}", escape(error));
     }

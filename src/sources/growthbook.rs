@@ -471,7 +471,7 @@ impl<'a> Client<'a> {
                                     "{shown} answered 429 (rate limited) {limited} times in a row"
                                 )));
                             }
-                            let wait = retry_after(response.headers())
+                            let wait = retry_after(response.headers(), MAX_RETRY_AFTER)
                                 .unwrap_or(DEFAULT_RETRY_AFTER)
                                 .min(MAX_RETRY_AFTER);
                             tracing::info!(
@@ -556,10 +556,10 @@ fn describe(error: &reqwest::Error) -> String {
     message
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
 /// The wait a `Retry-After` header asks for, in seconds or as an HTTP date (GrowthBook's
-/// `429`s write either), at most [`MAX_RETRY_AFTER`]; the push reads its answers with it too.
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// `429`s write either), at most `max` (a date in the past: none); the push reads its answers
+/// with it too, with its own bound.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap, max: Duration) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -567,11 +567,11 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .trim();
     if let Ok(seconds) = value.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())));
+            .then(|| Duration::from_secs_f64(seconds.min(max.as_secs_f64())));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    Some(wait.to_std().unwrap_or(Duration::ZERO).min(max))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1214,17 +1214,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
-        headers.insert(
-            reqwest::header::RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
-        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&headers), None);
+    fn retry_after_reads_seconds_and_http_dates_within_its_bound() {
+        let max = Duration::from_secs(300);
+        let with = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            retry_after(&headers, max)
+        };
+        assert_eq!(with("3"), Some(Duration::from_secs(3)));
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        // Far away, or not a number of seconds at all: never past the bound, never negative.
+        assert_eq!(with("Fri, 31 Dec 9999 23:59:59 GMT"), Some(max));
+        assert_eq!(with("86400"), Some(max));
+        assert_eq!(with("inf"), None);
+        assert_eq!(with("-5"), None);
     }
 
     #[test]

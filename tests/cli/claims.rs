@@ -311,20 +311,39 @@ fn foreign_evidence_a_guardrail_equal_to_the_kpi_and_no_rollback_plan_go_back_to
         .lines()
         .map(|l| serde_json::from_str(l).expect("a record"))
         .collect();
-    let mut started = Vec::new();
-    for id in &such_as {
+    let mailer_tests = sample
+        .iter()
+        .filter(|e| e["lever"] == "generic_discount_mailer")
+        .count();
+    let mut same_lever_started = Vec::new();
+    for (n, id) in such_as.iter().enumerate() {
         let tested = sample
             .iter()
             .find(|e| e["id"] == id.as_str())
             .unwrap_or_else(|| panic!("{id} is not in the sample"));
+        let same_lever = tested["lever"] == "generic_discount_mailer";
         assert!(
-            tested["lever"] == "generic_discount_mailer"
+            same_lever
                 || (tested["moment"] == "re_engagement" && tested["segment"] == "lapsed_90d"),
             "{id} does not bear on the mailer: {tested}"
         );
-        started.push(tested["started_at"].as_str().unwrap_or("").to_string());
+        // The mailer's own tests come first (the sample has some).
+        assert!(
+            same_lever || n >= mailer_tests,
+            "{id} before the mailer's own: {repair}"
+        );
+        if same_lever {
+            same_lever_started.push(tested["started_at"].as_str().unwrap_or("").to_string());
+        }
     }
-    assert!(started.windows(2).all(|w| w[0] >= w[1]), "{started:?}");
+    assert!(
+        mailer_tests > 0 && !same_lever_started.is_empty(),
+        "{repair}"
+    );
+    assert!(
+        same_lever_started.windows(2).all(|w| w[0] >= w[1]),
+        "the latest first: {same_lever_started:?}"
+    );
 
     // Never fixed: blocked, with those errors as its verdicts; nothing pending.
     let summary = proposal(

@@ -395,16 +395,25 @@ fn the_builtin_queues_no_test_longer_than_max_days() {
     assert!(warned, "{:#}", queued["proposal"]["verdicts"]);
 }
 
-/// A limit below the minimum would drop every test: refused, naming both keys.
+/// A limit below the minimum would drop every test, and one past ten years is a typo: both
+/// refused, naming the key (and the other key it contradicts).
 #[test]
-fn max_days_below_min_days_is_refused() {
-    let hypod = Hypod::new();
-    with_proposer(&hypod, "[proposer]\nmin_days = 14\nmax_days = 7\n");
-    let ran = hypod.run(&["run"]);
-    assert_ne!(ran.code, Some(0));
-    assert!(
-        ran.stderr.contains("proposer.max_days") && ran.stderr.contains("proposer.min_days"),
-        "{}",
-        ran.stderr
-    );
+fn max_days_below_min_days_or_past_ten_years_is_refused() {
+    for (section, named) in [
+        (
+            "[proposer]\nmin_days = 14\nmax_days = 7\n",
+            "proposer.min_days",
+        ),
+        ("[proposer]\nmax_days = 3651\n", "3650"),
+    ] {
+        let hypod = Hypod::new();
+        with_proposer(&hypod, section);
+        let ran = hypod.run(&["run"]);
+        assert_ne!(ran.code, Some(0), "{section}");
+        assert!(
+            ran.stderr.contains("proposer.max_days") && ran.stderr.contains(named),
+            "{section}: {}",
+            ran.stderr
+        );
+    }
 }

@@ -34,6 +34,7 @@ on_every_backend!(
     a_fenced_commit_is_refused_once_the_lease_is_lost,
     concurrent_claims_of_one_slot_give_it_to_one,
     every_run_leaves_one_notification_delivered_once,
+    the_push_outbox_is_tallied_with_the_age_of_its_oldest_pending_push,
 );
 
 /// The audit log verified under the test key: links, MACs, head and replay.
@@ -1195,4 +1196,28 @@ async fn every_run_leaves_one_notification_delivered_once(db: Arc<TestDb>) {
         .expect("get")
         .is_some_and(|r| r.id == "run-2"));
     assert!(store.get_run("run-9").await.expect("get").is_none());
+}
+
+/// `/metrics`' push figures: pushes counted per state, and the oldest pending one's age by the
+/// database's clock (a push that keeps failing shows as an age that grows).
+async fn the_push_outbox_is_tallied_with_the_age_of_its_oldest_pending_push(db: Arc<TestDb>) {
+    use hypod::store::PushState;
+    let store = db.store();
+    assert_eq!(store.push_tally().await.expect("tally"), (Vec::new(), None));
+    let proposals = vec![
+        proposal("p-1", "run-1", "logged_in_repeat", 0.5),
+        proposal("p-2", "run-1", "new_visitors", 0.9),
+    ];
+    record(store, "run-1", &proposals).await;
+    let ids = vec!["p-1".to_string(), "p-2".to_string()];
+    let queued = store
+        .enqueue_pushes(&ids, "growthbook")
+        .await
+        .expect("queue the pushes");
+    assert_eq!(queued.len(), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (counts, oldest) = store.push_tally().await.expect("tally");
+    assert_eq!(counts, vec![(PushState::Pending, 2)]);
+    let age = oldest.expect("an age");
+    assert!((1.0..60.0).contains(&age), "{age}");
 }

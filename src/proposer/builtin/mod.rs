@@ -117,7 +117,8 @@ struct Idea {
     /// Proven tests of the lever at the moment a transfer to a new moment comes from (0 for
     /// the other strategies): what the portfolio's room for evidence ranks by.
     proven_behind: usize,
-    /// The test's expected duration in days, once sized (None: it could not be).
+    /// The test's expected duration in days, once sized: infinite when its sample is known but
+    /// its segment has no consented traffic to reach it; None when it could not be sized.
     days: Option<f64>,
     proposed: ProposedDraft,
 }
@@ -590,11 +591,19 @@ impl BuiltinProposer {
     fn dropped(&self, draft: &ProposalDraft, days: f64) -> RejectedDraft {
         RejectedDraft {
             raw: serde_json::to_value(draft).unwrap_or_default(),
-            reasons: vec![format!(
-                "\"{}\" would run {days:.0} days on the consented traffic of {}, longer than \
-                 proposer.max_days ({}): not proposed",
-                draft.title, draft.segment, self.max_days
-            )],
+            reasons: vec![if days.is_finite() {
+                format!(
+                    "\"{}\" would run {days:.0} days on the consented traffic of {}, longer \
+                     than proposer.max_days ({}): not proposed",
+                    draft.title, draft.segment, self.max_days
+                )
+            } else {
+                format!(
+                    "\"{}\" would never reach its sample: {} has no consented traffic for its \
+                     signals (proposer.max_days = {}): not proposed",
+                    draft.title, draft.segment, self.max_days
+                )
+            }],
         }
     }
 }
@@ -652,7 +661,9 @@ fn valued(
         kind,
         value,
         proven_behind: 0,
-        days: enrichment.expected_duration_days,
+        days: enrichment
+            .expected_duration_days
+            .or(enrichment.required_visitors_per_arm.map(|_| f64::INFINITY)),
         proposed,
     }
 }

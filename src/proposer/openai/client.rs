@@ -422,8 +422,8 @@ fn repair_message(invalid: &[(Value, Vec<String>)], accepted: usize, room: usize
             .map(|t| format!(" {}", super::prompt::quote(&snippet(t, 80))))
             .unwrap_or_default();
         text.push_str(&format!("- proposal {}{title}:\n", i + 1));
-        // hypod's own words (whatever the model wrote in them is already cut to 80 characters),
-        // long enough for a reason and the experiments that would do instead.
+        // Long enough for a reason and the experiments that would do instead (what the model
+        // wrote is quoted in them at most a few hundred characters long).
         for reason in reasons.iter().take(12) {
             text.push_str(&format!(
                 "  - {}\n",

@@ -275,11 +275,26 @@ pub fn bounded_copy(value: &Value) -> Value {
     copy(value, 0)
 }
 
-/// An invalid draft, with its reasons, as the run records it.
+/// Reasons a run record keeps for one invalid draft, at most; then how many more there were.
+const KEPT_REASONS: usize = 20;
+/// Characters kept of one reason.
+const KEPT_REASON_CHARS: usize = 500;
+
+/// An invalid draft, with its reasons, as the run records it: both bounded, whatever the draft
+/// (a model's or an agent's) made of them.
 pub fn rejected(raw: &Value, reasons: Vec<String>) -> RejectedDraft {
+    let more = reasons.len().saturating_sub(KEPT_REASONS);
+    let mut kept: Vec<String> = reasons
+        .iter()
+        .take(KEPT_REASONS)
+        .map(|r| crate::proposer::openai::transport::snippet(r, KEPT_REASON_CHARS))
+        .collect();
+    if more > 0 {
+        kept.push(format!("… and {more} more"));
+    }
     RejectedDraft {
         raw: bounded_copy(raw),
-        reasons,
+        reasons: kept,
     }
 }
 
