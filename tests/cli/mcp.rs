@@ -502,6 +502,11 @@ fn a_draft_citing_an_unknown_experiment_is_refused_and_nothing_is_queued() {
             "{wrong:?}"
         );
         client.cancel().await.expect("close");
+        // Refused drafts count toward the day's cap: after two, a cap of 2 refuses a good one.
+        let client = stdio(&hypod, "rita", &[("HYPOD_MCP__SUBMISSIONS_PER_DAY", "2")]).await;
+        let capped = refused(&client, "submit_draft", json!({"draft": draft()})).await;
+        assert_eq!(capped["code"], "too_many_requests", "{capped}");
+        client.cancel().await.expect("close");
     });
     assert_eq!(all_proposals(&hypod).len(), before, "nothing was queued");
 }
