@@ -5,14 +5,16 @@ use super::draft::{LlmUsage, RejectedDraft};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// What started a run. Serialised as `cli`, `api`, `demo` or `schedule:<slot>`.
+/// What started a run. Serialised as `cli`, `api` (`api:<user>` since the caller is kept), `demo`,
+/// `schedule:<slot>` or `mcp:<user>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum Trigger {
     /// `hypod run`.
     Cli,
-    /// `POST /api/v1/runs`.
-    Api,
+    /// `POST /api/v1/runs`, with the user who asked (absent in runs recorded before it was
+    /// kept).
+    Api(Option<String>),
     /// `hypod demo`.
     Demo,
     /// The scheduler, with the slot key (the UTC instant of the scheduled fire).
@@ -24,7 +26,8 @@ pub enum Trigger {
 
 impl Trigger {
     /// Who the audit log names as a run's actor: `scheduler` for a scheduled run, else the
-    /// trigger as written (`cli`, `api`, `demo`, `mcp:<user>` for an agent's submission).
+    /// trigger as written (`cli`, `api:<user>` for one asked through the API, `demo`,
+    /// `mcp:<user>` for an agent's submission).
     pub fn actor(&self) -> String {
         match self {
             Trigger::Schedule(_) => "scheduler".to_string(),
@@ -37,7 +40,8 @@ impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Trigger::Cli => f.write_str("cli"),
-            Trigger::Api => f.write_str("api"),
+            Trigger::Api(None) => f.write_str("api"),
+            Trigger::Api(Some(user)) => write!(f, "api:{user}"),
             Trigger::Demo => f.write_str("demo"),
             Trigger::Schedule(slot) => write!(f, "schedule:{slot}"),
             Trigger::Mcp(user) => write!(f, "mcp:{user}"),
@@ -57,13 +61,19 @@ impl TryFrom<String> for Trigger {
     fn try_from(text: String) -> Result<Trigger, String> {
         match text.as_str() {
             "cli" => Ok(Trigger::Cli),
-            "api" => Ok(Trigger::Api),
+            "api" => Ok(Trigger::Api(None)),
             "demo" => Ok(Trigger::Demo),
-            other => match (other.strip_prefix("schedule:"), other.strip_prefix("mcp:")) {
-                (Some(slot), _) => Ok(Trigger::Schedule(slot.to_string())),
-                (None, Some(user)) => Ok(Trigger::Mcp(user.to_string())),
-                (None, None) => Err(format!("unknown run trigger {other:?}")),
-            },
+            other => {
+                if let Some(slot) = other.strip_prefix("schedule:") {
+                    Ok(Trigger::Schedule(slot.to_string()))
+                } else if let Some(user) = other.strip_prefix("mcp:") {
+                    Ok(Trigger::Mcp(user.to_string()))
+                } else if let Some(user) = other.strip_prefix("api:") {
+                    Ok(Trigger::Api(Some(user.to_string())))
+                } else {
+                    Err(format!("unknown run trigger {other:?}"))
+                }
+            }
         }
     }
 }
@@ -140,4 +150,31 @@ pub struct RunRecord {
     /// `validate_govern`, `queue`), for the daemon's metrics; not stored.
     #[serde(skip)]
     pub stage_seconds: Vec<(&'static str, f64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_reads_back_as_it_was_written_and_names_its_actor() {
+        let all = [
+            (Trigger::Cli, "cli", "cli"),
+            (Trigger::Api(None), "api", "api"),
+            (Trigger::Api(Some("ada".into())), "api:ada", "api:ada"),
+            (Trigger::Demo, "demo", "demo"),
+            (
+                Trigger::Schedule("2026-12-05T03:00:00Z".into()),
+                "schedule:2026-12-05T03:00:00Z",
+                "scheduler",
+            ),
+            (Trigger::Mcp("rita".into()), "mcp:rita", "mcp:rita"),
+        ];
+        for (trigger, text, actor) in all {
+            assert_eq!(trigger.to_string(), text);
+            assert_eq!(Trigger::try_from(text.to_string()), Ok(trigger.clone()));
+            assert_eq!(trigger.actor(), actor);
+        }
+        assert!(Trigger::try_from("cron".to_string()).is_err());
+    }
 }

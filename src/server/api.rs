@@ -439,13 +439,16 @@ async fn show_run(
     Ok(Json(state.app.run(&id).await?))
 }
 
-/// Start a run now (trigger `api`), through the same slot claim as scheduled runs; answers
+/// Start a run now (trigger `api:<user>`), through the same slot claim as scheduled runs; answers
 /// when it has finished, with its record and queued proposals.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs",
     responses((status = 201, description = "The run, finished.", body = RunView), Errors,
         (status = 409, description = "Another run holds the slot.", body = ErrorBody)))]
-async fn trigger_run(State(state): Shared, Runner(_): Runner) -> ApiResult<Response> {
-    let view = state.app.run_now(Trigger::Api).await?;
+async fn trigger_run(State(state): Shared, Runner(caller): Runner) -> ApiResult<Response> {
+    let view = state
+        .app
+        .run_now(Trigger::Api(Some(caller.user.to_string())))
+        .await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

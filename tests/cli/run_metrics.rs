@@ -327,6 +327,19 @@ fn three_runs_are_counted(hypod: Hypod) {
     let nowhere = request(&app.addr, "GET", "/no/such/path/8c1f", &[], None);
     assert_eq!(nowhere.status, 404, "{}", nowhere.body);
 
+    // The audit log names who asked for each run: the scheduler, the command line, and the
+    // API's caller.
+    let audit = hypod.ok(&["audit", "export"]).json_lines();
+    let mut actors: Vec<String> = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "run.succeeded")
+        .map(|e| e["actor"].as_str().unwrap_or("").to_string())
+        .collect();
+    actors.sort();
+    assert_eq!(actors, ["api:ada", "cli", "scheduler"], "{actors:?}");
+    assert_eq!(run.json()["run"]["trigger"], "api:ada", "{}", run.body);
     // One proposal rejected, so that the queue's gauge has two statuses to tell apart.
     hypod.ok(&["queue", "reject", &id, "--as", "ada", "--reason", "not now"]);
 

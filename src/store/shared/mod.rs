@@ -175,7 +175,8 @@ impl Sql {
         ));
         Sql(Cow::Owned(format!(
             "SELECT CASE WHEN trigger LIKE 'schedule:%' THEN 'schedule' \
-             WHEN trigger LIKE 'mcp:%' THEN 'mcp' ELSE trigger END, \
+             WHEN trigger LIKE 'mcp:%' THEN 'mcp' WHEN trigger LIKE 'api:%' THEN 'api' \
+             ELSE trigger END, \
              status, CAST({bucket} AS BIGINT), COUNT(*), SUM(d) \
              FROM (SELECT trigger, status, {} AS d FROM runs) AS r GROUP BY 1, 2, 3",
             D::RUN_SECONDS
