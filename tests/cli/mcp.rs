@@ -137,24 +137,17 @@ fn good_draft() -> Value {
 
 /// Every proposal in the queue, whatever its status.
 fn all_proposals(hypod: &Hypod) -> Vec<Value> {
-    [
-        "pending_review",
-        "approved",
-        "rejected",
-        "blocked",
-        "expired",
-        "superseded",
-    ]
-    .iter()
-    .flat_map(|status| {
-        hypod
-            .ok(&["queue", "list", "--status", status, "--json"])
-            .json()
-            .as_array()
-            .expect("a list")
-            .clone()
-    })
-    .collect()
+    crate::support::STATUSES
+        .iter()
+        .flat_map(|status| {
+            hypod
+                .ok(&["queue", "list", "--status", status, "--json"])
+                .json()
+                .as_array()
+                .expect("a list")
+                .clone()
+        })
+        .collect()
 }
 
 /// The sample history imported, a token for `rita` (reviewer); with `run`, one builtin run.

@@ -432,14 +432,7 @@ fn three_runs_are_counted(hypod: Hypod) {
     // The queue's gauge: every status named, each count the queue's own.
     let queue = hypod.ok(&["queue", "list", "--json"]).json();
     let queue = queue.as_array().expect("the queue");
-    for status in [
-        "pending_review",
-        "approved",
-        "rejected",
-        "blocked",
-        "expired",
-        "superseded",
-    ] {
+    for status in crate::support::STATUSES {
         let listed = queue.iter().filter(|p| p["status"] == status).count();
         let gauge = sample(&exposition, "hypod_proposals", &[("status", status)])
             .unwrap_or_else(|| panic!("no hypod_proposals for {status}"));

@@ -16,6 +16,16 @@ pub const SAMPLE: &str = concat!(
 /// The instant every command of a snapshot test believes it is (`HYPOD_NOW`).
 pub const FIXED_NOW: &str = "2026-10-15T09:00:00Z";
 
+/// Every status a proposal can have, as the command line and the API write them.
+pub const STATUSES: [&str; 6] = [
+    "pending_review",
+    "approved",
+    "rejected",
+    "blocked",
+    "expired",
+    "superseded",
+];
+
 /// A temporary folder with a hypod.toml (database inside it, the repository's policies).
 pub struct Hypod {
     pub dir: tempfile::TempDir,
