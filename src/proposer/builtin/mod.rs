@@ -18,7 +18,7 @@
 //!
 //! No lever whose pooled effect is negative, or whose best test had a sample ratio mismatch, is
 //! carried anywhere. Nothing a running experiment tests or a reviewer recently rejected is
-//! proposed. No test that would run longer than `proposer.max_days` is proposed: the run
+//! proposed. With `proposer.max_days` set, no test that would run longer is proposed: the run
 //! records those the portfolio would otherwise have chosen as dropped, with the days they need.
 //!
 //! The portfolio (docs/proposals-and-queue.md, "How the builtin proposer ranks"): ideas are
