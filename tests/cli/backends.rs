@@ -144,6 +144,22 @@ impl PgDatabase {
     }
 }
 
+/// Runs `check` (a blocking test) on a fresh PostgreSQL database given by its URL, dropping the
+/// database afterwards whether `check` passed or panicked; skipped loudly without PostgreSQL,
+/// outside CI.
+pub fn on_fresh_postgres(check: impl FnOnce(&str)) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(postgres_server()) else {
+        return;
+    };
+    let db = runtime.block_on(PgDatabase::create(&server));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&db.url)));
+    runtime.block_on(db.drop_now());
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// A migrated store on one backend, and what a test needs to reach under it.
 pub struct TestDb {
     pub backend: &'static str,

@@ -4,7 +4,6 @@
 //! expiry date and its value in the configured currency ("value units" without one); the
 //! runs page shows the proven rate as an unsigned percentage.
 
-use crate::backends::{postgres_server, PgDatabase};
 use crate::support::{Hypod, SAMPLE};
 use crate::test_app::{request, Answer, TestApp};
 use serde_json::Value;
@@ -16,18 +15,7 @@ fn on_sqlite(check: fn(&Hypod)) {
 /// `check` on a fresh PostgreSQL database (dropped after, also when the check fails); skipped
 /// without PostgreSQL unless `CI` is set.
 fn on_postgres(check: fn(&Hypod)) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check(&Hypod::with_database(&db.url))
-    }));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    crate::backends::on_fresh_postgres(|url| check(&Hypod::with_database(url)));
 }
 
 /// The sample imported, one run made and one pending proposal rejected, so

@@ -403,16 +403,7 @@ fn sigterm_mid_run_on_postgresql_writes_nothing_and_releases_the_slot() {
 /// check panics (the panic is passed on). Returns without running it when there is no server
 /// (after the SKIPPED banner; with `CI` set that is a failure instead).
 fn on_postgresql(check: fn(Option<&str>)) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(Some(&db.url))));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    crate::backends::on_fresh_postgres(|url| check(Some(url)));
 }
 
 fn sigterm_mid_run(database_url: Option<&str>) {

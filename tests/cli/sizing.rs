@@ -40,18 +40,7 @@ fn shown(hypod: &Hypod) -> Vec<Value> {
 }
 
 fn on_postgresql(check: fn(Hypod)) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check(Hypod::with_database(&db.url))
-    }));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    crate::backends::on_fresh_postgres(|url| check(Hypod::with_database(url)));
 }
 
 /// The retest's change said "at least 141741 visitors per arm" while its size said 145699:

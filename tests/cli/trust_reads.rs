@@ -308,16 +308,7 @@ fn an_import_changes_what_the_next_read_shows(url: Option<&str>) {
 
 /// Runs `check` on a fresh PostgreSQL database (skipped loudly without PostgreSQL, outside CI).
 fn on_postgres(check: fn(Option<&str>)) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(crate::backends::postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(crate::backends::PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(|| check(Some(&db.url)));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    crate::backends::on_fresh_postgres(|url| check(Some(url)));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! look-alike names are one person and mixed-script names are refused, a database password
 //! never appears in a message or log line, and echoed input is bounded.
 
-use crate::backends::{postgres_server, PgDatabase};
+use crate::backends::postgres_server;
 use crate::review::request;
 use crate::support::{Hypod, SAMPLE};
 use crate::test_app::TestApp;
@@ -27,18 +27,7 @@ fn on_sqlite(check: fn(&Hypod)) {
 /// Runs `check` on a folder whose database is a fresh PostgreSQL database (dropped after,
 /// also when the check fails); skipped without PostgreSQL unless `CI` is set.
 fn on_postgres(check: fn(&Hypod)) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(server) = runtime.block_on(postgres_server()) else {
-        return;
-    };
-    let db = runtime.block_on(PgDatabase::create(&server));
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check(&Hypod::with_database(&db.url))
-    }));
-    runtime.block_on(db.drop_now());
-    if let Err(panic) = checked {
-        std::panic::resume_unwind(panic);
-    }
+    crate::backends::on_fresh_postgres(|url| check(&Hypod::with_database(url)));
 }
 
 fn bearer(token: &str) -> String {
